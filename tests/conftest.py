@@ -1,0 +1,27 @@
+import os
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = pathlib.Path(os.environ.get("S1_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def require_shared_data() -> pathlib.Path:
+    """Path of ../shared/data; skip (or fail, when S1_REQUIRE_SHARED_DATA=1, as in CI) if absent."""
+    if not SHARED_DATA.is_dir():
+        msg = f"shared data folder {SHARED_DATA} is absent (set S1_SHARED_DATA or place it beside the repo)"
+        if os.environ.get("S1_REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return SHARED_DATA
+
+
+@pytest.fixture
+def shared_data() -> pathlib.Path:
+    return require_shared_data()
+
+
+@pytest.fixture
+def qwen_tokenizer_dir(shared_data) -> pathlib.Path:
+    return shared_data / "qwen2.5-tokenizer"
