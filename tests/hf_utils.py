@@ -1,0 +1,33 @@
+"""Helpers that build small random Qwen2 models with HF transformers (the test-time oracle)."""
+from __future__ import annotations
+
+import torch
+
+from model.config import Qwen2Config
+
+
+def hf_config(**kw):
+    import transformers
+    base = dict(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, intermediate_size=192,
+                num_hidden_layers=2, vocab_size=512, tie_word_embeddings=True, rope_theta=1e6,
+                rms_norm_eps=1e-6, max_position_embeddings=1024)
+    base.update(kw)
+    return transformers.Qwen2Config(**base)
+
+
+def random_hf_model(seed: int = 0, std: float = 0.05, **kw):
+    """A transformers Qwen2ForCausalLM with random weights (biases and norms randomized too)."""
+    import transformers
+    torch.manual_seed(seed)
+    model = transformers.Qwen2ForCausalLM(hf_config(**kw)).float().eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            else:
+                p.normal_(0.0, std)
+    return model
+
+
+def our_config_from_hf(hf_model) -> Qwen2Config:
+    return Qwen2Config.from_dict(hf_model.config.to_dict())
