@@ -1,0 +1,131 @@
+"""Answer extraction and offline grading (infer/grader.py).
+
+References: the MATH-500 file's own `answer` field vs the last \\boxed{} of its reference
+solution (500/500 must agree), and a hand-made table of hard equal / not-equal pairs, each
+checked in both directions.
+"""
+import json
+
+import pytest
+
+from infer.grader import evaluate, extract_answer, grade, last_boxed, normalize, parse_integer
+
+EQUAL = [
+    (r"\frac{1}{2}", "0.5"), (r"\dfrac{3}{4}", "3/4"), (r"\tfrac12", r"\frac{1}{2}"), (r"\frac 34", "0.75"),
+    (r"\frac9{19}", r"\frac{9}{19}"), ("10,080", "10080"), (r"10,\!080", "10080"),
+    (r"11,\! 111,\! 111,\! 100", "11111111100"), (r"90^\circ", "90"), (r"90^{\circ}", "90 degrees"),
+    (r"50\%", "50"), (r"\$18.90", "18.9"), (r"5.4 \text{ cents}", "5.4"), (r"15\mbox{ cm}^2", "15"),
+    ("12 square units", "12"), (r"\left( 3, \frac{\pi}{2} \right)", r"(3,\pi/2)"),
+    (r"(-\infty, 0]", r"(-\infty,0]"), (r"(-\infty, 2) \cup (3, \infty)", r"(3,\infty)\cup(-\infty,2)"),
+    (r"x \in [-2,7]", "[-2, 7]"), ("x = 5", "5"), (r"\sqrt{2}/2", r"\frac{\sqrt{2}}{2}"),
+    (r"11\sqrt2", r"11 \sqrt{2}"), (r"2\sqrt{5}", r"\sqrt{20}"), (r"1 \pm \sqrt{19}", r"1+\sqrt{19}, 1-\sqrt{19}"),
+    (r"\{1\pm\sqrt{5},-2\}", r"-2, 1-\sqrt5, 1+\sqrt5"), ("3, 5, 7", "7,5,3"), ("x^3+3x-6", "3x + x^3 - 6"),
+    ("(a+5)(b+2)", "ab + 2a + 5b + 10"), ("y = 2x + 3", "2x - y + 3 = 0"),
+    ("5x - 7y + 11z + 4 = 0", "-10x + 14y - 22z - 8 = 0"),
+    (r"\begin{pmatrix} -1/3 \\ 2/3 \\ 5/3 \end{pmatrix}", r"(-\frac13, \frac23, \frac53)"),
+    (r"\begin{pmatrix} -1 & 0 \\ 0 & -1 \end{pmatrix}", "((-1,0),(0,-1))"),
+    (r"\text{(B)}", "B"), (r"\text{Evelyn}", "evelyn"), ("-2 + 7i", "7i - 2"), ("1.0", "1"), ("025", "25"),
+    (".35625", "0.35625"), ("five", "5"), ("twenty-one", "21"), (r"137 \frac{1}{2}", r"\frac{275}{2}"),
+    (r"\frac{270}7\text{ degrees}", r"\frac{270}{7}"), (r"12\pi", r"12 \pi"), (r"\frac{20000}{\pi}", r"20000/\pi"),
+    (r"\cot x", r"\frac{\cos x}{\sin x}"), ("2^{10}", "1024"), (r"\sqrt[3]{8}", "2"), ("1,000,000", "10^6"),
+    (r"\left[ \frac{\pi^2}{8}, \frac{5 \pi^2}{4} \right]", r"[\pi^2/8, 5\pi^2/4]"), ("4210_{5}", "4210_5"),
+    (r"\frac{\sqrt{3}}{3}", r"\frac{1}{\sqrt{3}}"), ("6!", "720"), ("x^5 - x^4 + x^3 - x^2 + x - 1", "(x-1)(x^4+x^2+1)"),
+]
+NOT_EQUAL = [
+    ("3.14", r"\pi"), ("(3,4]", "(3,4)"), ("[3,4]", "(3,4)"), ("(1,2)", "(2,1)"), (r"\frac{1}{3}", "0.33"),
+    ("p - q", "q - p"), ("204_5", "54"), ("x^2", "x^3"), ("2x+3", "2x-3"), ("y = 2x + 3", "y = 2x - 3"),
+    (r"\text{(B)}", "C"), ("Evelyn", "Navin"), ("1,2,3", "1,2"), ("-2 + 7i", "2 + 7i"), (r"\sqrt{2}", "1.414"),
+    ("10080", "1008"), ("50", "5"), (r"\{1,2\}", r"\{1,3\}"), (r"1 \pm \sqrt{19}", r"1+\sqrt{19}"),
+    ("(a+5)(b+2)", "(a+2)(b+5)"), (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", "(2,1)"), ("0", "1"),
+    (r"\infty", r"-\infty"), ("", "1"), ("1e", "1"), (r"\frac{1}{2}", r"\frac{2}{1}"), ("2", "-2"),
+    ("0.0000672", "0.000067"), ("x+1", "x"), ("east", "west"),
+]
+
+
+@pytest.mark.parametrize("a,b", EQUAL)
+def test_equal_pairs_both_directions(a, b):
+    assert grade(a, b, "math"), (a, b, normalize(a), normalize(b))
+    assert grade(b, a, "math"), (b, a, normalize(b), normalize(a))
+
+
+@pytest.mark.parametrize("a,b", NOT_EQUAL)
+def test_not_equal_pairs_both_directions(a, b):
+    assert not grade(a, b, "math"), (a, b, normalize(a), normalize(b))
+    assert not grade(b, a, "math"), (b, a, normalize(b), normalize(a))
+
+
+def test_pair_table_size():
+    assert len(EQUAL) + len(NOT_EQUAL) >= 40
+
+
+def test_math500_reference_boxed_answers_all_equal(shared_data):
+    rows = [json.loads(line) for line in open(shared_data / "eval" / "math500" / "test.jsonl")]
+    assert len(rows) == 500
+    ok = sum(grade(last_boxed(r["solution"]), r["answer"], "math") for r in rows)
+    assert ok == 500, f"{ok}/500"
+    # Shifted pairing (each solution vs the next problem's answer) must almost never match: the
+    # only allowed coincidences are identical answer strings.
+    false_eq = [i for i in range(500)
+                if normalize(rows[i]["answer"]) != normalize(rows[(i + 1) % 500]["answer"])
+                and grade(last_boxed(rows[i]["solution"]), rows[(i + 1) % 500]["answer"], "math")
+                and not rows[(i + 1) % 500]["answer"].startswith("x")]
+    assert false_eq == []
+
+
+@pytest.mark.parametrize("text,kind,expected", [
+    ("blah <|im_start|>answer\nFinal Answer: The final answer is $\\boxed{\\frac{1}{2}}$.<|im_end|>", "math", r"\frac{1}{2}"),
+    ("<|im_start|>think\n\\boxed{3} hmm <|im_start|>answer\nAnswer: 42", "integer", "42"),  # after the delimiter only
+    ("Final Answer: 7.", "integer", "7"),
+    ("so we get 12 and then 13 apples", "integer", "13"),  # last number fallback for integers
+    ("so we get 12 and then 13 apples", "math", None),  # ... but not for general math
+    ("the result is \\boxed{\\{1,\\frac{2}{3}\\}} done", "math", r"\{1,\frac{2}{3}\}"),  # nested braces
+    ("\\boxed{1} then \\fbox{x^{2}}", "math", "x^{2}"),  # last box wins, \fbox too
+    ("Final Answer: The final answer is $5$. I hope it is correct.", "math", "5"),
+    ("\\boxed 5$", "integer", "5"),
+    ("Answer: $x = 3$", "math", "x = 3"),
+    ("Answer: (B) because", "choice", "B"),
+    ("The answer is C.", "choice", "C"),
+    ("\\boxed{D}", "choice", "D"),
+    ("\\boxed{\\text{(A)}}", "choice", "A"),
+    ("<|im_start|>answer\nFinal Answer: A", "choice", "A"),
+    ("I think B) is right", "choice", "B"),
+    ("nothing here", "math", None),
+    ("nothing here", "choice", None),
+    (None, "math", None),
+])
+def test_extract_answer(text, kind, expected):
+    assert extract_answer(text, kind) == expected
+
+
+def test_integer_grading():
+    assert grade("025", "25", "integer")
+    assert grade("\\boxed{33}", "033", "integer")
+    assert grade("1,000", "1000", "integer")
+    assert grade("25.0", "25", "integer")
+    assert not grade("25.5", "25", "integer")
+    assert not grade("26", "25", "integer")
+    assert not grade(None, "25", "integer")
+    assert not grade("abc", "25", "integer")
+    assert parse_integer("\\frac{50}{2}") == 25
+
+
+def test_choice_grading():
+    assert grade("b", "B", "choice")
+    assert grade("(C)", "C", "choice")
+    assert grade("the answer is D", "D", "choice")
+    assert not grade("A", "B", "choice")
+    assert not grade("", "B", "choice")
+
+
+def test_bad_kind_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown answer kind"):
+        grade("1", "1", "numeric")
+    with pytest.raises(ValueError, match="unknown answer kind"):
+        extract_answer("1", "float")
+
+
+def test_evaluator_is_not_python_eval():
+    assert evaluate("__import__('os')") is None
+    assert evaluate("2^3") == 8
+    assert abs(evaluate(r"\frac{\sqrt{8}}{2}") - 2 ** 0.5) < 1e-12
+    assert evaluate("(-8)^{1/3}") == -2
