@@ -1,0 +1,232 @@
+"""Stage orchestration: every stage reads the previous stage's records from <out>/stages/, writes
+its own records + stats atomically, and is skipped on a rerun when its fingerprint (its settings
+plus the fingerprint of its input) is unchanged. Model stages cache per question id under
+<out>/cache/, so an interrupted stage restarted later yields exactly the uninterrupted output.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from curate.store import fingerprint, read_jsonl, write_jsonl
+
+STAGES = ("sources", "decontam", "traces", "quality", "difficulty", "domains", "select", "output")
+_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("S1_SHARED_DATA", _ROOT.parent / "shared" / "data"))
+
+
+@dataclass
+class Config:
+    out: str
+    pool: list[str] = field(default_factory=list)
+    eval_sets: list[str] = field(default_factory=lambda: [str(SHARED / "eval")])
+    ngram: int = 8
+    aime_max_year: int | None = 2022
+    teacher: str | None = None
+    traces: list[str] = field(default_factory=list)            # files/datasets with s1K columns
+    teacher_params: dict = field(default_factory=dict)         # SamplingParams kwargs (budget forcing)
+    max_questions: int | None = None                           # model stages on a seeded subset
+    students: list[str] = field(default_factory=list)
+    student_params: dict = field(default_factory=dict)
+    domain_model: str | None = None
+    msc: str = str(SHARED / "curation" / "msc.json")
+    tokenizer: str = str(SHARED / "qwen2.5-tokenizer")
+    size: int = 1000
+    seed: int = 0
+    selector: str = "s1"
+    preselected: str | None = None                             # file: one id or JSONL {"id"|"question"} per line
+    device: str = "cpu"
+    batch_size: int = 64
+    progress: bool = True
+
+    def stage_settings(self, stage: str) -> dict:
+        a = asdict(self)
+        keys = {"sources": ["pool", "aime_max_year"], "decontam": ["eval_sets", "ngram"],
+                "traces": ["teacher", "traces", "teacher_params", "max_questions", "seed"], "quality": [],
+                "difficulty": ["students", "student_params", "seed", "tokenizer"],
+                "domains": ["domain_model", "msc"], "select": ["size", "seed", "selector", "preselected"],
+                "output": []}[stage]
+        s = {k: a[k] for k in keys}
+        for k in ("pool", "eval_sets", "traces", "students"):   # paths by absolute location
+            if k in s:
+                s[k] = [x if x.startswith("hf:") else os.path.abspath(x) for x in s[k]]
+        for k in ("teacher", "domain_model", "preselected", "msc", "tokenizer"):
+            if s.get(k) and not s[k].startswith("hf:"):
+                s[k] = os.path.abspath(s[k])
+        return s
+
+
+def default_llm_factory(path: str, device: str):
+    from infer import LLM
+
+    return LLM(path, device=device)
+
+
+def model_key(path: str) -> str:
+    """Cache key of a checkpoint: folder name + hash of its absolute path."""
+    p = os.path.abspath(path)
+    return f"{Path(p).name}-{fingerprint(p)[:8]}"
+
+
+class Pipeline:
+    def __init__(self, cfg: Config, llm_factory=default_llm_factory, log=None):
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.llm_factory = llm_factory
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+
+    # -------------------------------------------------------------- stage files
+    def records_path(self, stage):
+        return self.out / "stages" / f"{STAGES.index(stage) + 1:02d}_{stage}.jsonl"
+
+    def stats_path(self, stage):
+        return self.out / "stages" / f"{STAGES.index(stage) + 1:02d}_{stage}.json"
+
+    def fingerprint(self, stage: str) -> str:
+        prev = self.fingerprint(STAGES[STAGES.index(stage) - 1]) if stage != "sources" else ""
+        return fingerprint([stage, self.cfg.stage_settings(stage), prev])
+
+    def is_done(self, stage: str) -> bool:
+        p = self.stats_path(stage)
+        if not p.exists() or not self.records_path(stage).exists():
+            return False
+        return json.loads(p.read_text())["fingerprint"] == self.fingerprint(stage)
+
+    def load(self, stage: str) -> list[dict]:
+        if not self.is_done(stage):
+            raise RuntimeError(f"stage {stage!r} has no up-to-date output in {self.out / 'stages'}: "
+                               f"run `s1 curate {stage} --out {self.out} ...` (or the whole pipeline) first")
+        return read_jsonl(self.records_path(stage), tolerate_truncated_tail=False)
+
+    def stats(self, stage: str) -> dict:
+        return json.loads(self.stats_path(stage).read_text())
+
+    def _save(self, stage: str, records: list[dict], stats: dict, seconds: float) -> None:
+        write_jsonl(self.records_path(stage), records)
+        tmp = self.stats_path(stage).with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"stage": stage, "fingerprint": self.fingerprint(stage), "seconds": round(seconds, 3),
+                                   "count": len(records), "settings": self.cfg.stage_settings(stage), "stats": stats},
+                                  indent=1, default=str))
+        os.replace(tmp, self.stats_path(stage))   # stats last: its presence marks the stage done
+
+    # -------------------------------------------------------------- running
+    def run(self, stages=STAGES, force: bool = False) -> dict:
+        """Run the given stages in order (skipping up-to-date ones unless force); returns {stage: seconds}."""
+        times = {}
+        for stage in stages:
+            if not force and self.is_done(stage):
+                self.log(f"[curate] {stage}: up to date ({self.stats(stage)['count']} records), skipped")
+                continue
+            t0 = time.perf_counter()
+            inp = self.load(STAGES[STAGES.index(stage) - 1]) if stage != "sources" else None
+            records, stats = getattr(self, f"stage_{stage}")(inp)
+            times[stage] = time.perf_counter() - t0
+            self._save(stage, records, stats, times[stage])
+            self.log(f"[curate] {stage}: {len(records)} records in {times[stage]:.1f}s")
+        return times
+
+    def stage_sources(self, _):
+        from curate.sources import load_sources
+
+        if not self.cfg.pool:
+            raise ValueError("no pool given (--pool DIR|FILE|hf:NAME ...)")
+        records, stats = load_sources(self.cfg.pool, self.cfg.aime_max_year, self.cfg.progress)
+        for e in stats["errors"][:20]:
+            self.log(f"[curate] malformed row: {e['source']}: {e['path']}:{e['line']}: {e['reason']}")
+        if len(stats["errors"]) > 20:
+            self.log(f"[curate] ... {len(stats['errors']) - 20} more malformed rows (see {self.stats_path('sources')})")
+        return records, stats
+
+    def stage_decontam(self, records):
+        from curate.decontam import decontaminate, load_eval_questions
+
+        kept, stats, _ = decontaminate(records, load_eval_questions(self.cfg.eval_sets), self.cfg.ngram, self.cfg.progress)
+        return kept, stats
+
+    def stage_traces(self, records):
+        import numpy as np
+        from curate.traces import add_traces, load_trace_file
+
+        n_in = len(records)
+        if self.cfg.max_questions is not None and self.cfg.max_questions < n_in:
+            # seeded subset, original order kept: model stages on CPU are slow (documented in the report)
+            idx = np.sort(np.random.default_rng(self.cfg.seed).choice(n_in, self.cfg.max_questions, replace=False))
+            records = [records[i] for i in idx]
+        imported = {}
+        for spec in self.cfg.traces:
+            imported.update(load_trace_file(spec))
+        if not self.cfg.teacher and not imported:
+            raise ValueError("the traces stage needs a teacher checkpoint (--teacher DIR) or a traces file (--traces FILE)")
+        need_teacher = self.cfg.teacher and any(r["id"] not in imported for r in records)
+        llm = self.llm_factory(self.cfg.teacher, self.cfg.device) if need_teacher else None
+        cache = self.out / "cache" / f"traces_{model_key(self.cfg.teacher)}.jsonl" if self.cfg.teacher else None
+        out, counts = add_traces(records, imported, llm, self.cfg.teacher_params, self.cfg.seed, cache,
+                                 self.cfg.batch_size, self.cfg.progress)
+        per_source = {}
+        for r in out:
+            per_source[r["source_type"]] = per_source.get(r["source_type"], 0) + 1
+        return out, {"in": n_in, "subset": len(out), "counts": counts, "per_source": per_source,
+                     "teacher_params": self.cfg.teacher_params}
+
+    def stage_quality(self, records):
+        from curate.quality import quality_filter
+
+        return quality_filter(records, has_traces=True, progress=self.cfg.progress)
+
+    def stage_difficulty(self, records):
+        from curate.difficulty import difficulty_filter
+
+        students = [(model_key(p), self.llm_factory(p, self.cfg.device)) for p in self.cfg.students]
+        return difficulty_filter(records, students, self.cfg.student_params, self.cfg.seed, self.out / "cache",
+                                 self.cfg.tokenizer, self.cfg.batch_size, self.cfg.progress)
+
+    def stage_domains(self, records):
+        from curate.domains import classify, load_msc
+
+        llm = self.llm_factory(self.cfg.domain_model, self.cfg.device) if self.cfg.domain_model else None
+        cache = self.out / "cache" / f"domains_{model_key(self.cfg.domain_model)}.jsonl" if llm else None
+        return classify(records, load_msc(self.cfg.msc), llm, cache, self.cfg.batch_size, progress=self.cfg.progress)
+
+    def preselected_ids(self, candidates: list[dict]) -> list[str]:
+        if not self.cfg.preselected:
+            return []
+        from curate.text import question_id
+
+        ids = []
+        for line in Path(self.cfg.preselected).read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("{"):
+                row = json.loads(line)
+                ids.append(row["id"] if "id" in row else question_id(row["question"]))
+            else:
+                ids.append(line)
+        known = {r["id"] for r in candidates}
+        dropped = [i for i in ids if i not in known]
+        if dropped:
+            self.log(f"[curate] {len(dropped)} pre-selected items are not candidates after filtering; ignored")
+        return [i for i in ids if i in known]
+
+    def stage_select(self, records):
+        from curate.select import select
+
+        pre = self.preselected_ids(records)
+        chosen = select(records, self.cfg.size, self.cfg.seed, self.cfg.selector, pre)
+        if len(chosen) < self.cfg.size:
+            self.log(f"[curate] only {len(chosen)} candidates left, fewer than --size {self.cfg.size}")
+        return chosen, {"method": self.cfg.selector, "size": self.cfg.size, "seed": self.cfg.seed,
+                        "preselected": len(pre), "selected": len(chosen), "candidates": len(records)}
+
+    def stage_output(self, selected):
+        from curate.domains import load_msc
+        from curate.output import write_dataset, write_report
+
+        info = write_dataset(selected, self.out)
+        titles = {m["code"]: m["title"] for m in load_msc(self.cfg.msc)}
+        write_report(self.out, {s: self.stats(s) for s in STAGES[:-1]}, self.load("domains"), selected, titles)
+        return selected, {**info, "report": ["report.md", "report.png"]}
