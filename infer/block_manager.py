@@ -1,0 +1,135 @@
+"""Page allocator for the paged KV cache: free list, reference counts, prefix sharing.
+
+Prefix sharing (as vLLM / nano-vllm): a *full* page is identified by a chained hash
+h_i = hash(h_{i-1}, tokens of page i), so equal hashes mean equal whole prefixes. A page whose
+hash is known can be reused by any later sequence with the same prefix (its ref count goes up);
+freed pages keep their hash until they are handed out again, so a finished prompt's pages can
+still be revived. Only pages strictly before a sequence's last token are looked up: the last
+token is always recomputed so the prefill yields logits.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+from infer.request import Sequence
+
+
+def chain_hash(prev: int, tokens: list[int]) -> int:
+    return hash((prev, tuple(tokens)))
+
+
+class BlockManager:
+    def __init__(self, num_pages: int, page_size: int, enable_prefix_caching: bool = True):
+        if num_pages < 1 or page_size < 1:
+            raise ValueError(f"need num_pages >= 1 and page_size >= 1 (got {num_pages}, {page_size})")
+        self.num_pages = num_pages
+        self.page_size = page_size
+        self.enable_prefix_caching = enable_prefix_caching
+        self.ref_count = [0] * num_pages
+        self.page_hash: list[int | None] = [None] * num_pages
+        self.page_tokens: list[tuple | None] = [None] * num_pages  # guards against hash collisions
+        self.hash_to_page: dict[int, int] = {}
+        self.free: deque[int] = deque(range(num_pages))
+        self.free_set = set(range(num_pages))
+        self.num_prefix_hits = 0          # pages reused from the cache (statistics)
+
+    @property
+    def num_free(self) -> int:
+        return len(self.free)
+
+    @property
+    def num_used(self) -> int:
+        return self.num_pages - len(self.free)
+
+    # ---------------------------------------------------------------- internals
+    def _take(self, page: int | None = None) -> int:
+        if page is None:
+            page = self.free.popleft()
+        else:
+            self.free.remove(page)
+        self.free_set.discard(page)
+        self.ref_count[page] += 1
+        return page
+
+    def _forget(self, page: int) -> None:
+        h = self.page_hash[page]
+        if h is not None and self.hash_to_page.get(h) == page:
+            del self.hash_to_page[h]
+        self.page_hash[page] = None
+        self.page_tokens[page] = None
+
+    def _lookup(self, seq: Sequence) -> list[int]:
+        """Pages holding seq's leading full pages (prefix hits), in order."""
+        if not self.enable_prefix_caching:
+            return []
+        hits, h = [], 0
+        known = seq.token_ids
+        for i in range((seq.num_tokens - 1) // self.page_size):
+            toks = tuple(known[i * self.page_size:(i + 1) * self.page_size])
+            h = chain_hash(h, list(toks))
+            page = self.hash_to_page.get(h)
+            if page is None or self.page_tokens[page] != toks:
+                break
+            hits.append(page)
+        return hits
+
+    # ---------------------------------------------------------------- prefill
+    def can_allocate(self, seq: Sequence) -> bool:
+        hits = self._lookup(seq)
+        revived = sum(1 for p in hits if p in self.free_set)
+        return seq.num_blocks - len(hits) + revived <= self.num_free
+
+    def allocate(self, seq: Sequence) -> None:
+        """Give seq pages for all its tokens; sets seq.num_cached_tokens from prefix hits."""
+        assert not seq.block_table, "sequence already holds pages"
+        if seq.num_known_tokens != seq.num_tokens:
+            raise RuntimeError("allocate() needs every token of the sequence on the host")
+        hits = self._lookup(seq)
+        for p in hits:
+            if p in self.free_set:
+                self._take(p)
+            else:
+                self.ref_count[p] += 1
+        self.num_prefix_hits += len(hits)
+        seq.block_table = list(hits)
+        seq.num_cached_tokens = len(hits) * self.page_size
+        h = 0
+        for i in range(len(hits)):
+            h = chain_hash(h, seq.block_tokens(i))
+        known = seq.token_ids
+        for i in range(len(hits), seq.num_blocks):
+            page = self._take()
+            self._forget(page)
+            seq.block_table.append(page)
+            toks = known[i * self.page_size:(i + 1) * self.page_size]
+            # register full pages before the last token (their KV is computed in this prefill)
+            if self.enable_prefix_caching and (i + 1) * self.page_size <= seq.num_tokens - 1:
+                h = chain_hash(h, toks)
+                if h not in self.hash_to_page:
+                    self.hash_to_page[h] = page
+                    self.page_hash[page] = h
+                    self.page_tokens[page] = tuple(toks)
+
+    def deallocate(self, seq: Sequence) -> None:
+        for page in reversed(seq.block_table):
+            self.ref_count[page] -= 1
+            assert self.ref_count[page] >= 0
+            if self.ref_count[page] == 0:
+                self.free.append(page)   # keeps its hash: revivable until handed out again
+                self.free_set.add(page)
+        seq.block_table = []
+        seq.num_cached_tokens = 0
+
+    # ---------------------------------------------------------------- decode
+    def needs_page(self, seq: Sequence) -> bool:
+        """Whether the next decode step (writing KV at position num_tokens-1) needs a new page."""
+        return len(seq.block_table) < seq.num_blocks
+
+    def can_append(self, seq: Sequence) -> bool:
+        return not self.needs_page(seq) or self.num_free >= 1
+
+    def append_slot(self, seq: Sequence) -> None:
+        if self.needs_page(seq):
+            page = self._take()
+            self._forget(page)
+            seq.block_table.append(page)

@@ -1,0 +1,271 @@
+"""Sampling and the budget-forcing state machine, on device, one step for a batch of requests.
+
+s1 (s1-reference §3) runs generation N+1 times and re-prefills the context at every forced
+continuation. Here every request carries a small state in device tensors and each decode step
+samples and applies the rules in the same batched tensor ops, with no host round trip:
+
+    phase        THINK -> (FORCE: emit a fixed token sequence) -> ... -> ANSWER -> DONE
+    think_used   thinking tokens so far (generated + inserted extension tokens)
+    waits_left   extensions still allowed;  waits_used for reporting
+    force_kind / force_pos   which forced sequence (extension | end-of-thinking | answer
+                 delimiter) is being emitted and how far
+    answer_used  sampled answer tokens;  out_count  all output tokens
+
+The exact rules are documented in infer/sampling.py. Forced tokens still go through the model
+(their K/V are needed); their logits are simply ignored.
+
+Sampling is an exponential race in its Gumbel form: token = argmax(logits/T + g) with
+g = -log(-log u), u ~ U(0,1). u comes from a counter-based hash of (seed, output position,
+vocab id), so a request's samples depend only on its own seed and history -- not on the batch it
+shares, on preemption, or on a host-side generator -- and no device-host sync is needed.
+Ids >= the tokenizer's real vocabulary (padded embedding rows) are never produced.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+THINK, FORCE, ANSWER, DONE = 0, 1, 2, 3
+F_EXT, F_END, F_DELIM = 0, 1, 2
+FIN_NONE, FIN_STOP, FIN_ANSWER_LEN, FIN_MAX_TOKENS = 0, 1, 2, 3
+FINISH_REASONS = {FIN_STOP: "stop", FIN_ANSWER_LEN: "length", FIN_MAX_TOKENS: "length"}
+_BIG = 2 ** 62
+_M32 = 0xFFFFFFFF
+
+
+@dataclass
+class SpecialTokens:
+    """Token ids the rules need, resolved by name from the tokenizer (see `from_tokenizer`)."""
+    think_end_ids: list[int]       # ids that end thinking: <|im_start|>, <|im_end|>, <|endoftext|>
+    answer_stop_ids: list[int]     # default answer stops: <|im_end|>, <|endoftext|>
+    delimiter_ids: list[int]       # tokens of "<|im_start|>answer\n"
+    pad_id: int                    # emitted (and ignored) by finished rows
+    vocab_size: int                # real vocabulary; logits beyond it are masked
+
+    @classmethod
+    def from_tokenizer(cls, tok) -> "SpecialTokens":
+        im_start, im_end, eot = (tok.token_id(n) for n in ("<|im_start|>", "<|im_end|>", "<|endoftext|>"))
+        return cls(think_end_ids=[im_start, im_end, eot], answer_stop_ids=[im_end, eot],
+                   delimiter_ids=tok.encode("<|im_start|>answer\n"), pad_id=eot,
+                   vocab_size=tok.vocab_size)
+
+
+@dataclass
+class RequestRules:
+    """One request's rules as token ids (built by the LLM from SamplingParams + tokenizer)."""
+    thinking: bool = True                  # start in the thinking phase (else plain generation)
+    max_think: int | None = None
+    min_think: int = 0
+    num_wait: int = 0
+    extension_ids: list[int] = field(default_factory=list)
+    end_ids: list[int] = field(default_factory=list)
+    max_answer: int | None = None
+    max_tokens: int | None = None
+    stop_ids: list[int] = field(default_factory=list)
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+def _h32(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 integer hash (C. Wellons) on int64 tensors holding 32-bit values."""
+    x = x & _M32
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _M32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _M32
+    return x ^ (x >> 16)
+
+
+def uniform_noise(seed: torch.Tensor, pos: torch.Tensor, vocab: int) -> torch.Tensor:
+    """u [B, vocab] in (0, 1), a pure function of (seed[b], pos[b], vocab id)."""
+    k1 = _h32(_h32(seed & _M32) ^ _h32(pos + 0x632BE5AB))
+    k2 = _h32(k1 ^ _h32((seed >> 32) + 0x9E3779B9))
+    idx = torch.arange(vocab, device=seed.device, dtype=torch.int64)
+    x = _h32(_h32(idx[None, :] ^ k1[:, None]) ^ k2[:, None])
+    return ((x >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+
+
+def perturbed_scores(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
+                     top_p: torch.Tensor, seed: torch.Tensor, pos: torch.Tensor,
+                     any_random: bool = True, any_filter: bool = True) -> torch.Tensor:
+    """Scores whose argmax is the sample: raw logits for greedy rows (temperature 0), else
+    top-k/top-p-filtered logits/T plus Gumbel noise. logits [B, V] fp32 (already vocab-masked).
+    any_random / any_filter are host-known batch properties that skip unused work."""
+    if not any_random:
+        return logits
+    greedy = temperature <= 0
+    x = logits / torch.where(greedy, torch.ones_like(temperature), temperature)[:, None]
+    if any_filter:
+        sorted_x, order = x.sort(dim=-1, descending=True)
+        probs = sorted_x.softmax(dim=-1)
+        mass_before = probs.cumsum(dim=-1) - probs
+        rank = torch.arange(x.shape[1], device=x.device)[None, :]
+        remove = (mass_before >= top_p[:, None]) | ((top_k[:, None] > 0) & (rank >= top_k[:, None]))
+        remove[:, 0] = False
+        x = torch.empty_like(x).scatter_(1, order, sorted_x.masked_fill(remove, float("-inf")))
+    u = uniform_noise(seed, pos, x.shape[1])
+    g = -torch.log(-torch.log(u))
+    return torch.where(greedy[:, None], logits, x + g)
+
+
+class BudgetState:
+    """Device-resident state for N requests (row r = request r of one generate call)."""
+
+    def __init__(self, rules: list[RequestRules], special: SpecialTokens, device):
+        self.device = torch.device(device)
+        self.special = special
+        n = len(rules)
+        self.n = n
+        dev = self.device
+
+        def t(vals, dtype=torch.int64):
+            return torch.tensor(vals, dtype=dtype, device=dev)
+
+        big = lambda v: _BIG if v is None else v  # noqa: E731
+        self.max_think = t([big(r.max_think) for r in rules])
+        self.min_think = t([r.min_think for r in rules])
+        self.max_answer = t([big(r.max_answer) for r in rules])
+        self.max_tokens = t([big(r.max_tokens) for r in rules])
+        self.temperature = t([float(r.temperature) for r in rules], torch.float32)
+        self.top_k = t([r.top_k for r in rules])
+        self.top_p = t([float(r.top_p) for r in rules], torch.float32)
+        self.seed = t([r.seed for r in rules])
+        self.any_random = any(r.temperature > 0 for r in rules)
+        self.any_filter = any(r.temperature > 0 and (r.top_k > 0 or r.top_p < 1.0) for r in rules)
+
+        # forced sequences [n, 3, Lmax] (pad: 0) and their lengths [n, 3]
+        seqs = [[r.extension_ids, r.end_ids, special.delimiter_ids] for r in rules]
+        lmax = max([1] + [len(s) for row in seqs for s in row])
+        forced = torch.zeros(n, 3, lmax, dtype=torch.int64)
+        for i, row in enumerate(seqs):
+            for j, s in enumerate(row):
+                forced[i, j, :len(s)] = torch.tensor(s, dtype=torch.int64)
+        self.forced = forced.to(dev)
+        self.forced_len = t([[len(s) for s in row] for row in seqs]).view(n, 3)
+        smax = max([1] + [len(r.stop_ids) for r in rules])
+        stop = torch.full((n, smax), -1, dtype=torch.int64)
+        for i, r in enumerate(rules):
+            stop[i, :len(r.stop_ids)] = torch.tensor(r.stop_ids, dtype=torch.int64)
+        self.stop = stop.to(dev)
+        self.think_end = t(special.think_end_ids)
+
+        # mutable state
+        self.phase = t([THINK if r.thinking else ANSWER for r in rules])
+        self.think_used = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.waits_left = t([r.num_wait for r in rules])
+        self.waits_used = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.force_kind = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.force_pos = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.answer_used = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.out_count = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.finish = torch.zeros(n, dtype=torch.int64, device=dev)
+        self.last_token = torch.zeros(n, dtype=torch.int64, device=dev)
+        self._transitions(torch.arange(n, device=dev))  # max_think == 0, max_answer == 0, ...
+
+    # ------------------------------------------------------------------ helpers
+    def _transitions(self, rows: torch.Tensor) -> None:
+        """Phase changes that follow from counters (run at init and after every step)."""
+        ph = self.phase[rows]
+        cap = (ph == THINK) | ((ph == FORCE) & (self.force_kind[rows] == F_EXT))
+        cap &= self.think_used[rows] >= self.max_think[rows]
+        ph = torch.where(cap, FORCE, ph)
+        self.force_kind[rows] = torch.where(cap, F_END, self.force_kind[rows])
+        self.force_pos[rows] = torch.where(cap, 0, self.force_pos[rows])
+        fin = self.finish[rows]
+        ans_done = (ph == ANSWER) & (self.answer_used[rows] >= self.max_answer[rows])
+        fin = torch.where(ans_done, FIN_ANSWER_LEN, fin)
+        ph = torch.where(ans_done, DONE, ph)
+        tok_done = (ph != DONE) & (self.out_count[rows] >= self.max_tokens[rows])
+        fin = torch.where(tok_done, FIN_MAX_TOKENS, fin)
+        ph = torch.where(tok_done, DONE, ph)
+        self.phase[rows] = ph
+        self.finish[rows] = fin
+
+    # ------------------------------------------------------------------ one step
+    @torch.no_grad()
+    def step(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """logits [B, V] for requests `rows` [B] (int64). Samples, applies the rules, advances the
+        state. Returns info [6, B] int64: token, emitted (row was not finished), done, finish code,
+        think_used, waits_used. Tokens are also kept in `last_token` (next decode's input)."""
+        sp = self.special
+        B, V = logits.shape
+        x = logits.float()
+        if V > sp.vocab_size:
+            x[:, sp.vocab_size:] = float("-inf")
+        ph = self.phase[rows]
+        tu, wl, wu = self.think_used[rows], self.waits_left[rows], self.waits_used[rows]
+        au, oc = self.answer_used[rows], self.out_count[rows]
+        kind, fpos = self.force_kind[rows], self.force_pos[rows]
+        flen = self.forced_len[rows]                                   # [B, 3]
+
+        z = perturbed_scores(x, self.temperature[rows], self.top_k[rows], self.top_p[rows],
+                             self.seed[rows], oc, self.any_random, self.any_filter)
+        t_u = z.argmax(dim=-1)                                         # unconstrained sample
+        z_m = z.index_fill(1, self.think_end, float("-inf"))
+        t_m = z_m.argmax(dim=-1)                                       # with end tokens masked
+
+        thinking = ph == THINK
+        below_min = tu < self.min_think[rows]
+        is_end = torch.isin(t_u, self.think_end)
+        ext_len = flen[:, F_EXT]
+        attempt = thinking & ~below_min & is_end                       # model tries to end thinking
+        wait = attempt & (wl > 0)
+        wait_text = wait & (ext_len > 0)
+        wait_empty = wait & (ext_len == 0)                             # "nothing": just mask the end
+        to_answer = attempt & (wl == 0)
+
+        tok = torch.where(thinking & (below_min | wait_empty), t_m, t_u)
+        tok = torch.where(wait_text, self.forced[rows, F_EXT, 0], tok)
+        tok = torch.where(to_answer, self.forced[rows, F_DELIM, 0], tok)
+        wl = wl - wait.long()
+        wu = wu + wait.long()
+        tu = tu + (thinking & ~to_answer).long()
+        new_ph = ph.clone()
+        # multi-token extension / delimiter: emit the rest from the forced table
+        more_ext = wait_text & (ext_len > 1)
+        more_delim = to_answer & (flen[:, F_DELIM] > 1)
+        new_ph = torch.where(more_ext | more_delim, FORCE, new_ph)
+        new_ph = torch.where(to_answer & ~more_delim, ANSWER, new_ph)
+        kind = torch.where(more_ext, F_EXT, torch.where(more_delim, F_DELIM, kind))
+        fpos = torch.where(more_ext | more_delim, 1, fpos)
+
+        # forcing rows: emit forced[kind][pos]
+        forcing = ph == FORCE
+        ftok = self.forced[rows, kind.clamp(0, 2), fpos.clamp(0, self.forced.shape[2] - 1)]
+        tok = torch.where(forcing, ftok, tok)
+        tu = tu + (forcing & (kind == F_EXT)).long()
+        fpos_next = fpos + 1
+        fdone = forcing & (fpos_next >= flen.gather(1, kind.clamp(0, 2)[:, None])[:, 0])
+        new_ph = torch.where(fdone & (kind == F_EXT), THINK, new_ph)
+        new_ph = torch.where(fdone & (kind != F_EXT), ANSWER, new_ph)
+        fpos = torch.where(forcing, fpos_next, fpos)
+
+        # answer rows: stop tokens
+        answering = ph == ANSWER
+        stop_hit = answering & (t_u[:, None] == self.stop[rows]).any(dim=1)
+        au = au + answering.long()
+        fin = self.finish[rows]
+        new_ph = torch.where(stop_hit, DONE, new_ph)
+        fin = torch.where(stop_hit, FIN_STOP, fin)
+
+        done_before = ph == DONE
+        tok = torch.where(done_before, sp.pad_id, tok)
+        oc = oc + (~done_before).long()
+
+        self.phase[rows] = new_ph
+        self.think_used[rows] = tu
+        self.waits_left[rows] = wl
+        self.waits_used[rows] = wu
+        self.force_kind[rows] = kind
+        self.force_pos[rows] = fpos
+        self.answer_used[rows] = au
+        self.out_count[rows] = oc
+        self.finish[rows] = fin
+        self._transitions(rows)
+        self.last_token[rows] = tok
+        new_done = self.phase[rows] == DONE
+        return torch.stack([tok, (~done_before).long(), new_done.long(), self.finish[rows],
+                            self.think_used[rows], self.waits_used[rows]])
