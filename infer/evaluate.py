@@ -145,6 +145,7 @@ def _output_fields(out) -> dict:
         "output_tokens": len(ids) if ids is not None else None,
         "waits_used": int(getattr(out, "num_waits_used", 0)),
         "finish_reason": getattr(out, "finish_reason", None),
+        "error": getattr(out, "error", None),
     }
 
 
@@ -251,6 +252,9 @@ def run_eval(llm, items: list[TaskItem], points: list[EvalPoint], *, samples: in
     if len(outputs) != len(prompts):
         raise RuntimeError(f"engine returned {len(outputs)} outputs for {len(prompts)} prompts")
     records = [score_record(stub | _output_fields(out)) for stub, out in zip(stubs, outputs)]
+    errors = [r for r in records if r["finish_reason"] == "error"]
+    if errors:  # kept in the results (scored as wrong) but never silent
+        print(f"warning: {len(errors)} request(s) failed in the engine, e.g. {errors[0]['error']}", file=sys.stderr)
     config = {
         "task": task, "model": model, "num_questions": len(items), "samples": samples,
         "temperature": temperature, "seed": seed, "base_params": base_params or {},
@@ -334,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=None, help="cap on all output tokens per request")
     p.add_argument("--limit", type=int, default=None, help="first N questions only")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--max-model-len", type=int, default=None, help="engine context limit (default: the model's)")
     p.add_argument("--dtype", default=None, help="float32 (s1 evaluated in fp32) | bfloat16 | float16")
     p.add_argument("--out", help="output folder")
     p.add_argument("--rescore", metavar="DIR", help="re-grade a finished run in DIR (no generation)")
@@ -372,9 +377,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from infer import LLM, SamplingParams
 
+    import torch
+
     llm_kwargs = {"device": args.device}
     if args.dtype:
-        llm_kwargs["dtype"] = args.dtype
+        dtypes = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                  "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+        if args.dtype not in dtypes:
+            print(f"s1 eval: --dtype {args.dtype!r}: expected one of {', '.join(dtypes)}", file=sys.stderr)
+            return 2
+        llm_kwargs["dtype"] = dtypes[args.dtype]
+    if args.max_model_len:
+        llm_kwargs["max_model_len"] = args.max_model_len
     llm = LLM(args.model, **llm_kwargs)
     base = {"top_p": args.top_p, "max_answer_tokens": args.max_answer_tokens}
     if args.max_tokens is not None:

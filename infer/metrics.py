@@ -104,6 +104,7 @@ def point_stats(records: list[dict]) -> dict:
         "control": control(records),
         "answered": sum(r.get("extracted") is not None for r in records) / n,
         "mean_waits_used": sum(r.get("waits_used", 0) for r in records) / n,
+        "errors": sum(r.get("finish_reason") == "error" for r in records),
     }
 
 

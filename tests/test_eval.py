@@ -162,3 +162,57 @@ def test_cli_errors(tmp_path, capsys):
     assert "not an integer" in capsys.readouterr().err
     assert evaluate.main(["--model", str(tmp_path), "--task", "nope", "--out", str(tmp_path / "o")]) == 2
     assert "unknown task" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------
+# Real engine, tiny random model, every task format through the CLI
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    import torch
+
+    from model.config import Qwen2Config
+    from model.loading import save_model
+    from model.qwen2 import Qwen2ForCausalLM
+    from tests.conftest import require_shared_data
+
+    tok_dir = require_shared_data() / "qwen2.5-tokenizer"
+    cfg = Qwen2Config(vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                      tie_word_embeddings=True, torch_dtype="float32")
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.05)
+    d = tmp_path_factory.mktemp("tiny_eval_model")
+    save_model(model, d, tokenizer_dir=tok_dir)
+    return d
+
+
+@pytest.mark.parametrize("task", ["aime24", "aime25", "math500", "amc23", "gpqa_diamond"])
+def test_real_engine_sweep_every_task_and_rescore(task, tiny_model_dir, shared_data, tmp_path):
+    import kernels
+
+    out = tmp_path / "run"
+    argv = ["--model", str(tiny_model_dir), "--task", task, "--budgets", "4,12", "--num-wait", "0,1",
+            "--limit", "2", "--max-answer-tokens", "6", "--out", str(out)]
+    argv += (["--data-file", str(FIXTURES / "gpqa_synthetic.jsonl")] if task == "gpqa_diamond"
+             else ["--data-dir", str(shared_data / "eval")])
+    with kernels.use_backend("torch"):
+        assert evaluate.main(argv) == 0
+    summ = json.loads((out / "summary.json").read_text())
+    rows = [json.loads(x) for x in open(out / "samples.jsonl")]
+    assert len(rows) == 2 * 4 and summ["num_questions"] == 2
+    assert [(p["max_thinking_tokens"], p["num_wait"]) for p in summ["points"]] == [(4, 0), (4, 1), (12, 0), (12, 1)]
+    for r in rows:  # budget forcing: a random model never ends thinking early, so it hits the cap
+        assert r["finish_reason"] in ("stop", "length") and r["error"] is None
+        assert r["thinking_tokens"] <= r["max_thinking_tokens"]
+        assert "<|im_start|>answer" in r["text"] or r["answer_text"]
+    assert summ["methods"]["budget_forcing"]["control"] == 1.0
+    assert [p["mean_thinking_tokens"] for p in summ["points"]][::2] == [4.0, 12.0]
+    assert (out / "scaling.png").stat().st_size > 0
+    assert evaluate.main(["--rescore", str(out), "--out", str(tmp_path / "re")]) == 0
+    assert (tmp_path / "re" / "summary.json").read_text() == (out / "summary.json").read_text()
