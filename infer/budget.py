@@ -79,12 +79,22 @@ def _h32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+_IDX_HASH: dict = {}
+
+
+def _hashed_ids(vocab: int, device) -> torch.Tensor:
+    """h32(vocab id) [V], cached per (vocab, device): one hash per element per step instead of two."""
+    key = (vocab, str(device))
+    if key not in _IDX_HASH:
+        _IDX_HASH[key] = _h32(torch.arange(vocab, device=device, dtype=torch.int64) * 0x9E3779B1 + 0x7F4A7C15)
+    return _IDX_HASH[key]
+
+
 def uniform_noise(seed: torch.Tensor, pos: torch.Tensor, vocab: int) -> torch.Tensor:
     """u [B, vocab] in (0, 1), a pure function of (seed[b], pos[b], vocab id)."""
     k1 = _h32(_h32(seed & _M32) ^ _h32(pos + 0x632BE5AB))
-    k2 = _h32(k1 ^ _h32((seed >> 32) + 0x9E3779B9))
-    idx = torch.arange(vocab, device=seed.device, dtype=torch.int64)
-    x = _h32(_h32(idx[None, :] ^ k1[:, None]) ^ k2[:, None])
+    k1 = _h32(k1 ^ _h32((seed >> 32) + 0x9E3779B9))
+    x = _h32(_hashed_ids(vocab, seed.device)[None, :] ^ k1[:, None])
     return ((x >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
 
 
