@@ -705,6 +705,11 @@ def _equal(a: str, b: str) -> bool:
         return _unordered_equal(la or [a], lb or [b])
     # Tuples, intervals, vectors: ordered; an interval's bracket types must match.
     oa, ob = _outer_brackets(a), _outer_brackets(b)
+    # Redundant grouping around a tuple: "((1,2))" (a matrix inside \left( \right)) == "(1,2)".
+    if oa and oa[0] == "(" and oa[2] == ")" and _outer_brackets(oa[1].strip()) and len(_split_top(oa[1])) == 1:
+        return _equal(oa[1].strip(), b)
+    if ob and ob[0] == "(" and ob[2] == ")" and _outer_brackets(ob[1].strip()) and len(_split_top(ob[1])) == 1:
+        return _equal(a, ob[1].strip())
     ca = _split_top(oa[1]) if oa else [a]
     cb = _split_top(ob[1]) if ob else [b]
     if len(ca) > 1 or len(cb) > 1:
@@ -757,9 +762,9 @@ def grade(pred: str | None, reference: str, kind: str = "math") -> bool:
     if pred is None:
         return False
     pred, reference = str(pred), str(reference)
-    boxed = last_boxed(pred)  # a caller may pass unextracted "\boxed{..}" text
-    if boxed is not None:
-        pred = boxed
+    # A caller may pass unextracted "\boxed{..}" text on either side.
+    pred = last_boxed(pred) if last_boxed(pred) is not None else pred
+    reference = last_boxed(reference) if last_boxed(reference) is not None else reference
     if kind == "integer":
         a, b = parse_integer(pred), parse_integer(reference)
         return a is not None and b is not None and a == b
