@@ -22,68 +22,71 @@ from kernels.triton_utils import check_device, interpreting
 
 @triton.jit
 def _rms_norm_fwd_kernel(x_ptr, w_ptr, y_ptr, rstd_ptr, N, H, stride_x, stride_y, eps,
-                         BLOCK_H: tl.constexpr, ROWS_PER_PROG: tl.constexpr):
-    # One program normalizes ROWS_PER_PROG consecutive rows; the whole row fits in BLOCK_H.
-    pid = tl.program_id(0)
+                         BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr):
+    # One program normalizes a [BLOCK_R, H] tile of rows; a whole row fits in BLOCK_H.
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.arange(0, BLOCK_H)
+    rmask = rows < N
     cmask = cols < H
+    mask = rmask[:, None] & cmask[None, :]
+    rows64 = rows.to(tl.int64)
     w = tl.load(w_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    for i in range(ROWS_PER_PROG):
-        row = pid * ROWS_PER_PROG + i
-        if row < N:
-            row64 = tl.cast(row, tl.int64)
-            x_raw = tl.load(x_ptr + row64 * stride_x + cols, mask=cmask, other=0.0)
-            x = x_raw.to(tl.float32)
-            var = tl.sum(x * x, axis=0) / H
-            rstd = tl.math.rsqrt(var + eps)
-            # cast back to the input dtype before the weight multiply (HF order)
-            n = (x * rstd).to(x_raw.dtype).to(tl.float32)
-            y = w * n
-            tl.store(y_ptr + row64 * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=cmask)
-            tl.store(rstd_ptr + row, rstd)
+    x_raw = tl.load(x_ptr + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0)
+    x = x_raw.to(tl.float32)
+    var = tl.sum(x * x, axis=1) / H
+    rstd = tl.math.rsqrt(var + eps)
+    # cast back to the input dtype before the weight multiply (HF order)
+    n = (x * rstd[:, None]).to(x_raw.dtype).to(tl.float32)
+    y = w[None, :] * n
+    tl.store(y_ptr + rows64[:, None] * stride_y + cols[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(rstd_ptr + rows, rstd, mask=rmask)
 
 
 @triton.jit
 def _rms_norm_bwd_kernel(x_ptr, w_ptr, dy_ptr, rstd_ptr, dx_ptr, dw_part_ptr, N, H,
-                         stride_x, stride_dy, stride_dx,
-                         BLOCK_H: tl.constexpr, ROWS_PER_PROG: tl.constexpr):
+                         stride_x, stride_dy, stride_dx, tiles_per_prog,
+                         BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr):
+    # Each program walks `tiles_per_prog` consecutive [BLOCK_R, H] tiles and keeps its share of
+    # dw in registers; the [num_programs, H] partials are summed by torch afterwards.
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_H)
     cmask = cols < H
     w = tl.load(w_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
     dw_acc = tl.zeros([BLOCK_H], dtype=tl.float32)
-    for i in range(ROWS_PER_PROG):
-        row = pid * ROWS_PER_PROG + i
-        if row < N:
-            row64 = tl.cast(row, tl.int64)
-            x_raw = tl.load(x_ptr + row64 * stride_x + cols, mask=cmask, other=0.0)
-            x = x_raw.to(tl.float32)
-            dy = tl.load(dy_ptr + row64 * stride_dy + cols, mask=cmask, other=0.0).to(tl.float32)
-            rstd = tl.load(rstd_ptr + row)
-            xhat = x * rstd
-            n = xhat.to(x_raw.dtype).to(tl.float32)
-            dw_acc += dy * n
-            dn = (dy * w).to(x_raw.dtype).to(tl.float32)
-            c = tl.sum(dn * xhat, axis=0) / H
-            dx = rstd * (dn - xhat * c)
-            tl.store(dx_ptr + row64 * stride_dx + cols, dx.to(dx_ptr.dtype.element_ty), mask=cmask)
+    for i in range(tiles_per_prog):
+        rows = (pid * tiles_per_prog + i) * BLOCK_R + tl.arange(0, BLOCK_R)
+        rmask = rows < N
+        mask = rmask[:, None] & cmask[None, :]
+        rows64 = rows.to(tl.int64)
+        x_raw = tl.load(x_ptr + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0)
+        x = x_raw.to(tl.float32)
+        dy = tl.load(dy_ptr + rows64[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        rstd = tl.load(rstd_ptr + rows, mask=rmask, other=0.0)
+        xhat = x * rstd[:, None]
+        n = xhat.to(x_raw.dtype).to(tl.float32)
+        dw_acc += tl.sum(dy * n, axis=0)
+        dn = (dy * w[None, :]).to(x_raw.dtype).to(tl.float32)
+        c = tl.sum(dn * xhat, axis=1) / H
+        dx = rstd[:, None] * (dn - xhat * c[:, None])
+        tl.store(dx_ptr + rows64[:, None] * stride_dx + cols[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask)
     tl.store(dw_part_ptr + pid * H + cols, dw_acc, mask=cmask)
 
 
-def _config(H: int, N: int, backward: bool):
+# Interpreter tiling (rows per tile, programs in the backward); tests shrink these to exercise
+# ragged tiles and the cross-program dw reduction.
+INTERPRET_ROWS = None  # None: 16384 // BLOCK_H
+INTERPRET_MAX_PROGS = 1
+
+
+def _config(H: int):
+    """(BLOCK_R, BLOCK_H, num_warps): tiles of ~8K elements on GPU, bigger in the interpreter
+    (which pays per operation, not per element)."""
     block_h = triton.next_power_of_2(H)
     if interpreting():
-        # the interpreter pays per program: fewer, longer programs
-        rows = max(1, min(64, N))
-        return block_h, rows, 1
-    num_warps = 4 if block_h <= 1024 else 8 if block_h <= 4096 else 16
-    if backward:
-        # enough programs to fill the GPU, few enough that the [P, H] dw partials stay small
-        sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
-        rows = max(1, triton.cdiv(N, 4 * sms))
-    else:
-        rows = 1  # one row per program: N programs keep every SM busy for N >= a few thousand
-    return block_h, rows, num_warps
+        return INTERPRET_ROWS or max(1, 16384 // block_h), block_h, 1
+    block_r = max(1, min(16, 8192 // block_h))
+    num_warps = 4 if block_h * block_r <= 4096 else 8 if block_h * block_r <= 16384 else 16
+    return block_r, block_h, num_warps
 
 
 def _as_rows(x: torch.Tensor) -> torch.Tensor:
@@ -106,10 +109,10 @@ def rms_norm_fwd(x: torch.Tensor, weight: torch.Tensor, eps: float):
     y = torch.empty((N, H), dtype=out_dtype, device=x.device)
     rstd = torch.empty((N,), dtype=torch.float32, device=x.device)
     if N > 0:
-        block_h, rows, warps = _config(H, N, backward=False)
-        grid = (triton.cdiv(N, rows),)
-        _rms_norm_fwd_kernel[grid](x2, weight.contiguous(), y, rstd, N, H, x2.stride(0), y.stride(0), float(eps),
-                                   BLOCK_H=block_h, ROWS_PER_PROG=rows, num_warps=warps)
+        block_r, block_h, warps = _config(H)
+        _rms_norm_fwd_kernel[(triton.cdiv(N, block_r),)](
+            x2, weight.contiguous(), y, rstd, N, H, x2.stride(0), y.stride(0), float(eps),
+            BLOCK_R=block_r, BLOCK_H=block_h, num_warps=warps)
     return y.view(x.shape), rstd
 
 
@@ -118,13 +121,17 @@ def rms_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: 
     dy2 = _as_rows(dy)
     N, H = x2.shape
     dx = torch.empty((N, H), dtype=x.dtype, device=x.device)
-    block_h, rows, warps = _config(H, N, backward=True)
-    P = max(1, triton.cdiv(N, rows))
+    block_r, block_h, warps = _config(H)
+    n_tiles = triton.cdiv(N, block_r)
+    # enough programs to fill the GPU (4 per SM), few enough that the dw partials stay small
+    max_progs = INTERPRET_MAX_PROGS if interpreting() else 4 * torch.cuda.get_device_properties(x.device).multi_processor_count
+    tiles_per_prog = max(1, triton.cdiv(n_tiles, max_progs))
+    P = max(1, triton.cdiv(n_tiles, tiles_per_prog))
     dw_part = torch.empty((P, H), dtype=torch.float32, device=x.device)
     if N > 0:
         _rms_norm_bwd_kernel[(P,)](x2, weight.contiguous(), dy2, rstd, dx, dw_part, N, H,
-                                   x2.stride(0), dy2.stride(0), dx.stride(0),
-                                   BLOCK_H=block_h, ROWS_PER_PROG=rows, num_warps=warps)
+                                   x2.stride(0), dy2.stride(0), dx.stride(0), tiles_per_prog,
+                                   BLOCK_R=block_r, BLOCK_H=block_h, num_warps=warps)
     else:
         dw_part.zero_()
     dw = dw_part.sum(0).to(weight.dtype)

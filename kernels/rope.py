@@ -6,7 +6,6 @@ activation dtype first; we do the same, then compute in fp32 and round once.
 With x = [x1, x2] (halves of D) and c = [c1, c2], s = [s1, s2]:
     forward   o1 = x1*c1 - x2*s1          o2 = x2*c2 + x1*s2
     backward  d1 = g1*c1 + g2*s2          d2 = g2*c2 - g1*s1      (transpose of the rotation)
-One program per token rotates all heads of one tensor: cos/sin are read once per token.
 """
 from __future__ import annotations
 
@@ -18,30 +17,38 @@ from kernels.triton_utils import check_device, interpreting
 
 
 @triton.jit
-def _rope_kernel(x_ptr, cos_ptr, sin_ptr, o_ptr, T, NH,
+def _rope_kernel(x_ptr, cos_ptr, sin_ptr, o_ptr, R, NH,
                  stride_xt, stride_xh, stride_ct, stride_st, stride_ot, stride_oh,
-                 HALF: tl.constexpr, BLOCK_H: tl.constexpr, BACKWARD: tl.constexpr):
-    t = tl.cast(tl.program_id(0), tl.int64)
-    d = tl.arange(0, HALF)
-    c1 = tl.load(cos_ptr + t * stride_ct + d).to(x_ptr.dtype.element_ty).to(tl.float32)
-    c2 = tl.load(cos_ptr + t * stride_ct + HALF + d).to(x_ptr.dtype.element_ty).to(tl.float32)
-    s1 = tl.load(sin_ptr + t * stride_st + d).to(x_ptr.dtype.element_ty).to(tl.float32)
-    s2 = tl.load(sin_ptr + t * stride_st + HALF + d).to(x_ptr.dtype.element_ty).to(tl.float32)
-    for h0 in range(0, NH, BLOCK_H):
-        h = h0 + tl.arange(0, BLOCK_H)
-        m = (h < NH)[:, None]
-        base_x = x_ptr + t * stride_xt + h[:, None] * stride_xh + d[None, :]
-        x1 = tl.load(base_x, mask=m, other=0.0).to(tl.float32)
-        x2 = tl.load(base_x + HALF, mask=m, other=0.0).to(tl.float32)
-        if BACKWARD:
-            o1 = x1 * c1[None, :] + x2 * s2[None, :]
-            o2 = x2 * c2[None, :] - x1 * s1[None, :]
-        else:
-            o1 = x1 * c1[None, :] - x2 * s1[None, :]
-            o2 = x2 * c2[None, :] + x1 * s2[None, :]
-        base_o = o_ptr + t * stride_ot + h[:, None] * stride_oh + d[None, :]
-        tl.store(base_o, o1.to(o_ptr.dtype.element_ty), mask=m)
-        tl.store(base_o + HALF, o2.to(o_ptr.dtype.element_ty), mask=m)
+                 HALF: tl.constexpr, BLOCK_R: tl.constexpr, BACKWARD: tl.constexpr):
+    # rows r = t * NH + h enumerate (token, head) pairs; each program rotates BLOCK_R of them.
+    # cos/sin rows are re-read once per head, from cache: HBM traffic stays ~ read x + write out.
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = (r < R)[:, None]
+    t = (r // NH).to(tl.int64)
+    h = r % NH
+    d = tl.arange(0, HALF)[None, :]
+    cs = cos_ptr + t[:, None] * stride_ct + d
+    sn = sin_ptr + t[:, None] * stride_st + d
+    # HF casts cos/sin to the activation dtype before multiplying
+    c1 = tl.load(cs, mask=rmask, other=0.0).to(x_ptr.dtype.element_ty).to(tl.float32)
+    c2 = tl.load(cs + HALF, mask=rmask, other=0.0).to(x_ptr.dtype.element_ty).to(tl.float32)
+    s1 = tl.load(sn, mask=rmask, other=0.0).to(x_ptr.dtype.element_ty).to(tl.float32)
+    s2 = tl.load(sn + HALF, mask=rmask, other=0.0).to(x_ptr.dtype.element_ty).to(tl.float32)
+    base_x = x_ptr + t[:, None] * stride_xt + h[:, None] * stride_xh + d
+    x1 = tl.load(base_x, mask=rmask, other=0.0).to(tl.float32)
+    x2 = tl.load(base_x + HALF, mask=rmask, other=0.0).to(tl.float32)
+    if BACKWARD:
+        o1 = x1 * c1 + x2 * s2
+        o2 = x2 * c2 - x1 * s1
+    else:
+        o1 = x1 * c1 - x2 * s1
+        o2 = x2 * c2 + x1 * s2
+    base_o = o_ptr + t[:, None] * stride_ot + h[:, None] * stride_oh + d
+    tl.store(base_o, o1.to(o_ptr.dtype.element_ty), mask=rmask)
+    tl.store(base_o + HALF, o2.to(o_ptr.dtype.element_ty), mask=rmask)
+
+
+INTERPRET_ROWS = None  # (token, head) rows per program in the interpreter; None: 32768 // D
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward: bool) -> torch.Tensor:
@@ -49,13 +56,15 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward: boo
     if x.stride(-1) != 1:
         x = x.contiguous()
     out = torch.empty((T, NH, D), dtype=x.dtype, device=x.device)
-    if T == 0 or NH == 0:
+    R = T * NH
+    if R == 0:
         return out
-    block_h = min(triton.next_power_of_2(NH), 64 if interpreting() else 16)
-    warps = 1 if interpreting() else (4 if D * block_h >= 2048 else 2)
-    _rope_kernel[(T,)](x, cos, sin, out, T, NH, x.stride(0), x.stride(1), cos.stride(0), sin.stride(0),
-                       out.stride(0), out.stride(1), HALF=D // 2, BLOCK_H=block_h, BACKWARD=backward,
-                       num_warps=warps)
+    # ~4K elements per program on GPU; large tiles in the interpreter (cost is per operation)
+    block_r = (INTERPRET_ROWS or max(1, 32768 // D)) if interpreting() else max(1, 4096 // D)
+    warps = 1 if interpreting() else 4
+    _rope_kernel[(triton.cdiv(R, block_r),)](
+        x, cos, sin, out, R, NH, x.stride(0), x.stride(1), cos.stride(0), sin.stride(0),
+        out.stride(0), out.stride(1), HALF=D // 2, BLOCK_R=block_r, BACKWARD=backward, num_warps=warps)
     return out
 
 

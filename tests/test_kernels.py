@@ -180,9 +180,14 @@ def test_attention_flops_formula():
 
 # ------------------------------------------------------------------------------------ rms_norm
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape,wdtype", [((37, 96), None), ((3, 13, 200), None), ((5, 64), torch.float32)],
-                         ids=["2d_h96", "3d_h200", "mixed_fp32_weight"])
-def test_rms_norm_fwd_bwd(shape, wdtype, dtype):
+@pytest.mark.parametrize("shape,wdtype,tiling", [((37, 96), None, (8, 3)), ((3, 13, 200), None, None),
+                                                 ((5, 64), torch.float32, (2, 2))],
+                         ids=["2d_h96_tiles8x3progs", "3d_h200", "mixed_fp32_weight"])
+def test_rms_norm_fwd_bwd(shape, wdtype, tiling, dtype, monkeypatch):
+    if tiling:  # interpreter: ragged row tiles, several tiles per program, several programs
+        import kernels.rmsnorm as rn
+        monkeypatch.setattr(rn, "INTERPRET_ROWS", tiling[0])
+        monkeypatch.setattr(rn, "INTERPRET_MAX_PROGS", tiling[1])
     gen = torch.Generator().manual_seed(11)
     x = leaf(torch.randn(shape, generator=gen) * 3, dtype)
     w = leaf(1 + 0.1 * torch.randn(shape[-1], generator=gen), wdtype or dtype)
@@ -203,7 +208,9 @@ def test_rms_norm_fwd_bwd(shape, wdtype, dtype):
 # ------------------------------------------------------------------------------------ rope
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("Hq,Hk,D", [(7, 1, 64), (6, 1, 128), (3, 3, 64)])
-def test_rope_fwd_bwd(Hq, Hk, D, dtype):
+def test_rope_fwd_bwd(Hq, Hk, D, dtype, monkeypatch):
+    import kernels.rope as rp
+    monkeypatch.setattr(rp, "INTERPRET_ROWS", 16)  # several ragged (token, head) tiles
     from model.qwen2 import packed_positions, rope_cos_sin
     lens = ragged(5, 3, 1, 30)
     T = sum(lens)
