@@ -76,7 +76,7 @@ def run_cached(ids: list[str], cache_path, compute_batch, batch_size: int = 64, 
     """
     from tqdm import tqdm
 
-    cache = load_cache(cache_path)
+    cache = load_cache(cache_path) if cache_path is not None else {}   # None: no on-disk cache
     todo = [i for i in dict.fromkeys(ids) if i not in cache]
     bar = tqdm(total=len(set(ids)), initial=len(set(ids)) - len(todo), desc=desc, unit="q", disable=not progress)
     for b in range(0, len(todo), batch_size):
@@ -84,7 +84,8 @@ def run_cached(ids: list[str], cache_path, compute_batch, batch_size: int = 64, 
         rows = compute_batch(chunk)
         if len(rows) != len(chunk):
             raise RuntimeError(f"{desc}: got {len(rows)} results for {len(chunk)} questions")
-        append_jsonl(cache_path, rows)
+        if cache_path is not None:
+            append_jsonl(cache_path, rows)
         for r in rows:
             cache[r["id"]] = r
         bar.update(len(chunk))
