@@ -165,8 +165,10 @@ def extract_answer(text: str | None, kind: str = "math") -> str | None:
     line = _answer_line(section)
     if line is not None:
         inner = last_boxed(line)
-        ans = _strip_sentence_period(_clean(inner if inner is not None else line))
-        if ans:
+        ans = _strip_sentence_period(_clean(inner if inner is not None else line).lstrip(":：").strip())
+        # An answer line with nothing answer-like in it (":::" from a confused model) is skipped;
+        # for integer tasks the line must contain a digit.
+        if ans and re.search(r"\w", ans) and (kind != "integer" or re.search(r"\d", ans)):
             return ans
     if kind == "integer":
         nums = re.findall(r"-?\d[\d,]*(?:\.\d+)?", section)

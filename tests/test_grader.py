@@ -93,6 +93,9 @@ def test_math500_reference_boxed_answers_all_equal(shared_data):
     ("<|im_start|>answer\nFinal Answer: A", "choice", "A"),
     ("I think B) is right", "choice", "B"),
     ("nothing here", "math", None),
+    ("<|im_start|>answer\nFinal Answer:::::", "math", None),  # an empty answer line is no answer
+    ("<|im_start|>answer\nFinal Answer:::::", "integer", None),
+    ("so x is 5. Final Answer: five", "integer", "5"),  # integer line without a digit -> last number
     ("nothing here", "choice", None),
     (None, "math", None),
 ])
