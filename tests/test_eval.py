@@ -216,3 +216,16 @@ def test_real_engine_sweep_every_task_and_rescore(task, tiny_model_dir, shared_d
     assert (out / "scaling.png").stat().st_size > 0
     assert evaluate.main(["--rescore", str(out), "--out", str(tmp_path / "re")]) == 0
     assert (tmp_path / "re" / "summary.json").read_text() == (out / "summary.json").read_text()
+
+
+def test_bench_eval_sweep_smoke(shared_data, capsys):
+    """The GPU benchmark script's CPU smoke mode runs (tiny model, 4 MATH-500 questions)."""
+    import kernels
+    from bench import eval_sweep
+
+    with kernels.use_backend("torch"):
+        assert eval_sweep.main(["--smoke"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["requests"] == 8 and result["mean_thinking_tokens"] == [8.0, 16.0]
+    assert 0 <= result["harness_fraction"] < 1
