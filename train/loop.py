@@ -167,7 +167,9 @@ def _full_state_dict_rank0(cfg: TrainConfig, mcfg: Qwen2Config, rank: int) -> di
     if cfg.model is not None:
         from model.loading import load_model
         return load_model(cfg.model, device="cpu", dtype=torch.float32).state_dict()
-    m = Qwen2ForCausalLM(mcfg).float()
+    with torch.device("meta"):  # skip nn.Module's own init: init_weights overwrites every tensor
+        m = Qwen2ForCausalLM(mcfg)
+    m.to_empty(device="cpu").float()
     m.init_weights(seed=cfg.seed if cfg.init_seed is None else cfg.init_seed)
     return m.state_dict()
 
