@@ -1,0 +1,317 @@
+"""Kernel benchmarks: our Triton kernels against PyTorch's best, in roofline units.
+
+    python -m bench.kernels                 # GPU: full run (~5-10 min on an H100)
+    python -m bench.kernels --smoke         # CPU (Triton interpreter) or GPU: tiny shapes, checks the script
+    python -m bench.kernels --only attn     # attn | elementwise | ce (comma-separated)
+
+What is measured (bf16 unless noted; triton.testing.do_bench median, warm-up included):
+  * attention, causal: forward and backward TFLOP/s of kernels.flash_attn vs
+    torch.nn.functional.scaled_dot_product_attention with the FLASH_ATTENTION backend and, where
+    available, CUDNN_ATTENTION; seq 1K..16K at a constant 16K tokens per batch, head_dim 64 and 128
+    (2048 / head_dim heads, as in FlashAttention's benchmark), plus Qwen2.5-32B's GQA shape
+    (40 q heads, 8 kv heads). FLOPs: 4*S*S*D*H*B/2 forward (causal half), x2.5 backward.
+  * RMSNorm / RoPE / SwiGLU: effective GB/s (minimal HBM bytes / time) of forward and backward for
+    ours vs the eager PyTorch reference (kernels/reference.py) and torch.compile of it, at 32K tokens
+    with Qwen2.5-32B widths.
+  * fused linear cross-entropy vs F.linear + F.cross_entropy(logits.float()), forward+backward time
+    and peak memory above the inputs, at V = 151,936 and 32K tokens.
+Every row also checks the output against the reference (max abs error column), so a fast wrong
+kernel cannot produce a good-looking table. Results: markdown table on stdout, JSON + md in
+bench/results/kernels_<device>.{json,md} with device, commit, versions and date.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import time
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # CPU smoke runs the kernels in the interpreter
+
+import torch.nn.functional as F  # noqa: E402
+
+from kernels import reference as ref  # noqa: E402
+
+GIB = 2 ** 30
+
+
+# ------------------------------------------------------------------------------------- timing
+def bench(fn, grad_to_none=None, smoke=False) -> float:
+    """Median milliseconds of fn(). GPU: triton.testing.do_bench (L2 flushed, warm-up, no host sync
+    inside the timed region). CPU smoke: median of 3 perf_counter runs."""
+    if torch.cuda.is_available() and not smoke:
+        import triton
+        return float(triton.testing.do_bench(fn, warmup=25, rep=100, grad_to_none=grad_to_none,
+                                             return_mode="median"))
+    times = []
+    for _ in range(3):
+        if grad_to_none:
+            for t in grad_to_none:
+                t.grad = None
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def maxerr(a, b) -> float:
+    return float((a.detach().float() - b.detach().float()).abs().max())
+
+
+# ------------------------------------------------------------------------------------- attention
+def _sdpa_backends():
+    from torch.nn.attention import SDPBackend
+    out = [("sdpa-flash", SDPBackend.FLASH_ATTENTION)]
+    if torch.cuda.is_available():
+        out.append(("sdpa-cudnn", SDPBackend.CUDNN_ATTENTION))
+    return out
+
+
+def bench_attention(dtype, smoke):
+    from torch.nn.attention import sdpa_kernel
+
+    from kernels.flash_attn import attention, attention_flops
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if smoke:
+        shapes = [(1, 96, 2, 2, 64), (1, 80, 4, 1, 128)]  # (B, S, Hq, Hk, D)
+    else:
+        shapes = [(16384 // S, S, 2048 // D, 2048 // D, D) for D in (64, 128)
+                  for S in (1024, 2048, 4096, 8192, 16384)]
+        shapes += [(1, S, 40, 8, 128) for S in (4096, 16384)]  # Qwen2.5-32B GQA
+    rows = []
+    for B, S, Hq, Hk, D in shapes:
+        gen = torch.Generator(device=dev).manual_seed(0)
+        q = torch.randn(B * S, Hq, D, device=dev, dtype=dtype, generator=gen, requires_grad=True)
+        k = torch.randn(B * S, Hk, D, device=dev, dtype=dtype, generator=gen, requires_grad=True)
+        v = torch.randn(B * S, Hk, D, device=dev, dtype=dtype, generator=gen, requires_grad=True)
+        do = torch.randn(B * S, Hq, D, device=dev, dtype=dtype, generator=gen)
+        cu = torch.arange(0, (B + 1) * S, S, dtype=torch.int32, device=dev)
+        scale = D ** -0.5
+        f_fwd = attention_flops([S] * B, [S] * B, Hq, D, causal=True)
+        f_bwd = attention_flops([S] * B, [S] * B, Hq, D, causal=True, backward=True)
+        shape = f"B={B} S={S} Hq={Hq} Hk={Hk} D={D}"
+        # the SDPA layout [B, H, S, D] (contiguous), same values
+        qs, ks, vs = (t.detach().view(B, S, -1, D).transpose(1, 2).contiguous().requires_grad_() for t in (q, k, v))
+        dos = do.view(B, S, Hq, D).transpose(1, 2).contiguous()
+
+        def ours():
+            return attention(q, k, v, cu, cu, S, S, scale, True)
+
+        out = ours()
+        want = None
+        impls = [("triton (ours)", ours, out, (q, k, v), do)]
+        for name, backend in _sdpa_backends():
+            def sdpa(backend=backend):
+                with sdpa_kernel([backend]):
+                    return F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scale,
+                                                          enable_gqa=Hq != Hk)
+            try:
+                o = sdpa()
+                impls.append((name, sdpa, o.transpose(1, 2).reshape(B * S, Hq, D), (qs, ks, vs), dos))
+                if want is None:
+                    want = impls[-1][2]
+            except Exception as e:  # backend not available for this shape/device
+                rows.append(dict(kernel="attention", shape=shape, impl=name, note=f"unavailable: {type(e).__name__}: {str(e)[:80]}"))
+        for name, fn, o, leaves, dout in impls:
+            row = dict(kernel="attention", shape=shape, impl=name)
+            try:
+                ms_f = bench(fn, smoke=smoke)
+                o = fn()
+                ms_b = bench(lambda: o.backward(dout, retain_graph=True), grad_to_none=list(leaves), smoke=smoke)
+                row.update(fwd_ms=ms_f, fwd_tflops=f_fwd / ms_f / 1e9, bwd_ms=ms_b, bwd_tflops=f_bwd / ms_b / 1e9)
+                if want is not None and name == "triton (ours)":
+                    row["max_err_vs_sdpa"] = maxerr(o, want)
+                if name == "triton (ours)" and smoke:  # smoke: also check against the reference
+                    row["max_err_vs_reference"] = maxerr(o, ref.attention(q, k, v, cu, cu, S, S, scale, True))
+            except torch.OutOfMemoryError:
+                row["note"] = "OOM"
+            rows.append(row)
+            del o
+        del q, k, v, qs, ks, vs, impls
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return rows
+
+
+# ------------------------------------------------------------------------------------- elementwise
+def bench_elementwise(dtype, smoke, use_compile):
+    from kernels import triton_ops as tri
+    from model.qwen2 import rope_cos_sin
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    T = 64 if smoke else 32768
+    H, I, Hq, Hk, D = (96, 160, 4, 2, 64) if smoke else (5120, 27648, 40, 8, 128)  # Qwen2.5-32B widths
+    es = torch.tensor([], dtype=dtype).element_size()
+    gen = torch.Generator(device=dev).manual_seed(0)
+
+    def rnd(*shape):
+        return torch.randn(*shape, device=dev, dtype=dtype, generator=gen, requires_grad=True)
+
+    x, w = rnd(T, H), torch.ones(H, device=dev, dtype=dtype, requires_grad=True)
+    g, u = rnd(T, I), rnd(T, I)
+    q, k = rnd(T, Hq, D), rnd(T, Hk, D)
+    cos, sin = rope_cos_sin(torch.arange(T, device=dev), D, 1e6)
+    # minimal HBM bytes: every input read once, every output written once
+    cases = [
+        ("rms_norm", f"T={T} H={H}", lambda m: m.rms_norm(x, w, 1e-6), (x, w),
+         2 * T * H * es, 3 * T * H * es),
+        ("rope", f"T={T} Hq={Hq} Hk={Hk} D={D}", lambda m: m.rope(q, k, cos, sin), (q, k),
+         2 * T * (Hq + Hk) * D * es + 2 * T * D * 4, 2 * T * (Hq + Hk) * D * es + 2 * T * D * 4),
+        ("swiglu", f"T={T} I={I}", lambda m: m.swiglu(g, u), (g, u),
+         3 * T * I * es, 5 * T * I * es),
+    ]
+
+    class Compiled:  # torch.compile of the eager reference, one compiled function per op
+        rms_norm = staticmethod(torch.compile(ref.rms_norm)) if use_compile else None
+        rope = staticmethod(torch.compile(ref.rope)) if use_compile else None
+        swiglu = staticmethod(torch.compile(ref.swiglu)) if use_compile else None
+
+    rows = []
+    for kname, shape, call, leaves, bytes_f, bytes_b in cases:
+        want = call(ref)
+        want = want if isinstance(want, tuple) else (want,)
+        for impl, mod in (("triton (ours)", tri), ("eager", ref), ("torch.compile", Compiled)):
+            row = dict(kernel=kname, shape=shape, impl=impl)
+            if impl == "torch.compile" and not use_compile:
+                row["note"] = "skipped (--no-compile / smoke)"
+                rows.append(row)
+                continue
+            try:
+                out = call(mod)
+                out = out if isinstance(out, tuple) else (out,)
+                row["max_err_vs_eager"] = max(maxerr(a, b) for a, b in zip(out, want))
+                grads_out = [torch.randn_like(o) for o in out]
+                ms_f = bench(lambda: call(mod), smoke=smoke)
+                ms_b = bench(lambda: torch.autograd.backward(out, grads_out, retain_graph=True),
+                             grad_to_none=list(leaves), smoke=smoke)
+                row.update(fwd_ms=ms_f, fwd_gbps=bytes_f / ms_f / 1e6, bwd_ms=ms_b, bwd_gbps=bytes_b / ms_b / 1e6)
+            except Exception as e:
+                row["note"] = f"error: {type(e).__name__}: {str(e)[:100]}"
+            rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------------- cross-entropy
+def bench_ce(dtype, smoke):
+    from kernels import triton_ops as tri
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    N, H, V = (96, 64, 1500) if smoke else (32768, 5120, 151936)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    hidden = (torch.randn(N, H, device=dev, dtype=dtype, generator=gen)).requires_grad_()
+    weight = (torch.randn(V, H, device=dev, dtype=dtype, generator=gen) * H ** -0.5).requires_grad_()
+    labels = torch.randint(0, V, (N,), device=dev, generator=gen)
+    labels[: N // 10] = -100
+
+    def fused():
+        return tri.linear_cross_entropy(hidden, weight, labels)
+
+    def materialized():
+        return F.cross_entropy(F.linear(hidden, weight).float(), labels, ignore_index=-100, reduction="sum")
+
+    rows = []
+    losses = {}
+    for impl, fn in (("fused triton (ours)", fused), ("F.linear + F.cross_entropy", materialized)):
+        row = dict(kernel="linear_cross_entropy", shape=f"N={N} H={H} V={V}", impl=impl)
+        try:
+            hidden.grad = weight.grad = None
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()
+                base = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+            loss = fn()
+            loss.backward()
+            losses[impl] = loss.item()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+                # peak above the inputs; includes the two gradients (hidden, weight) both need
+                row["peak_mem_gib"] = (torch.cuda.max_memory_allocated() - base) / GIB
+            hidden.grad = weight.grad = None
+            row["fwd_bwd_ms"] = bench(lambda: fn().backward(), grad_to_none=[hidden, weight], smoke=smoke)
+            row["loss"] = losses[impl]
+        except torch.OutOfMemoryError:
+            row["note"] = "OOM"
+        rows.append(row)
+    if len(losses) == 2:
+        a, b = losses.values()
+        rows[0]["rel_err_loss"] = abs(a - b) / abs(b)
+    if all("fwd_bwd_ms" in r for r in rows):
+        rows[0]["time_ratio"] = rows[0]["fwd_bwd_ms"] / rows[1]["fwd_bwd_ms"]
+        if "peak_mem_gib" in rows[0] and "peak_mem_gib" in rows[1]:
+            rows[0]["mem_ratio"] = rows[0]["peak_mem_gib"] / rows[1]["peak_mem_gib"]
+    return rows
+
+
+# ------------------------------------------------------------------------------------- report
+COLS = ["kernel", "shape", "impl", "fwd_ms", "fwd_tflops", "fwd_gbps", "bwd_ms", "bwd_tflops", "bwd_gbps",
+        "fwd_bwd_ms", "peak_mem_gib", "time_ratio", "mem_ratio", "max_err_vs_sdpa", "max_err_vs_reference",
+        "max_err_vs_eager", "rel_err_loss", "note"]
+
+
+def markdown(rows) -> str:
+    cols = [c for c in COLS if any(c in r for r in rows)]
+
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1 else f"{v:.1f}" if abs(v) < 1e4 else f"{v:.3g}"
+        return "" if v is None else str(v)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes; runs on CPU under the Triton interpreter")
+    ap.add_argument("--only", default="attn,elementwise,ce", help="comma-separated subset of attn,elementwise,ce")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")
+    ap.add_argument("--out", default=None, help="output stem (default bench/results/kernels_<device>)")
+    a = ap.parse_args(argv)
+    parts = {p.strip() for p in a.only.split(",") if p.strip()}
+    unknown = parts - {"attn", "elementwise", "ce"}
+    if unknown:
+        ap.error(f"--only: unknown part(s) {sorted(unknown)}; choose from attn, elementwise, ce")
+    if not torch.cuda.is_available() and not a.smoke:
+        print("bench.kernels: no CUDA device; the full benchmark needs a GPU. Use --smoke on CPU.", file=sys.stderr)
+        return 2
+    from bench.env import environment
+    env = environment()
+    # fp16 in the CPU smoke run: the interpreter's bf16 arithmetic is broken (engineering notes)
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float16
+    rows = []
+    t0 = time.time()
+    if "attn" in parts:
+        rows += bench_attention(dtype, a.smoke)
+        print(f"attention done ({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
+    if "elementwise" in parts:
+        rows += bench_elementwise(dtype, a.smoke, use_compile=not (a.no_compile or a.smoke))
+        print(f"elementwise done ({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
+    if "ce" in parts:
+        rows += bench_ce(dtype, a.smoke)
+        print(f"cross-entropy done ({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
+    table = markdown(rows)
+    head = (f"# Kernel benchmark{' (SMOKE: tiny shapes, not a performance measurement)' if a.smoke else ''}\n\n"
+            f"device: {env['device']} | commit {env['commit']}{' (dirty)' if env.get('dirty') else ''} | "
+            f"torch {env['torch']} | triton {env['triton']} | cuda {env['cuda']} | {env['date']} | dtype {dtype}\n")
+    print(head)
+    print(table)
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", env["device"]).strip("_").lower()[:40]
+    stem = a.out or os.path.join("bench", "results", f"kernels_{'smoke_' if a.smoke else ''}{slug}")
+    os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
+    with open(stem + ".json", "w") as f:
+        json.dump({"env": env, "smoke": a.smoke, "dtype": str(dtype), "rows": rows}, f, indent=1)
+    with open(stem + ".md", "w") as f:
+        f.write(head + "\n" + table + "\n")
+    print(f"\nwrote {stem}.json and {stem}.md", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
