@@ -35,7 +35,7 @@ from typing import Callable
 
 from infer import metrics
 from infer.grader import extract_answer, grade
-from infer.tasks import TaskError, TaskItem, load_task
+from infer.tasks import TaskError, TaskItem, choice_options, load_task
 
 # --------------------------------------------------------------------------------------------
 # Sweep points and methods
@@ -122,6 +122,8 @@ def build_requests(items: list[TaskItem], points: list[EvalPoint], samples: int,
                     "min_thinking_tokens": kw.get("min_thinking_tokens", 0),
                     "num_wait": kw.get("num_wait", 0),
                 })
+                if item.kind == "choice":  # lets the grader map an answer naming an option's text
+                    stubs[-1]["choices"] = choice_options(item.question)
     return prompts, params, stubs
 
 
@@ -130,7 +132,7 @@ def score_record(rec: dict) -> dict:
     source = rec.get("answer_text")
     if source is None:
         source = rec.get("text", "")
-    rec["extracted"] = extract_answer(source, rec["kind"])
+    rec["extracted"] = extract_answer(source, rec["kind"], rec.get("choices"))
     rec["correct"] = bool(grade(rec["extracted"], rec["reference"], rec["kind"]))
     return rec
 

@@ -130,6 +130,15 @@ def gpqa_item(row: dict, index: int, seed: int, where: str = "gpqa") -> TaskItem
     return TaskItem(id=rid, question=text, answer=letter, kind="choice")
 
 
+def choice_options(question: str) -> list[str]:
+    """Option texts of a rendered multiple-choice question (its trailing "A) ..." lines)."""
+    opts = {}
+    for line in question.splitlines():
+        if len(line) >= 3 and line[0] in CHOICE_LETTERS and line[1:3] == ") ":
+            opts[line[0]] = line[3:]
+    return [opts[k] for k in CHOICE_LETTERS if k in opts]
+
+
 def _load_hub(name: str, config: str | None, split: str | None) -> list[dict]:
     try:
         import datasets

@@ -16,7 +16,7 @@ import pytest
 
 from infer import evaluate
 from infer.sampling import SamplingParams
-from infer.tasks import TaskError, TaskItem, gpqa_item, load_task
+from infer.tasks import TaskError, TaskItem, choice_options, gpqa_item, load_task
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
@@ -128,6 +128,7 @@ def test_gpqa_fixture_shuffle_is_seeded_and_correct_letter_points_to_the_right_o
         assert options[it.answer] == row["Correct Answer"]
         assert sorted(options.values()) == sorted([row["Correct Answer"]] + [row[f"Incorrect Answer {k}"] for k in (1, 2, 3)])
         letters.add(it.answer)
+        assert choice_options(it.question) == [options[k] for k in "ABCD"]
     assert len(letters) > 1  # shuffled, not always "A"
     again = load_task("gpqa_diamond", data_file=FIXTURES / "gpqa_synthetic.jsonl", limit=2)
     assert again == items[:2]  # per-question seeding: --limit does not change the order

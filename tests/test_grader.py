@@ -135,3 +135,23 @@ def test_evaluator_is_not_python_eval():
     assert evaluate("2^3") == 8
     assert abs(evaluate(r"\frac{\sqrt{8}}{2}") - 2 ** 0.5) < 1e-12
     assert evaluate("(-8)^{1/3}") == -2
+
+
+def test_choice_by_option_text():
+    ch = ["Ohm", "Volt", "Coulomb", "Ampere"]
+    assert extract_answer("<|im_start|>answer\nFinal Answer: the coulomb.", "choice", ch) == "C"
+    assert extract_answer("Final Answer: Volt or Ohm", "choice", ch) is None  # ambiguous -> no answer
+    assert extract_answer("Final Answer: (B) Ohm", "choice", ch) == "B"  # an explicit letter wins
+    assert extract_answer("it is 40", "choice", ["4", "40", "2", "8"]) == "B"  # whole words, longest
+    assert extract_answer("it is 4", "choice", ["4", "40", "2", "8"]) == "A"
+    assert extract_answer("the coulomb", "choice") is None  # without options: no guess
+
+
+def test_garbage_answers_are_cheap_and_unequal():
+    import time
+
+    junk = "(" * 300 + "1,2" * 400 + "\\frac{" * 50
+    t = time.perf_counter()
+    assert not grade(junk, "(1,2)", "math")
+    assert not grade("1," * 2000, "1", "math")
+    assert time.perf_counter() - t < 1.0
