@@ -1,5 +1,4 @@
 """Test-time-scaling metrics (infer/metrics.py) against hand-computed values."""
-import math
 
 import pytest
 
