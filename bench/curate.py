@@ -2,6 +2,10 @@
 
     python -m bench.curate            # full pool, writes bench/results/curate_modelfree.json
     python -m bench.curate --smoke    # tiny fixture pool (tests/fixtures/curate), seconds
+    python -m bench.curate --e2e      # whole pipeline through the real engine with tiny random-weight
+                                      # teacher + student on the shared pool (model stages on a seeded
+                                      # subset, --max-questions), 100-question selection; report kept
+                                      # in bench/results/curate_e2e/
 
 Model-free = every stage except teacher/student/domain-model generation: sources, decontam
 (8-grams vs ../shared/data/eval), traces imported from a file (here: a file built from the pool's
@@ -25,6 +29,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def make_tiny_checkpoint(path, tok_dir, seed=0):
+    import torch
+
+    from model.config import Qwen2Config
+    from model.loading import save_model
+    from model.qwen2 import Qwen2ForCausalLM
+
+    # 8192 positions: the MSC classification prompt is ~4.5K tokens
+    cfg = Qwen2Config(vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
+                      tie_word_embeddings=True, torch_dtype="float32")
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.05)
+    save_model(model, path, tokenizer_dir=tok_dir)
+    return str(path)
+
+
 def build_trace_file(pool: list[str], path: Path) -> int:
     """s1K-column rows (question, thinking_trajectories, attempt) from the pool's solutions."""
     from curate.sources import load_sources
@@ -38,6 +62,49 @@ def build_trace_file(pool: list[str], path: Path) -> int:
     return len(records)
 
 
+def run_e2e(args) -> int:
+    """End-to-end run through our engine with tiny random-weight checkpoints (traces are nonsense,
+    every stage runs). Model stages on CPU are slow, so they run on a seeded subset of the
+    decontaminated pool (--max-questions); the report says so."""
+    import shutil
+
+    from curate.pipeline import SHARED, STAGES, Config, Pipeline
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    tok = SHARED / "qwen2.5-tokenizer"
+    teacher, student = work / "tiny_teacher", work / "tiny_student"
+    if not (teacher / "config.json").exists():
+        make_tiny_checkpoint(teacher, tok, seed=0)
+    if not (student / "config.json").exists():
+        make_tiny_checkpoint(student, tok, seed=1)
+    cfg = Config(out=str(work / "run"), pool=[str(SHARED / "pool")], teacher=str(teacher), students=[str(student)],
+                 teacher_params={"max_thinking_tokens": 16, "max_answer_tokens": 8, "temperature": 0.7},
+                 student_params={"max_thinking_tokens": 16, "max_answer_tokens": 8},
+                 max_questions=args.max_questions, size=100, seed=0, batch_size=args.batch_size,
+                 domain_model=str(student) if args.domain_model else None)
+    pipe = Pipeline(cfg)
+    t0 = time.perf_counter()
+    times = pipe.run()
+    total = time.perf_counter() - t0
+    dest = ROOT / "bench" / "results" / "curate_e2e"
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in ("report.md", "report.png"):
+        shutil.copy(work / "run" / f, dest / f)
+    summary = {"bench": "curate_e2e", "teacher": "tiny random Qwen2 (hidden 32, 2 layers, seed 0)",
+               "student": "tiny random Qwen2 (seed 1)", "max_questions": args.max_questions,
+               "teacher_params": cfg.teacher_params, "student_params": cfg.student_params,
+               "domain_model": bool(args.domain_model),
+               "counts": {s: pipe.stats(s)["count"] for s in STAGES},
+               "stage_seconds_this_call": {k: round(v, 2) for k, v in times.items()},
+               "stage_seconds_recorded": {s: pipe.stats(s)["seconds"] for s in STAGES},
+               "total_seconds_this_call": round(total, 2),
+               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    (dest / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps(summary))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.curate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,7 +112,14 @@ def main(argv=None) -> int:
     ap.add_argument("--pool", nargs="+", help="default: ../shared/data/pool (smoke: tests/fixtures/curate/pool)")
     ap.add_argument("--size", type=int, default=None)
     ap.add_argument("--out", help="result JSON (default bench/results/curate_modelfree[_smoke].json)")
+    ap.add_argument("--e2e", action="store_true", help="whole pipeline through the real engine (tiny random models)")
+    ap.add_argument("--workdir", default="/tmp/curate_e2e", help="--e2e: checkpoints + run folder (resumable)")
+    ap.add_argument("--max-questions", type=int, default=300, help="--e2e: model stages on this many questions")
+    ap.add_argument("--batch-size", type=int, default=64, help="--e2e: questions per engine call")
+    ap.add_argument("--domain-model", action="store_true", help="--e2e: classify domains with the tiny student too")
     args = ap.parse_args(argv)
+    if args.e2e:
+        return run_e2e(args)
 
     from curate.pipeline import SHARED, STAGES, Config, Pipeline
 
@@ -78,6 +152,7 @@ def main(argv=None) -> int:
         "trace_file_build_seconds": round(setup_s, 3), "trace_rows": n_traces, "counts": counts,
         "keyword_domain_agreement": agreement, "target_seconds": 60, "passed": total < 60,
         "cpu_count": os.cpu_count(), "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "loadavg_1min_at_end": round(os.getloadavg()[0], 2),   # 2 cores shared with other agents
         "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
         "numpy": numpy.__version__, "torch": torch.__version__, "commit": commit,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -111,6 +111,13 @@ def write_report(out_dir, stats: dict[str, dict], candidates: list[dict], select
            "Agreement with the pool's own labels mapped to MSC (curate/domains.py tables; strict = primary code, lenient = any listed code):", "",
            _table(["source", "labeled", "strict", "lenient"], [[k, v["labeled"], v["strict_rate"], v["lenient_rate"]] for k, v in sorted(agr["per_source"].items())]
                   + [["**total**", agr["total"]["labeled"], agr["total"]["strict_rate"], agr["total"]["lenient_rate"]]])]
+    from curate.domains import MATH_TYPE, OLYMPIADBENCH_SUBFIELD, OMNI_DOMAIN
+
+    md += ["", "<details><summary>Pool label → MSC mapping used for the agreement (first code = strict)</summary>", "",
+           _table(["pool field", "label", "MSC codes"],
+                  [["MATH type", k, ", ".join(v)] for k, v in MATH_TYPE.items()]
+                  + [["OlympiadBench subfield", k, ", ".join(v)] for k, v in OLYMPIADBENCH_SUBFIELD.items()]
+                  + [["Omni-MATH domain", k, ", ".join(v)] for k, v in OMNI_DOMAIN.items()]), "", "</details>"]
     if "keyword_agreement_with_pool_labels" in dm:
         md += ["", f"keyword classifier alone on the same questions: {dm['keyword_agreement_with_pool_labels']}"]
     cand_dom, sel_dom = Counter(r["domain"] for r in candidates), Counter(r["domain"] for r in selected)

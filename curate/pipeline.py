@@ -36,7 +36,8 @@ class Config:
     msc: str = str(SHARED / "curation" / "msc.json")
     tokenizer: str = str(SHARED / "qwen2.5-tokenizer")
     size: int = 1000
-    seed: int = 0
+    seed: int = 0                                              # selection seed
+    gen_seed: int = 0                                          # model sampling seeds + model-stage subset
     selector: str = "s1"
     preselected: str | None = None                             # file: one id or JSONL {"id"|"question"} per line
     device: str = "cpu"
@@ -46,8 +47,8 @@ class Config:
     def stage_settings(self, stage: str) -> dict:
         a = asdict(self)
         keys = {"sources": ["pool", "aime_max_year"], "decontam": ["eval_sets", "ngram"],
-                "traces": ["teacher", "traces", "teacher_params", "max_questions", "seed"], "quality": [],
-                "difficulty": ["students", "student_params", "seed", "tokenizer"],
+                "traces": ["teacher", "traces", "teacher_params", "max_questions", "gen_seed"], "quality": [],
+                "difficulty": ["students", "student_params", "gen_seed", "tokenizer"],
                 "domains": ["domain_model", "msc"], "select": ["size", "seed", "selector", "preselected"],
                 "output": []}[stage]
         s = {k: a[k] for k in keys}
@@ -154,7 +155,7 @@ class Pipeline:
         n_in = len(records)
         if self.cfg.max_questions is not None and self.cfg.max_questions < n_in:
             # seeded subset, original order kept: model stages on CPU are slow (documented in the report)
-            idx = np.sort(np.random.default_rng(self.cfg.seed).choice(n_in, self.cfg.max_questions, replace=False))
+            idx = np.sort(np.random.default_rng(self.cfg.gen_seed).choice(n_in, self.cfg.max_questions, replace=False))
             records = [records[i] for i in idx]
         imported = {}
         for spec in self.cfg.traces:
@@ -163,8 +164,10 @@ class Pipeline:
             raise ValueError("the traces stage needs a teacher checkpoint (--teacher DIR) or a traces file (--traces FILE)")
         need_teacher = self.cfg.teacher and any(r["id"] not in imported for r in records)
         llm = self.llm_factory(self.cfg.teacher, self.cfg.device) if need_teacher else None
-        cache = self.out / "cache" / f"traces_{model_key(self.cfg.teacher)}.jsonl" if self.cfg.teacher else None
-        out, counts = add_traces(records, imported, llm, self.cfg.teacher_params, self.cfg.seed, cache,
+        # one cache per (teacher, sampling settings): changed settings never reuse stale traces
+        key = f"{model_key(self.cfg.teacher)}-{fingerprint([self.cfg.teacher_params, self.cfg.gen_seed])[:8]}" if self.cfg.teacher else ""
+        cache = self.out / "cache" / f"traces_{key}.jsonl" if self.cfg.teacher else None
+        out, counts = add_traces(records, imported, llm, self.cfg.teacher_params, self.cfg.gen_seed, cache,
                                  self.cfg.batch_size, self.cfg.progress)
         per_source = {}
         for r in out:
@@ -180,8 +183,9 @@ class Pipeline:
     def stage_difficulty(self, records):
         from curate.difficulty import difficulty_filter
 
-        students = [(model_key(p), self.llm_factory(p, self.cfg.device)) for p in self.cfg.students]
-        return difficulty_filter(records, students, self.cfg.student_params, self.cfg.seed, self.out / "cache",
+        settings = fingerprint([self.cfg.student_params, self.cfg.gen_seed])[:8]
+        students = [(f"{model_key(p)}-{settings}", self.llm_factory(p, self.cfg.device)) for p in self.cfg.students]
+        return difficulty_filter(records, students, self.cfg.student_params, self.cfg.gen_seed, self.out / "cache",
                                  self.cfg.tokenizer, self.cfg.batch_size, self.cfg.progress)
 
     def stage_domains(self, records):

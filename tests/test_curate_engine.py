@@ -7,29 +7,10 @@ import json
 import pytest
 
 from curate.pipeline import STAGES, Config, Pipeline
+from bench.curate import make_tiny_checkpoint
 from curate.store import read_jsonl
 
 FIX = __import__("pathlib").Path(__file__).parent / "fixtures" / "curate"
-
-
-def make_tiny_checkpoint(path, tok_dir, seed=0):
-    import torch
-
-    from model.config import Qwen2Config
-    from model.loading import save_model
-    from model.qwen2 import Qwen2ForCausalLM
-
-    # 8192 positions: the MSC classification prompt is ~4.5K tokens
-    cfg = Qwen2Config(vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
-                      tie_word_embeddings=True, torch_dtype="float32")
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.05)
-    save_model(model, path, tokenizer_dir=tok_dir)
-    return str(path)
 
 
 @pytest.fixture(scope="module")

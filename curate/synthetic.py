@@ -1,0 +1,177 @@
+"""The synthetic reasoning task of `s1 demo`: running digit sum mod 10, plus its tokenizer and model.
+
+Why this task (engineering.md, "Calibration for the CPU demo"): a tiny model trained from scratch
+in ~2 minutes on 2 CPU cores must show test-time scaling, i.e. accuracy that rises with the
+thinking budget. The answer (sum of up to 16 digits, mod 10) is hard to produce in one step but
+easy step by step, and the thinking trace carries every intermediate result:
+
+    question : "Add the digits mod 10.\\na3 b5 c1 d8"        (letter = position marker a..p)
+    thinking : "a3 b8 c9 d7"                                  (running sum mod 10 after each digit)
+    attempt  : "Final Answer: 7"
+
+Each step of the trace is two tokens (marker, running sum), so a trace of n digits is 2n thinking
+tokens plus the closing newline. The position markers make every step a content lookup ("find my
+marker in the question, add the digit after it to my previous sum") that a 3-layer model learns
+quickly (an induction-head pattern); without them the model would have to count positions.
+Budget forcing with a cap of b thinking tokens stops the trace after floor(b/2) steps and appends
+"\\n<|im_start|>answer\\nFinal Answer:"; the attempt format is chosen so that this forced string is
+exactly the prefix the model saw in training, and the model then answers from the last running
+sum it has seen: right when the trace was complete, a guess (~10%) otherwise. So accuracy rises
+from ~10% at budget 0 to ~100% once the budget covers the longest trace (2*16+1 = 33 tokens).
+
+Rows follow the s1K schema (question, solution, cot_type, source_type, metadata,
+thinking_trajectories [one string], attempt) so `curate` and `train` read them unchanged.
+
+The tokenizer is a byte-level BPE (Qwen2's pre-tokenizer split regex: every digit is its own
+token) trained on the rendered corpus, default system prompt included, with the special tokens
+<|endoftext|>, <|im_start|>, <|im_end|>, <|fim_pad|> (padding, as s1). It is written in
+tokenizer.json format and loads with model.tokenizer.Tokenizer.
+"""
+from __future__ import annotations
+
+import json
+import os
+import string
+
+import numpy as np
+
+MAX_DIGITS = 16
+MARKERS = string.ascii_lowercase[:MAX_DIGITS]      # a..p: one position marker per digit
+INSTRUCTION = "Add the digits mod 10."
+SOURCE_TYPE = "synthetic/digit_sum_mod10"
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_pad|>")
+# Qwen2's pre-tokenizer regex (from its tokenizer.json): digits split one by one (\p{N}).
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+# ----------------------------------------------------------------------------- the task
+def running_sums(digits: list[int]) -> list[int]:
+    """[d0, d0+d1, ...] mod 10."""
+    out, s = [], 0
+    for d in digits:
+        s = (s + d) % 10
+        out.append(s)
+    return out
+
+
+def render_digits(values: list[int]) -> str:
+    """[3, 5, 1] -> "a3 b5 c1" (marker letter + digit per position)."""
+    return " ".join(f"{MARKERS[i]}{v}" for i, v in enumerate(values))
+
+
+def make_row(digits: list[int]) -> dict:
+    """One problem in s1K schema."""
+    if not 1 <= len(digits) <= MAX_DIGITS or any(not (0 <= d <= 9) for d in digits):
+        raise ValueError(f"digits must be 1..{MAX_DIGITS} values in 0..9, got {digits!r}")
+    sums = running_sums(digits)
+    answer = str(sums[-1])
+    thinking = render_digits(sums)
+    return {
+        "question": f"{INSTRUCTION}\n{render_digits(digits)}",
+        "solution": f"The running sums mod 10 are {thinking}, so the answer is {answer}.",
+        "answer": answer,
+        "cot_type": "math",
+        "source_type": SOURCE_TYPE,
+        "metadata": json.dumps({"digits": "".join(map(str, digits)), "num_digits": len(digits)}),
+        "thinking_trajectories": [thinking],
+        "attempt": f"Final Answer: {answer}",
+    }
+
+
+def parse_question(question: str) -> list[int]:
+    """Inverse of make_row's question text (used by tests and to check generated rows)."""
+    head, _, body = question.partition("\n")
+    if head != INSTRUCTION or not body:
+        raise ValueError(f"not a digit-sum question: {question!r}")
+    digits = []
+    for i, item in enumerate(body.split(" ")):
+        if len(item) != 2 or item[0] != MARKERS[i] or not item[1].isdigit():
+            raise ValueError(f"bad item {item!r} at position {i} in {question!r}")
+        digits.append(int(item[1]))
+    return digits
+
+
+def generate_pool(n: int, seed: int = 0, min_digits: int = 1, max_digits: int = MAX_DIGITS) -> list[dict]:
+    """n problems; lengths uniform in [min_digits, max_digits], digits uniform (seeded numpy RNG).
+    Short questions repeat (there are only 10 one-digit ones): curate's exact dedup removes them."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if not 1 <= min_digits <= max_digits <= MAX_DIGITS:
+        raise ValueError(f"need 1 <= min_digits <= max_digits <= {MAX_DIGITS}, got {min_digits}, {max_digits}")
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(min_digits, max_digits + 1, size=n)
+    return [make_row(rng.integers(0, 10, size=int(k)).tolist()) for k in lengths]
+
+
+def write_jsonl(rows: list[dict], path: str) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+# ----------------------------------------------------------------------------- tokenizer
+def corpus_texts(rows: list[dict], system: str | None = None) -> list[str]:
+    """Rendered training examples (s1 format, default system prompt) for BPE training."""
+    from model.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer
+
+    system = DEFAULT_SYSTEM_PROMPT if system is None else system
+    # The render methods are pure string formatting: an instance without a vocabulary suffices.
+    render = Tokenizer.__new__(Tokenizer).render_example
+    texts = [render(r["question"], "\n".join(r["thinking_trajectories"]).strip(), r["attempt"], system)
+             for r in rows]
+    # The forced end-of-thinking string of budget forcing, so it tokenizes the way training saw it.
+    texts.append("\n<|im_start|>answer\nFinal Answer:")
+    return texts
+
+
+def build_tokenizer(rows: list[dict], out_dir: str, vocab_size: int = 384, system: str | None = None) -> str:
+    """Train a byte-level BPE on the rendered rows; write tokenizer.json + tokenizer_config.json.
+
+    vocab_size counts the 256 byte symbols, the merges and the 4 special tokens; merges that the
+    corpus does not support are simply not created (the real vocabulary may end up smaller).
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    if vocab_size < 256 + len(SPECIAL_TOKENS):
+        raise ValueError(f"vocab_size={vocab_size} must be >= {256 + len(SPECIAL_TOKENS)} (bytes + specials)")
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False,
+                                  special_tokens=list(SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus_texts(rows, system), trainer=trainer)
+    os.makedirs(out_dir, exist_ok=True)
+    tok.save(os.path.join(out_dir, "tokenizer.json"))
+    with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+        json.dump({"eos_token": "<|im_end|>", "pad_token": "<|fim_pad|>", "bos_token": None,
+                   "model_max_length": 512, "tokenizer_class": "Qwen2TokenizerFast"}, f, indent=2)
+    return out_dir
+
+
+# ----------------------------------------------------------------------------- model config
+def tiny_config(vocab_size: int, hidden_size: int = 96, num_layers: int = 3, num_heads: int = 4,
+                num_kv_heads: int = 2, intermediate_size: int = 256, max_positions: int = 256) -> dict:
+    """A Qwen2-architecture config (HF field names) for training from scratch on the demo task.
+
+    The embedding table is padded to a multiple of 64 rows beyond the real vocabulary, as Qwen2.5
+    does (the engine never samples the padded ids). RoPE theta 1e4: sequences are < 256 tokens.
+    """
+    return {
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+        "vocab_size": -(-vocab_size // 64) * 64, "hidden_size": hidden_size,
+        "intermediate_size": intermediate_size, "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads, "num_key_value_heads": num_kv_heads,
+        "max_position_embeddings": max_positions, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+        "tie_word_embeddings": True, "torch_dtype": "float32", "hidden_act": "silu",
+        "initializer_range": 0.02, "use_sliding_window": False,
+    }
