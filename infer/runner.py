@@ -33,6 +33,9 @@ class ModelRunner:
         self.max_pages_per_seq = _cdiv(max_model_len, cache.page_size)
         self.graphs: dict[int, tuple] = {}
         self.use_cuda_graphs = use_cuda_graphs and self.device.type == "cuda"
+        # passed to every forward: with a KV cache the model ignores it, and passing it keeps the
+        # model from building one on the host (not allowed inside CUDA-graph capture)
+        self._cu = torch.tensor([0, 1], dtype=torch.int32, device=self.device)
 
     def _tensor(self, vals, dtype) -> torch.Tensor:
         t = torch.tensor(vals, dtype=dtype)
@@ -86,13 +89,15 @@ class ModelRunner:
         if is_prefill:
             ids, pos, meta, logits_idx = self.prepare_prefill(seqs)
             self.cache.meta = meta
-            logits = self.model(ids, pos, kv_cache=self.cache, logits_indices=logits_idx)
+            logits = self.model(ids, pos, cu_seqlens=self._cu, max_seqlen=1, kv_cache=self.cache,
+                                logits_indices=logits_idx)
         elif self.use_cuda_graphs and len(seqs) <= self.max_num_seqs and self.graphs:
             logits = self._replay(seqs, rows, budget)
         else:
             pos, meta = self.prepare_decode(seqs)
             self.cache.meta = meta
-            logits = self.model(budget.last_token[rows], pos, kv_cache=self.cache)
+            logits = self.model(budget.last_token[rows], pos, cu_seqlens=self._cu, max_seqlen=1,
+                                kv_cache=self.cache)
         self.cache.meta = None
         return budget.step(logits, rows)
 
@@ -120,11 +125,12 @@ class ModelRunner:
             meta = StepMeta(is_prefill=False, slot_mapping=st["slots"][:bs], block_tables=st["bt"][:bs],
                             context_lens=st["ctx"][:bs], max_context=self.max_model_len)
             self.cache.meta = meta
-            self.model(st["ids"][:bs], st["pos"][:bs], kv_cache=self.cache)  # warm-up (autotune, alloc)
+            fwd = dict(cu_seqlens=self._cu, max_seqlen=1, kv_cache=self.cache)
+            self.model(st["ids"][:bs], st["pos"][:bs], **fwd)  # warm-up (autotune, alloc)
             torch.cuda.synchronize()
             g = torch.cuda.CUDAGraph()
             with torch.cuda.graph(g, pool):
-                out = self.model(st["ids"][:bs], st["pos"][:bs], kv_cache=self.cache)
+                out = self.model(st["ids"][:bs], st["pos"][:bs], **fwd)
             pool = g.pool()
             self.graphs[bs] = (g, out, meta)
             torch.cuda.synchronize()

@@ -1,0 +1,324 @@
+"""Decode benchmarks for the engine (issue 4), random-weight Qwen2.5 shapes, bf16, on one GPU.
+
+(1) batch-1 decode: tok/s and achieved GB/s as % of the HBM bandwidth measured by a large
+    device-to-device copy. A step reads every weight once plus the KV cache so far:
+    bytes/step = weight bytes + context * kv_bytes_per_token (0.5B: 0.99 GB + 12,288 B/token).
+    Decode time is isolated by differencing two runs (N_long vs N_short output tokens).
+(2) nano-vllm's offline workload: 256 sequences, prompt and output lengths uniform in
+    [100, 1024] (random.seed(0) as nano-vllm's bench.py), random token ids, EOS ignored;
+    output tokens/s over the whole generate call (prefill included).
+(3) the same with budget forcing active: every sequence thinks exactly its budget
+    (output length - 7 - 16: the forced "\\n<|im_start|>answer\\nFinal Answer:" is 7 tokens and
+    the answer is capped at 16), num_wait large; a thin wrapper raises <|im_end|> to the top at every
+    absolute position p with p % 256 == 0, so the model "tries to stop" ~2 times per sequence on
+    average and each attempt is replaced by "Wait". Same output token count as (2): the
+    difference is the cost of the on-device state machine and forced tokens.
+(4) transformers `generate` (static cache, SDPA, greedy) on the same GPU: batch-1 tok/s and
+    workload (2) in left-padded batches (every sequence decodes the batch's longest output;
+    only the requested tokens count).
+
+    python -m bench.decode                     # GPU: 0.5B, 1.5B, 7B; HF side by side for 0.5B
+    python -m bench.decode --models 0.5B --skip-hf
+    python -m bench.decode --smoke             # CPU: tiny model, tiny workload (checks the script)
+
+Prints a markdown table and one JSON line; writes bench/results/decode.json (GPU) with device,
+commit, versions and date.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+
+SHAPES = {
+    "0.5B": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                 intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True),
+    "1.5B": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+                 intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True),
+    "7B": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+               intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False),
+}
+SMOKE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             intermediate_size=128, vocab_size=151936, tie_word_embeddings=True)
+
+
+class IdTokenizer:
+    """Stand-in when the Qwen2.5 tokenizer folder is absent: the engine needs special ids and the
+    few strings budget forcing inserts (ids from the real tokenizer); prompts are raw ids anyway."""
+    vocab_size = 151665
+    eos_id, pad_id = 151645, 151643
+    _ids = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645}
+    _enc = {"<|im_start|>answer\n": [151644, 9217, 198], "Wait": [14190],
+            "\n<|im_start|>answer\nFinal Answer:": [198, 151644, 9217, 198, 19357, 21806, 25]}
+
+    def token_id(self, name):
+        return self._ids[name]
+
+    def encode(self, text):
+        if text not in self._enc:
+            raise KeyError(f"IdTokenizer cannot encode {text!r}")
+        return list(self._enc[text])
+
+    def decode(self, ids, skip_special_tokens=False):
+        return " ".join(map(str, ids))
+
+    def render_prompt(self, q, system=None):
+        raise NotImplementedError("raw token-id prompts only")
+
+
+def load_tokenizer():
+    import pathlib
+    shared = os.environ.get("S1_SHARED_DATA") or pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+    d = pathlib.Path(shared) / "qwen2.5-tokenizer"
+    if (d / "tokenizer.json").exists():
+        from model.tokenizer import Tokenizer
+        return Tokenizer.from_pretrained(d)
+    return IdTokenizer()
+
+
+def random_model(shape: dict, device, dtype, seed=0):
+    import torch
+    from model.config import Qwen2Config
+    from model.qwen2 import Qwen2ForCausalLM
+    cfg = Qwen2Config(**shape, max_position_embeddings=32768,
+                      torch_dtype={torch.bfloat16: "bfloat16", torch.float32: "float32"}[dtype])
+    with torch.device("meta"):
+        m = Qwen2ForCausalLM(cfg)
+    m.to(dtype).to_empty(device=device)
+    g = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():  # HF init on device (init_weights draws on the CPU: too slow for 7B)
+        for name, p in m.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif name.endswith(".bias"):
+                p.zero_()
+            else:
+                p.normal_(0.0, cfg.initializer_range, generator=g)
+    return m.eval()
+
+
+def hbm_bandwidth_gbs(device) -> float:
+    """Achieved copy bandwidth (read + write) of a 1 GiB device-to-device copy, GB/s."""
+    import torch
+    import triton.testing
+    a = torch.empty(1 << 30, dtype=torch.uint8, device=device)
+    b = torch.empty_like(a)
+    ms = triton.testing.do_bench(lambda: b.copy_(a), warmup=5, rep=50)
+    return 2 * a.numel() / (ms * 1e-3) / 1e9
+
+
+class StopAttempts:
+    """Wraps the model: at absolute positions p % period == 0 make <|im_end|> the argmax
+    (a model 'trying to end thinking'), so budget forcing replaces it with the extension."""
+
+    def __init__(self, model, token: int, period: int = 256):
+        self.model, self.token, self.period = model, token, period
+        self.config = model.config
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def to(self, *a, **k):
+        return self
+
+    def eval(self):
+        return self
+
+    def __call__(self, input_ids, positions, kv_cache=None, logits_indices=None, **kw):
+        logits = self.model(input_ids, positions, kv_cache=kv_cache, logits_indices=logits_indices, **kw)
+        pos = positions if logits_indices is None else positions[logits_indices]
+        hit = ((pos + 1) % self.period == 0)
+        logits[:, self.token] = logits[:, self.token].masked_fill(hit, 1e4)
+        return logits
+
+
+def nano_vllm_workload(n=256, lo=100, hi=1024, vocab=10000, seed=0):
+    random.seed(seed)
+    prompts = [[random.randint(0, vocab) for _ in range(random.randint(lo, hi))] for _ in range(n)]
+    outs = [random.randint(lo, hi) for _ in range(n)]
+    return prompts, outs
+
+
+def sync(device):
+    import torch
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed_generate(llm, prompts, params, device):
+    sync(device)
+    t = time.perf_counter()
+    outs = llm.generate(prompts, params, use_tqdm=False)
+    sync(device)
+    return time.perf_counter() - t, outs
+
+
+def bench_model(name, shape, device, dtype, args, tok, results):
+    import torch
+    from infer import LLM, SamplingParams
+    from infer.paged_cache import kv_bytes_per_token
+    row = {"model": name}
+    m = random_model(shape, device, dtype)
+    weight_bytes = sum(p.numel() * p.element_size() for p in m.parameters())
+    kv_tok = kv_bytes_per_token(m.config, dtype)
+    row.update(weight_GB=weight_bytes / 1e9, kv_bytes_per_token=kv_tok)
+    smoke = args.smoke
+    max_len = 4096 if not smoke else 256
+    kw = dict(model=m, tokenizer=tok, device=device, max_model_len=max_len,
+              max_num_seqs=args.max_num_seqs, enforce_eager=args.eager)
+    if smoke:
+        kw.update(num_pages=512, page_size=16)
+
+    # (1) batch-1 decode, differenced
+    llm = LLM(**kw)
+    prompt = [[random.Random(1).randint(0, 10000) for _ in range(128 if not smoke else 8)]]
+    n_short, n_long = (64, 576) if not smoke else (4, 20)
+    timed_generate(llm, prompt, SamplingParams(max_tokens=n_short, ignore_eos=True), device)  # warm-up
+    t_s, _ = timed_generate(llm, prompt, SamplingParams(max_tokens=n_short, ignore_eos=True), device)
+    t_l, _ = timed_generate(llm, prompt, SamplingParams(max_tokens=n_long, ignore_eos=True), device)
+    n = n_long - n_short
+    dt = max(t_l - t_s, 1e-9)
+    avg_ctx = len(prompt[0]) + (n_short + n_long) / 2
+    bytes_step = weight_bytes + avg_ctx * kv_tok
+    row.update(b1_tok_s=n / dt, b1_GB_s=n * bytes_step / dt / 1e9)
+    if args.bandwidth:
+        row["b1_pct_bw"] = 100 * row["b1_GB_s"] / args.bandwidth
+        row["b1_roofline_tok_s"] = args.bandwidth * 1e9 / bytes_step
+
+    # (2) nano-vllm workload
+    n_seq = 256 if not smoke else 4
+    lo, hi = (100, 1024) if not smoke else (12, 30)
+    prompts, out_lens = nano_vllm_workload(n_seq, lo, hi)
+    plain = [SamplingParams(max_tokens=o, ignore_eos=True) for o in out_lens]
+    timed_generate(llm, prompts[:2], plain[:2], device)  # warm-up
+    t2, outs = timed_generate(llm, prompts, plain, device)
+    n_out = sum(len(o.output_token_ids) for o in outs)
+    assert n_out == sum(out_lens), (n_out, sum(out_lens))
+    row.update(offline_tok_s=n_out / t2, offline_s=t2, offline_tokens=n_out,
+               preemptions=llm.stats["preemptions"], num_pages=llm.num_pages)
+
+    # (3) with budget forcing active
+    del llm
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    im_end = tok.token_id("<|im_end|>")
+    bf_llm = LLM(**{**kw, "model": StopAttempts(m, im_end, 256 if not smoke else 4)})
+    end_len = len(tok.encode(SamplingParams().end_thinking))  # 7 forced tokens
+    forced = [SamplingParams(max_thinking_tokens=o - end_len - min(16, o // 4), num_wait=10 ** 6,
+                             max_answer_tokens=min(16, o // 4), ignore_eos=True) for o in out_lens]
+    timed_generate(bf_llm, prompts[:2], forced[:2], device)
+    t3, outs3 = timed_generate(bf_llm, prompts, forced, device)
+    n_out3 = sum(len(o.output_token_ids) for o in outs3)
+    row.update(budget_tok_s=n_out3 / t3, budget_tokens=n_out3,
+               budget_overhead_pct=100 * ((t3 / n_out3) / (t2 / n_out) - 1),
+               avg_waits=sum(o.num_waits_used for o in outs3) / len(outs3),
+               exact_budget=all(o.num_thinking_tokens == p.max_thinking_tokens for o, p in zip(outs3, forced)))
+    del bf_llm
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+    # (4) transformers side by side
+    if not args.skip_hf and (name in args.hf_models or smoke):
+        row.update(bench_hf(m, shape, device, dtype, prompt, n_short, n_long, prompts, out_lens, args))
+    results.append(row)
+    del m
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def bench_hf(m, shape, device, dtype, prompt, n_short, n_long, prompts, out_lens, args):
+    import torch
+    import transformers
+    cfg = transformers.Qwen2Config(**shape, rms_norm_eps=1e-6, rope_theta=1e6, max_position_embeddings=32768)
+    with torch.device(device):
+        hf = transformers.Qwen2ForCausalLM(cfg).to(dtype).eval()
+    hf.load_state_dict(m.state_dict(), strict=False)
+    hf.config._attn_implementation = "sdpa"
+    out = {}
+
+    def gen(ids, mask, n):
+        sync(device)
+        t = time.perf_counter()
+        with torch.no_grad():
+            hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                        cache_implementation="static" if device.type == "cuda" else None,
+                        pad_token_id=0, eos_token_id=None)
+        sync(device)
+        return time.perf_counter() - t
+
+    ids = torch.tensor(prompt, device=device)
+    gen(ids, torch.ones_like(ids), n_short)
+    t_s = gen(ids, torch.ones_like(ids), n_short)
+    t_l = gen(ids, torch.ones_like(ids), n_long)
+    out["hf_b1_tok_s"] = (n_long - n_short) / max(t_l - t_s, 1e-9)
+    # workload (2) in left-padded batches
+    bs = args.hf_batch if device.type == "cuda" else 4
+    total_t, useful = 0.0, 0
+    for i in range(0, len(prompts), bs):
+        chunk, outs = prompts[i:i + bs], out_lens[i:i + bs]
+        L = max(map(len, chunk))
+        ids = torch.zeros(len(chunk), L, dtype=torch.long, device=device)
+        mask = torch.zeros_like(ids)
+        for j, p in enumerate(chunk):
+            ids[j, L - len(p):] = torch.tensor(p, device=device)
+            mask[j, L - len(p):] = 1
+        total_t += gen(ids, mask, max(outs))
+        useful += sum(outs)
+    out.update(hf_offline_tok_s=useful / total_t, hf_offline_s=total_t)
+    del hf
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="0.5B,1.5B,7B")
+    ap.add_argument("--hf-models", default="0.5B", help="models also run with transformers generate")
+    ap.add_argument("--hf-batch", type=int, default=64, help="transformers batch for workload (2)")
+    ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--max-num-seqs", type=int, default=256)
+    ap.add_argument("--eager", action="store_true", help="no CUDA graphs")
+    ap.add_argument("--smoke", action="store_true", help="CPU: tiny model and workload")
+    ap.add_argument("--json", default=None, help="default: bench/results/decode.json on GPU")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from bench.env import environment
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    if device.type != "cuda" and not args.smoke:
+        print("bench.decode: no GPU available; use --smoke for the CPU check", file=sys.stderr)
+        return 2
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    args.hf_models = args.hf_models.split(",")
+    args.bandwidth = hbm_bandwidth_gbs(device) if device.type == "cuda" else None
+    tok = load_tokenizer()
+    shapes = {"smoke": SMOKE} if args.smoke else {k: SHAPES[k] for k in args.models.split(",")}
+    results = []
+    for name, shape in shapes.items():
+        print(f"bench.decode: {name} ...", file=sys.stderr)
+        bench_model(name, shape, device, dtype, args, tok, results)
+
+    env = environment()
+    cols = ["model", "b1_tok_s", "b1_GB_s", "b1_pct_bw", "offline_tok_s", "budget_tok_s",
+            "budget_overhead_pct", "avg_waits", "hf_b1_tok_s", "hf_offline_tok_s"]
+    print(f"\n{env['device']}, commit {env['commit']}, torch {env['torch']}, triton {env['triton']}"
+          + (f", copy bandwidth {args.bandwidth:.0f} GB/s" if args.bandwidth else ""))
+    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for r in results:
+        print("| " + " | ".join(f"{r[c]:.1f}" if isinstance(r.get(c), float) else str(r.get(c, "-"))
+                                for c in cols) + " |")
+    record = {"bench": "decode", "smoke": args.smoke, "bandwidth_GB_s": args.bandwidth, "results": results, **env}
+    print(json.dumps(record))
+    path = args.json or (None if args.smoke else "bench/results/decode.json")
+    if path:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(record, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
