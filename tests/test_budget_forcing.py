@@ -214,7 +214,8 @@ class ScriptedModel(nn.Module):
         return x
 
 
-def test_engine_with_scripted_model(shared_data):
+@pytest.mark.parametrize("async_output", [False, True], ids=["sync", "async"])
+def test_engine_with_scripted_model(shared_data, async_output):
     from infer import LLM, SamplingParams
     from model.config import Qwen2Config
     from model.tokenizer import Tokenizer
@@ -231,7 +232,8 @@ def test_engine_with_scripted_model(shared_data):
     m = ScriptedModel(cfg, script, len(prompt))
     m.default, m.fallback = word, other
     with kernels.use_backend("torch"):
-        llm = LLM(model=m, tokenizer=tok, page_size=4, num_pages=64, max_model_len=256)
+        llm = LLM(model=m, tokenizer=tok, page_size=4, num_pages=64, max_model_len=256,
+                  async_output=async_output)
         params = [SamplingParams(num_wait=1), SamplingParams(max_thinking_tokens=2, max_answer_tokens=1),
                   SamplingParams(min_thinking_tokens=5, num_wait=0), SamplingParams(num_wait=2)]
         outs = llm.generate([prompt] * 4, params, use_tqdm=False)
