@@ -218,7 +218,9 @@ def main(argv=None) -> int:
     from train.metrics import peak_flops
     if a.smoke:
         device, compute_dtype = torch.device("cpu"), torch.float32
-        a.shapes, a.seq_lens, a.steps = ["tiny"], [64, 128], 2
+        a.shapes, a.steps = ["tiny"], 2
+        if a.seq_lens == ap.get_default("seq_lens"):
+            a.seq_lens = [64, 128]
         a.out = a.out.replace(".json", "_smoke_cpu.json")
     else:
         if not torch.cuda.is_available():

@@ -8,8 +8,7 @@ import random
 # almost all of them the tied embedding. fp32 so CPU runs are exact and comparable.
 TINY = dict(vocab_size=151936, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-            torch_dtype="float32", max_position_embeddings=1024, rms_norm_eps=1e-6,
-            max_window_layers=2)  # transformers 5 rejects a null max_window_layers
+            torch_dtype="float32", max_position_embeddings=1024, rms_norm_eps=1e-6)
 
 
 def digit_rows(n: int, seed: int = 0, list_traces: bool = True) -> list[dict]:

@@ -135,6 +135,11 @@ def export_hf(model, cfg, path: str, tokenizer=None, dtype: torch.dtype | None =
     from model.loading import save_state_dict
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     rank = dist.get_rank() if dist.is_initialized() else 0
+    if cfg.max_window_layers is None:
+        # transformers 5 rejects a null max_window_layers (a from-scratch config may lack it); it is
+        # inert without sliding windows, so write HF's meaning of "all layers full attention".
+        from model.config import Qwen2Config
+        cfg = Qwen2Config.from_dict({**cfg.to_dict(), "max_window_layers": cfg.num_hidden_layers})
     if rank == 0:
         tok_dir = getattr(tokenizer, "path", None)
         save_state_dict(full, cfg, path, max_shard_size=max_shard_size, dtype=dtype, tokenizer_dir=tok_dir)
