@@ -94,16 +94,19 @@ def write_report(out_dir, stats: dict[str, dict], candidates: list[dict], select
            _table(["source", "in", "contaminated", "duplicate", "kept"], [[k, v["in"], v["contaminated"], v["duplicate"], v["kept"]] for k, v in sorted(d["per_source"].items())]),
            "", _table(["evaluation set", "questions", "questions sharing an 8-gram with the pool"], [[k, v["questions"], v["matched"]] for k, v in sorted(d["eval_sets"].items())])]
     t = s["traces"]
-    md += ["", "## Traces", "", f"{t['counts']}; model stages ran on {t['subset']} of {t['in']} questions."]
+    c = t["counts"]
+    md += ["", "## Traces", "", f"Imported {c['imported']}, teacher {c['teacher']} (errored {c['errored']}), missing {c['missing']}; "
+           f"teacher settings {t['teacher_params']}. Model stages ran on "
+           + (f"{t['subset']} of {t['in']} questions (a seeded subset, --max-questions)." if t["subset"] < t["in"] else f"all {t['in']} questions.")]
     q = s["quality"]
     md += ["", "## Quality filter (a question can break several rules)", "",
            _table(["source", "in", *q["rules"].keys()], [[k, v["in"], *[v[r] for r in q["rules"]]] for k, v in sorted(q["per_source"].items())])]
     df = s["difficulty"]
     md += ["", "## Difficulty", "",
-           ("no student checkpoints given: every question kept" if df["skipped"] else
-            f"students {df['students']}; correct answers per student {df['correct_per_student']}; "
-            "a question is kept only if every student is wrong"),
-           f"; trace tokens (Qwen2.5 tokenizer) over the stage input: {df['trace_tokens']}", "",
+           ("No student checkpoints given: every question kept." if df["skipped"] else
+            f"Students {df['students']}; correct answers per student {df['correct_per_student']}; "
+            "a question is kept only if every student is wrong.")
+           + f" Thinking-trace tokens (Qwen2.5 tokenizer) over the stage input: {df['trace_tokens']}.", "",
            _table(["source", "in", "solved by a student", "kept"], [[k, v["in"], v["solved_by_a_student"], v["kept"]] for k, v in sorted(df["per_source"].items())])]
     dm = s["domains"]
     agr = dm["agreement_with_pool_labels"]

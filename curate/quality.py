@@ -7,8 +7,9 @@ record breaking any rule is removed. Rules, in report order:
   trace_empty      empty thinking trajectory or empty attempt
   asy_figure       Asymptote figure code `[asy]` in the question (AIME questions are exempt, as in s1)
   image_link       [img] tags, markdown/HTML images, \\includegraphics, or links to image files
-  broken_numbering enumerated items at line starts that do not run 1,2,3.. / a,b,c.. / i,ii,iii..,
-                   or a question that starts with a leftover problem number such as "3. " or "(5)"
+  broken_numbering enumerated items at line starts that do not run 1,2,3.. / a,b,c.. / i,ii,iii..
+                   (MATH's power-of-two label lists 1,2,4,8.. are fine), or a question that starts
+                   with a leftover problem number such as "3. " or "(5)"
 """
 from __future__ import annotations
 
@@ -42,15 +43,17 @@ def broken_numbering(text: str) -> bool:
         items = _ITEM.findall(text)
         if first is None or len(items) < 2:
             return True
-    expected: dict[str, int] = {}
+    seqs: dict[str, list[int]] = {}
     for m in _ITEM.finditer(text):
         kind, v = _marker_value(m)
-        if kind not in expected:
-            if v != 1:
-                return True
-        elif v != expected[kind]:
-            return True
-        expected[kind] = v + 1
+        seqs.setdefault(kind, []).append(v)
+    for kind, vals in seqs.items():
+        if vals == list(range(1, len(vals) + 1)):
+            continue
+        # MATH's "enter the sum of the labels" lists are labelled 1, 2, 4, 8, ...: not broken
+        if kind == "num" and vals == [2 ** i for i in range(len(vals))]:
+            continue
+        return True
     return False
 
 

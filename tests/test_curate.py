@@ -216,7 +216,7 @@ def test_quality_rules_each_counted():
         "trace_empty": _rec(long + " c", thinking="  "),
         "asy_figure": _rec(long + " d [asy] draw((0,0)--(1,1)); [/asy]"),
         "image_link": _rec(long + " e <img src='x.png'>"),
-        "broken_numbering": _rec("(1) " + long + "\n(2) first part\n(4) second part"),
+        "broken_numbering": _rec("(1) " + long + "\n(2) first part\n(5) second part"),
     }
     assert quality.check(cases["ok"]) == []
     for rule, r in cases.items():
@@ -238,6 +238,7 @@ def test_broken_numbering_rule():
     assert not quality.broken_numbering("(i) first\n(ii) second")
     assert quality.broken_numbering("Parts:\n(a) one\n(c) three")
     assert quality.broken_numbering("Show that\n1. x\n1. y")
+    assert not quality.broken_numbering("Statements:\n1. a\n2. b\n4. c\n8. d\nEnter the sum of the labels.")
     assert quality.broken_numbering("5. Find x if f(2) = 3.")            # leftover problem number
     assert not quality.broken_numbering("Find x if f(2) = 3 and (1) holds.")
 
