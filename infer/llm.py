@@ -224,34 +224,39 @@ class LLM:
                     continue
                 bar.update(1)
 
-        while not sched.is_finished():
-            step_seqs, is_prefill = sched.schedule()
-            if not step_seqs:
-                if not pending:
-                    raise RuntimeError("scheduler made no progress (bug): "
-                                       f"{len(sched.waiting)} waiting, {len(sched.running)} running")
+        try:
+            while not sched.is_finished():
+                step_seqs, is_prefill = sched.schedule()
+                if not step_seqs:
+                    if not pending:
+                        raise RuntimeError("scheduler made no progress (bug): "
+                                           f"{len(sched.waiting)} waiting, {len(sched.running)} running")
+                    process(pending.pop(0))
+                    continue
+                if is_prefill:
+                    n_prefill_tok += sum(s.num_tokens - s.num_cached_tokens for s in step_seqs)
+                info = self.runner.run(step_seqs, is_prefill, budget)
+                for s in step_seqs:
+                    s.num_tokens += 1
+                n_steps += 1
+                peak_pages = max(peak_pages, self.block_manager.num_used)
+                if self.async_output and info.is_cuda:
+                    host = torch.empty(info.shape, dtype=info.dtype, pin_memory=True)
+                    host.copy_(info, non_blocking=True)
+                    ev = torch.cuda.Event()
+                    ev.record()
+                    pending.append((step_seqs, host, ev))
+                else:
+                    pending.append((step_seqs, info.cpu(), None))
+                # asynchronous mode keeps one step in flight; otherwise process at once
+                while len(pending) > (1 if self.async_output else 0):
+                    process(pending.pop(0))
+            while pending:
                 process(pending.pop(0))
-                continue
-            if is_prefill:
-                n_prefill_tok += sum(s.num_tokens - s.num_cached_tokens for s in step_seqs)
-            info = self.runner.run(step_seqs, is_prefill, budget)
-            for s in step_seqs:
-                s.num_tokens += 1
-            n_steps += 1
-            peak_pages = max(peak_pages, self.block_manager.num_used)
-            if self.async_output and info.is_cuda:
-                host = torch.empty(info.shape, dtype=info.dtype, pin_memory=True)
-                host.copy_(info, non_blocking=True)
-                ev = torch.cuda.Event()
-                ev.record()
-                pending.append((step_seqs, host, ev))
-            else:
-                pending.append((step_seqs, info.cpu(), None))
-            # asynchronous mode keeps one step in flight; otherwise process at once
-            while len(pending) > (1 if self.async_output else 0):
-                process(pending.pop(0))
-        while pending:
-            process(pending.pop(0))
+        finally:  # an exception (or Ctrl-C) must not leak pages into the next call
+            for s in seqs:
+                if s.block_table:
+                    self.block_manager.deallocate(s)
         bar.close()
         dt = time.perf_counter() - t0
         self.stats = dict(steps=n_steps, seconds=dt, prefill_tokens=n_prefill_tok, output_tokens=n_out,

@@ -120,32 +120,40 @@ class ModelRunner:
                   bt=torch.zeros(n, self.max_pages_per_seq, dtype=torch.int32, device=dev),
                   ctx=torch.ones(n, dtype=torch.int32, device=dev))
         self._static = st
+        self._graph_meta = {}
         pool = None
         for bs in reversed(self.buckets()):
-            meta = StepMeta(is_prefill=False, slot_mapping=st["slots"][:bs], block_tables=st["bt"][:bs],
-                            context_lens=st["ctx"][:bs], max_context=self.max_model_len)
-            self.cache.meta = meta
-            fwd = dict(cu_seqlens=self._cu, max_seqlen=1, kv_cache=self.cache)
-            self.model(st["ids"][:bs], st["pos"][:bs], **fwd)  # warm-up (autotune, alloc)
+            self._graph_meta[bs] = StepMeta(
+                is_prefill=False, slot_mapping=st["slots"][:bs], block_tables=st["bt"][:bs],
+                context_lens=st["ctx"][:bs], max_context=self.max_model_len)
+            self._graph_forward(bs)  # warm-up (Triton compiles, allocator settles)
             torch.cuda.synchronize()
             g = torch.cuda.CUDAGraph()
             with torch.cuda.graph(g, pool):
-                out = self.model(st["ids"][:bs], st["pos"][:bs], **fwd)
+                out = self._graph_forward(bs)
             pool = g.pool()
-            self.graphs[bs] = (g, out, meta)
+            self.graphs[bs] = (g, out)
             torch.cuda.synchronize()
         self.cache.meta = None
+
+    def _graph_forward(self, bs: int) -> torch.Tensor:
+        """The decode forward a graph captures: everything read from the static buffers."""
+        st = self._static
+        self.cache.meta = self._graph_meta[bs]
+        return self.model(st["ids"][:bs], st["pos"][:bs], cu_seqlens=self._cu, max_seqlen=1,
+                          kv_cache=self.cache)
 
     def _replay(self, seqs: list[Sequence], rows: torch.Tensor, budget: BudgetState) -> torch.Tensor:
         bs = len(seqs)
         bucket = next(b for b in sorted(self.graphs) if b >= bs)
-        g, out, _ = self.graphs[bucket]
+        g, out = self.graphs[bucket]
         st = self._static
-        pos, meta = self.prepare_decode(seqs, width=self.max_pages_per_seq)
+        pos, meta = self.prepare_decode(seqs)
         st["ids"][:bs].copy_(budget.last_token[rows])
         st["pos"][:bs].copy_(pos)
         st["slots"][:bs].copy_(meta.slot_mapping)
-        st["bt"][:bs].copy_(meta.block_tables)
+        # only the used columns: the kernel never reads past cdiv(context_len, page) pages
+        st["bt"][:bs, :meta.block_tables.shape[1]].copy_(meta.block_tables)
         st["ctx"][:bs].copy_(meta.context_lens)
         st["slots"][bs:bucket].fill_(-1)
         st["ctx"][bs:bucket].fill_(1)
