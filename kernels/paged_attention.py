@@ -28,7 +28,8 @@ def _paged_attn_split_kernel(q_ptr, kc_ptr, vc_ptr, bt_ptr, ctx_ptr, o_ptr, m_pt
                              scale, stride_qb, stride_qh, stride_bt, stride_slot,
                              stride_ob, stride_oh, stride_os, stride_mb, stride_mh,
                              G: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr, CHUNK: tl.constexpr,
-                             BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+                             BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+                             USE_DOT: tl.constexpr):
     b = tl.program_id(0)
     hk = tl.program_id(1)
     s = tl.program_id(2)
@@ -53,15 +54,23 @@ def _paged_attn_split_kernel(q_ptr, kc_ptr, vc_ptr, bt_ptr, ctx_ptr, o_ptr, m_pt
             slot = page.to(tl.int64) * PAGE + n % PAGE
             kv_off = slot[:, None] * stride_slot + hk * D + d[None, :]
             kvm = nm[:, None] & dm[None, :]
-            k = tl.load(kc_ptr + kv_off, mask=kvm, other=0.0).to(tl.float32)   # [BLOCK_N, BLOCK_D]
-            v = tl.load(vc_ptr + kv_off, mask=kvm, other=0.0).to(tl.float32)
-            scores = tl.sum(q[:, None, :] * k[None, :, :], axis=2)              # [BLOCK_G, BLOCK_N]
+            k = tl.load(kc_ptr + kv_off, mask=kvm, other=0.0)                   # [BLOCK_N, BLOCK_D]
+            v = tl.load(vc_ptr + kv_off, mask=kvm, other=0.0)
+            if USE_DOT:
+                # tensor cores (16-bit caches): q rounded to the cache dtype as FlashAttention does
+                scores = tl.dot(q.to(k.dtype), tl.trans(k))                        # [BLOCK_G, BLOCK_N] fp32
+            else:
+                # exact fp32 (and interpreter-safe for bf16: upcast before any arithmetic)
+                scores = tl.sum(q[:, None, :] * k.to(tl.float32)[None, :, :], axis=2)
             scores = tl.where(nm[None, :], scores, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(scores, axis=1))
             alpha = tl.exp(m_i - m_new)
             p = tl.exp(scores - m_new[:, None])
             l_i = l_i * alpha + tl.sum(p, axis=1)
-            acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
+            if USE_DOT:
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            else:
+                acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v.to(tl.float32)[None, :, :], axis=1)
             m_i = m_new
         o_off = b * stride_ob + heads[:, None] * stride_oh + s * stride_os + d[None, :]
         tl.store(o_ptr + o_off, acc, mask=gm[:, None] & dm[None, :])
@@ -107,9 +116,15 @@ def choose_split(max_context: int, batch: int, num_kv_heads: int, block_n: int,
 
 def paged_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale: float,
                            max_context: int | None = None, num_splits: int | None = None,
-                           block_n: int = 16) -> torch.Tensor:
+                           block_n: int | None = None, use_dot: bool | None = None) -> torch.Tensor:
     """max_context: an upper bound on context_lens (default: computed, a host sync); fix it for
-    CUDA graphs. num_splits: override the split count (tests)."""
+    CUDA graphs. num_splits: override the split count (tests). use_dot (default: 16-bit caches)
+    computes QK^T and PV with tl.dot on a query-head group padded to 16 rows (tensor cores);
+    otherwise broadcast-multiply-reduce in fp32 (exact for fp32 caches)."""
+    if use_dot is None:
+        use_dot = k_cache.dtype in (torch.float16, torch.bfloat16)
+    if block_n is None:
+        block_n = 32 if use_dot else 16
     B, Hq, D = q.shape
     P, PAGE, Hk, Dk = k_cache.shape
     if Dk != D or v_cache.shape != k_cache.shape or Hq % Hk:
@@ -140,8 +155,9 @@ def paged_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scal
         q, k_cache, v_cache, block_tables, context_lens, o_part, m_part, l_part,
         scale, q.stride(0), q.stride(1), block_tables.stride(0), Hk * D,
         o_part.stride(0), o_part.stride(1), o_part.stride(2), m_part.stride(0), m_part.stride(1),
-        G=G, D=D, PAGE=PAGE, CHUNK=chunk, BLOCK_G=max(triton.next_power_of_2(G), 1),
-        BLOCK_D=BLOCK_D, BLOCK_N=block_n)
+        G=G, D=D, PAGE=PAGE, CHUNK=chunk,
+        BLOCK_G=max(triton.next_power_of_2(G), 16 if use_dot else 1),
+        BLOCK_D=BLOCK_D, BLOCK_N=block_n, USE_DOT=use_dot)
     _paged_attn_merge_kernel[(B, Hq)](
         o_part, m_part, l_part, context_lens, out,
         o_part.stride(0), o_part.stride(1), o_part.stride(2), m_part.stride(0), m_part.stride(1),
