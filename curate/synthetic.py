@@ -1,31 +1,32 @@
 """The synthetic reasoning task of `s1 demo`: running digit sum mod 10, plus its tokenizer and model.
 
 Why this task (engineering.md, "Calibration for the CPU demo"): a tiny model trained from scratch
-in ~2 minutes on 2 CPU cores must show test-time scaling, i.e. accuracy that rises with the
-thinking budget. The answer (sum of up to 16 digits, mod 10) is hard to produce in one step but
-easy step by step, and the thinking trace carries every intermediate result:
+in minutes on 2 CPU cores must show test-time scaling, i.e. accuracy that rises with the thinking
+budget. The answer (sum of up to 16 digits, mod 10) is hard to produce in one step but easy step by
+step, and the thinking trace carries every intermediate result:
 
-    question : "Add the digits mod 10.\\na3 b5 c1 d8"        (letter = position marker a..p)
+    question : "a3 b5 c1 d8\nAdd the digits modulo ten."   (letter = position marker a..p)
     thinking : "a3 b8 c9 d7"                                  (running sum mod 10 after each digit)
     attempt  : "Final Answer: 7"
 
-Each step of the trace is two tokens (marker, running sum), so a trace of n digits is 2n thinking
-tokens plus the closing newline. The position markers make every step a content lookup ("find my
-marker in the question, add the digit after it to my previous sum") that a 3-layer model learns
-quickly (an induction-head pattern); without them the model would have to count positions.
-Budget forcing with a cap of b thinking tokens stops the trace after floor(b/2) steps and appends
-"\\n<|im_start|>answer\\nFinal Answer:"; the attempt format is chosen so that this forced string is
-exactly the prefix the model saw in training, and the model then answers from the last running
-sum it has seen: right when the trace was complete, a guess (~10%) otherwise. So accuracy rises
-from ~10% at budget 0 to ~100% once the budget covers the longest trace (2*16+1 = 33 tokens).
+The tokenizer makes every "marker+digit" item one token ("a3", " b5", ...), so a trace of n digits
+is n thinking tokens plus the closing newline, one running sum per token. The markers turn each
+step into a content lookup ("find the question item whose marker follows mine, add its digit to
+my sum"): an induction-head pattern a 3-layer model learns quickly; without them it would have to
+count positions. Budget forcing with a cap of b thinking tokens stops the trace after b items and
+appends "\n<|im_start|>answer\nFinal Answer:"; the attempt format is chosen so that this forced
+string is exactly the prefix seen in training, and the model answers from the last running sum it
+has seen: right when the trace was complete, a guess (~10%) otherwise. So accuracy rises from ~10%
+at budget 0 to ~100% once the budget covers the longest trace (16 + 1 tokens).
 
 Rows follow the s1K schema (question, solution, cot_type, source_type, metadata,
 thinking_trajectories [one string], attempt) so `curate` and `train` read them unchanged.
+The question puts the digits first and the instruction last, so curate's word 8-gram
+decontamination only flags pool questions that share several items with an eval question.
 
-The tokenizer is a byte-level BPE (Qwen2's pre-tokenizer split regex: every digit is its own
-token) trained on the rendered corpus, default system prompt included, with the special tokens
-<|endoftext|>, <|im_start|>, <|im_end|>, <|fim_pad|> (padding, as s1). It is written in
-tokenizer.json format and loads with model.tokenizer.Tokenizer.
+The tokenizer is a byte-level BPE trained on the rendered corpus (default system prompt included)
+with the special tokens <|endoftext|>, <|im_start|>, <|im_end|>, <|fim_pad|> (padding, as s1),
+written in tokenizer.json format; it loads with model.tokenizer.Tokenizer.
 """
 from __future__ import annotations
 
@@ -37,12 +38,15 @@ import numpy as np
 
 MAX_DIGITS = 16
 MARKERS = string.ascii_lowercase[:MAX_DIGITS]      # a..p: one position marker per digit
-INSTRUCTION = "Add the digits mod 10."
+INSTRUCTION = "Add the digits modulo ten."
 SOURCE_TYPE = "synthetic/digit_sum_mod10"
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_pad|>")
-# Qwen2's pre-tokenizer regex (from its tokenizer.json): digits split one by one (\p{N}).
-QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+# Pre-tokenizer split (pieces BPE never merges across): newlines, marker+digit items (" b5"), single
+# digits (" 7"); the text between them and the special tokens is one piece, so BPE may merge whole
+# fixed phrases (most of the system prompt, "Final Answer:") into few tokens: short sequences, fast
+# training. Newlines being their own pieces makes the engine's inserted "<|im_start|>answer\n" and the
+# forced "\n<|im_start|>answer\nFinal Answer:" tokenize exactly as in the training examples.
+DIGIT_SPLIT = r"\n| ?[a-z][0-9]| ?[0-9]"
 
 
 # ----------------------------------------------------------------------------- the task
@@ -68,7 +72,7 @@ def make_row(digits: list[int]) -> dict:
     answer = str(sums[-1])
     thinking = render_digits(sums)
     return {
-        "question": f"{INSTRUCTION}\n{render_digits(digits)}",
+        "question": f"{render_digits(digits)}\n{INSTRUCTION}",
         "solution": f"The running sums mod 10 are {thinking}, so the answer is {answer}.",
         "answer": answer,
         "cot_type": "math",
@@ -81,8 +85,8 @@ def make_row(digits: list[int]) -> dict:
 
 def parse_question(question: str) -> list[int]:
     """Inverse of make_row's question text (used by tests and to check generated rows)."""
-    head, _, body = question.partition("\n")
-    if head != INSTRUCTION or not body:
+    body, _, tail = question.partition("\n")
+    if tail != INSTRUCTION or not body:
         raise ValueError(f"not a digit-sum question: {question!r}")
     digits = []
     for i, item in enumerate(body.split(" ")):
@@ -129,11 +133,12 @@ def corpus_texts(rows: list[dict], system: str | None = None) -> list[str]:
     return texts
 
 
-def build_tokenizer(rows: list[dict], out_dir: str, vocab_size: int = 384, system: str | None = None) -> str:
+def build_tokenizer(rows: list[dict], out_dir: str, vocab_size: int = 1024, system: str | None = None) -> str:
     """Train a byte-level BPE on the rendered rows; write tokenizer.json + tokenizer_config.json.
 
     vocab_size counts the 256 byte symbols, the merges and the 4 special tokens; merges that the
     corpus does not support are simply not created (the real vocabulary may end up smaller).
+    Raises ValueError if some marker+digit item of the corpus did not become a single token.
     """
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -142,7 +147,7 @@ def build_tokenizer(rows: list[dict], out_dir: str, vocab_size: int = 384, syste
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.Split(Regex(DIGIT_SPLIT), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()
@@ -150,6 +155,11 @@ def build_tokenizer(rows: list[dict], out_dir: str, vocab_size: int = 384, syste
                                   special_tokens=list(SPECIAL_TOKENS),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(corpus_texts(rows, system), trainer=trainer)
+    n_items = max((len(r["thinking_trajectories"][0].split(" ")) for r in rows), default=0)
+    split = [x for i in range(n_items) for x in (f"{'' if i == 0 else ' '}{MARKERS[i]}{d}" for d in range(10))
+             if len(tok.encode(x, add_special_tokens=False).ids) != 1]
+    if split:
+        raise ValueError(f"vocab_size={vocab_size} is too small: items {split[:5]} are not single tokens")
     os.makedirs(out_dir, exist_ok=True)
     tok.save(os.path.join(out_dir, "tokenizer.json"))
     with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:

@@ -1,0 +1,165 @@
+"""`s1 demo` and its synthetic task: generator, tokenizer, the CPU attention adapter, and a reduced
+end-to-end run (pool -> curate -> train from scratch -> budget-forcing sweep) whose accuracy must
+rise with the thinking budget."""
+import json
+
+import pytest
+import torch
+
+from curate import synthetic
+from model.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer
+
+
+# ----------------------------------------------------------------------------- generator
+def test_generator_rows_and_traces_are_correct():
+    rows = synthetic.generate_pool(300, seed=3)
+    keys = {"question", "solution", "cot_type", "source_type", "metadata", "thinking_trajectories", "attempt", "answer"}
+    lengths = set()
+    for r in rows:
+        assert keys <= set(r)
+        digits = synthetic.parse_question(r["question"])
+        meta = json.loads(r["metadata"])
+        assert meta["digits"] == "".join(map(str, digits)) and meta["num_digits"] == len(digits)
+        lengths.add(len(digits))
+        # independent recomputation: prefix sums with Python's sum, then mod 10
+        expect = [sum(digits[:i + 1]) % 10 for i in range(len(digits))]
+        assert isinstance(r["thinking_trajectories"], list) and len(r["thinking_trajectories"]) == 1
+        items = r["thinking_trajectories"][0].split(" ")
+        assert [it[0] for it in items] == list("abcdefghijklmnop"[:len(digits)])
+        assert [int(it[1:]) for it in items] == expect
+        assert r["answer"] == str(sum(digits) % 10)
+        assert r["attempt"] == f"Final Answer: {r['answer']}"
+    assert lengths == set(range(1, 17))  # 300 draws cover every length 1..16
+
+
+def test_generator_seeded_and_validates():
+    assert synthetic.generate_pool(20, seed=1) == synthetic.generate_pool(20, seed=1)
+    assert synthetic.generate_pool(20, seed=1) != synthetic.generate_pool(20, seed=2)
+    assert max(len(synthetic.parse_question(r["question"])) for r in synthetic.generate_pool(50, 0, max_digits=4)) <= 4
+    with pytest.raises(ValueError, match="max_digits"):
+        synthetic.generate_pool(5, max_digits=17)
+    with pytest.raises(ValueError, match="digits"):
+        synthetic.make_row([])
+    with pytest.raises(ValueError, match="digits"):
+        synthetic.make_row([1, 12])
+    with pytest.raises(ValueError, match="not a digit-sum question"):
+        synthetic.parse_question("What is 2+2?")
+
+
+# ----------------------------------------------------------------------------- tokenizer
+@pytest.fixture(scope="module")
+def demo_tok(tmp_path_factory):
+    rows = synthetic.generate_pool(1500, seed=0)
+    d = tmp_path_factory.mktemp("tok")
+    synthetic.build_tokenizer(rows, str(d))
+    return Tokenizer.from_pretrained(d), rows
+
+
+def test_tokenizer_special_ids_and_round_trip(demo_tok):
+    tok, rows = demo_tok
+    ids = {n: tok.token_id(n) for n in synthetic.SPECIAL_TOKENS}
+    assert len(set(ids.values())) == 4 and all(0 <= i < tok.vocab_size for i in ids.values())
+    assert tok.eos_id == ids["<|im_end|>"] and tok.pad_id == ids["<|fim_pad|>"]
+    with pytest.raises(KeyError):
+        tok.token_id("<|no_such_token|>")
+    for r in rows[:50] + [synthetic.make_row([9] * 16)]:
+        text = tok.render_example(r["question"], r["thinking_trajectories"][0], r["attempt"])
+        assert text.startswith(f"<|im_start|>system\n{DEFAULT_SYSTEM_PROMPT}<|im_end|>")
+        assert tok.decode(tok.encode(text)) == text
+        # specials are single tokens, never split into bytes
+        assert tok.encode(text).count(ids["<|im_start|>"]) == text.count("<|im_start|>")
+    for s in ["hello world", "Unseen text: 12345 ~!@", "ünïcode ✓"]:
+        assert tok.decode(tok.encode(s)) == s   # byte-level: any text round-trips
+
+
+def test_tokenizer_one_token_per_running_sum_and_consistent_forcing(demo_tok):
+    tok, _ = demo_tok
+    row = synthetic.make_row([3, 5, 1, 8, 0, 9])
+    thinking = row["thinking_trajectories"][0]
+    ids, mask = tok.encode_example(row["question"], thinking, row["attempt"])
+    # thinking = one token per digit (+ the newline before the answer delimiter)
+    think_ids = tok.encode(thinking)
+    assert len(think_ids) == 6
+    assert [tok.decode([i]) for i in think_ids] == ["a3", " b8", " c9", " d7", " e7", " f6"]
+    # the engine's forced end of thinking and its answer delimiter appear verbatim in training ids
+    def contains(seq, sub):
+        return any(seq[i:i + len(sub)] == sub for i in range(len(seq) - len(sub) + 1))
+    assert contains(ids, tok.encode("\n<|im_start|>answer\nFinal Answer:"))
+    assert contains(ids, tok.encode("<|im_start|>answer\n"))
+    assert contains(ids, think_ids + tok.encode("\n<|im_start|>answer\nFinal Answer:"))
+    # loss mask: the assistant part only (thinking + answer), the question is masked
+    trained = tok.decode([i for i, m in zip(ids, mask) if m])
+    assert trained == f"<|im_start|>think\n{thinking}\n<|im_start|>answer\nFinal Answer: 6<|im_end|>"
+
+
+def test_tiny_config_pads_vocab():
+    from model.config import Qwen2Config
+    cfg = Qwen2Config.from_dict(synthetic.tiny_config(558))
+    assert cfg.vocab_size == 576 and cfg.vocab_size % 64 == 0 and cfg.num_hidden_layers == 3
+
+
+# ----------------------------------------------------------------------------- attention adapter
+@pytest.mark.parametrize("hq,hk", [(4, 2), (5, 1), (3, 3)])
+def test_padded_attention_matches_reference(hq, hk):
+    from infer.demo import _REFERENCE_ATTENTION, padded_attention
+    torch.manual_seed(0)
+    lens = [5, 1, 17, 9, 2]
+    cu = torch.tensor([0] + list(torch.tensor(lens).cumsum(0)), dtype=torch.int32)
+    T = sum(lens)
+    q = torch.randn(T, hq, 8, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(T, hk, 8, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(T, hk, 8, dtype=torch.float64, requires_grad=True)
+    for causal in (True, False):
+        o1 = padded_attention(q, k, v, cu, cu, 17, 17, 0.3, causal)
+        o2 = _REFERENCE_ATTENTION(q, k, v, cu, cu, 17, 17, 0.3, causal)
+        torch.testing.assert_close(o1, o2, rtol=1e-10, atol=1e-10)
+        g = torch.randn_like(o1)
+        g1 = torch.autograd.grad((o1 * g).sum(), [q, k, v])
+        g2 = torch.autograd.grad((o2 * g).sum(), [q, k, v])
+        for a, b in zip(g1, g2):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_fast_cpu_attention_restores_reference():
+    from infer.demo import fast_cpu_attention, padded_attention
+    from kernels import reference
+    before = reference.attention
+    with fast_cpu_attention():
+        assert reference.attention is padded_attention
+    assert reference.attention is before
+
+
+def test_demo_rejects_bad_arguments(tmp_path, capsys):
+    from infer.demo import main
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--max-digits", "20"])
+    assert "--max-digits" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--steps", "0"])
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_demo_quick_run_accuracy_rises_with_thinking_budget(tmp_path):
+    """Fixed seed, reduced run (--quick). Budgets span 0 .. beyond the longest trace. Accuracy at
+    the largest budget must beat accuracy without thinking by a wide margin, and the curve must
+    rise overall (last point above the middle point)."""
+    from infer.demo import main
+    out = tmp_path / "demo"
+    assert main(["--out", str(out), "--quick", "--seed", "0", "--no-progress"]) == 0
+    summary = json.loads((out / "eval" / "summary.json").read_text())
+    pts = summary["points"]
+    budgets = [p["max_thinking_tokens"] for p in pts]
+    acc = [p["accuracy"] for p in pts]
+    assert budgets[0] == 0 and budgets[-1] > synthetic.MAX_DIGITS // 2 + 1   # quick: up to 8 digits
+    assert pts[0]["mean_thinking_tokens"] == 0
+    assert acc[-1] >= acc[0] + 40, f"accuracy does not rise with the budget: {list(zip(budgets, acc))}"
+    assert acc[-1] > acc[len(acc) // 2] > acc[0], list(zip(budgets, acc))
+    # budget forcing keeps every run within its cap
+    assert summary["methods"]["budget_forcing"]["control"] == 1.0
+    assert (out / "eval" / "scaling.png").stat().st_size > 1000
+    demo = json.loads((out / "demo_summary.json").read_text())
+    assert [s["stage"].split(":")[0] for s in demo["stages"]] == ["pool", "tokenizer", "curate", "train", "eval"]
+    # the curate stage really selected from the pool (decontaminated, deduplicated, s1-selected)
+    counts = demo["stages"][2]["counts"]
+    assert counts["sources"] == demo["settings"]["pool_size"]
+    assert counts["decontam"] < counts["sources"] and counts["select"] == demo["settings"]["select_size"]
