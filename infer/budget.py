@@ -45,7 +45,11 @@ class SpecialTokens:
 
     @classmethod
     def from_tokenizer(cls, tok) -> "SpecialTokens":
-        im_start, im_end, eot = (tok.token_id(n) for n in ("<|im_start|>", "<|im_end|>", "<|endoftext|>"))
+        try:
+            im_start, im_end, eot = (tok.token_id(n) for n in ("<|im_start|>", "<|im_end|>", "<|endoftext|>"))
+        except KeyError as e:
+            raise ValueError(f"the tokenizer lacks a special token the engine needs "
+                             f"(<|im_start|>, <|im_end|>, <|endoftext|>): {e}") from None
         return cls(think_end_ids=[im_start, im_end, eot], answer_stop_ids=[im_end, eot],
                    delimiter_ids=tok.encode("<|im_start|>answer\n"), pad_id=eot,
                    vocab_size=tok.vocab_size)

@@ -168,23 +168,24 @@ def paged_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scal
 
 def paged_attention_reference(q, k_cache, v_cache, block_tables, context_lens, scale: float,
                               **_unused) -> torch.Tensor:
-    """PyTorch reference (and the CPU decode path): gather each sequence's pages, softmax in fp32."""
+    """PyTorch reference (and the CPU decode path): gather every sequence's pages into a padded
+    [B, N, Hk, D] block, mask positions >= context_len, softmax in fp32. Vectorized over the
+    batch (no per-sequence Python loop): the CPU engine decodes hundreds of sequences per step."""
     B, Hq, D = q.shape
     _, PAGE, Hk, _ = k_cache.shape
     G = Hq // Hk
-    out = torch.empty_like(q)
-    lens = context_lens.tolist()
-    for b in range(B):
-        n = lens[b]
-        pages = block_tables[b, :math.ceil(n / PAGE)].long()
-        k = k_cache[pages].reshape(-1, Hk, D)[:n].float()        # [n, Hk, D]
-        v = v_cache[pages].reshape(-1, Hk, D)[:n].float()
-        k = k.repeat_interleave(G, dim=1)                         # [n, Hq, D]
-        v = v.repeat_interleave(G, dim=1)
-        s = torch.einsum("hd,nhd->hn", q[b].float(), k) * scale   # [Hq, n]
-        p = torch.softmax(s, dim=-1)
-        out[b] = torch.einsum("hn,nhd->hd", p, v).to(q.dtype)
-    return out
+    if B == 0:
+        return torch.empty_like(q)
+    lens = context_lens.long()
+    n = int(lens.max())
+    pages = block_tables[:, :math.ceil(n / PAGE)].long()                 # [B, p]
+    k = k_cache[pages].reshape(B, -1, Hk, D)[:, :n].float()                # [B, n, Hk, D]
+    v = v_cache[pages].reshape(B, -1, Hk, D)[:, :n].float()
+    s = torch.einsum("bhgd,bnhd->bhgn", q.float().view(B, Hk, G, D), k) * scale
+    valid = torch.arange(n, device=q.device)[None, :] < lens[:, None]      # [B, n]
+    s = s.masked_fill(~valid[:, None, None, :], float("-inf"))
+    p = torch.softmax(s, dim=-1)
+    return torch.einsum("bhgn,bnhd->bhgd", p, v).reshape(B, Hq, D).to(q.dtype)
 
 
 def paged_attention(q, k_cache, v_cache, block_tables, context_lens, scale: float,
