@@ -3,6 +3,8 @@
     python -m bench.kernels                 # GPU: full run (~5-10 min on an H100)
     python -m bench.kernels --smoke         # CPU (Triton interpreter) or GPU: tiny shapes, checks the script
     python -m bench.kernels --only attn     # attn | elementwise | ce (comma-separated)
+    python -m bench.kernels --sm90-report   # no GPU needed: compile the attention configs for sm_90
+                                            # (triton.compile -> ptxas -v): registers, spills, smem
 
 What is measured (bf16 unless noted; triton.testing.do_bench median, warm-up included):
   * attention, causal: forward and backward TFLOP/s of kernels.flash_attn vs
@@ -31,7 +33,7 @@ import time
 
 import torch
 
-if not torch.cuda.is_available():
+if not torch.cuda.is_available() and os.environ.get("S1_SM90_REPORT") != "1":
     os.environ.setdefault("TRITON_INTERPRET", "1")  # CPU smoke runs the kernels in the interpreter
 
 import torch.nn.functional as F  # noqa: E402
@@ -249,8 +251,62 @@ def bench_ce(dtype, smoke):
     return rows
 
 
+# ------------------------------------------------------------------------------------- sm_90 compile report
+def sm90_report() -> list[dict]:
+    """Compile every autotune candidate of the three attention kernels for sm_90 (H100/H200) with
+    Triton's NVIDIA backend, then ask ptxas for registers and spills. Needs no GPU: a static check
+    that the configs compile, fit shared memory, and use wgmma, and which ones spill."""
+    import subprocess
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    import kernels.flash_attn as fa
+    assert os.environ.get("TRITON_INTERPRET", "0") != "1", "the sm_90 report must not run under the interpreter"
+    bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    ptxas = next((os.path.join(bindir, n) for n in ("ptxas-blackwell", "ptxas") if os.path.exists(os.path.join(bindir, n))), None)
+    ptr = {n: "*bf16" for n in ("Q", "K", "V", "O", "DO", "DK", "DV", "DQ")}
+    ptr.update(LSE="*fp32", DELTA="*fp32", cu_q="*i32", cu_k="*i32")
+    kerns = {"fwd": fa._attn_fwd_kernel, "dkdv": fa._attn_bwd_dkdv_kernel, "dq": fa._attn_bwd_dq_kernel}
+    rows = []
+    for kind, kern in kerns.items():
+        for D in (64, 128):
+            for c in fa._tune_configs(kind):
+                cex = dict(GROUP=4, HEAD_DIM=D, CAUSAL=True, DOT_PREC="tf32", **c.kwargs)
+                names = kern.arg_names
+                sig = {n: "constexpr" if n in cex else ptr.get(n, "fp32" if n in ("qk_scale", "sm_scale") else "i32")
+                       for n in names}
+                row = dict(kernel=f"attn_{kind}", shape=f"bf16 D={D} GQA 4", impl=str(c.kwargs),
+                           warps=c.num_warps, stages=c.num_stages)
+                try:
+                    ck = triton.compile(ASTSource(fn=kern, signature=sig,
+                                                  constexprs={(names.index(k),): v for k, v in cex.items()}),
+                                        target=GPUTarget("cuda", 90, 32),
+                                        options={"num_warps": c.num_warps, "num_stages": c.num_stages})
+                    ptx = ck.asm["ptx"]
+                    row.update(smem_bytes=ck.metadata.shared, wgmma=ptx.count("wgmma.mma_async"),
+                               mma_sync=ptx.count("mma.sync"))
+                    if ptxas:
+                        with tempfile.TemporaryDirectory() as d:
+                            f = os.path.join(d, "k.ptx")
+                            with open(f, "w") as fh:
+                                fh.write(ptx)
+                            out = subprocess.run([ptxas, "-v", "--gpu-name=sm_90a", f, "-o", os.path.join(d, "k.cubin")],
+                                                 capture_output=True, text=True).stderr
+                        m = re.search(r"Used (\d+) registers", out)
+                        sp = re.search(r"(\d+) bytes spill stores", out)
+                        row.update(registers=int(m.group(1)) if m else None, spill_bytes=int(sp.group(1)) if sp else None)
+                except Exception as e:
+                    row["note"] = f"compile error: {type(e).__name__}: {str(e)[:120]}"
+                rows.append(row)
+                print(row, file=sys.stderr, flush=True)
+    return rows
+
+
 # ------------------------------------------------------------------------------------- report
-COLS = ["kernel", "shape", "impl", "fwd_ms", "fwd_tflops", "fwd_gbps", "bwd_ms", "bwd_tflops", "bwd_gbps",
+COLS = ["kernel", "shape", "impl", "warps", "stages", "registers", "spill_bytes", "smem_bytes", "wgmma", "mma_sync", "fwd_ms", "fwd_tflops", "fwd_gbps", "bwd_ms", "bwd_tflops", "bwd_gbps",
         "fwd_bwd_ms", "peak_mem_gib", "time_ratio", "mem_ratio", "max_err_vs_sdpa", "max_err_vs_reference",
         "max_err_vs_eager", "rel_err_loss", "note"]
 
@@ -273,7 +329,11 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="attn,elementwise,ce", help="comma-separated subset of attn,elementwise,ce")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")
     ap.add_argument("--out", default=None, help="output stem (default bench/results/kernels_<device>)")
+    ap.add_argument("--sm90-report", action="store_true",
+                    help="compile the attention configs for sm_90 and report registers/spills (no GPU needed)")
     a = ap.parse_args(argv)
+    if a.sm90_report:
+        return _sm90_main(a)
     parts = {p.strip() for p in a.only.split(",") if p.strip()}
     unknown = parts - {"attn", "elementwise", "ce"}
     if unknown:
@@ -307,6 +367,32 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
     with open(stem + ".json", "w") as f:
         json.dump({"env": env, "smoke": a.smoke, "dtype": str(dtype), "rows": rows}, f, indent=1)
+    with open(stem + ".md", "w") as f:
+        f.write(head + "\n" + table + "\n")
+    print(f"\nwrote {stem}.json and {stem}.md", file=sys.stderr)
+    return 0
+
+
+def _sm90_main(a) -> int:
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":  # kernels were defined for the interpreter: re-exec
+        import subprocess
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        env["S1_SM90_REPORT"] = "1"
+        env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+        args = [sys.executable, "-m", "bench.kernels", "--sm90-report"] + (["--out", a.out] if a.out else [])
+        return subprocess.run(args, env=env).returncode
+    from bench.env import environment
+    env = environment()
+    rows = sm90_report()
+    head = (f"# Attention kernels compiled for sm_90 (static: no GPU run)\n\nhost: {env['device']} | commit "
+            f"{env['commit']}{' (dirty)' if env.get('dirty') else ''} | triton {env['triton']} | {env['date']}\n")
+    table = markdown(rows)
+    print(head)
+    print(table)
+    stem = a.out or os.path.join("bench", "results", "kernels_sm90_compile")
+    os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
+    with open(stem + ".json", "w") as f:
+        json.dump({"env": env, "rows": rows}, f, indent=1)
     with open(stem + ".md", "w") as f:
         f.write(head + "\n" + table + "\n")
     print(f"\nwrote {stem}.json and {stem}.md", file=sys.stderr)

@@ -150,23 +150,34 @@ def _bwd_preprocess_kernel(O, DO, DELTA, Tq, H, stride_ot, stride_oh, stride_dot
 @triton.jit
 def _bwd_dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_dot,
                    start_m, offs_m, offs_n, offs_d, lq, diff, qk_scale,
-                   MASK: tl.constexpr, DOT_PREC: tl.constexpr):
-    # transposed orientation: rows of every [BN, BM] tile are keys, columns are queries
+                   MASK: tl.constexpr, KEYS_AS_ROWS: tl.constexpr, DOT_PREC: tl.constexpr):
     rows = start_m + offs_m                                       # [BM] query index in the sequence
     rmask = rows < lq
-    qT = tl.load(q_base + rows[None, :].to(tl.int64) * stride_qt + offs_d[:, None], mask=rmask[None, :], other=0.0)
     do = tl.load(do_base + rows[:, None].to(tl.int64) * stride_dot + offs_d[None, :], mask=rmask[:, None], other=0.0)
     # padded query rows: lse = +inf -> P = 0 and dO = 0, so they add nothing to dK/dV
     lse = tl.load(lse_base + rows, mask=rmask, other=float("inf"))
     delta = tl.load(delta_base + rows, mask=rmask, other=0.0)
-    qkT = tl.dot(k, qT, input_precision=DOT_PREC) * qk_scale     # [BN, BM]
-    pT = tl.math.exp2(qkT - lse[None, :])
-    if MASK:
-        pT = tl.where(offs_n[:, None] <= rows[None, :] + diff, pT, 0.0)
-    dv += tl.dot(pT.to(do.dtype), do, input_precision=DOT_PREC)
-    dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)      # [BN, BM]
-    dsT = pT * (dpT - delta[None, :])
-    dk += tl.dot(dsT.to(qT.dtype), tl.trans(qT), input_precision=DOT_PREC)
+    # Two equivalent orientations; they compile to different MMA instructions and register
+    # footprints on Hopper (wgmma with K/V as A operand vs mma with P^T from registers), so the
+    # autotuner gets to pick per shape.
+    if KEYS_AS_ROWS:  # tiles are [BN keys, BM queries] (Triton tutorial)
+        qT = tl.load(q_base + rows[None, :].to(tl.int64) * stride_qt + offs_d[:, None], mask=rmask[None, :], other=0.0)
+        pT = tl.math.exp2(tl.dot(k, qT, input_precision=DOT_PREC) * qk_scale - lse[None, :])
+        if MASK:
+            pT = tl.where(offs_n[:, None] <= rows[None, :] + diff, pT, 0.0)
+        dv += tl.dot(pT.to(do.dtype), do, input_precision=DOT_PREC)
+        dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
+        dsT = pT * (dpT - delta[None, :])
+        dk += tl.dot(dsT.to(qT.dtype), tl.trans(qT), input_precision=DOT_PREC)
+    else:  # tiles are [BM queries, BN keys] (FlashAttention-2 paper, Alg. 2)
+        q = tl.load(q_base + rows[:, None].to(tl.int64) * stride_qt + offs_d[None, :], mask=rmask[:, None], other=0.0)
+        p = tl.math.exp2(tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale - lse[:, None])
+        if MASK:
+            p = tl.where(offs_n[None, :] <= rows[:, None] + diff, p, 0.0)
+        dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PREC)
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
+        ds = p * (dp - delta[:, None])
+        dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PREC)
     return dk, dv
 
 
@@ -176,7 +187,8 @@ def _attn_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, qk_scale,
                           stride_dot, stride_doh, stride_dkt, stride_dkh, stride_dvt, stride_dvh,
                           stride_lse_h, seq_bucket,
                           GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
-                          BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, DOT_PREC: tl.constexpr):
+                          BLOCK_N: tl.constexpr, KEYS_AS_ROWS: tl.constexpr, CAUSAL: tl.constexpr,
+                          DOT_PREC: tl.constexpr):
     pid_n = tl.program_id(0)
     kvh = tl.program_id(1)
     b = tl.program_id(2)
@@ -216,10 +228,11 @@ def _attn_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, qk_scale,
         delta_base = DELTA + h * stride_lse_h + q_start
         for start_m in range(lo, full, BLOCK_M):
             dk, dv = _bwd_dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_dot,
-                                    start_m, offs_m, offs_n, offs_d, lq, diff, qk_scale, True, DOT_PREC)
+                                    start_m, offs_m, offs_n, offs_d, lq, diff, qk_scale, True, KEYS_AS_ROWS, DOT_PREC)
         for start_m in range(full, lq, BLOCK_M):
             dk, dv = _bwd_dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_dot,
-                                    start_m, offs_m, offs_n, offs_d, lq, diff, qk_scale, False, DOT_PREC)
+                                    start_m, offs_m, offs_n, offs_d, lq, diff, qk_scale, False, KEYS_AS_ROWS,
+                                    DOT_PREC)
     dk = dk * sm_scale
     tl.store(DK + k_rows[:, None] * stride_dkt + kvh * stride_dkh + offs_d[None, :], dk.to(DK.dtype.element_ty),
              mask=cmask[:, None])
@@ -302,34 +315,46 @@ def _attn_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k, qk_scale, sm_sc
 # --------------------------------------------------------------------------------------------
 # configs: fixed tiles in the interpreter (no autotune there); autotuned on CUDA for 16-bit
 # --------------------------------------------------------------------------------------------
-# Tile sizes the interpreter uses; tests override them to exercise ragged tile boundaries.
+# Tile sizes the interpreter uses; tests override them to exercise ragged tile boundaries and
+# both dK/dV orientations.
 INTERPRET_TILES = {"fwd": (32, 32), "dkdv": (32, 32), "dq": (32, 32)}
+INTERPRET_KEYS_AS_ROWS = True
 _AUTOTUNE = os.environ.get("S1_ATTN_AUTOTUNE", "1") != "0"
+
+# Candidate configs (BLOCK_M, BLOCK_N, num_warps, num_stages[, KEYS_AS_ROWS]). Chosen without a
+# GPU from an sm_90 compile (triton.compile to cubin + ptxas -v, bf16, hd 64/128): only configs
+# that spill little or nothing, e.g. the dK/dV kernel with (32, 128, 4 warps) spills 6 KB at
+# hd128 and was dropped. The autotuner times them on the real device.
+_CONFIGS = {
+    "fwd": [(128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 8, 4), (128, 32, 4, 4)],
+    "dkdv": [(32, 64, 8, 2, False), (32, 128, 8, 2, False), (32, 64, 4, 2, False),
+             (16, 64, 4, 2, True), (16, 128, 8, 2, True), (32, 128, 8, 3, True)],
+    "dq": [(128, 32, 8, 3), (128, 64, 8, 3), (64, 32, 4, 4), (64, 64, 4, 3)],
+}
+
+
+def _meta(kind, cfg):
+    meta = {"BLOCK_M": cfg[0], "BLOCK_N": cfg[1]}
+    if kind == "dkdv":
+        meta["KEYS_AS_ROWS"] = cfg[4]
+    return meta
 
 
 def _fixed_config(kind: str, head_dim: int, dtype: torch.dtype):
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) without autotuning."""
+    """(meta, num_warps, num_stages) without autotuning."""
     if interpreting():
         bm, bn = INTERPRET_TILES[kind]
-        return bm, bn, 1, 1
+        return _meta(kind, (bm, bn, 1, 1, INTERPRET_KEYS_AS_ROWS)), 1, 1
     if dtype == torch.float32:  # exact ieee dots: small tiles to fit registers/shared memory
-        return (32, 32, 4, 2)
-    if kind == "fwd":
-        return (128, 64, 8, 3) if head_dim >= 128 else (128, 64, 4, 3)
-    if kind == "dkdv":
-        return (32, 128, 8, 3) if head_dim >= 128 else (32, 128, 4, 3)
-    return (128, 32, 8, 3) if head_dim >= 128 else (128, 32, 4, 3)
+        return _meta(kind, (32, 32, 4, 2, True)), 4, 2
+    cfg = {"fwd": (128, 64, 8, 3),
+           "dkdv": (32, 64, 8, 2, False) if head_dim >= 128 else (32, 128, 8, 2, False),
+           "dq": (128, 32, 8, 3)}[kind]
+    return _meta(kind, cfg), cfg[2], cfg[3]
 
 
 def _tune_configs(kind: str):
-    if kind == "fwd":
-        shapes = [(128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 3), (128, 32, 4, 4), (64, 64, 4, 3),
-                  (128, 64, 8, 4)]
-    elif kind == "dkdv":
-        shapes = [(32, 128, 4, 3), (32, 128, 8, 3), (64, 128, 8, 3), (32, 64, 4, 4), (64, 64, 4, 3)]
-    else:
-        shapes = [(128, 32, 4, 3), (128, 32, 8, 3), (128, 64, 8, 3), (64, 32, 4, 4), (64, 64, 4, 3)]
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in shapes]
+    return [triton.Config(_meta(kind, c), num_warps=c[2], num_stages=c[3]) for c in _CONFIGS[kind]]
 
 
 _KEY = ["seq_bucket", "GROUP", "HEAD_DIM", "CAUSAL", "DOT_PREC"]
@@ -343,8 +368,8 @@ def _launch(kind, kernel, tuned, grid_fn, args, head_dim, dtype, **meta):
     if _AUTOTUNE and not interpreting() and dtype != torch.float32:
         tuned[lambda META: grid_fn(META["BLOCK_M"], META["BLOCK_N"])](*args, **meta)
     else:
-        bm, bn, warps, stages = _fixed_config(kind, head_dim, dtype)
-        kernel[grid_fn(bm, bn)](*args, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages, **meta)
+        cfg, warps, stages = _fixed_config(kind, head_dim, dtype)
+        kernel[grid_fn(cfg["BLOCK_M"], cfg["BLOCK_N"])](*args, **cfg, num_warps=warps, num_stages=stages, **meta)
 
 
 # --------------------------------------------------------------------------------------------

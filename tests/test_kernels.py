@@ -102,6 +102,9 @@ def attention_case(seed, lq, lk, Hq, Hk, D, causal, dtype, tiles=None, monkeypat
     do = torch.randn(sum(lq), Hq, D, generator=gen).to(device=DEVICE, dtype=dtype)
     scale = D ** -0.5
     if tiles and monkeypatch is not None and os.environ.get("TRITON_INTERPRET") == "1":
+        tiles = dict(tiles)
+        # "keys_as_rows": which of the two dK/dV tile orientations the interpreter runs
+        monkeypatch.setattr(flash_attn, "INTERPRET_KEYS_AS_ROWS", tiles.pop("keys_as_rows", True))
         monkeypatch.setattr(flash_attn, "INTERPRET_TILES", tiles)
     with poisoned_allocations():
         out = tri.attention(q, k, v, cq, ck, max(lq), max(lk), scale, causal)
@@ -131,11 +134,15 @@ def ragged(seed, n, lo, hi, ones=1):
 @pytest.mark.parametrize("case", [
     # (name, lq, lk, Hq, Hk, D, causal, tiles (interpreter BLOCK_M, BLOCK_N per kernel))
     ("packed_gqa7_hd64", ragged(1, 4, 2, 75), None, 7, 1, 64, True, None),
+    ("packed_gqa7_hd64_qrows", ragged(4, 3, 2, 60), None, 7, 1, 64, True,
+     {"fwd": (32, 32), "dkdv": (16, 32), "dq": (32, 32), "keys_as_rows": False}),
     ("packed_gqa6_hd128", ragged(2, 3, 20, 70), None, 6, 1, 128, True,
      {"fwd": (16, 32), "dkdv": (32, 16), "dq": (16, 32)}),
     ("mha_noncausal_hd64", ragged(3, 2, 30, 61), None, 2, 2, 64, False, None),
     ("prefix_prefill_gqa7", [1, 17, 40], [33, 17, 95], 7, 1, 64, True,
      {"fwd": (16, 16), "dkdv": (16, 32), "dq": (32, 16)}),
+    ("prefix_prefill_gqa6_qrows", [3, 29], [50, 41], 6, 1, 128, True,
+     {"fwd": (16, 32), "dkdv": (32, 16), "dq": (16, 16), "keys_as_rows": False}),
     ("decode_q1_gqa2_hd128", [1, 1, 1], [1, 45, 70], 4, 2, 128, True, None),
     ("single_hd32_tiles", [83], None, 3, 3, 32, True, {"fwd": (64, 16), "dkdv": (16, 64), "dq": (64, 16)}),
 ], ids=lambda c: c[0] if isinstance(c, tuple) else None)
