@@ -366,7 +366,8 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
                     post["mfu"] = f"{100 * rec['mfu']:.1f}%"
                 bar.set_postfix(post)
             done = step + 1
-            if cfg.save_every and (done % cfg.save_every == 0 or done == end_step):
+            periodic = cfg.save_every and (done % cfg.save_every == 0 or done == end_step)
+            if periodic or (done == end_step and end_step < total_steps):  # --stop-after: resumable
                 train_state = {"step": done, "epoch": epoch, "step_in_epoch": b + 1, "total_steps": total_steps,
                                "warmup_steps": warmup, "lr_schedule": "linear_warmup_cosine",
                                "config": run_id, "world_size": world, "model_config": mcfg.to_dict()}
