@@ -33,7 +33,7 @@ import time
 from collections import defaultdict
 from typing import Callable
 
-from infer import metrics
+from infer import methods, metrics
 from infer.grader import extract_answer, grade
 from infer.tasks import TaskError, TaskItem, choice_options, load_task
 
@@ -44,18 +44,30 @@ from infer.tasks import TaskError, TaskItem, choice_options, load_task
 
 @dataclasses.dataclass(frozen=True)
 class EvalPoint:
-    """One setting of a sweep. `max_thinking_tokens=None` means no cap."""
+    """One setting of a sweep. `max_thinking_tokens=None` means no cap.
+
+    max/min_thinking_tokens are the point's *nominal* limits (its budget): Control is measured
+    against them, and prompt-based methods state them in the prompt. Whether the engine also
+    enforces them is the method's choice (METHODS). Method-specific settings live here too, so
+    config.json records them: `variant` (scc step count, ccc class, rs/majority settings),
+    `samples` (majority: K), `temperature` (None: the sweep's --temperature), `max_attempts` (rs).
+    """
 
     method: str = "budget_forcing"
     max_thinking_tokens: int | None = None
     min_thinking_tokens: int = 0
     num_wait: int = 0
+    variant: str = ""
+    samples: int = 1
+    temperature: float | None = None
+    max_attempts: int = 1
 
     @property
     def name(self) -> str:
         cap = "none" if self.max_thinking_tokens is None else str(self.max_thinking_tokens)
         s = f"{self.method}/max={cap}/wait={self.num_wait}"
-        return s + (f"/min={self.min_thinking_tokens}" if self.min_thinking_tokens else "")
+        s += f"/min={self.min_thinking_tokens}" if self.min_thinking_tokens else ""
+        return s + (f"/{self.variant}" if self.variant else "")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self) | {"name": self.name}
@@ -71,18 +83,133 @@ def budget_forcing(question: str, point: EvalPoint) -> tuple[str, dict]:
     }
 
 
+def _need_budget(point: EvalPoint) -> int:
+    if point.max_thinking_tokens is None:
+        raise ValueError(f"{point.method} states its budget in the prompt: it needs a finite budget, not 'none'")
+    return point.max_thinking_tokens
+
+
+def _uncapped(point: EvalPoint) -> dict:
+    """Engine params of a method that does not force anything: no thinking limits at all."""
+    return {"max_thinking_tokens": None, "min_thinking_tokens": 0, "num_wait": 0}
+
+
+def token_conditional(question: str, point: EvalPoint) -> tuple[str, dict]:
+    """"Think for up to N tokens." in the prompt (infer/methods.py); the model alone decides."""
+    return methods.render_tcc(question, _need_budget(point)), _uncapped(point)
+
+
+def token_conditional_bf(question: str, point: EvalPoint) -> tuple[str, dict]:
+    """Token-conditional prompt + budget forcing at the same N."""
+    return methods.render_tcc(question, _need_budget(point)), budget_forcing(question, point)[1]
+
+
+def _steps(point: EvalPoint) -> int:
+    if not point.variant.startswith("steps="):
+        raise ValueError(f"step-conditional point {point.name!r} has no steps=N variant (use make_points)")
+    return int(point.variant.split("=", 1)[1])
+
+
+def step_conditional(question: str, point: EvalPoint) -> tuple[str, dict]:
+    """"Think for up to S steps." (S = budget // step_tokens, in point.variant); no engine cap."""
+    _need_budget(point)
+    return methods.render_scc(question, _steps(point)), _uncapped(point)
+
+
+def step_conditional_bf(question: str, point: EvalPoint) -> tuple[str, dict]:
+    """Step-conditional prompt + budget forcing at the point's budget in tokens."""
+    _need_budget(point)
+    return methods.render_scc(question, _steps(point)), budget_forcing(question, point)[1]
+
+
+def class_conditional(question: str, point: EvalPoint) -> tuple[str, dict]:
+    """Generic short / long thinking prompt (class in point.variant); no engine cap."""
+    return methods.render_ccc(question, point.variant), _uncapped(point)
+
+
+def rejection_sampling(question: str, point: EvalPoint) -> tuple[str, dict]:
+    """The bare question, sampled without limits; run_eval resamples runs whose thinking exceeds
+    the budget (up to point.max_attempts attempts)."""
+    _need_budget(point)
+    return question, _uncapped(point)
+
+
+def majority(question: str, point: EvalPoint) -> tuple[str, dict]:
+    """K samples with budget forcing at the point's budget (None = uncapped); summarize() turns
+    them into majority@k points."""
+    return budget_forcing(question, point)
+
+
 # name -> transform(question, point) -> (question shown to the model, SamplingParams overrides)
 METHODS: dict[str, Callable[[str, EvalPoint], tuple[str, dict]]] = {
     "budget_forcing": budget_forcing,
+    "tcc": token_conditional,
+    "tcc+bf": token_conditional_bf,
+    "scc": step_conditional,
+    "scc+bf": step_conditional_bf,
+    "ccc": class_conditional,
+    "rs": rejection_sampling,
+    "majority": majority,
 }
 
 
-def make_points(methods: list[str], budgets: list[int | None], num_waits: list[int],
-                min_thinking_tokens: int = 0) -> list[EvalPoint]:
-    for m in methods:
+@dataclasses.dataclass(frozen=True)
+class MethodOptions:
+    """Settings of the non-budget-forcing methods (CLI: --step-tokens, --ccc-budgets, --rs-*, --majority-*)."""
+
+    step_tokens: int = methods.DEFAULT_STEP_TOKENS
+    ccc_budgets: tuple[int, int] | None = None   # (short, long) nominal limits; default from the sweep
+    rs_max_attempts: int = 8
+    rs_temperature: float = 1.0
+    majority_k: int = 16
+    majority_budget: int | None = None           # None: no cap
+    majority_temperature: float = 1.0
+
+
+def make_points(methods_: list[str], budgets: list[int | None], num_waits: list[int],
+                min_thinking_tokens: int = 0, opts: MethodOptions | None = None) -> list[EvalPoint]:
+    """Sweep points. budget_forcing (and the +bf methods) cross budgets with num_waits; the prompt
+    methods use num_wait 0; ccc has two points (short, long) whose nominal limits are
+    opts.ccc_budgets (default: the median and the largest finite budget; long also has the short
+    one as its minimum); majority is one K-sample point (expanded to k = 1, 2, 4..K in summaries)."""
+    opts = opts or MethodOptions()
+    for m in methods_:
         if m not in METHODS:
             raise ValueError(f"unknown method {m!r}; known: {', '.join(METHODS)}")
-    pts = [EvalPoint(m, b, min_thinking_tokens, w) for m in methods for b in budgets for w in num_waits]
+    if opts.step_tokens < 1 or opts.rs_max_attempts < 1 or opts.majority_k < 1:
+        raise ValueError("--step-tokens, --rs-max-attempts and --majority-k must be >= 1")
+    finite = sorted(b for b in budgets if b is not None)
+    pts = []
+    for m in methods_:
+        if m in ("budget_forcing", "tcc+bf", "scc+bf"):
+            for b in budgets:
+                for w in num_waits:
+                    variant = f"steps={methods.steps_for_budget(_need_budget(EvalPoint(m, b)), opts.step_tokens)}" \
+                        if m == "scc+bf" else ""
+                    pts.append(EvalPoint(m, b, min_thinking_tokens, w, variant))
+        elif m in ("tcc", "scc", "rs"):
+            for b in budgets:
+                p = EvalPoint(m, b)
+                _need_budget(p)
+                if m == "scc":
+                    p = dataclasses.replace(p, variant=f"steps={methods.steps_for_budget(b, opts.step_tokens)}")
+                if m == "rs":
+                    p = dataclasses.replace(p, temperature=opts.rs_temperature, max_attempts=opts.rs_max_attempts,
+                                            variant=f"attempts<={opts.rs_max_attempts}")
+                pts.append(p)
+        elif m == "ccc":
+            if opts.ccc_budgets is not None:
+                lo, hi = opts.ccc_budgets
+            elif finite:
+                lo, hi = finite[(len(finite) - 1) // 2], finite[-1]
+            else:
+                raise ValueError("ccc needs finite budgets (or --ccc-budgets SHORT,LONG) to measure Control")
+            if not 0 <= lo <= hi:
+                raise ValueError(f"--ccc-budgets: need 0 <= short <= long, got {lo},{hi}")
+            pts += [EvalPoint(m, lo, 0, 0, "short"), EvalPoint(m, hi, lo, 0, "long")]
+        elif m == "majority":
+            pts.append(EvalPoint(m, opts.majority_budget, 0, 0, f"K={opts.majority_k}", samples=opts.majority_k,
+                                 temperature=opts.majority_temperature))
     names = [p.name for p in pts]
     if len(set(names)) != len(names):
         raise ValueError("duplicate sweep points (repeated values in --budgets / --num-wait?)")
@@ -102,29 +229,79 @@ def request_seed(seed: int, qid: str, point: str, sample: int) -> int:
 
 def build_requests(items: list[TaskItem], points: list[EvalPoint], samples: int, temperature: float,
                    seed: int, base_params: dict, sampling_params_cls) -> tuple[list[str], list, list[dict]]:
-    """All (question, point, sample) requests -> prompts, SamplingParams, and record stubs."""
+    """All (question, point, sample) requests -> prompts, SamplingParams, and record stubs.
+
+    A point with samples > 1 (majority) draws that many samples, others `samples`; a point's own
+    temperature (rs, majority) overrides the sweep's. Stubs carry the point's nominal limits
+    (Control is measured against them) and the engine's cap separately."""
     prompts, params, stubs = [], [], []
     for point in points:
         transform = METHODS[point.method]
+        n_samples = point.samples if point.samples > 1 else samples
+        temp = temperature if point.temperature is None else point.temperature
         for item in items:
             question, overrides = transform(item.question, point)
-            for s in range(samples):
+            for s in range(n_samples):
                 kw = dict(base_params)
                 kw.update(overrides)
-                kw["temperature"] = temperature
+                kw["temperature"] = temp
                 kw["seed"] = request_seed(seed, item.id, point.name, s)
                 prompts.append(question)
                 params.append(sampling_params_cls(**kw))
                 stubs.append({
                     "qid": item.id, "point": point.name, "method": point.method, "sample": s,
                     "reference": item.answer, "kind": item.kind,
-                    "max_thinking_tokens": kw.get("max_thinking_tokens"),
-                    "min_thinking_tokens": kw.get("min_thinking_tokens", 0),
+                    "max_thinking_tokens": point.max_thinking_tokens,
+                    "min_thinking_tokens": point.min_thinking_tokens,
+                    "engine_max_thinking_tokens": kw.get("max_thinking_tokens"),
                     "num_wait": kw.get("num_wait", 0),
                 })
                 if item.kind == "choice":  # lets the grader map an answer naming an option's text
                     stubs[-1]["choices"] = choice_options(item.question)
     return prompts, params, stubs
+
+
+def rejection_rounds(llm, prompts: list, params: list, records: list[dict], points: list[EvalPoint],
+                     seed: int, make_record) -> int:
+    """Rejection sampling (method "rs"): resample every rs run whose thinking exceeds its point's
+    budget, all pending runs in one batched engine call per round, until it fits or has made
+    point.max_attempts attempts (then the last attempt is kept, rs_accepted False, and Control
+    counts it as out of budget). Each record gets `attempts`, `attempt_thinking_tokens` and
+    `compute_tokens` = the thinking tokens of ALL its attempts. Returns the number of extra rounds."""
+    cap = {p.name: p.max_attempts for p in points if p.method == "rs"}
+
+    def fits(r):
+        return r["finish_reason"] != "error" and r["thinking_tokens"] <= r["max_thinking_tokens"]
+
+    pending = []
+    for i, r in enumerate(records):
+        if r["point"] in cap:
+            r.update(attempts=1, attempt_thinking_tokens=[r["thinking_tokens"]],
+                     compute_tokens=r["thinking_tokens"], rs_accepted=fits(r))
+            if not r["rs_accepted"] and cap[r["point"]] > 1:
+                pending.append(i)
+    rounds = 0
+    while pending:
+        rounds += 1
+        attempt = rounds + 1
+        retry = [dataclasses.replace(params[i], seed=request_seed(
+            seed, records[i]["qid"], f"{records[i]['point']}/attempt={attempt}", records[i]["sample"]))
+            for i in pending]
+        print(f"rejection sampling: attempt {attempt} for {len(pending)} run(s)", file=sys.stderr)
+        outs = llm.generate([prompts[i] for i in pending], retry)
+        if len(outs) != len(pending):
+            raise RuntimeError(f"engine returned {len(outs)} outputs for {len(pending)} prompts")
+        still = []
+        for i, out in zip(pending, outs):
+            old = records[i]
+            new = make_record(i, out)
+            tts = old["attempt_thinking_tokens"] + [new["thinking_tokens"]]
+            new.update(attempts=attempt, attempt_thinking_tokens=tts, compute_tokens=sum(tts), rs_accepted=fits(new))
+            records[i] = new
+            if not new["rs_accepted"] and attempt < cap[new["point"]]:
+                still.append(i)
+        pending = still
+    return rounds
 
 
 def score_record(rec: dict) -> dict:
@@ -161,13 +338,18 @@ def summarize(records: list[dict], points: list[dict], meta: dict) -> dict:
         rs = by_point.get(p["name"])
         if not rs:
             raise ValueError(f"no runs recorded for point {p['name']!r}")
-        rows.append(p | metrics.point_stats(rs))
+        if p["method"] == "majority":
+            rows += majority_rows(p, rs)
+        else:
+            rows.append(p | metrics.point_stats(rs))
     methods = {}
     for m in dict.fromkeys(p["method"] for p in points):
         mrows = [r for r in rows if r["method"] == m]
         curve = [(r["compute"], r["accuracy"]) for r in mrows if r["compute"] > 0]
         runs = [r for r in records if r["method"] == m]
-        methods[m] = metrics.curve_metrics(curve, runs) | {"points": len(mrows)}
+        methods[m] = metrics.curve_metrics(curve, runs) | {
+            "points": len(mrows), "mean_thinking_tokens": [r["mean_thinking_tokens"] for r in mrows],
+            "compute": [r["compute"] for r in mrows]}
     summary = dict(meta) | {"points": rows, "methods": methods}
     if meta.get("samples", 1) > 1:
         maj = {}
@@ -177,6 +359,21 @@ def summarize(records: list[dict], points: list[dict], meta: dict) -> dict:
                 [(c["compute"], c["accuracy"]) for c in curve if c["compute"] > 0])
         summary["majority"] = maj
     return summary
+
+
+def majority_rows(point: dict, records: list[dict]) -> list[dict]:
+    """One summary row per k of a majority point: accuracy of the majority answer of samples
+    0..k-1 (infer/metrics.py: grader-equivalence groups, ties -> first drawn), compute = mean over
+    questions of the total thinking tokens of those k samples, mean_thinking_tokens = per sample."""
+    K = min(sum(1 for r in records if r["qid"] == q) for q in {r["qid"] for r in records})
+    rows = []
+    for c in metrics.majority_curve(records):
+        used = [r for r in records if r["sample"] < c["k"]]
+        stats = metrics.point_stats(used)
+        rows.append(point | stats | {
+            "name": f"{point['name']}/k={c['k']}", "k": c["k"], "samples_drawn": K,
+            "accuracy": c["accuracy"], "compute": c["compute"], "pass@1": stats["accuracy"]})
+    return rows
 
 
 def _fmt(v, pct=False, digits=1) -> str:
@@ -190,17 +387,23 @@ def _fmt(v, pct=False, digits=1) -> str:
 
 
 def summary_markdown(summary: dict) -> str:
+    """Per-point table, then the method comparison (s1 Table 3 columns + thinking tokens per point)."""
     lines = [f"## {summary['task']}: {summary['num_questions']} questions, {summary['samples']} sample(s)/point, "
              f"temperature {summary['temperature']}, model `{summary['model']}`", "",
-             "| method | max thinking | wait | accuracy % | mean thinking tokens | control |",
-             "|---|---|---|---|---|---|"]
+             "| method | max thinking | wait | setting | accuracy % | mean thinking tokens | compute | control |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in summary["points"]:
         cap = "none" if r["max_thinking_tokens"] is None else r["max_thinking_tokens"]
-        lines.append(f"| {r['method']} | {cap} | {r['num_wait']} | {r['accuracy']:.1f} | "
-                     f"{r['mean_thinking_tokens']:.1f} | {_fmt(r['control'], pct=True)} |")
-    lines += ["", "| method | Control | Scaling (acc pts per 2x tokens) | Performance % |", "|---|---|---|---|"]
+        setting = r.get("variant", "") + (f" k={r['k']}" if "k" in r else "")
+        lines.append(f"| {r['method']} | {cap} | {r['num_wait']} | {setting.strip() or '-'} | {r['accuracy']:.1f} | "
+                     f"{r['mean_thinking_tokens']:.1f} | {r['compute']:.1f} | {_fmt(r['control'], pct=True)} |")
+    lines += ["", "| method | Control | Scaling (acc pts per 2x compute) | Performance % | "
+                  "mean thinking tokens per point | compute per point |", "|---|---|---|---|---|---|"]
     for m, v in summary["methods"].items():
-        lines.append(f"| {m} | {_fmt(v['control'], pct=True)} | {_fmt(v['scaling'])} | {_fmt(v['performance'])} |")
+        think = " / ".join(f"{x:.1f}" for x in v.get("mean_thinking_tokens", []))
+        comp = " / ".join(f"{x:.1f}" for x in v.get("compute", []))
+        lines.append(f"| {m} | {_fmt(v['control'], pct=True)} | {_fmt(v['scaling'])} | {_fmt(v['performance'])} | "
+                     f"{think or '-'} | {comp or '-'} |")
     if "majority" in summary:
         lines += ["", "| majority voting at point | k | accuracy % | compute (total thinking tokens) |",
                   "|---|---|---|---|"]
@@ -250,10 +453,12 @@ def run_eval(llm, items: list[TaskItem], points: list[EvalPoint], *, samples: in
           f"{len(prompts)} requests in one batch", file=sys.stderr)
     t0 = time.perf_counter()
     outputs = llm.generate(prompts, params)
-    wall = time.perf_counter() - t0
     if len(outputs) != len(prompts):
         raise RuntimeError(f"engine returned {len(outputs)} outputs for {len(prompts)} prompts")
     records = [score_record(stub | _output_fields(out)) for stub, out in zip(stubs, outputs)]
+    rs_rounds = rejection_rounds(llm, prompts, params, records, points, seed,
+                                 lambda i, out: score_record(stubs[i] | _output_fields(out)))
+    wall = time.perf_counter() - t0
     errors = [r for r in records if r["finish_reason"] == "error"]
     if errors:  # kept in the results (scored as wrong) but never silent
         print(f"warning: {len(errors)} request(s) failed in the engine, e.g. {errors[0]['error']}", file=sys.stderr)
@@ -266,7 +471,8 @@ def run_eval(llm, items: list[TaskItem], points: list[EvalPoint], *, samples: in
     out_tokens = sum(r["output_tokens"] or 0 for r in records)
     timing = {"requests": len(prompts), "generate_wall_s": wall, "output_tokens": out_tokens,
               "output_tokens_per_s": out_tokens / wall if wall > 0 else None,
-              "thinking_tokens": sum(r["thinking_tokens"] for r in records)}
+              "thinking_tokens": sum(r["thinking_tokens"] for r in records),
+              "rejection_sampling_extra_rounds": rs_rounds}
     if out_dir is not None:
         write_outputs(out_dir, records, config, summary)
         with open(os.path.join(out_dir, "timing.json"), "w") as f:
@@ -333,6 +539,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-wait", default="0", help="number of 'Wait' extensions per point, comma list")
     p.add_argument("--min-thinking-tokens", type=int, default=0)
     p.add_argument("--samples", type=int, default=1, help="samples per (question, point); >1 adds majority voting")
+    m = p.add_argument_group("method comparison (issue 8; see infer/methods.py)")
+    m.add_argument("--step-tokens", type=int, default=methods.DEFAULT_STEP_TOKENS,
+                   help="scc: thinking tokens per step; budget N -> max(1, N // step-tokens) steps")
+    m.add_argument("--ccc-budgets", help="ccc: SHORT,LONG nominal limits for Control "
+                                         "(default: median and largest budget)")
+    m.add_argument("--rs-max-attempts", type=int, default=8, help="rs: cap on attempts per run")
+    m.add_argument("--rs-temperature", type=float, default=1.0)
+    m.add_argument("--majority-k", type=int, default=16, help="majority: samples per question (K)")
+    m.add_argument("--majority-budget", default="none", help="majority: budget-forcing cap per sample ('none')")
+    m.add_argument("--majority-temperature", type=float, default=1.0)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0, help="seeds sampling and the GPQA option shuffle")
@@ -364,8 +580,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         budgets = _int_list(args.budgets, "--budgets", allow_none=True)
         waits = _int_list(args.num_wait, "--num-wait")
+        ccc = _int_list(args.ccc_budgets, "--ccc-budgets") if args.ccc_budgets else None
+        if ccc is not None and len(ccc) != 2:
+            raise ValueError(f"--ccc-budgets needs two values SHORT,LONG, got {args.ccc_budgets!r}")
+        opts = MethodOptions(step_tokens=args.step_tokens, ccc_budgets=tuple(ccc) if ccc else None,
+                             rs_max_attempts=args.rs_max_attempts, rs_temperature=args.rs_temperature,
+                             majority_k=args.majority_k,
+                             majority_budget=_int_list(args.majority_budget, "--majority-budget", allow_none=True)[0],
+                             majority_temperature=args.majority_temperature)
         points = make_points([m.strip() for m in args.methods.split(",") if m.strip()], budgets, waits,
-                             args.min_thinking_tokens)
+                             args.min_thinking_tokens, opts)
         items = load_task(args.task, data_dir=args.data_dir, data_file=args.data_file, hub=args.hub,
                           split=args.split, limit=args.limit, seed=args.seed)
     except (argparse.ArgumentTypeError, ValueError, TaskError) as e:

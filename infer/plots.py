@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_scaling(summary: dict, path: str, title: str | None = None) -> str:
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.2, 4.8), dpi=120)
     xs_all = []
     for method in summary["methods"]:
         rows = sorted((r for r in summary["points"] if r["method"] == method), key=lambda r: r["compute"])
@@ -23,6 +23,10 @@ def plot_scaling(summary: dict, path: str, title: str | None = None) -> str:
         for r, x, y in zip(rows, xs, ys):
             cap = "none" if r["max_thinking_tokens"] is None else r["max_thinking_tokens"]
             tag = f"{cap}" + (f"+{r['num_wait']}W" if r["num_wait"] else "")
+            if "k" in r:                     # majority@k point: the vote size is the setting
+                tag = f"k={r['k']}"
+            elif r.get("variant") in ("short", "long"):
+                tag = r["variant"]
             ax.annotate(tag, (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7)
     # Majority voting curves: at most 3 (the last points of the sweep) to keep the plot readable.
     for name, maj in list(summary.get("majority", {}).items())[-3:]:
@@ -32,7 +36,7 @@ def plot_scaling(summary: dict, path: str, title: str | None = None) -> str:
                 label=f"majority@k ({name})")
     if xs_all and max(xs_all) / min(xs_all) > 1.5:
         ax.set_xscale("log", base=2)
-    ax.set_xlabel("average thinking tokens (log2)")
+    ax.set_xlabel("thinking tokens per question (log2; rs: all attempts, majority: all k samples)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title or f"{summary['task']}: {summary['num_questions']} questions")
     ax.grid(True, alpha=0.3)
