@@ -139,7 +139,7 @@ def ragged(seed, n, lo, hi, ones=1):
     ("packed_gqa6_hd128", ragged(2, 3, 20, 70), None, 6, 1, 128, True,
      {"fwd": (16, 32), "dkdv": (32, 16), "dq": (16, 32)}),
     ("mha_noncausal_hd64", ragged(3, 2, 30, 61), None, 2, 2, 64, False, None),
-    ("prefix_prefill_gqa7", [1, 17, 40], [33, 17, 95], 7, 1, 64, True,
+    ("prefix_prefill_gqa7", [1, 0, 17, 40], [33, 5, 17, 95], 7, 1, 64, True,  # incl. a 0-query sequence
      {"fwd": (16, 16), "dkdv": (16, 32), "dq": (32, 16)}),
     ("prefix_prefill_gqa6_qrows", [3, 29], [50, 41], 6, 1, 128, True,
      {"fwd": (16, 32), "dkdv": (32, 16), "dq": (16, 16), "keys_as_rows": False}),
