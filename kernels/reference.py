@@ -40,10 +40,11 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-              cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor,
-              max_seqlen_q: int, max_seqlen_k: int, scale: float, causal: bool = True) -> torch.Tensor:
-    """Variable-length attention over packed sequences.
+def attention_per_sequence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                           cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor,
+                           max_seqlen_q: int, max_seqlen_k: int, scale: float,
+                           causal: bool = True) -> torch.Tensor:
+    """Variable-length attention over packed sequences, one SDPA call per sequence (the oracle).
 
     q [Tq, Hq, D]; k, v [Tk, Hk, D] with Hq % Hk == 0 (GQA); cu_seqlens_* [B+1] int32 offsets.
     Sequence i's queries are the *last* (q_len_i) positions of its (k_len_i) keys, so the causal
@@ -75,6 +76,56 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                                            attn_mask=mask, scale=scale)
         out[qs:qe] = o[0].transpose(0, 1)
     return out
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor,
+              max_seqlen_q: int, max_seqlen_k: int, scale: float, causal: bool = True) -> torch.Tensor:
+    """Same contract as `attention_per_sequence`, in one SDPA call for the whole batch.
+
+    The packed rows are scattered into a padded [B, H, S, D] batch and attended once under a mask
+    (key padding + bottom-right causal), then gathered back; differentiable. A Python loop over
+    sequences costs more than the math for CPU batches of many short sequences (training, prefill
+    of a batch of prompts); padding costs B * max_len^2 scores, so one sequence goes straight
+    through. Checked against `attention_per_sequence` in tests/test_model.py.
+    """
+    Tq, Hq, D = q.shape
+    Hk = k.shape[1]
+    if Hq % Hk:
+        raise ValueError(f"num query heads {Hq} not a multiple of num kv heads {Hk}")
+    B = cu_seqlens_q.numel() - 1
+    if B == 1:
+        return attention_per_sequence(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                      scale, causal)
+    dev = q.device
+    cq, ck = cu_seqlens_q.long(), cu_seqlens_k.long()
+    lq, lk = cq[1:] - cq[:-1], ck[1:] - ck[:-1]                          # [B]
+    if bool((lq > lk).any()):
+        i = int((lq > lk).nonzero()[0])
+        raise ValueError(f"sequence {i}: {int(lq[i])} queries but only {int(lk[i])} keys")
+    Sq, Sk = int(max_seqlen_q), int(max_seqlen_k)
+
+    def scatter(x, cu, lens, S):                                         # [T, H, D] -> [B, H, S, D]
+        T = x.shape[0]
+        seq = torch.repeat_interleave(torch.arange(B, device=dev), lens, output_size=T)
+        flat = seq * S + (torch.arange(T, device=dev) - cu[seq])
+        buf = x.new_zeros(B * S, x.shape[1], D).index_copy(0, flat, x)
+        return buf.view(B, S, x.shape[1], D).transpose(1, 2), flat
+
+    qp, q_rows = scatter(q, cq, lq, Sq)
+    kp, _ = scatter(k, ck, lk, Sk)
+    vp, _ = scatter(v, ck, lk, Sk)
+    if Hq != Hk:
+        kp, vp = kp.repeat_interleave(Hq // Hk, dim=1), vp.repeat_interleave(Hq // Hk, dim=1)
+    row = torch.arange(Sq, device=dev)
+    col = torch.arange(Sk, device=dev)
+    mask = (col[None, None, :] < lk[:, None, None]).expand(B, Sq, Sk)    # real keys only
+    if causal:                                                           # key j <= (lk - lq) + i
+        mask = mask & (col[None, None, :] <= (lk - lq)[:, None, None] + row[None, :, None])
+    # A row with no visible key (padding of an empty sequence) would give NaN; let it see key 0.
+    mask = mask | ((col == 0)[None, None, :] & ~mask.any(-1, keepdim=True))
+    o = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask[:, None], scale=scale)
+    return o.transpose(1, 2).reshape(B * Sq, Hq, D)[q_rows]
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,

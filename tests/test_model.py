@@ -122,3 +122,26 @@ def test_positions_required_with_cache():
     cache = ContiguousKVCache(ours.config, 1, 8)
     with pytest.raises(ValueError, match="positions"):
         ours(torch.tensor([1, 2]), kv_cache=cache)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_batched_reference_attention_equals_per_sequence(causal):
+    from kernels import reference
+    g = torch.Generator().manual_seed(9)
+    lq = [5, 1, 0, 17, 3]
+    lk = [5, 9, 0, 17, 30]   # q_len < k_len: queries are the last positions (prefill over a cached prefix)
+    Hq, Hk, D = 6, 2, 16
+    q = torch.randn(sum(lq), Hq, D, generator=g, requires_grad=True)
+    k = torch.randn(sum(lk), Hk, D, generator=g, requires_grad=True)
+    v = torch.randn(sum(lk), Hk, D, generator=g, requires_grad=True)
+    cu = lambda ls: torch.tensor([0] + list(torch.tensor(ls).cumsum(0)), dtype=torch.int32)  # noqa: E731
+    args = (cu(lq), cu(lk), max(lq), max(lk), D ** -0.5, causal)
+    a = reference.attention(q, k, v, *args)
+    b = reference.attention_per_sequence(q, k, v, *args)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    dout = torch.randn_like(a)
+    ga = torch.autograd.grad(a, (q, k, v), dout)
+    gb = torch.autograd.grad(b, (q, k, v), dout)
+    for x, y in zip(ga, gb):
+        assert torch.isfinite(x).all()
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
