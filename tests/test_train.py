@@ -40,13 +40,33 @@ def test_lr_schedule_matches_hf():
     assert math.ceil(0.05 * 315) == 16  # s1: 5% warmup of 315 steps = 16 steps
 
 
-def test_resume_reproduces_uninterrupted_run_exactly(tmp_path, qwen_tokenizer_dir):
-    rows = digit_rows(9, seed=1)  # 9 rows / batch 4: the last step of each epoch is short
-    kw = dict(micro_batch_size=2)  # 2 micro-batches of 2 per step: gradient accumulation
-    full = train(_cfg(tmp_path, qwen_tokenizer_dir, "full", rows, **kw))
-    assert full["total_steps"] == 6 and len(full["losses"]) == 6
-    # Interrupted after step 4 (checkpoint at 2 and 4), then resumed.
-    part = train(_cfg(tmp_path, qwen_tokenizer_dir, "res", rows, save_every=2, stop_after=4, **kw))
+RESUME_ROWS = dict(n=9, seed=1)  # 9 rows / batch 4: the last step of each epoch is short
+RESUME_KW = dict(micro_batch_size=2)  # 2 micro-batches of 2 per step: gradient accumulation
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, request):
+    """The uninterrupted 6-step reference run that the resume tests must reproduce exactly."""
+    from tests.conftest import require_shared_data
+    tok_dir = require_shared_data() / "qwen2.5-tokenizer"
+    tmp = tmp_path_factory.mktemp("full")
+    r = train(_cfg(tmp, tok_dir, "full", digit_rows(**RESUME_ROWS), **RESUME_KW))
+    assert r["total_steps"] == 6 and len(r["losses"]) == 6
+    return tmp / "full", r["losses"]
+
+
+def _same_export(a_dir, b_dir):
+    from safetensors.torch import load_file
+    a = load_file(str(a_dir / "model.safetensors"))
+    b = load_file(str(b_dir / "model.safetensors"))
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_reproduces_uninterrupted_run_exactly(tmp_path, qwen_tokenizer_dir, full_run):
+    full_dir, full_losses = full_run
+    rows = digit_rows(**RESUME_ROWS)
+    # Stopped after step 4 (checkpoints at 2 and 4), then resumed.
+    part = train(_cfg(tmp_path, qwen_tokenizer_dir, "res", rows, save_every=2, stop_after=4, **RESUME_KW))
     assert part["steps"] == 4 and not part["exported"]
     ck = tmp_path / "res" / "checkpoints"
     assert [s for s, _ in list_checkpoints(ck)] == [4]  # keep_checkpoints=1: step 2 was replaced
@@ -56,16 +76,50 @@ def test_resume_reproduces_uninterrupted_run_exactly(tmp_path, qwen_tokenizer_di
     os.makedirs(ck / "step_00000006")
     assert latest_checkpoint(str(ck)).endswith("step_00000004")
     shutil.rmtree(ck / "step_00000006")
-    res = train(_cfg(tmp_path, qwen_tokenizer_dir, "res", rows, save_every=2, resume=True, **kw))
-    assert res["losses"] == full["losses"][4:]  # exact, not approximate
-    assert _curve(tmp_path / "res" / "metrics.jsonl") == _curve(tmp_path / "full" / "metrics.jsonl")
-    from safetensors.torch import load_file
-    a = load_file(str(tmp_path / "full" / "model.safetensors"))
-    b = load_file(str(tmp_path / "res" / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    res = train(_cfg(tmp_path, qwen_tokenizer_dir, "res", rows, save_every=2, resume=True, **RESUME_KW))
+    assert res["losses"] == full_losses[4:]  # exact, not approximate
+    assert _curve(tmp_path / "res" / "metrics.jsonl") == _curve(full_dir / "metrics.jsonl")
+    assert _same_export(full_dir, tmp_path / "res")
     # Changing a trajectory setting on resume is refused.
     with pytest.raises(ValueError, match="settings differ"):
-        train(_cfg(tmp_path, qwen_tokenizer_dir, "res", rows, save_every=2, resume=True, lr=2e-3, **kw))
+        train(_cfg(tmp_path, qwen_tokenizer_dir, "res", rows, save_every=2, resume=True, lr=2e-3, **RESUME_KW))
+
+
+def test_sigkill_then_resume_reproduces_uninterrupted_run(tmp_path, qwen_tokenizer_dir, full_run):
+    """A real kill (SIGKILL, at whatever point it lands: mid-step or mid-save) of a CLI run that
+    checkpoints every step; --resume then finishes with the uninterrupted curve, bit for bit."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    full_dir, full_losses = full_run
+    rows = digit_rows(**RESUME_ROWS)
+    data = write_json(tmp_path / "data.json", rows)
+    cfgf = write_json(tmp_path / "cfg.json", TINY)
+    out = tmp_path / "killed"
+    args = ["--init-config", cfgf, "--tokenizer", str(qwen_tokenizer_dir), "--data", data, "--out", str(out),
+            "--block-size", "512", "--global-batch-size", "4", "--micro-batch-size", "2", "--epochs", "2",
+            "--lr", "1e-3", "--warmup-ratio", "0.2", "--seed", "3", "--save-every", "1", "--no-progress"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen([sys.executable, "-m", "train", *args], cwd=root, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not (out / "checkpoints" / "step_00000003").exists():
+            assert proc.poll() is None, "training exited before it could be killed"
+            assert time.time() < deadline, "no checkpoint after 300 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    last = latest_checkpoint(str(out / "checkpoints"))
+    assert last is not None and 3 <= int(last[-8:]) <= 6
+    res = train(_cfg(tmp_path, qwen_tokenizer_dir, "killed", rows, save_every=1, resume=True, **RESUME_KW))
+    assert res["losses"] == full_losses[int(last[-8:]):]
+    assert _curve(out / "metrics.jsonl") == _curve(full_dir / "metrics.jsonl")
+    assert _same_export(full_dir, out)
 
 
 def test_masked_tokens_contribute_nothing_every_answer_token_counts(tmp_path, qwen_tokenizer_dir):
