@@ -71,7 +71,9 @@ def _fwd_tile(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, start_n, o
     p = tl.math.exp2(qk - m_sub[:, None])
     alpha = tl.math.exp2(m_i - m_sub)
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+    # accumulate in place (tl.dot's acc argument): on Hopper the wgmma accumulates into acc's
+    # registers instead of producing a second [BM, D] fp32 tile
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PREC)
     return acc, l_i, m_new
 
 
@@ -165,19 +167,19 @@ def _bwd_dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_q
         pT = tl.math.exp2(tl.dot(k, qT, input_precision=DOT_PREC) * qk_scale - lse[None, :])
         if MASK:
             pT = tl.where(offs_n[:, None] <= rows[None, :] + diff, pT, 0.0)
-        dv += tl.dot(pT.to(do.dtype), do, input_precision=DOT_PREC)
+        dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=DOT_PREC)
         dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
         dsT = pT * (dpT - delta[None, :])
-        dk += tl.dot(dsT.to(qT.dtype), tl.trans(qT), input_precision=DOT_PREC)
+        dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=DOT_PREC)
     else:  # tiles are [BM queries, BN keys] (FlashAttention-2 paper, Alg. 2)
         q = tl.load(q_base + rows[:, None].to(tl.int64) * stride_qt + offs_d[None, :], mask=rmask[:, None], other=0.0)
         p = tl.math.exp2(tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale - lse[:, None])
         if MASK:
             p = tl.where(offs_n[None, :] <= rows[:, None] + diff, p, 0.0)
-        dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PREC)
+        dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv, input_precision=DOT_PREC)
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
         ds = p * (dp - delta[:, None])
-        dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PREC)
+        dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk, input_precision=DOT_PREC)
     return dk, dv
 
 
@@ -260,7 +262,7 @@ def _bwd_dq_tile(dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, st
         p = tl.where(vis, p, 0.0)
     dp = tl.dot(do, vT, input_precision=DOT_PREC)
     ds = p * (dp - delta[:, None])
-    dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)
+    dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PREC)
     return dq
 
 
