@@ -126,58 +126,86 @@ def perturbed_scores(logits: torch.Tensor, temperature: torch.Tensor, top_k: tor
 
 
 class BudgetState:
-    """Device-resident state for N requests (row r = request r of one generate call)."""
+    """Device-resident state for up to `capacity` requests (row r = request r of one generate
+    call) plus one dummy row (index `dummy_row`, always DONE) that padding rows of a CUDA-graph
+    batch point at. The tensors keep their addresses across `load` calls, so graphs that
+    captured `step` stay valid from one generate call to the next."""
 
-    def __init__(self, rules: list[RequestRules], special: SpecialTokens, device):
+    def __init__(self, rules: list[RequestRules], special: SpecialTokens, device,
+                 capacity: int | None = None, max_forced: int = 16, max_stops: int = 8):
         self.device = torch.device(device)
         self.special = special
-        n = len(rules)
-        self.n = n
-        dev = self.device
+        self.capacity = max(len(rules), capacity or 0, 1)
+        self.lmax = max(max_forced, *(len(s) for r in rules for s in self._forced_of(r)), 1)
+        self.smax = max(max_stops, *(len(r.stop_ids) for r in rules), 1)
+        self.dummy_row = self.capacity
+        n, dev = self.capacity + 1, self.device
+        i64 = dict(dtype=torch.int64, device=dev)
+        for name in ("max_think", "min_think", "max_answer", "max_tokens", "top_k", "seed", "phase",
+                     "think_used", "waits_left", "waits_used", "force_kind", "force_pos", "answer_used",
+                     "out_count", "finish", "last_token"):
+            setattr(self, name, torch.zeros(n, **i64))
+        self.temperature = torch.zeros(n, dtype=torch.float32, device=dev)
+        self.top_p = torch.ones(n, dtype=torch.float32, device=dev)
+        self.forced = torch.zeros(n, 3, self.lmax, **i64)
+        self.forced_len = torch.zeros(n, 3, **i64)
+        self.stop = torch.full((n, self.smax), -1, **i64)
+        self.think_end = torch.tensor(special.think_end_ids, **i64)
+        if not self.load(rules):
+            raise AssertionError("BudgetState sized for these rules cannot hold them (bug)")
 
-        def t(vals, dtype=torch.int64):
-            return torch.tensor(vals, dtype=dtype, device=dev)
+    def _forced_of(self, r: RequestRules) -> list[list[int]]:
+        return [r.extension_ids, r.end_ids, self.special.delimiter_ids]
 
+    def fits(self, rules: list[RequestRules]) -> bool:
+        return (len(rules) <= self.capacity
+                and all(len(s) <= self.lmax for r in rules for s in self._forced_of(r))
+                and all(len(r.stop_ids) <= self.smax for r in rules))
+
+    def load(self, rules: list[RequestRules]) -> bool:
+        """Reset every row for a new batch of requests (in place). False if they do not fit."""
+        if not self.fits(rules):
+            return False
+        n, k = self.capacity + 1, len(rules)
+        self.n = k
         big = lambda v: _BIG if v is None else v  # noqa: E731
-        self.max_think = t([big(r.max_think) for r in rules])
-        self.min_think = t([r.min_think for r in rules])
-        self.max_answer = t([big(r.max_answer) for r in rules])
-        self.max_tokens = t([big(r.max_tokens) for r in rules])
-        self.temperature = t([float(r.temperature) for r in rules], torch.float32)
-        self.top_k = t([r.top_k for r in rules])
-        self.top_p = t([float(r.top_p) for r in rules], torch.float32)
-        self.seed = t([r.seed for r in rules])
+
+        def put(name, vals, fill, dtype=torch.int64):
+            host = torch.full((n,), fill, dtype=dtype)
+            if vals:
+                host[:k] = torch.tensor(vals, dtype=dtype)
+            getattr(self, name).copy_(host)
+
+        put("max_think", [big(r.max_think) for r in rules], 0)
+        put("min_think", [r.min_think for r in rules], 0)
+        put("max_answer", [big(r.max_answer) for r in rules], 0)
+        put("max_tokens", [big(r.max_tokens) for r in rules], _BIG)
+        put("temperature", [float(r.temperature) for r in rules], 0.0, torch.float32)
+        put("top_k", [r.top_k for r in rules], 0)
+        put("top_p", [float(r.top_p) for r in rules], 1.0, torch.float32)
+        put("seed", [r.seed for r in rules], 0)
+        put("phase", [THINK if r.thinking else ANSWER for r in rules], DONE)  # unused rows: DONE
+        put("waits_left", [r.num_wait for r in rules], 0)
+        for name in ("think_used", "waits_used", "force_kind", "force_pos", "answer_used", "out_count",
+                     "finish", "last_token"):
+            getattr(self, name).zero_()
+        forced = torch.zeros(n, 3, self.lmax, dtype=torch.int64)
+        flen = torch.zeros(n, 3, dtype=torch.int64)
+        stop = torch.full((n, self.smax), -1, dtype=torch.int64)
+        for i, r in enumerate(rules):
+            for j, seq in enumerate(self._forced_of(r)):
+                forced[i, j, :len(seq)] = torch.tensor(seq, dtype=torch.int64)
+                flen[i, j] = len(seq)
+            stop[i, :len(r.stop_ids)] = torch.tensor(r.stop_ids, dtype=torch.int64)
+        self.forced.copy_(forced)
+        self.forced_len.copy_(flen)
+        self.stop.copy_(stop)
+        # host-known batch properties: skip the noise / the sort when no row needs them
         self.any_random = any(r.temperature > 0 for r in rules)
         self.any_filter = any(r.temperature > 0 and (r.top_k > 0 or r.top_p < 1.0) for r in rules)
-
-        # forced sequences [n, 3, Lmax] (pad: 0) and their lengths [n, 3]
-        seqs = [[r.extension_ids, r.end_ids, special.delimiter_ids] for r in rules]
-        lmax = max([1] + [len(s) for row in seqs for s in row])
-        forced = torch.zeros(n, 3, lmax, dtype=torch.int64)
-        for i, row in enumerate(seqs):
-            for j, s in enumerate(row):
-                forced[i, j, :len(s)] = torch.tensor(s, dtype=torch.int64)
-        self.forced = forced.to(dev)
-        self.forced_len = t([[len(s) for s in row] for row in seqs]).view(n, 3)
-        smax = max([1] + [len(r.stop_ids) for r in rules])
-        stop = torch.full((n, smax), -1, dtype=torch.int64)
-        for i, r in enumerate(rules):
-            stop[i, :len(r.stop_ids)] = torch.tensor(r.stop_ids, dtype=torch.int64)
-        self.stop = stop.to(dev)
-        self.think_end = t(special.think_end_ids)
-
-        # mutable state
-        self.phase = t([THINK if r.thinking else ANSWER for r in rules])
-        self.think_used = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.waits_left = t([r.num_wait for r in rules])
-        self.waits_used = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.force_kind = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.force_pos = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.answer_used = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.out_count = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.finish = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.last_token = torch.zeros(n, dtype=torch.int64, device=dev)
-        self._transitions(torch.arange(n, device=dev))  # max_think == 0, max_answer == 0, ...
+        if k:
+            self._transitions(torch.arange(k, device=self.device))  # max_think == 0, ...
+        return True
 
     # ------------------------------------------------------------------ helpers
     def _transitions(self, rows: torch.Tensor) -> None:

@@ -88,10 +88,9 @@ class LLM:
         self.block_manager = BlockManager(num_pages, page_size, enable_prefix_caching)
         self.runner = ModelRunner(model, self.cache, max_num_seqs, self.max_model_len, self.device,
                                   use_cuda_graphs=not enforce_eager)
-        if self.device.type == "cuda" and not enforce_eager:
-            self.runner.capture_cuda_graphs()
         self.async_output = (self.device.type == "cuda") if async_output is None else async_output
         self.stats: dict = {}
+        self.budget: BudgetState | None = None  # kept across calls: CUDA graphs point at its tensors
 
     # ------------------------------------------------------------------ KV sizing
     @torch.inference_mode()
@@ -110,7 +109,8 @@ class LLM:
         free, total = torch.cuda.mem_get_info()
         stats = torch.cuda.memory_stats()
         peak, current = stats["allocated_bytes.all.peak"], stats["allocated_bytes.all.current"]
-        sampling_reserve = 8 * self.max_num_seqs * self.cfg.vocab_size * 4  # fp32 [B, V] temporaries
+        # fp32 [B, V] sampler temporaries and the CUDA-graph pools (captured later, lazily)
+        sampling_reserve = 16 * self.max_num_seqs * self.cfg.vocab_size * 4
         avail = total * fraction - (total - free) - (peak - current) - sampling_reserve
         return int(avail // bytes_per_page)
 
@@ -189,7 +189,10 @@ class LLM:
         if not valid:
             return outputs
 
-        budget = BudgetState(rules, self.special, self.device)
+        if self.budget is None or not self.budget.load(rules):
+            self.budget = BudgetState(rules, self.special, self.device,
+                                      capacity=max(len(rules), self.max_num_seqs))
+        budget = self.budget
         sched = Scheduler(self.block_manager, self.max_num_seqs, self.max_num_batched_tokens,
                           self.max_model_len)
         seqs = []

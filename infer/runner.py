@@ -5,8 +5,9 @@ Prefill batch: the not-yet-cached tokens of each sequence, packed ([T]); keys sp
 through the LM head (`logits_indices`). Decode batch: one token per sequence, taken on device
 from `BudgetState.last_token` (so the host never needs the sampled values to continue).
 
-On CUDA, decode steps replay CUDA graphs captured for batch-size buckets (1, 2, 4, 8, 16, 32, ...
-up to max_num_seqs); pad rows write nowhere (slot -1). Disable with LLM(..., enforce_eager=True).
+On CUDA, decode steps replay CUDA graphs (forward + sampling + budget rules) captured lazily for
+batch-size buckets (1, 2, 4, 8, 16, 32, 64, ... up to max_num_seqs); pad rows write no K/V
+(slot -1) and step the budget's dummy row. Disable with LLM(..., enforce_eager=True).
 """
 from __future__ import annotations
 
@@ -91,8 +92,8 @@ class ModelRunner:
             self.cache.meta = meta
             logits = self.model(ids, pos, cu_seqlens=self._cu, max_seqlen=1, kv_cache=self.cache,
                                 logits_indices=logits_idx)
-        elif self.use_cuda_graphs and len(seqs) <= self.max_num_seqs and self.graphs:
-            logits = self._replay(seqs, rows, budget)
+        elif self.use_cuda_graphs and len(seqs) <= self.max_num_seqs:
+            return self._replay(seqs, rows, budget)
         else:
             pos, meta = self.prepare_decode(seqs)
             self.cache.meta = meta
@@ -102,60 +103,84 @@ class ModelRunner:
         return budget.step(logits, rows)
 
     # ------------------------------------------------------------------ CUDA graphs
+    # A decode graph holds the whole step: gather the input tokens from budget.last_token, the
+    # forward, sampling and the budget rules, so a step costs the host a few small copies and one
+    # replay. Graphs are captured lazily per (batch bucket, any_random, any_filter) -- the latter
+    # two choose the sampler's code path -- and stay valid while the LLM keeps the same
+    # BudgetState (its tensors keep their addresses across generate calls).
     def buckets(self) -> list[int]:
         cand = [1, 2, 4, 8, 16] + list(range(32, self.max_num_seqs + 1, 32)) + [self.max_num_seqs]
         return sorted(set(b for b in cand if b <= self.max_num_seqs))
 
-    @torch.inference_mode()
-    def capture_cuda_graphs(self) -> None:
-        """Capture one decode graph per batch bucket (largest first, one shared memory pool).
-        Static inputs live in self._static; the grid of the paged-attention kernel is fixed by
-        max_context = max_model_len so no host sync happens inside the graph."""
-        if not self.use_cuda_graphs:
-            return
+    def _init_static(self) -> None:
         n, dev = self.max_num_seqs, self.device
-        st = dict(ids=torch.zeros(n, dtype=torch.int64, device=dev),
-                  pos=torch.zeros(n, dtype=torch.int64, device=dev),
-                  slots=torch.full((n,), -1, dtype=torch.int64, device=dev),
-                  bt=torch.zeros(n, self.max_pages_per_seq, dtype=torch.int32, device=dev),
-                  ctx=torch.ones(n, dtype=torch.int32, device=dev))
-        self._static = st
-        self._graph_meta = {}
-        pool = None
-        for bs in reversed(self.buckets()):
+        self._static = dict(pos=torch.zeros(n, dtype=torch.int64, device=dev),
+                            slots=torch.full((n,), -1, dtype=torch.int64, device=dev),
+                            bt=torch.zeros(n, self.max_pages_per_seq, dtype=torch.int32, device=dev),
+                            ctx=torch.ones(n, dtype=torch.int32, device=dev),
+                            rows=torch.zeros(n, dtype=torch.int64, device=dev))
+        self._graph_meta: dict[int, StepMeta] = {}
+        self._graph_budget = None
+        self._pool = None
+
+    def _graph_step(self, bs: int, budget: BudgetState) -> torch.Tensor:
+        """What a graph captures; reads only static buffers and budget tensors."""
+        st = self._static
+        if bs not in self._graph_meta:
             self._graph_meta[bs] = StepMeta(
                 is_prefill=False, slot_mapping=st["slots"][:bs], block_tables=st["bt"][:bs],
                 context_lens=st["ctx"][:bs], max_context=self.max_model_len)
-            self._graph_forward(bs)  # warm-up (Triton compiles, allocator settles)
-            torch.cuda.synchronize()
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g, pool):
-                out = self._graph_forward(bs)
-            pool = g.pool()
-            self.graphs[bs] = (g, out)
-            torch.cuda.synchronize()
-        self.cache.meta = None
-
-    def _graph_forward(self, bs: int) -> torch.Tensor:
-        """The decode forward a graph captures: everything read from the static buffers."""
-        st = self._static
         self.cache.meta = self._graph_meta[bs]
-        return self.model(st["ids"][:bs], st["pos"][:bs], cu_seqlens=self._cu, max_seqlen=1,
-                          kv_cache=self.cache)
+        rows = st["rows"][:bs]
+        logits = self.model(budget.last_token[rows], st["pos"][:bs], cu_seqlens=self._cu, max_seqlen=1,
+                            kv_cache=self.cache)
+        self.cache.meta = None
+        return budget.step(logits, rows)
+
+    def _capture(self, bs: int, budget: BudgetState):
+        """Warm up and capture with harmless inputs (no K/V writes: slot -1; every row the
+        budget's dummy row), then restore the static buffers."""
+        st = self._static
+        saved = {k: v.clone() for k, v in st.items()}
+        st["slots"].fill_(-1)
+        st["ctx"].fill_(1)
+        st["rows"].fill_(budget.dummy_row)
+        fn = lambda: self._graph_step(bs, budget)  # noqa: E731
+        fn()  # warm-up: Triton compiles, the allocator settles
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, self._pool):
+            out = fn()
+        self._pool = g.pool()
+        torch.cuda.synchronize()
+        for k, v in saved.items():
+            st[k].copy_(v)
+        return (g, out, fn)
+
+    def _launch(self, entry) -> None:
+        entry[0].replay()
 
     def _replay(self, seqs: list[Sequence], rows: torch.Tensor, budget: BudgetState) -> torch.Tensor:
+        if not hasattr(self, "_static"):
+            self._init_static()
+        if budget is not self._graph_budget:  # graphs point at the old budget's tensors
+            self.graphs.clear()
+            self._graph_budget = budget
         bs = len(seqs)
-        bucket = next(b for b in sorted(self.graphs) if b >= bs)
-        g, out = self.graphs[bucket]
+        bucket = next(b for b in self.buckets() if b >= bs)
+        key = (bucket, budget.any_random, budget.any_filter)
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(bucket, budget)
         st = self._static
         pos, meta = self.prepare_decode(seqs)
-        st["ids"][:bs].copy_(budget.last_token[rows])
         st["pos"][:bs].copy_(pos)
         st["slots"][:bs].copy_(meta.slot_mapping)
         # only the used columns: the kernel never reads past cdiv(context_len, page) pages
         st["bt"][:bs, :meta.block_tables.shape[1]].copy_(meta.block_tables)
         st["ctx"][:bs].copy_(meta.context_lens)
+        st["rows"][:bs].copy_(rows)
         st["slots"][bs:bucket].fill_(-1)
         st["ctx"][bs:bucket].fill_(1)
-        g.replay()
-        return out[:bs]
+        st["rows"][bs:bucket].fill_(budget.dummy_row)
+        self._launch(self.graphs[key])
+        return self.graphs[key][1][:, :bs]

@@ -275,14 +275,12 @@ def test_cli_generate(ckpt, tmp_path, capsys):
 
 
 def test_cuda_graph_decode_plumbing_on_cpu(model, tok, greedy_refs, monkeypatch):
-    """The CUDA-graph decode path (static buffers, bucket padding with slot -1, partial block-table
-    copies) run on CPU: graph capture is faked by re-running the captured forward on replay."""
+    """The CUDA-graph decode path (forward + sampling + budget step on static buffers, lazy
+    capture with harmless dummy inputs, bucket padding with slot -1 and the dummy budget row,
+    partial block-table copies) run on CPU: capture is faked, replay re-runs the captured step."""
     class FakeGraph:
         def pool(self):
             return None
-
-        def replay(self):
-            self.out.copy_(self.runner._graph_forward(self.bs))
 
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
     monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
@@ -290,13 +288,20 @@ def test_cuda_graph_decode_plumbing_on_cpu(model, tok, greedy_refs, monkeypatch)
     llm = make_llm(model, tok, max_num_seqs=6, max_model_len=64)
     r = llm.runner
     r.use_cuda_graphs = True
-    r.capture_cuda_graphs()
-    assert sorted(r.graphs) == [1, 2, 4, 6]
-    for bs, (g, out) in r.graphs.items():
-        g.runner, g.bs, g.out = r, bs, out
-    calls = []
-    real_replay = r._replay
-    monkeypatch.setattr(r, "_replay", lambda seqs, *a: calls.append(len(seqs)) or real_replay(seqs, *a))
+    assert r.buckets() == [1, 2, 4, 6]
+    launched = []
+
+    def launch(entry):  # replay = run the captured step again on the current static buffers
+        launched.append(entry[1].shape[1])
+        entry[1].copy_(entry[2]())
+    monkeypatch.setattr(r, "_launch", launch)
     outs = llm.generate(GREEDY_PROMPTS, PLAIN, use_tqdm=False)
     assert [o.output_token_ids for o in outs] == greedy_refs
-    assert calls and set(calls) == {3}  # 3 sequences -> bucket 4 with one padding row
+    assert launched and set(launched) == {4}  # 3 sequences -> bucket 4 with one padding row
+    assert set(r.graphs) == {(4, False, False)}
+    # seeded sampling through the graph path == eager path; a second call reuses the budget state
+    sp = SamplingParams(temperature=1.0, top_p=0.9, seed=5, max_tokens=6, ignore_eos=True)
+    got = [o.output_token_ids for o in llm.generate(GREEDY_PROMPTS[:2], sp, use_tqdm=False)]
+    assert (2, True, True) in r.graphs
+    eager = make_llm(model, tok, max_num_seqs=6, max_model_len=64)
+    assert got == [o.output_token_ids for o in eager.generate(GREEDY_PROMPTS[:2], sp, use_tqdm=False)]
