@@ -83,6 +83,8 @@ def test_resume_reproduces_uninterrupted_run_exactly(tmp_path, qwen_tokenizer_di
     # Changing a trajectory setting on resume is refused.
     with pytest.raises(ValueError, match="settings differ"):
         train(_cfg(tmp_path, qwen_tokenizer_dir, "res", rows, save_every=2, resume=True, lr=2e-3, **RESUME_KW))
+    with pytest.raises(ValueError, match="data_fingerprint"):  # different data
+        train(_cfg(tmp_path, qwen_tokenizer_dir, "res", rows[:8], save_every=2, resume=True, **RESUME_KW))
 
 
 def test_sigkill_then_resume_reproduces_uninterrupted_run(tmp_path, qwen_tokenizer_dir, full_run):

@@ -277,6 +277,8 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
 
     start_step = 0
     run_id = {k: getattr(cfg, k) for k in TrainConfig.TRAJECTORY}
+    # The data defines the trajectory too: a resume on different data (or tokenization) is refused.
+    run_id["data_fingerprint"] = (stats.examples, stats.tokens, stats.trained_tokens, len(samples))
     if cfg.resume:
         path = ckpt.latest_checkpoint(ckpt_root)
         if path is None:
