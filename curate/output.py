@@ -152,7 +152,8 @@ def write_report(out_dir, stats: dict[str, dict], candidates: list[dict], select
     edges = [a for a, _ in bins] + [bins[-1][1]]
     ax[1].hist([lens_c, lens_s], bins=edges, density=True, label=["candidates", "selected"])
     ax[1].set_xlabel("thinking tokens (Qwen2.5 tokenizer)")
-    ax[1].set_ylabel("density")
+    ax[1].set_ylabel("density (log scale)")
+    ax[1].set_yscale("log")
     ax[1].set_title("trace length histogram")
     ax[1].legend()
     fig.tight_layout()
