@@ -203,6 +203,10 @@ class BudgetState:
         # host-known batch properties: skip the noise / the sort when no row needs them
         self.any_random = any(r.temperature > 0 for r in rules)
         self.any_filter = any(r.temperature > 0 and (r.top_k > 0 or r.top_p < 1.0) for r in rules)
+        # rows that may sample with the end-of-thinking tokens masked out (minimum not met, or an
+        # empty extension string: "suppress the end, nothing inserted")
+        self.any_mask = any(r.thinking and (r.min_think > 0 or (r.num_wait > 0 and not r.extension_ids))
+                            for r in rules)
         if k:
             self._transitions(torch.arange(k, device=self.device))  # max_think == 0, ...
         return True
@@ -243,11 +247,18 @@ class BudgetState:
         kind, fpos = self.force_kind[rows], self.force_pos[rows]
         flen = self.forced_len[rows]                                   # [B, 3]
 
-        z = perturbed_scores(x, self.temperature[rows], self.top_k[rows], self.top_p[rows],
-                             self.seed[rows], oc, self.any_random, self.any_filter)
+        temp, top_k, top_p, seed = self.temperature[rows], self.top_k[rows], self.top_p[rows], self.seed[rows]
+        z = perturbed_scores(x, temp, top_k, top_p, seed, oc, self.any_random, self.any_filter)
         t_u = z.argmax(dim=-1)                                         # unconstrained sample
-        z_m = z.index_fill(1, self.think_end, float("-inf"))
-        t_m = z_m.argmax(dim=-1)                                       # with end tokens masked
+        if not self.any_mask:
+            t_m = t_u                                                  # never used (no row masks)
+        elif self.any_filter:
+            # top-k / top-p act on the distribution with the end tokens removed (renormalized), so
+            # the nucleus is never empty; same noise as t_u (same position, same seed)
+            x_m = x.index_fill(1, self.think_end, float("-inf"))
+            t_m = perturbed_scores(x_m, temp, top_k, top_p, seed, oc, self.any_random, True).argmax(dim=-1)
+        else:  # Gumbel-max over the unfiltered logits minus the end tokens = the renormalized sample
+            t_m = z.index_fill(1, self.think_end, float("-inf")).argmax(dim=-1)
 
         thinking = ph == THINK
         below_min = tu < self.min_think[rows]

@@ -105,8 +105,8 @@ class ModelRunner:
     # ------------------------------------------------------------------ CUDA graphs
     # A decode graph holds the whole step: gather the input tokens from budget.last_token, the
     # forward, sampling and the budget rules, so a step costs the host a few small copies and one
-    # replay. Graphs are captured lazily per (batch bucket, any_random, any_filter) -- the latter
-    # two choose the sampler's code path -- and stay valid while the LLM keeps the same
+    # replay. Graphs are captured lazily per (batch bucket, any_random, any_filter, any_mask) -- the
+    # last three choose the sampler's code path -- and stay valid while the LLM keeps the same
     # BudgetState (its tensors keep their addresses across generate calls).
     def buckets(self) -> list[int]:
         cand = [1, 2, 4, 8, 16] + list(range(32, self.max_num_seqs + 1, 32)) + [self.max_num_seqs]
@@ -168,7 +168,7 @@ class ModelRunner:
             self._graph_budget = budget
         bs = len(seqs)
         bucket = next(b for b in self.buckets() if b >= bs)
-        key = (bucket, budget.any_random, budget.any_filter)
+        key = (bucket, budget.any_random, budget.any_filter, budget.any_mask)
         if key not in self.graphs:
             self.graphs[key] = self._capture(bucket, budget)
         st = self._static

@@ -6,8 +6,10 @@ Budget-forcing semantics (what infer/budget.py implements on device, token by to
 - When the cap is reached the forced end sequence (`end_thinking`, tokenized) follows at once; if
   the cap falls in the middle of an extension string, the rest of the extension is dropped and
   the forced end sequence starts on the next token (so num_thinking_tokens == cap exactly).
-- A model end-of-thinking token (<|im_start|>, <|im_end|> or <|endoftext|>) while thinking:
-  * thinking tokens < min: end tokens are masked out of the distribution (never sampled);
+- A model end-of-thinking token (<|im_start|>, <|im_end|> or <|endoftext|>) while thinking
+  (<|endoftext|> too: s1's vLLM run stops there as well, Qwen's generation config lists it as EOS):
+  * thinking tokens < min: end tokens are masked out of the distribution (never sampled); top-k /
+    top-p then filter the renormalized distribution of the other tokens;
   * else with waits left: the token is replaced by the extension tokens (one wait used);
     an empty extension ("nothing") means the end token is masked out and a wait is counted;
   * else: the token is replaced by the answer delimiter `<|im_start|>answer\\n` and the answer

@@ -173,6 +173,31 @@ def test_top_k_and_top_p_filters():
     assert set(g.tolist()) == {0}
 
 
+@pytest.mark.parametrize("filt", [dict(top_p=0.5), dict(top_k=1), dict(top_k=3, top_p=0.6)])
+def test_masked_end_tokens_are_removed_before_top_k_top_p(filt):
+    """Below the minimum, and when an empty extension suppresses an end attempt, the end tokens
+    leave the distribution *before* top-k/top-p: sampling is from the nucleus of the renormalized
+    rest, which is never empty. Logits: end token 40 at 10 (alone it is the whole nucleus of the
+    unmasked distribution), token 7 at 2, token 8 at 1, the other 40 real tokens at -5. Without the
+    end tokens p(7) = e^2 / (e^2 + e + 40 e^-5) = 0.71, so top_p 0.5, top_k 1 and (top_k 3,
+    top_p 0.6) all leave {7} alone; unfiltered sampling at T=1 reaches 7, 8 and the rest."""
+    n = 64
+    x = torch.full((n, V), -5.0)
+    x[:, 40], x[:, 7], x[:, 8] = 10.0, 2.0, 1.0
+    x[:, 47] = 100.0                                           # padded id, never sampled
+    below_min = [rules(min_think=5, temperature=1.0, seed=s, **filt) for s in range(n // 2)]
+    empty_ext = [rules(num_wait=1, extension_ids=[], temperature=1.0, seed=s, **filt) for s in range(n // 2)]
+    st = BudgetState(below_min + empty_ext, SP, "cpu")
+    info = st.step(x.clone(), torch.arange(n))
+    assert info[0].tolist() == [7] * n
+    assert st.waits_used[n // 2:n].tolist() == [1] * (n // 2)  # the end attempt counted as a wait
+    # without a filter the masked sample follows the renormalized distribution (not only token 7)
+    st = BudgetState([rules(min_think=5, temperature=1.0, seed=s) for s in range(400)], SP, "cpu")
+    toks = st.step(torch.cat([x[:1]] * 400), torch.arange(400))[0]
+    assert not set(toks.tolist()) & {40, 41, 42, 47} and {7, 8} <= set(toks.tolist())
+    assert 0.6 < (toks == 7).float().mean() < 0.82
+
+
 def test_sampling_row_independent_of_batch():
     r = [rules(thinking=False, temperature=1.0, seed=s, max_tokens=30, stop_ids=[]) for s in (11, 22, 33)]
     flat = {}

@@ -298,10 +298,10 @@ def test_cuda_graph_decode_plumbing_on_cpu(model, tok, greedy_refs, monkeypatch)
     outs = llm.generate(GREEDY_PROMPTS, PLAIN, use_tqdm=False)
     assert [o.output_token_ids for o in outs] == greedy_refs
     assert launched and set(launched) == {4}  # 3 sequences -> bucket 4 with one padding row
-    assert set(r.graphs) == {(4, False, False)}
+    assert set(r.graphs) == {(4, False, False, False)}
     # seeded sampling through the graph path == eager path; a second call reuses the budget state
     sp = SamplingParams(temperature=1.0, top_p=0.9, seed=5, max_tokens=6, ignore_eos=True)
     got = [o.output_token_ids for o in llm.generate(GREEDY_PROMPTS[:2], sp, use_tqdm=False)]
-    assert (2, True, True) in r.graphs
+    assert (2, True, True, False) in r.graphs
     eager = make_llm(model, tok, max_num_seqs=6, max_model_len=64)
     assert got == [o.output_token_ids for o in eager.generate(GREEDY_PROMPTS[:2], sp, use_tqdm=False)]
