@@ -5,24 +5,31 @@ in minutes on 2 CPU cores must show test-time scaling, i.e. accuracy that rises 
 budget. The answer (sum of up to 16 digits, mod 10) is hard to produce in one step but easy step by
 step, and the thinking trace carries every intermediate result:
 
-    question : "a3 b5 c1 d8\nAdd the digits modulo ten."   (letter = position marker a..p)
-    thinking : "a3 b8 c9 d7"                                  (running sum mod 10 after each digit)
+    question : "a3 b5 c1 d8\nAdd the digits modulo ten."     (letter = position marker a..p)
+    thinking : "a3=3 b5=8 c1=9 d8=7"                          (each item restated, then the running sum)
     attempt  : "Final Answer: 7"
 
-The tokenizer makes every "marker+digit" item one token ("a3", " b5", ...), so a trace of n digits
-is n thinking tokens plus the closing newline, one running sum per token. The markers turn each
-step into a content lookup ("find the question item whose marker follows mine, add its digit to
-my sum"): an induction-head pattern a 3-layer model learns quickly; without them it would have to
-count positions. Budget forcing with a cap of b thinking tokens stops the trace after b items and
-appends "\n<|im_start|>answer\nFinal Answer:"; the attempt format is chosen so that this forced
-string is exactly the prefix seen in training, and the model answers from the last running sum it
-has seen: right when the trace was complete, a guess (~10%) otherwise. So accuracy rises from ~10%
-at budget 0 to ~100% once the budget covers the longest trace (16 + 1 tokens).
+The tokenizer splits every item into a marker and a digit token ("a", "3", " b", "5", ...) and makes
+each running sum one token ("=8"), so a trace of n digits is 3n thinking tokens plus the closing
+newline; one word per step, so whitespace-cut steps (curate/variants.py) never split a step. Each step then decomposes into the two operations a small transformer learns fastest
+(measured: bench/NOTES.md, "Demo"): (1) restate the next item, a pure induction-head copy (the marker
+follows from the previous marker; the digit is whatever follows that marker in the question: the
+markers make the lookup unambiguous) and (2) add that digit to the sum three tokens back, a 10 x 10
+table over embeddings shared by every position. A trace with marker and sum fused into one token
+("a3 b8 c9 d7") did not learn in the demo's time budget: its 160 fused tokens each had to learn
+their digit value separately, and the copy and the addition had to happen in one step.
+
+Budget forcing with a cap of b thinking tokens stops the trace after b tokens and appends
+"\n<|im_start|>answer\nFinal Answer:"; the attempt format is chosen so that this forced string is
+exactly the prefix seen in training, and the model answers from the last running sum it has seen:
+right when the trace was complete, a guess (~10%) otherwise. So accuracy rises from ~10% at budget
+0 to ~100% once the budget covers the longest trace (3 x 16 + 1 tokens).
 
 Rows follow the s1K schema (question, solution, cot_type, source_type, metadata,
 thinking_trajectories [one string], attempt) so `curate` and `train` read them unchanged.
-The question puts the digits first and the instruction last, so curate's word 8-gram
-decontamination only flags pool questions that share several items with an eval question.
+The question puts the digits first and the instruction last, and each item is one word, so
+curate's word 8-gram decontamination only flags pool questions that share several items with an
+eval question.
 
 The tokenizer is a byte-level BPE trained on the rendered corpus (default system prompt included)
 with the special tokens <|endoftext|>, <|im_start|>, <|im_end|>, <|fim_pad|> (padding, as s1),
@@ -41,12 +48,13 @@ MARKERS = string.ascii_lowercase[:MAX_DIGITS]      # a..p: one position marker p
 INSTRUCTION = "Add the digits modulo ten."
 SOURCE_TYPE = "synthetic/digit_sum_mod10"
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_pad|>")
-# Pre-tokenizer split (pieces BPE never merges across): newlines, marker+digit items (" b5"), single
-# digits (" 7"); the text between them and the special tokens is one piece, so BPE may merge whole
-# fixed phrases (most of the system prompt, "Final Answer:") into few tokens: short sequences, fast
-# training. Newlines being their own pieces makes the engine's inserted "<|im_start|>answer\n" and the
-# forced "\n<|im_start|>answer\nFinal Answer:" tokenize exactly as in the training examples.
-DIGIT_SPLIT = r"\n| ?[a-z][0-9]| ?[0-9]"
+# Pre-tokenizer split (pieces BPE never merges across): newlines, item markers (" b" when a digit
+# follows), digits ("5", " 7") and running sums ("=8"); the text between them and the special tokens
+# is one piece, so BPE may merge whole fixed phrases (most of the system prompt, "Final Answer:")
+# into few tokens: short sequences, fast training. Newlines being their own pieces makes the
+# engine's inserted "<|im_start|>answer\n" and the forced "\n<|im_start|>answer\nFinal Answer:"
+# tokenize exactly as in the training examples.
+DIGIT_SPLIT = r"\n| ?[a-p](?=[0-9])| ?=?[0-9]"
 
 
 # ----------------------------------------------------------------------------- the task
@@ -64,16 +72,22 @@ def render_digits(values: list[int]) -> str:
     return " ".join(f"{MARKERS[i]}{v}" for i, v in enumerate(values))
 
 
+def render_trace(digits: list[int]) -> str:
+    """[3, 5, 1] -> "a3=3 b5=8 c1=9" (each item restated, then the running sum mod 10)."""
+    items = render_digits(digits).split(" ")
+    return " ".join(f"{item}={s}" for item, s in zip(items, running_sums(digits)))
+
+
 def make_row(digits: list[int]) -> dict:
     """One problem in s1K schema."""
     if not 1 <= len(digits) <= MAX_DIGITS or any(not (0 <= d <= 9) for d in digits):
         raise ValueError(f"digits must be 1..{MAX_DIGITS} values in 0..9, got {digits!r}")
     sums = running_sums(digits)
     answer = str(sums[-1])
-    thinking = render_digits(sums)
+    thinking = render_trace(digits)
     return {
         "question": f"{render_digits(digits)}\n{INSTRUCTION}",
-        "solution": f"The running sums mod 10 are {thinking}, so the answer is {answer}.",
+        "solution": f"The running sums mod 10 are {' '.join(map(str, sums))}, so the answer is {answer}.",
         "answer": answer,
         "cot_type": "math",
         "source_type": SOURCE_TYPE,
@@ -138,7 +152,7 @@ def build_tokenizer(rows: list[dict], out_dir: str, vocab_size: int = 1024, syst
 
     vocab_size counts the 256 byte symbols, the merges and the 4 special tokens; merges that the
     corpus does not support are simply not created (the real vocabulary may end up smaller).
-    Raises ValueError if some marker+digit item of the corpus did not become a single token.
+    Raises ValueError if a marker, digit or running sum of the corpus is not a single token.
     """
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -155,11 +169,14 @@ def build_tokenizer(rows: list[dict], out_dir: str, vocab_size: int = 1024, syst
                                   special_tokens=list(SPECIAL_TOKENS),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(corpus_texts(rows, system), trainer=trainer)
-    n_items = max((len(r["thinking_trajectories"][0].split(" ")) for r in rows), default=0)
-    split = [x for i in range(n_items) for x in (f"{'' if i == 0 else ' '}{MARKERS[i]}{d}" for d in range(10))
-             if len(tok.encode(x, add_special_tokens=False).ids) != 1]
+    # items per question = words on its first line (variant rows of curate/variants.py append their
+    # instruction after it, so they count the same way)
+    n_items = max((len(r["question"].split("\n", 1)[0].split(" ")) for r in rows), default=0)
+    pieces = ([("" if i == 0 else " ") + MARKERS[i] for i in range(n_items)]
+              + [f"{sp}{d}" for sp in ("", " ", "=") for d in range(10)])
+    split = [x for x in pieces if len(tok.encode(x, add_special_tokens=False).ids) != 1]
     if split:
-        raise ValueError(f"vocab_size={vocab_size} is too small: items {split[:5]} are not single tokens")
+        raise ValueError(f"vocab_size={vocab_size} is too small: pieces {split[:5]} are not single tokens")
     os.makedirs(out_dir, exist_ok=True)
     tok.save(os.path.join(out_dir, "tokenizer.json"))
     with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:

@@ -15,9 +15,9 @@ Stages (each with a progress bar; a summary with per-stage wall and CPU time at 
                 eval harness (infer/evaluate.py): table (budget, mean thinking tokens, accuracy;
                 Control / Scaling / Performance) and the scaling-curve PNG.
 
-The task is built so that accuracy rises with the thinking budget: a trace of n digits is 2n + 1
-thinking tokens; a forced stop after b tokens leaves the model with the running sum of the first
-b/2 digits, so it answers right only if the trace was complete (or by a ~10% guess).
+The task is built so that accuracy rises with the thinking budget: a trace of n digits is 3n + 1
+thinking tokens ("a3=3 b5=8 ..."); a forced stop after b tokens leaves the model with the running
+sum of the first b/3 digits, so it answers right only if the trace was complete (or by a ~10% guess).
 
 Outputs under --out: pool/, tokenizer/, curate/ (stages + report), model/ (HF checkpoint +
 metrics.jsonl), eval/ (samples.jsonl, summary.json/.md, scaling.png), demo_summary.json.
@@ -25,7 +25,6 @@ metrics.jsonl), eval/ (samples.jsonl, summary.json/.md, scaling.png), demo_summa
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -36,10 +35,10 @@ import time
 from pathlib import Path
 
 # Full and --quick settings. Calibrated on 2 CPU cores (see bench/NOTES.md, "Demo").
-FULL = dict(pool_size=12000, select_size=8000, eval_size=256, max_digits=16, steps=2000,
-            batch=64, lr=3e-3, budgets="0,4,8,12,16,20,24,28,32,40")
-QUICK = dict(pool_size=4000, select_size=3000, eval_size=128, max_digits=8, steps=600,
-             batch=32, lr=3e-3, budgets="0,4,8,12,16,24")
+FULL = dict(pool_size=12000, select_size=8000, eval_size=256, max_digits=16, steps=1200,
+            batch=64, lr=3e-3, budgets="0,6,12,18,24,30,36,42,48,54")
+QUICK = dict(pool_size=4000, select_size=2800, eval_size=128, max_digits=8, steps=1000,
+             batch=32, lr=3e-3, budgets="0,6,12,18,24,30")
 _REPO = Path(__file__).resolve().parents[1]
 
 
@@ -48,12 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="s1_demo", help="output folder (default: ./s1_demo)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, help="training steps (default: 2000, --quick: 600)")
+    p.add_argument("--steps", type=int, help="training steps (default: 1200, --quick: 1000)")
     p.add_argument("--quick", action="store_true",
                    help="smaller run (digits <= 8, fewer problems and steps): the test-suite setting")
     p.add_argument("--pool-size", type=int, help="synthetic pool size")
     p.add_argument("--select-size", type=int, help="questions the s1 selection keeps for training")
-    p.add_argument("--eval-size", type=int, help="held-out evaluation questions")
+    p.add_argument("--eval-size", type=int, help="held-out questions drawn (those shorter than every selected one are dropped)")
     p.add_argument("--max-digits", type=int, help="longest question (<= 16)")
     p.add_argument("--batch", type=int, help="global batch (sequences per step)")
     p.add_argument("--lr", type=float, help="peak learning rate (AdamW, 5%% warmup, cosine)")
@@ -116,67 +115,6 @@ def _msc_path(out: Path) -> str:
                                  "descriptions": ["digits, sums of digits, congruences, modular arithmetic"],
                                  "prompt": ""}]))
     return str(path)
-
-
-# ----------------------------------------------------------------------------- CPU attention adapter
-def padded_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, causal=True):
-    """Same contract as kernels.reference.attention, one SDPA call for the whole batch.
-
-    Why: the reference loops over sequences in Python (a few small ops each), which dominates a
-    CPU training step of 64 short sequences (~70 tokens). Here the packed [T, H, D] tensors are
-    scattered into a padded [B, H, S, D] batch, attended once with a causal + key-padding mask, and
-    gathered back (differentiable: index_copy / indexing). Only for q_len == k_len per sequence
-    (training and plain prefill); anything else goes to the reference. Tested against the
-    reference, forward and backward, in tests/test_demo.py.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    if not (cu_seqlens_q is cu_seqlens_k or torch.equal(cu_seqlens_q, cu_seqlens_k)) or max_seqlen_q != max_seqlen_k:
-        return _REFERENCE_ATTENTION(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, causal)
-    T, Hq, D = q.shape
-    Hk = k.shape[1]
-    if Hq % Hk:
-        raise ValueError(f"num query heads {Hq} not a multiple of num kv heads {Hk}")
-    cu = cu_seqlens_q.long()
-    lens = cu[1:] - cu[:-1]                                     # [B]
-    B, S = lens.numel(), int(max_seqlen_q)
-    seq = torch.repeat_interleave(torch.arange(B, device=q.device), lens, output_size=T)
-    flat = seq * S + (torch.arange(T, device=q.device) - cu[seq])   # packed row -> padded row
-
-    def pad(x):                                                 # [T, H, D] -> [B, H, S, D]
-        buf = x.new_zeros(B * S, x.shape[1], D).index_copy(0, flat, x)
-        return buf.view(B, S, x.shape[1], D).transpose(1, 2)
-
-    qp, kp, vp = pad(q), pad(k), pad(v)
-    if Hq != Hk:
-        kp, vp = kp.repeat_interleave(Hq // Hk, dim=1), vp.repeat_interleave(Hq // Hk, dim=1)
-    col = torch.arange(S, device=q.device)
-    mask = (col[None, :] < lens[:, None])[:, None, None, :]     # [B, 1, 1, S]: real keys only
-    if causal:
-        mask = mask & (col[None, :] <= col[:, None])[None, None]  # [B, 1, S, S]
-    o = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask, scale=scale)   # padded rows see key 0
-    return o.transpose(1, 2).reshape(B * S, Hq, D)[flat]
-
-
-def _reference_attention():
-    from kernels import reference
-    return reference.attention
-
-
-_REFERENCE_ATTENTION = _reference_attention()
-
-
-@contextlib.contextmanager
-def fast_cpu_attention():
-    """Swap kernels.reference.attention for padded_attention while the demo trains (same results
-    up to float rounding; the original is restored on exit)."""
-    from kernels import reference
-    reference.attention = padded_attention
-    try:
-        yield
-    finally:
-        reference.attention = _REFERENCE_ATTENTION
 
 
 def scaling_table(summary: dict) -> str:
@@ -247,9 +185,18 @@ def run(s: dict, out: Path, progress: bool = True) -> dict:
     selected = pipe.load("select")
     lens = np.bincount([len(synthetic.parse_question(r["question"])) for r in selected],
                        minlength=s["max_digits"] + 1)[1:].tolist()
-    clock.stop(counts=counts, selected_by_num_digits=lens)
+    # s1's selection prefers long traces (p ∝ 2^-rank within a domain), so the shortest questions
+    # are selected rarely or not at all; a model that never saw an n-digit question does not know
+    # where such a trace ends. Evaluate on the lengths the training set covers (each at least a
+    # quarter as often as the most frequent length; reported, and the eval set file keeps only those).
+    min_digits = 1 + next(i for i, c in enumerate(lens) if c >= max(lens) / 4)
+    ev = [r for r in ev if len(synthetic.parse_question(r["question"])) >= min_digits]
+    synthetic.write_jsonl([{"id": f"q{i:04d}", "question": r["question"], "answer": r["answer"]}
+                           for i, r in enumerate(ev)], eval_path)
+    clock.stop(counts=counts, selected_by_num_digits=lens, eval_min_digits=min_digits, eval_questions=len(ev))
     print("curate: " + " -> ".join(f"{st} {n}" for st, n in counts.items())
-          + f"; selected questions per digit count 1..{s['max_digits']}: {lens}", file=sys.stderr)
+          + f"; selected questions per digit count 1..{s['max_digits']}: {lens}; evaluating the "
+          f"{len(ev)} held-out questions with {min_digits}..{s['max_digits']} digits", file=sys.stderr)
 
     # ---- 4. train from scratch
     clock.start("train: tiny Qwen2 from scratch (SFT trainer)")
