@@ -22,29 +22,28 @@ Pipeline (one script, every stage timed):
 
 Scales: toy = the demo's tiny model (3 layers, width 96); gpu = 6 layers, width 256, 4x the
 problems and steps, K = 16 votes. The task caps questions at 16 digits, so "longer budgets" on the
-GPU means budgets up to the longest marked trace (96 tokens). Budget forcing's Control is 100% by
+GPU means budgets up to the longest marked trace (~128 tokens). Budget forcing's Control is 100% by
 construction (the engine cuts thinking at the cap); the script checks it and says so.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
 SCALES = {
-    "smoke": dict(pool=300, eval=8, digits=6, steps=8, batch=16, lr=3e-3, hidden=32, layers=1, heads=2, kv=1,
-                  inter=64, max_pos=256, vocab=320, budgets="8,16", grid="16,32,48", k=2, rs_attempts=2,
-                  step=8, device="cpu", majority_budget=8),
-    "toy": dict(pool=8000, eval=200, digits=16, steps=2500, batch=64, lr=3e-3, hidden=96, layers=3, heads=4, kv=2,
-                inter=256, max_pos=256, vocab=512, budgets="8,16,24,32,48,64", grid="16,24,32,48,64,96",
-                k=8, rs_attempts=8, step=8, device="cpu", majority_budget=16),
+    "smoke": dict(pool=300, eval=6, digits=6, steps=8, batch=16, lr=3e-3, hidden=32, layers=1, heads=2, kv=1,
+                  inter=64, max_pos=192, vocab=1024, budgets="6,12", grid="6,12,24,48", k=2, rs_attempts=2,
+                  step=6, device="cpu", majority_budget=6),
+    "toy": dict(pool=8000, eval=100, digits=16, steps=2500, batch=64, lr=3e-3, hidden=96, layers=3, heads=4, kv=2,
+                inter=256, max_pos=256, vocab=1024, budgets="6,12,18,24,36,48,64",
+                grid="6,12,18,24,36,48,64,96,128", k=8, rs_attempts=8, step=6, device="cpu", majority_budget=24),
     "gpu": dict(pool=32000, eval=1000, digits=16, steps=10000, batch=256, lr=2e-3, hidden=256, layers=6, heads=8,
-                kv=2, inter=768, max_pos=512, vocab=512, budgets="8,16,24,32,48,64,96", grid="16,24,32,48,64,96,128",
-                k=16, rs_attempts=16, step=8, device="cuda", majority_budget=16),
+                kv=2, inter=768, max_pos=256, vocab=1024, budgets="6,12,18,24,36,48,64",
+                grid="6,12,18,24,36,48,64,96,128", k=16, rs_attempts=16, step=6, device="cuda", majority_budget=24),
 }
 METHODS = "budget_forcing,tcc,tcc+bf,scc,scc+bf,ccc,rs,majority"
 
@@ -80,8 +79,6 @@ def _variant_rows(pool, tok, s, seed):
 
 
 def run(s: dict, out: Path, work: Path, seed: int, methods: str, reuse_model: bool = False) -> dict:
-    import torch
-
     from bench.env import environment
     from curate import synthetic
     from model.tokenizer import Tokenizer
@@ -114,9 +111,9 @@ def run(s: dict, out: Path, work: Path, seed: int, methods: str, reuse_model: bo
     # on plain + variant rows, recount with it)
     t0 = time.perf_counter()
     tok0_dir, tok_dir = work / "tokenizer0", work / "tokenizer"
-    synthetic.build_tokenizer(pool[:1500], str(tok0_dir), vocab_size=s["vocab"])
+    synthetic.build_tokenizer(pool[:1500], str(tok0_dir), s["vocab"])
     var0, _ = _variant_rows(pool[:1500], Tokenizer.from_pretrained(tok0_dir), s, seed)
-    synthetic.build_tokenizer(pool[:1500] + [r for m in var0 for r in var0[m]], str(tok_dir), vocab_size=s["vocab"])
+    synthetic.build_tokenizer(pool[:1500] + [r for m in var0 for r in var0[m]], str(tok_dir), s["vocab"])
     tok = Tokenizer.from_pretrained(tok_dir)
     variants, vstats = _variant_rows(pool, tok, s, seed)
     step_tokens_eval = max(1, round(vstats["scc"]["tokens_per_step"]))

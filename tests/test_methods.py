@@ -1,0 +1,587 @@
+"""Test-time scaling methods comparison (issue 8): infer/methods.py, curate/variants.py, the method
+transforms / rejection sampling / summary of infer/evaluate.py, majority voting in infer/metrics.py,
+and the bench/methods.py smoke run.
+
+Every expected value below is written out by hand from the documented rules, using a trivial
+tokenizer stub (one token per whitespace-separated word) wherever a tokenizer is needed, and a
+scripted fake engine (thinking length and answer chosen per question and attempt) for run_eval.
+"""
+import dataclasses
+import json
+import math
+import re
+import types
+
+import pytest
+
+from curate import synthetic, variants
+from infer import evaluate, methods, metrics
+from infer.sampling import SamplingParams
+from infer.tasks import TaskItem
+
+
+class WordTok:
+    """Tokenizer stub: one token per whitespace-separated word (newlines cost nothing)."""
+
+    def encode(self, text):
+        return [0] * len(text.split())
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+# ------------------------------------------------------------------------------------------
+# 1. Prompt and trace renderings
+# ------------------------------------------------------------------------------------------
+
+
+def test_prompt_renderings_are_exact():
+    """The three conditional prompts, literally (the model is trained on exactly these strings)."""
+    q = "What is 2+2?"
+    assert methods.render_tcc(q, 512) == "What is 2+2?\n\nThink for up to 512 tokens."
+    assert methods.render_tcc(q, 0) == "What is 2+2?\n\nThink for up to 0 tokens."
+    assert methods.render_scc(q, 5) == "What is 2+2?\n\nThink for up to 5 steps."
+    assert methods.render_scc(q, 1) == "What is 2+2?\n\nThink for up to 1 steps."  # plural by design
+    assert methods.render_ccc(q, "short") == (
+        "What is 2+2?\n\nAnswer after a short amount of thinking. Do not spend excessive time "
+        "double-checking your work.")
+    assert methods.render_ccc(q, "long") == (
+        "What is 2+2?\n\nAnswer after a long amount of thinking. If you feel like you are finished early, "
+        "spend the extra time trying to double-check your work until you are absolutely sure that you have "
+        "the correct answer.")
+    assert methods.METHOD_NAMES == ("budget_forcing", "tcc", "tcc+bf", "scc", "scc+bf", "ccc", "rs", "majority")
+    assert tuple(evaluate.METHODS) == methods.METHOD_NAMES
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: methods.render_tcc("q", -1), "token budget must be a non-negative integer, got -1"),
+    (lambda: methods.render_tcc("q", 1.5), "token budget must be a non-negative integer, got 1.5"),
+    (lambda: methods.render_tcc("q", True), "token budget must be a non-negative integer, got True"),
+    (lambda: methods.render_scc("q", -3), "step count must be a non-negative integer, got -3"),
+    (lambda: methods.render_scc("q", "4"), "step count must be a non-negative integer, got '4'"),
+    (lambda: methods.render_ccc("q", "medium"), "class-conditional class must be 'short' or 'long', got 'medium'"),
+    (lambda: methods.steps_for_budget(-1), "token budget must be a non-negative integer"),
+    (lambda: methods.steps_for_budget(100, 0), "step_tokens must be >= 1, got 0"),
+    (lambda: methods.split_steps("a b", words, 0), "step_tokens must be >= 1, got 0"),
+    (lambda: methods.render_step_trace(["a", "b", "c"], 2), "3 steps do not fit a countdown from 2"),
+])
+def test_rendering_errors_name_the_problem(call, match):
+    """Invalid budgets, classes and step sizes raise ValueError saying what is wrong."""
+    with pytest.raises(ValueError, match=re.escape(match)):
+        call()
+
+
+def test_steps_for_budget_edges():
+    """N tokens -> max(1, N // step_tokens) steps, and 0 steps for N = 0."""
+    cases = {0: 0, 1: 1, 99: 1, 100: 1, 199: 1, 200: 2, 1000: 10, 1099: 10}
+    for n, want in cases.items():
+        assert methods.steps_for_budget(n) == want, n
+    assert methods.steps_for_budget(0, 6) == 0
+    assert methods.steps_for_budget(5, 6) == 1     # below one step -> 1
+    assert methods.steps_for_budget(6, 6) == 1     # exact multiples
+    assert methods.steps_for_budget(12, 6) == 2
+    assert methods.steps_for_budget(17, 6) == 2
+    assert methods.steps_for_budget(18, 6) == 3
+    assert methods.steps_for_budget(7, 1) == 7
+
+
+def test_split_steps_cuts_at_whitespace():
+    """Steps close as soon as they reach step_tokens; inner whitespace is kept, ends stripped."""
+    assert methods.split_steps("alpha beta gamma delta epsilon", words, 2) == ["alpha beta", "gamma delta", "epsilon"]
+    assert methods.split_steps("alpha beta gamma delta", words, 2) == ["alpha beta", "gamma delta"]
+    assert methods.split_steps("  one two\nthree  four ", words, 3) == ["one two\nthree", "four"]
+    assert methods.split_steps("one two three", words, 100) == ["one two three"]  # one short last step
+    assert methods.split_steps("one two three", words, 1) == ["one", "two", "three"]
+    # A counter by characters: "aa"(2) + " b"(1) reaches 3; " ccc"(3) alone reaches 3; " d" is left.
+    chars = lambda w: len(w.strip())  # noqa: E731
+    assert methods.split_steps("aa b ccc d", chars, 3) == ["aa b", "ccc", "d"]
+    assert methods.split_steps("", words, 2) == []
+    assert methods.split_steps(" \n\t ", words, 2) == []
+
+
+def test_step_trace_counts_down():
+    """scc trace: a "[s steps left]" line before each step, s counting down from the stated steps."""
+    assert methods.render_step_trace(["s1", "s2"], 3) == "[3 steps left]\ns1\n[2 steps left]\ns2"
+    assert methods.render_step_trace(["only"], 1) == "[1 steps left]\nonly"
+    assert methods.render_step_trace(["a b", "c"], 2) == "[2 steps left]\na b\n[1 steps left]\nc"
+    assert methods.render_step_trace([], 0) == ""
+
+
+def test_token_trace_remaining_counts_by_hand():
+    """tcc trace: r = N minus the tokens before the marker (marker + step + 2 newlines per step),
+    clamped at 0. With the word counter a marker is 3 tokens, so step "a b" uses 3 + 2 + 2 = 7."""
+    steps = ["a b", "c d e", "f"]
+    assert methods.render_token_trace(steps, 20, words) == (
+        "[20 tokens left]\na b\n[13 tokens left]\nc d e\n[5 tokens left]\nf")  # 20-7, 13-(3+3+2)
+    # never below 0: 5 - 7 < 0 and 5 - 15 < 0
+    assert methods.render_token_trace(steps, 5, words) == (
+        "[5 tokens left]\na b\n[0 tokens left]\nc d e\n[0 tokens left]\nf")
+    assert methods.render_token_trace(steps, 7, words) == (
+        "[7 tokens left]\na b\n[0 tokens left]\nc d e\n[0 tokens left]\nf")
+    assert methods.render_token_trace([], 10, words) == ""
+    assert methods.TOKEN_MARKER.format(n=4) == "[4 tokens left]"
+    assert methods.STEP_MARKER.format(n=4) == "[4 steps left]"
+
+
+# ------------------------------------------------------------------------------------------
+# 1b. Training-data variants (curate/variants.py)
+# ------------------------------------------------------------------------------------------
+
+
+def rows3():
+    """Three s1K-schema rows: 5, 6 and 8 thinking words -> trace tokens (words + 1) 6, 7, 9.
+    r1 stores its trace as a plain string, r2 only in the deepseek columns."""
+    return [
+        {"question": "Q0", "solution": "S0", "thinking_trajectories": ["w1 w2 w3 w4 w5"], "attempt": "A0"},
+        {"question": "Q1", "thinking_trajectories": "x1 x2 x3 x4 x5 x6", "attempt": "A1"},
+        {"question": "Q2", "deepseek_thinking_trajectory": ["y1 y2 y3 y4 y5 y6 y7 y8"], "deepseek_attempt": "A2"},
+    ]
+
+
+def test_rewrite_tcc_by_hand():
+    """tcc, step 2, grid (10, 16): marked traces have 3 tokens per marker, so r0 = 9+5+1 = 15 and
+    r1 = 9+6+1 = 16 tokens fit only 16 (16 is the boundary case); r2 = 12+8+1 = 21 fits no grid
+    value -> N = its own length 21 and it counts as outside the grid."""
+    rows = rows3()
+    before = json.dumps(rows)
+    out, stats = variants.rewrite_traces(rows, "tcc", WordTok(), step_tokens=2, budget_grid=(10, 16))
+    assert json.dumps(rows) == before  # inputs not modified
+    assert [r["question"] for r in out] == ["Q0\n\nThink for up to 16 tokens.", "Q1\n\nThink for up to 16 tokens.",
+                                            "Q2\n\nThink for up to 21 tokens."]
+    assert out[0]["thinking_trajectories"] == ["[16 tokens left]\nw1 w2\n[9 tokens left]\nw3 w4\n[2 tokens left]\nw5"]
+    assert out[1]["thinking_trajectories"] == "[16 tokens left]\nx1 x2\n[9 tokens left]\nx3 x4\n[2 tokens left]\nx5 x6"
+    assert out[2]["deepseek_thinking_trajectory"] == [
+        "[21 tokens left]\ny1 y2\n[14 tokens left]\ny3 y4\n[7 tokens left]\ny5 y6\n[0 tokens left]\ny7 y8"]
+    assert "thinking_trajectories" not in out[2]
+    assert [r["thinking_budget"] for r in out] == [16, 16, 21]
+    assert [r["trace_tokens"] for r in out] == [15, 16, 21]
+    assert {r["trace_variant"] for r in out} == {"tcc"}
+    assert out[0]["solution"] == "S0" and out[0]["attempt"] == "A0" and out[2]["deepseek_attempt"] == "A2"
+    assert stats == {"method": "tcc", "rows": 3, "step_tokens": 2,
+                     "mean_trace_tokens_before": pytest.approx(22 / 3),
+                     "mean_trace_tokens_after": pytest.approx(52 / 3),
+                     "budget_grid": [10, 16], "budget_counts": {"10": 0, "16": 2}, "outside_grid": 1}
+
+
+def test_rewrite_tcc_draws_only_fitting_grid_values():
+    """A 6-token marked trace ("[N tokens left]" + 2 words + 1) fits 6 (exactly), 10 and 16 but not 4:
+    over seeds the drawn N covers exactly {6, 10, 16}, and the trace's first marker states it."""
+    rows = [{"question": "Q", "thinking_trajectories": ["a b"], "attempt": "A"}]
+    seen = set()
+    for seed in range(20):
+        (r,), st = variants.rewrite_traces(rows, "tcc", WordTok(), step_tokens=2, budget_grid=(16, 4, 10, 6), seed=seed)
+        n = r["thinking_budget"]
+        seen.add(n)
+        assert r["thinking_trajectories"] == [f"[{n} tokens left]\na b"] and r["trace_tokens"] == 6
+        assert st["outside_grid"] == 0 and st["budget_grid"] == [16, 4, 10, 6]
+    assert seen == {6, 10, 16}
+
+
+def test_rewrite_scc_by_hand():
+    """scc, step 2, no slack: 3, 3 and 4 steps; markers count down to 1; tokens per stated step =
+    (15 + 16 + 21) / (3 + 3 + 4)."""
+    out, stats = variants.rewrite_traces(rows3(), "scc", WordTok(), step_tokens=2)
+    assert [r["question"] for r in out] == ["Q0\n\nThink for up to 3 steps.", "Q1\n\nThink for up to 3 steps.",
+                                            "Q2\n\nThink for up to 4 steps."]
+    assert out[0]["thinking_trajectories"] == ["[3 steps left]\nw1 w2\n[2 steps left]\nw3 w4\n[1 steps left]\nw5"]
+    assert out[1]["thinking_trajectories"] == "[3 steps left]\nx1 x2\n[2 steps left]\nx3 x4\n[1 steps left]\nx5 x6"
+    assert out[2]["deepseek_thinking_trajectory"] == [
+        "[4 steps left]\ny1 y2\n[3 steps left]\ny3 y4\n[2 steps left]\ny5 y6\n[1 steps left]\ny7 y8"]
+    assert [r["thinking_budget"] for r in out] == [3, 3, 4]
+    assert [r["trace_tokens"] for r in out] == [15, 16, 21]
+    assert stats == {"method": "scc", "rows": 3, "step_tokens": 2,
+                     "mean_trace_tokens_before": pytest.approx(22 / 3),
+                     "mean_trace_tokens_after": pytest.approx(52 / 3),
+                     "step_slack": 0, "mean_steps": pytest.approx(10 / 3), "tokens_per_step": pytest.approx(5.2)}
+
+
+def test_rewrite_scc_slack_adds_stated_steps():
+    """With step_slack 2 a 3-step trace states 3..5 steps and counts down from what it states."""
+    rows = [rows3()[0]]
+    seen = set()
+    for seed in range(30):
+        (r,), _ = variants.rewrite_traces(rows, "scc", WordTok(), step_tokens=2, step_slack=2, seed=seed)
+        n = r["thinking_budget"]
+        seen.add(n)
+        assert r["question"] == f"Q0\n\nThink for up to {n} steps."
+        assert r["thinking_trajectories"] == [
+            f"[{n} steps left]\nw1 w2\n[{n - 1} steps left]\nw3 w4\n[{n - 2} steps left]\nw5"]
+    assert seen == {3, 4, 5}
+
+
+def test_rewrite_ccc_by_hand():
+    """ccc: traces unchanged; short iff trace tokens <= threshold (default: median of 6, 7, 9 = 7)."""
+    out, stats = variants.rewrite_traces(rows3(), "ccc", WordTok())
+    assert [r["question"] for r in out] == ["Q0\n\n" + methods.CCC_SHORT, "Q1\n\n" + methods.CCC_SHORT,
+                                            "Q2\n\n" + methods.CCC_LONG]
+    assert out[0]["thinking_trajectories"] == ["w1 w2 w3 w4 w5"]
+    assert out[1]["thinking_trajectories"] == "x1 x2 x3 x4 x5 x6"
+    assert out[2]["deepseek_thinking_trajectory"] == ["y1 y2 y3 y4 y5 y6 y7 y8"]
+    assert [r["thinking_budget"] for r in out] == ["short", "short", "long"]
+    assert [r["trace_tokens"] for r in out] == [6, 7, 9]
+    assert stats == {"method": "ccc", "rows": 3, "step_tokens": 100, "mean_trace_tokens_before": pytest.approx(22 / 3),
+                     "mean_trace_tokens_after": pytest.approx(22 / 3), "threshold": 7, "short": 2, "long": 1}
+    out, stats = variants.rewrite_traces(rows3(), "ccc", WordTok(), threshold=6)
+    assert [r["thinking_budget"] for r in out] == ["short", "long", "long"]
+    assert (stats["threshold"], stats["short"], stats["long"]) == (6, 1, 2)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(method="bf"), "unknown trace variant 'bf'; choose one of tcc, scc, ccc"),
+    (dict(method="scc", step_tokens=0), "step_tokens must be >= 1, got 0"),
+    (dict(method="scc", step_slack=-1), "step_slack must be >= 0, got -1"),
+    (dict(method="tcc", budget_grid=()), "budget grid must be positive integers"),
+    (dict(method="tcc", budget_grid=(0, 8)), "budget grid must be positive integers"),
+])
+def test_rewrite_invalid_arguments(kw, match):
+    """Bad method / step size / slack / grid: ValueError naming the problem."""
+    kw = dict(kw)
+    with pytest.raises(ValueError, match=match):
+        variants.rewrite_traces(rows3(), kw.pop("method"), WordTok(), **kw)
+
+
+def test_rewrite_bad_row_names_the_row():
+    """A row without a trace is a DataError (a ValueError) naming the row and the missing column."""
+    rows = rows3() + [{"question": "Q3", "attempt": "A3"}]
+    with pytest.raises(ValueError, match=r"row 3: missing column .*reasoning trace"):
+        variants.rewrite_traces(rows, "scc", WordTok())
+
+
+def test_apply_train_variant_passes_the_options():
+    """`s1 train --trace-variant scc --variant-step-tokens 2`: cfg.data becomes the hand-computed rows;
+    no variant leaves cfg untouched."""
+    args = types.SimpleNamespace(variant_step_tokens=2, variant_budget_grid=[10, 16], variant_step_slack=0,
+                                 variant_threshold=None, variant_seed=0)
+    cfg = types.SimpleNamespace(tokenizer=WordTok(), model="unused", data=rows3(), split="train",
+                                thinking_column=None, attempt_column=None)
+    assert variants.apply_train_variant(cfg, None, args) is cfg and cfg.data == rows3()
+    cfg = variants.apply_train_variant(cfg, "scc", args)
+    assert [r["question"] for r in cfg.data] == ["Q0\n\nThink for up to 3 steps.", "Q1\n\nThink for up to 3 steps.",
+                                                 "Q2\n\nThink for up to 4 steps."]
+    args.variant_step_tokens, args.variant_budget_grid = 100, [16]
+    cfg.data = rows3()
+    cfg = variants.apply_train_variant(cfg, "tcc", args)
+    # one step each: 3 + words + 1 = 9, 10, 12 tokens, all within the only grid value 16
+    assert [r["thinking_budget"] for r in cfg.data] == [16, 16, 16]
+    assert cfg.data[2]["deepseek_thinking_trajectory"] == ["[16 tokens left]\ny1 y2 y3 y4 y5 y6 y7 y8"]
+
+
+@pytest.fixture(scope="module")
+def digit_tokenizer(tmp_path_factory):
+    """The demo task's real byte-level BPE (each trace item "a3=3" is 3 tokens: a, 3, =3)."""
+    rows = synthetic.generate_pool(200, seed=0)
+    return str(synthetic.build_tokenizer(rows, str(tmp_path_factory.mktemp("tok")), 1024))
+
+
+def test_variants_cli_with_real_tokenizer(digit_tokenizer, tmp_path, capsys):
+    """`s1 curate variants`: with 3 tokens per trace item and --step-tokens 3 every item is a step,
+    so "a3 b5 c1" states 3 steps; output jsonl + stats written; a missing data file exits 2."""
+    data = tmp_path / "in.jsonl"
+    synthetic.write_jsonl([synthetic.make_row([3, 5, 1]), synthetic.make_row([9, 9])], str(data))
+    out = tmp_path / "o" / "scc.jsonl"
+    rc = variants.main(["--data", str(data), "--method", "scc", "--tokenizer", digit_tokenizer, "--out", str(out),
+                        "--step-tokens", "3", "--no-progress"])
+    assert rc == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert rows[0]["question"] == "a3 b5 c1\nAdd the digits modulo ten.\n\nThink for up to 3 steps."
+    assert rows[0]["thinking_trajectories"] == ["[3 steps left]\na3=3\n[2 steps left]\nb5=8\n[1 steps left]\nc1=9"]
+    assert rows[1]["question"] == "a9 b9\nAdd the digits modulo ten.\n\nThink for up to 2 steps."
+    assert rows[1]["thinking_trajectories"] == ["[2 steps left]\na9=9\n[1 steps left]\nb9=8"]
+    assert [r["thinking_budget"] for r in rows] == [3, 2] and rows[0]["attempt"] == "Final Answer: 9"
+    stats = json.loads((tmp_path / "o" / "scc.jsonl.stats.json").read_text())
+    assert stats["rows"] == 2 and stats["mean_steps"] == 2.5
+    # the plain traces are 9 + 1 and 6 + 1 tokens (3 per item plus the closing newline)
+    assert stats["mean_trace_tokens_before"] == pytest.approx((10 + 7) / 2)
+    capsys.readouterr()
+    assert variants.main(["--data", str(tmp_path / "nope.jsonl"), "--method", "tcc", "--tokenizer", digit_tokenizer,
+                          "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert "s1 curate variants:" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------
+# Methods -> engine requests (infer/evaluate.py)
+# ------------------------------------------------------------------------------------------
+
+
+def test_every_method_becomes_the_right_engine_request():
+    """Budgets 200, 400, step_tokens 100: prompt, engine cap, nominal limits and temperature of
+    every method's requests, written out by hand."""
+    opts = evaluate.MethodOptions(step_tokens=100, rs_max_attempts=3, rs_temperature=0.7, majority_k=2,
+                                  majority_budget=300, majority_temperature=0.9)
+    points = evaluate.make_points(list(methods.METHOD_NAMES), [200, 400], [0], opts=opts)
+    items = [TaskItem("a", "Q", "1", "integer")]
+    prompts, params, stubs = evaluate.build_requests(items, points, 1, 0.0, 0, {}, SamplingParams)
+    short = "Q\n\n" + methods.CCC_SHORT
+    long = "Q\n\n" + methods.CCC_LONG
+    tcc = "Q\n\nThink for up to {} tokens."
+    scc = "Q\n\nThink for up to {} steps."
+    # (method, prompt, engine max, nominal max, nominal min, temperature)
+    want = [
+        ("budget_forcing", "Q", 200, 200, 0, 0.0), ("budget_forcing", "Q", 400, 400, 0, 0.0),
+        ("tcc", tcc.format(200), None, 200, 0, 0.0), ("tcc", tcc.format(400), None, 400, 0, 0.0),
+        ("tcc+bf", tcc.format(200), 200, 200, 0, 0.0), ("tcc+bf", tcc.format(400), 400, 400, 0, 0.0),
+        ("scc", scc.format(2), None, 200, 0, 0.0), ("scc", scc.format(4), None, 400, 0, 0.0),
+        ("scc+bf", scc.format(2), 200, 200, 0, 0.0), ("scc+bf", scc.format(4), 400, 400, 0, 0.0),
+        ("ccc", short, None, 200, 0, 0.0), ("ccc", long, None, 400, 200, 0.0),   # median / largest budget
+        ("rs", "Q", None, 200, 0, 0.7), ("rs", "Q", None, 400, 0, 0.7),
+        ("majority", "Q", 300, 300, 0, 0.9), ("majority", "Q", 300, 300, 0, 0.9),  # K = 2 samples
+    ]
+    got = [(s["method"], q, p.max_thinking_tokens, s["max_thinking_tokens"], s["min_thinking_tokens"], p.temperature)
+           for q, p, s in zip(prompts, params, stubs)]
+    assert got == want
+    assert all(p.min_thinking_tokens == 0 and p.num_wait == 0 for p in params)
+    assert [s["sample"] for s in stubs[-2:]] == [0, 1] and params[-2].seed != params[-1].seed
+    assert [p.max_attempts for p in points if p.method == "rs"] == [3, 3]
+
+
+def test_make_points_errors():
+    """Prompt methods need finite budgets; unknown methods and bad options are refused."""
+    with pytest.raises(ValueError, match="tcc states its budget in the prompt"):
+        evaluate.make_points(["tcc"], [None], [0])
+    with pytest.raises(ValueError, match="unknown method 'beam'"):
+        evaluate.make_points(["beam"], [100], [0])
+    with pytest.raises(ValueError, match="must be >= 1"):
+        evaluate.make_points(["rs"], [100], [0], opts=evaluate.MethodOptions(rs_max_attempts=0))
+    with pytest.raises(ValueError, match="ccc needs finite budgets"):
+        evaluate.make_points(["ccc"], [None], [0])
+
+
+# ------------------------------------------------------------------------------------------
+# 2. Rejection sampling
+# ------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Out:
+    text: str
+    thinking: str
+    answer: str
+    output_token_ids: list
+    num_thinking_tokens: int
+    num_waits_used: int = 0
+    finish_reason: str = "stop"
+
+
+class ScriptedLLM:
+    """generate() call n (0-based) is attempt n + 1 of every prompt in it; SCRIPT[prompt][attempt - 1]
+    = (thinking tokens, answer). Records every call's prompts and params."""
+
+    def __init__(self, script):
+        self.script, self.calls = script, []
+
+    def generate(self, prompts, params):
+        attempt = len(self.calls)
+        self.calls.append((list(prompts), list(params)))
+        outs = []
+        for q in prompts:
+            think, ans = self.script[q][attempt]
+            answer = f"Final Answer: {ans}"
+            outs.append(Out("t" * think + "\n<|im_start|>answer\n" + answer, "t" * think, answer,
+                            [1] * (think + 3), think))
+        return outs
+
+
+def test_rejection_sampling_attempt_cap_and_compute(tmp_path):
+    """rs at budgets 10 and 45, at most 4 attempts. qa thinks 50, 40, 8 (answers wrong, right, wrong):
+    at 10 it fits on attempt 3 and that (wrong) sample is graded although attempt 2 was right; at
+    45 attempt 2 fits. qb thinks 50, 60, 70, 80 and never fits: it stops at attempt 4 (no 5th
+    generation), keeps the last (right) sample and counts as out of budget. qc fits at once.
+    Compute = all attempts' thinking tokens; mean thinking tokens = the kept samples'."""
+    script = {"qa": [(50, "0"), (40, "7"), (8, "0"), (30, "7")],
+              "qb": [(50, "0"), (60, "0"), (70, "0"), (80, "8"), (1, "8")],
+              "qc": [(5, "1"), (5, "9"), (5, "9"), (5, "9")]}
+    items = [TaskItem("a", "qa", "7", "integer"), TaskItem("b", "qb", "8", "integer"),
+             TaskItem("c", "qc", "9", "integer")]
+    llm = ScriptedLLM(script)
+    points = evaluate.make_points(["rs"], [10, 45], [0], opts=evaluate.MethodOptions(rs_max_attempts=4))
+    summ = evaluate.run_eval(llm, items, points, out_dir=str(tmp_path), task="fake", model="fake",
+                             sampling_params_cls=SamplingParams)
+    # one batched call per attempt: 6 first runs, then qa@10 qa@45 qb@10 qb@45, qa@10 qb@10 qb@45, qb@10 qb@45
+    assert [c[0] for c in llm.calls] == [["qa", "qb", "qc"] * 2, ["qa", "qb", "qa", "qb"], ["qa", "qb", "qb"],
+                                         ["qb", "qb"]]
+    assert all(p.max_thinking_tokens is None and p.temperature == 1.0 for c in llm.calls for p in c[1])
+    seeds_qb10 = [c[1][c[0].index("qb")].seed for c in llm.calls]  # qb at budget 10 is first "qb" of every call
+    assert len(set(seeds_qb10)) == 4  # every attempt is a fresh sample
+    assert summ["_timing"]["rejection_sampling_extra_rounds"] == 3
+    recs = {(r["qid"], r["max_thinking_tokens"]): r for r in map(json.loads, open(tmp_path / "samples.jsonl"))}
+    want = {  # (attempts, attempt thinking tokens, kept thinking, accepted, correct)
+        ("a", 10): (3, [50, 40, 8], 8, True, False),
+        ("a", 45): (2, [50, 40], 40, True, True),
+        ("b", 10): (4, [50, 60, 70, 80], 80, False, True),
+        ("b", 45): (4, [50, 60, 70, 80], 80, False, True),
+        ("c", 10): (1, [5], 5, True, False),
+        ("c", 45): (1, [5], 5, True, False),
+    }
+    for key, (att, tts, think, ok, correct) in want.items():
+        r = recs[key]
+        assert (r["attempts"], r["attempt_thinking_tokens"], r["thinking_tokens"], r["rs_accepted"],
+                r["correct"]) == (att, tts, think, ok, correct), key
+        assert r["compute_tokens"] == sum(tts)
+    p10, p45 = summ["points"]
+    assert p10["accuracy"] == pytest.approx(100 / 3) and p45["accuracy"] == pytest.approx(200 / 3)
+    assert p10["mean_thinking_tokens"] == pytest.approx((8 + 80 + 5) / 3)
+    assert p45["mean_thinking_tokens"] == pytest.approx((40 + 80 + 5) / 3)
+    assert p10["compute"] == pytest.approx((98 + 260 + 5) / 3)
+    assert p45["compute"] == pytest.approx((90 + 260 + 5) / 3)
+    assert p10["control"] == pytest.approx(2 / 3) and p45["control"] == pytest.approx(2 / 3)
+    m = summ["methods"]["rs"]
+    assert m["control"] == pytest.approx(4 / 6) and m["performance"] == pytest.approx(200 / 3)
+    # Scaling runs over compute (all attempts): (355/3, 66.7) -> (363/3, 33.3)
+    assert m["scaling"] == pytest.approx((100 / 3 - 200 / 3) / (math.log2(363 / 3) - math.log2(355 / 3)))
+    assert m["compute"] == [pytest.approx(121.0), pytest.approx(355 / 3)]
+
+
+def test_rejection_sampling_single_attempt_never_retries():
+    """rs_max_attempts 1: one generate call; an over-budget run is kept, unaccepted, out of Control."""
+    llm = ScriptedLLM({"qb": [(50, "8")]})
+    points = evaluate.make_points(["rs"], [10], [0], opts=evaluate.MethodOptions(rs_max_attempts=1))
+    summ = evaluate.run_eval(llm, [TaskItem("b", "qb", "8", "integer")], points, task="fake", model="fake",
+                             sampling_params_cls=SamplingParams)
+    assert len(llm.calls) == 1 and summ["_timing"]["rejection_sampling_extra_rounds"] == 0
+    (p,) = summ["points"]
+    assert (p["accuracy"], p["control"], p["compute"], p["mean_thinking_tokens"]) == (100.0, 0.0, 50.0, 50.0)
+
+
+# ------------------------------------------------------------------------------------------
+# 3. Majority voting tie-break
+# ------------------------------------------------------------------------------------------
+
+
+def test_majority_vote_ties_go_to_the_first_drawn_answer():
+    """Documented rule: largest grader-equivalence group; a tie goes to the group whose first member
+    was drawn first; None does not vote. Moving Nones or a minority answer that comes after both
+    tied answers' first appearance cannot change the winner."""
+    assert metrics.majority_vote(["3", "5", "5", "3"]) == "3"
+    assert metrics.majority_vote(["5", "3", "3", "5"]) == "5"
+    for answers in (["3", "5", "7", "5", "3"], ["3", "5", "5", "7", "3"], ["3", "5", "5", "3", "7"],
+                    [None, "3", None, "5", "5", None, "3"], ["3", None, "5", "7", "3", "5", None]):
+        assert metrics.majority_vote(answers) == "3", answers
+    assert metrics.majority_vote(["5", "3", "3"]) == "3"  # a real majority beats first-drawn
+    # equivalent answers share a group; the first member represents it: 1/2 ~ 0.5 (2 votes) vs 3 (2)
+    assert metrics.majority_vote(["3", "1/2", "0.5", "3"], "math") == "3"
+    assert metrics.majority_vote(["1/2", "3", "0.5", "3"], "math") == "1/2"
+    assert metrics.majority_vote(["007", "5", "7"], "integer") == "007"
+    assert metrics.majority_vote([None, None]) is None
+    assert metrics.majority_vote([]) is None
+
+
+def test_majority_curve_ties_by_sample_order_not_record_order():
+    """majority@2 of a right and a wrong answer is decided by which was sampled first (field
+    `sample`), whatever order the records come in; a question nobody answered is wrong."""
+    def rec(q, s, ans):
+        return {"qid": q, "sample": s, "extracted": ans, "reference": "4", "kind": "integer", "thinking_tokens": 10}
+
+    records = [rec("x", 1, "5"), rec("x", 0, "4"), rec("y", 0, "5"), rec("y", 1, "4"), rec("z", 1, None),
+               rec("z", 0, None)]
+    curve = metrics.majority_curve(records)
+    # k=1: x right (sample 0 = "4"), y wrong, z wrong; k=2: ties -> first drawn: same
+    assert curve == [{"k": 1, "accuracy": pytest.approx(100 / 3), "compute": 10.0},
+                     {"k": 2, "accuracy": pytest.approx(100 / 3), "compute": 20.0}]
+    assert metrics.majority_curve(list(reversed(records))) == curve
+
+
+# ------------------------------------------------------------------------------------------
+# 4. Comparison report from a fixed result table
+# ------------------------------------------------------------------------------------------
+
+
+def fixed_table():
+    """Two questions (answers 1 and 2), budgets 100 / 200 / 400 for budget_forcing and tcc, and a
+    majority point (cap 400, K = 4). (qid -> thinking tokens, answer) per point:
+      bf   100: q0 100 wrong, q1 100 wrong    -> acc 0,   think 100
+           200: q0 200 right, q1 200 wrong    -> acc 50,  think 200
+           400: q0 400 right, q1 400 wrong    -> acc 50,  think 400
+      tcc  100: q0 100 wrong, q1 300 right    -> acc 50,  think 200 (q1 over)
+           200: q0 150 right, q1 250 right    -> acc 100, think 200 (q1 over)
+           400: q0 800 wrong, q1 800 wrong    -> acc 0,   think 800 (both over)
+      majority q0 answers 1 2 2 1 (100 tokens each), q1 answers 3 2 2 2 (200, 200, 200, 500)."""
+    opts = evaluate.MethodOptions(majority_k=4, majority_budget=400)
+    points = evaluate.make_points(["budget_forcing", "tcc", "majority"], [100, 200, 400], [0], opts=opts)
+    table = {
+        "budget_forcing": {100: [(100, "0"), (100, "0")], 200: [(200, "1"), (200, "0")], 400: [(400, "1"), (400, "0")]},
+        "tcc": {100: [(100, "0"), (300, "2")], 200: [(150, "1"), (250, "2")], 400: [(800, "0"), (800, "0")]},
+    }
+    maj = {"q0": [(100, "1"), (100, "2"), (100, "2"), (100, "1")],
+           "q1": [(200, "3"), (200, "2"), (200, "2"), (500, "2")]}
+    ref = {"q0": "1", "q1": "2"}
+    records = []
+    for p in points:
+        d = p.to_dict()
+        for qi, q in enumerate(("q0", "q1")):
+            runs = maj[q] if p.method == "majority" else [table[p.method][p.max_thinking_tokens][qi]]
+            for s, (think, ans) in enumerate(runs):
+                records.append({"qid": q, "point": p.name, "method": p.method, "sample": s, "reference": ref[q],
+                                "kind": "integer", "max_thinking_tokens": d["max_thinking_tokens"],
+                                "min_thinking_tokens": 0, "thinking_tokens": think, "extracted": ans,
+                                "correct": ans == ref[q], "waits_used": 0, "finish_reason": "stop",
+                                "answer_text": f"Final Answer: {ans}"})
+    return points, records
+
+
+META = {"task": "fixed", "model": "none", "num_questions": 2, "samples": 1, "temperature": 0.0, "seed": 0}
+
+
+def test_summary_metrics_equal_hand_computation(tmp_path):
+    """Control / Scaling (mean pairwise slope over log2 compute) / Performance per method, from the
+    fixed table, and the markdown comparison table showing them (budget forcing Control 100%)."""
+    points, records = fixed_table()
+    summ = evaluate.summarize(records, [p.to_dict() for p in points], META)
+    bf, tcc, maj = (summ["methods"][m] for m in ("budget_forcing", "tcc", "majority"))
+    # bf curve (100, 0) (200, 50) (400, 50): slopes 50/1, 50/2, 0/1
+    assert bf["control"] == 1.0
+    assert bf["scaling"] == pytest.approx((50 + 25 + 0) / 3)
+    assert bf["performance"] == 50.0
+    assert bf["mean_thinking_tokens"] == [100.0, 200.0, 400.0]
+    # tcc curve (200, 50) (200, 100) (800, 0): the equal-compute pair has no slope; -50/2, -100/2
+    assert tcc["control"] == pytest.approx(2 / 6)
+    assert tcc["scaling"] == pytest.approx((-25 - 50) / 2)
+    assert tcc["performance"] == 100.0
+    assert tcc["mean_thinking_tokens"] == [200.0, 200.0, 800.0]
+    # majority@1: q0 "1" right, q1 "3" wrong; @2: ties -> first drawn, same; @4: q0 2-2 tie -> "1"
+    # right, q1 "2" x3 right. compute = mean over questions of the k samples' total thinking.
+    assert [(r["k"], r["accuracy"], r["compute"], r["mean_thinking_tokens"]) for r in summ["points"][6:]] == [
+        (1, 50.0, 150.0, 150.0), (2, 50.0, 300.0, 150.0), (4, 100.0, 750.0, 187.5)]
+    assert [r["pass@1"] for r in summ["points"][6:]] == [50.0, 50.0, 62.5]
+    assert maj["control"] == pytest.approx(7 / 8)  # one 500-token sample over the 400 cap
+    assert maj["scaling"] == pytest.approx((0 + 50 / math.log2(5) + 50 / math.log2(2.5)) / 3)
+    assert maj["performance"] == 100.0
+    assert maj["compute"] == [150.0, 300.0, 750.0]
+
+    md = evaluate.summary_markdown(summ)
+    assert "| budget_forcing | 100.0% | 25.0 | 50.0 | 100.0 / 200.0 / 400.0 | 100.0 / 200.0 / 400.0 |" in md
+    assert "| tcc | 33.3% | -37.5 | 100.0 | 200.0 / 200.0 / 800.0 | 200.0 / 200.0 / 800.0 |" in md
+    s_maj = (0 + 50 / math.log2(5) + 50 / math.log2(2.5)) / 3
+    assert f"| majority | 87.5% | {s_maj:.1f} | 100.0 | 150.0 / 150.0 / 187.5 | 150.0 / 300.0 / 750.0 |" in md
+    assert "| tcc | 400 | 0 | - | 0.0 | 800.0 | 800.0 | 0.0% |" in md
+    assert "| majority | 400 | 0 | K=4 k=4 | 100.0 | 187.5 | 750.0 | 87.5% |" in md
+
+    # the same numbers after a round trip through samples.jsonl + --rescore (re-extracts answers)
+    config = dict(META, base_params={}, points=[p.to_dict() for p in points])
+    evaluate.write_outputs(str(tmp_path), records, config, summ)
+    again = evaluate.rescore(str(tmp_path), str(tmp_path / "re"))
+    assert again["methods"] == summ["methods"]
+    assert (tmp_path / "re" / "summary.md").read_text() == md
+
+
+# ------------------------------------------------------------------------------------------
+# 5. Smoke run of the comparison script
+# ------------------------------------------------------------------------------------------
+
+
+def test_bench_methods_smoke(tmp_path):
+    """`python -m bench.methods --smoke`: the whole pipeline (pool, variants, tokenizer, training,
+    every method's eval) runs and writes its report; budget forcing's Control is 100%."""
+    from bench import methods as bench_methods
+
+    out = tmp_path / "out"
+    rc = bench_methods.main(["--smoke", "--out", str(out), "--work", str(tmp_path / "work"), "--threads", "1"])
+    assert rc == 0
+    for f in ("summary.md", "summary.json", "scaling.png", "result.json"):
+        assert (out / f).is_file(), f
+    res = json.loads((out / "result.json").read_text())
+    assert list(res["methods"]) == list(methods.METHOD_NAMES)
+    assert res["methods"]["budget_forcing"]["control"] == 1.0
+    assert res["budget_forcing_control_by_construction"] is True
+    md = (out / "summary.md").read_text()
+    assert "| budget_forcing | 100.0% |" in md
