@@ -25,3 +25,14 @@ def shared_data() -> pathlib.Path:
 @pytest.fixture
 def qwen_tokenizer_dir(shared_data) -> pathlib.Path:
     return shared_data / "qwen2.5-tokenizer"
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """CLI mains called in-process (e.g. `--threads 1`) must not leak their torch thread count into
+    later tests: bit-exact comparisons against a subprocess (which uses the default count) depend on
+    it, since reductions split differently across threads."""
+    import torch
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
