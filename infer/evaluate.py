@@ -555,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-answer-tokens", type=int, default=1024, help="cap on sampled answer-phase tokens")
     p.add_argument("--max-tokens", type=int, default=None, help="cap on all output tokens per request")
     p.add_argument("--limit", type=int, default=None, help="first N questions only")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=None, help="engine device (default: cuda if available, else cpu)")
     p.add_argument("--max-model-len", type=int, default=None, help="engine context limit (default: the model's)")
     p.add_argument("--dtype", default=None, help="float32 (s1 evaluated in fp32) | bfloat16 | float16")
     p.add_argument("--out", help="output folder")
@@ -605,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    llm_kwargs = {"device": args.device}
+    llm_kwargs = {"device": args.device or ("cuda" if torch.cuda.is_available() else "cpu")}
     if args.dtype:
         dtypes = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
                   "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
