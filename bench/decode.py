@@ -7,12 +7,16 @@
 (2) nano-vllm's offline workload: 256 sequences, prompt and output lengths uniform in
     [100, 1024] (random.seed(0) as nano-vllm's bench.py), random token ids, EOS ignored;
     output tokens/s over the whole generate call (prefill included).
-(3) the same with budget forcing active: every sequence thinks exactly its budget
+(3) the same with budget forcing active: every sequence thinks exactly its budget B
     (output length - 7 - 16: the forced "\\n<|im_start|>answer\\nFinal Answer:" is 7 tokens and
-    the answer is capped at 16), num_wait large; a thin wrapper raises <|im_end|> to the top at every
-    absolute position p with p % 256 == 0, so the model "tries to stop" ~2 times per sequence on
-    average and each attempt is replaced by "Wait". Same output token count as (2): the
-    difference is the cost of the on-device state machine and forced tokens.
+    the answer is capped at 16) with exactly 2 forced extensions. num_wait=2,
+    max_thinking_tokens=B, min_thinking_tokens=B - 2P: a thin wrapper raises <|im_end|> to the top
+    at every absolute position p with p % P == 0 (P = 32), so the model "tries to stop" every P
+    tokens; attempts below the minimum are masked out (it keeps thinking), the last 2P thinking
+    positions hold exactly 2 attempts, each replaced by "Wait", and the cap then forces the end
+    (B >= 2P for every sequence). Same output token count as (2): the difference is the cost of
+    the on-device state machine (masked sampling path included) and forced tokens. --smoke
+    asserts waits == 2 and thinking == B for every sequence.
 (4) transformers `generate` (static cache, SDPA, greedy) on the same GPU: batch-1 tok/s and
     workload (2) in left-padded batches (every sequence decodes the batch's longest output;
     only the requested tokens count).
@@ -112,9 +116,10 @@ def hbm_bandwidth_gbs(device) -> float:
 
 class StopAttempts:
     """Wraps the model: at absolute positions p % period == 0 make <|im_end|> the argmax
-    (a model 'trying to end thinking'), so budget forcing replaces it with the extension."""
+    (a model 'trying to end thinking'): masked out below the thinking minimum, replaced by the
+    extension while waits are left (workload (3))."""
 
-    def __init__(self, model, token: int, period: int = 256):
+    def __init__(self, model, token: int, period: int = 32):
         self.model, self.token, self.period = model, token, period
         self.config = model.config
 
@@ -133,6 +138,27 @@ class StopAttempts:
         hit = ((pos + 1) % self.period == 0)
         logits[:, self.token] = logits[:, self.token].masked_fill(hit, 1e4)
         return logits
+
+
+def budget_forcing_params(tok, out_lens, period: int):
+    """Workload (3): per sequence of output length o, budget B = o - 7 - answer cap; exactly 2
+    end attempts (positions p % period == 0, see StopAttempts) fall in the last 2*period thinking
+    positions, where the minimum no longer masks them: each becomes "Wait" (num_wait=2), then the
+    cap forces the end. Needs a one-token extension (an attempt inside a multi-token extension
+    would be skipped) and B >= 2*period."""
+    from infer import SamplingParams
+    end_len = len(tok.encode(SamplingParams().end_thinking))  # 7 forced tokens
+    if len(tok.encode("Wait")) != 1:
+        raise ValueError("workload (3) needs 'Wait' to be one token")
+    params = []
+    for o in out_lens:
+        answer = min(16, o // 4)
+        budget = o - end_len - answer
+        if budget < 2 * period:
+            raise ValueError(f"output length {o}: budget {budget} < 2 * period {period}")
+        params.append(SamplingParams(max_thinking_tokens=budget, min_thinking_tokens=budget - 2 * period,
+                                     num_wait=2, max_answer_tokens=answer, ignore_eos=True))
+    return params
 
 
 def nano_vllm_workload(n=256, lo=100, hi=1024, vocab=10000, seed=0):
@@ -190,7 +216,7 @@ def bench_model(name, shape, device, dtype, args, tok, results):
 
     # (2) nano-vllm workload
     n_seq = 256 if not smoke else 4
-    lo, hi = (100, 1024) if not smoke else (12, 30)
+    lo, hi = (100, 1024) if not smoke else (20, 30)  # smoke: budget >= 2 * 4
     prompts, out_lens = nano_vllm_workload(n_seq, lo, hi)
     plain = [SamplingParams(max_tokens=o, ignore_eos=True) for o in out_lens]
     timed_generate(llm, prompts[:2], plain[:2], device)  # warm-up
@@ -205,17 +231,27 @@ def bench_model(name, shape, device, dtype, args, tok, results):
     if device.type == "cuda":
         torch.cuda.empty_cache()
     im_end = tok.token_id("<|im_end|>")
-    bf_llm = LLM(**{**kw, "model": StopAttempts(m, im_end, 256 if not smoke else 4)})
-    end_len = len(tok.encode(SamplingParams().end_thinking))  # 7 forced tokens
-    forced = [SamplingParams(max_thinking_tokens=o - end_len - min(16, o // 4), num_wait=10 ** 6,
-                             max_answer_tokens=min(16, o // 4), ignore_eos=True) for o in out_lens]
+    period = 32 if not smoke else 4
+    forced = budget_forcing_params(tok, out_lens, period)
+    bf_llm = LLM(**{**kw, "model": StopAttempts(m, im_end, period)})
     timed_generate(bf_llm, prompts[:2], forced[:2], device)
     t3, outs3 = timed_generate(bf_llm, prompts, forced, device)
     n_out3 = sum(len(o.output_token_ids) for o in outs3)
+    waits = [o.num_waits_used for o in outs3]
+    exact = [o.num_thinking_tokens == p.max_thinking_tokens for o, p in zip(outs3, forced)]
     row.update(budget_tok_s=n_out3 / t3, budget_tokens=n_out3,
                budget_overhead_pct=100 * ((t3 / n_out3) / (t2 / n_out) - 1),
-               avg_waits=sum(o.num_waits_used for o in outs3) / len(outs3),
-               exact_budget=all(o.num_thinking_tokens == p.max_thinking_tokens for o, p in zip(outs3, forced)))
+               avg_waits=sum(waits) / len(waits), min_waits=min(waits), max_waits=max(waits),
+               exact_budget=all(exact))
+    ok = row["min_waits"] == row["max_waits"] == 2 and row["exact_budget"] and n_out3 == n_out
+    msg = (f"bench.decode: budget forcing workload: {sum(w == 2 for w in waits)}/{len(waits)} sequences "
+           f"used exactly 2 waits, {sum(exact)}/{len(exact)} thought exactly their budget, "
+           f"{n_out3} output tokens (plain workload: {n_out})")
+    print(msg, file=sys.stderr)
+    if smoke:
+        assert ok, msg
+    elif not ok:
+        print("bench.decode: WARNING: workload (3) did not run as designed", file=sys.stderr)
     del bf_llm
     if device.type == "cuda":
         torch.cuda.empty_cache()
