@@ -96,12 +96,17 @@ class LLM:
     @torch.inference_mode()
     def _pages_from_free_memory(self, fraction: float, bytes_per_page: int) -> int:
         """Warm up with the largest prefill the scheduler can issue, then give the KV cache what
-        is left of `fraction` of the GPU (nano-vllm's rule), keeping room for sampling buffers."""
+        is left of `fraction` of the GPU (nano-vllm's rule), keeping room for sampling buffers.
+        The largest prefill is max(budget, one full-context sequence): a sequence longer than
+        max_num_batched_tokens is admitted alone (infer/scheduler.py)."""
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-        seq_len = min(self.max_model_len, self.max_num_batched_tokens)
-        nseq = max(1, min(self.max_num_batched_tokens // seq_len, self.max_num_seqs))
+        if self.max_model_len >= self.max_num_batched_tokens:
+            seq_len, nseq = self.max_model_len, 1
+        else:
+            seq_len = self.max_model_len
+            nseq = max(1, min(self.max_num_batched_tokens // seq_len, self.max_num_seqs))
         ids = torch.zeros(nseq * seq_len, dtype=torch.int64, device=self.device)
         cu = torch.arange(0, (nseq + 1) * seq_len, seq_len, dtype=torch.int32, device=self.device)
         self.model(ids, cu_seqlens=cu, max_seqlen=seq_len, logits_indices=(cu[1:] - 1).long())

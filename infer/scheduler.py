@@ -1,7 +1,9 @@
 """Continuous batching (nano-vllm's policy).
 
 Each step is either a prefill step (waiting sequences admitted in FIFO order while pages are free,
-under a token budget) or a decode step (one token for every running sequence). When a decode step
+under a token budget `max_num_batched_tokens`; there is no chunked prefill, so a sequence longer
+than the budget is admitted alone, in a step of its own, and is never split or refused for it)
+or a decode step (one token for every running sequence). When a decode step
 needs a page and none is free, the newest running sequence is preempted: its pages are freed and
 it goes back to the front of the waiting queue, to be recomputed later by a prefill over its
 prompt + outputs so far. Nothing is lost or truncated.
