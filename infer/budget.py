@@ -14,11 +14,15 @@ samples and applies the rules in the same batched tensor ops, with no host round
 The exact rules are documented in infer/sampling.py. Forced tokens still go through the model
 (their K/V are needed); their logits are simply ignored.
 
-Sampling is an exponential race in its Gumbel form: token = argmax(logits/T + g) with
+Sampling is an exponential race in its Gumbel form: token = argmax(logits * (1/T) + g) with
 g = -log(-log u), u ~ U(0,1). u comes from a counter-based hash of (seed, output position,
 vocab id), so a request's samples depend only on its own seed and history -- not on the batch it
 shares, on preemption, or on a host-side generator -- and no device-host sync is needed.
-Ids >= the tokenizer's real vocabulary (padded embedding rows) are never produced.
+Ids >= the tokenizer's real vocabulary (padded embedding rows) are never produced. Unfiltered
+sampling (temperature, no top-k/top-p) is one fused pass over the logits, `gumbel_argmax` from
+the kernel switch (Triton on GPU: kernels/sampling.py; torch reference on CPU), which also
+returns the sample with the end-of-thinking ids masked; greedy and top-k/top-p batches use
+torch ops (`_sample_torch`; top-p needs a sort).
 """
 from __future__ import annotations
 
@@ -26,12 +30,16 @@ from dataclasses import dataclass, field
 
 import torch
 
+import kernels
+
+# the counter-based noise lives with the sampling kernels (kernels/reference.py, kernels/sampling.py)
+from kernels.reference import uniform_noise
+
 THINK, FORCE, ANSWER, DONE = 0, 1, 2, 3
 F_EXT, F_END, F_DELIM = 0, 1, 2
 FIN_NONE, FIN_STOP, FIN_ANSWER_LEN, FIN_MAX_TOKENS = 0, 1, 2, 3
 FINISH_REASONS = {FIN_STOP: "stop", FIN_ANSWER_LEN: "length", FIN_MAX_TOKENS: "length"}
 _BIG = 2 ** 62
-_M32 = 0xFFFFFFFF
 
 
 @dataclass
@@ -73,45 +81,18 @@ class RequestRules:
     seed: int = 0
 
 
-def _h32(x: torch.Tensor) -> torch.Tensor:
-    """lowbias32 integer hash (C. Wellons) on int64 tensors holding 32-bit values."""
-    x = x & _M32
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _M32
-    x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) & _M32
-    return x ^ (x >> 16)
-
-
-_IDX_HASH: dict = {}
-
-
-def _hashed_ids(vocab: int, device) -> torch.Tensor:
-    """h32(vocab id) [V], cached per (vocab, device): one hash per element per step instead of two."""
-    key = (vocab, str(device))
-    if key not in _IDX_HASH:
-        _IDX_HASH[key] = _h32(torch.arange(vocab, device=device, dtype=torch.int64) * 0x9E3779B1 + 0x7F4A7C15)
-    return _IDX_HASH[key]
-
-
-def uniform_noise(seed: torch.Tensor, pos: torch.Tensor, vocab: int) -> torch.Tensor:
-    """u [B, vocab] in (0, 1), a pure function of (seed[b], pos[b], vocab id)."""
-    k1 = _h32(_h32(seed & _M32) ^ _h32(pos + 0x632BE5AB))
-    k1 = _h32(k1 ^ _h32((seed >> 32) + 0x9E3779B9))
-    x = _h32(_hashed_ids(vocab, seed.device)[None, :] ^ k1[:, None])
-    return ((x >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
-
-
 def perturbed_scores(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
                      top_p: torch.Tensor, seed: torch.Tensor, pos: torch.Tensor,
                      any_random: bool = True, any_filter: bool = True) -> torch.Tensor:
     """Scores whose argmax is the sample: raw logits for greedy rows (temperature 0), else
-    top-k/top-p-filtered logits/T plus Gumbel noise. logits [B, V] fp32 (already vocab-masked).
-    any_random / any_filter are host-known batch properties that skip unused work."""
+    top-k/top-p-filtered logits * (1/T) plus Gumbel noise. logits [B, V] fp32 (already
+    vocab-masked). any_random / any_filter are host-known batch properties that skip unused work.
+    The torch path for filtered batches (it needs a sort); unfiltered sampling goes through the
+    fused `gumbel_argmax` op (kernels/sampling.py), which draws the same noise and scales the same way."""
     if not any_random:
         return logits
     greedy = temperature <= 0
-    x = logits / torch.where(greedy, torch.ones_like(temperature), temperature)[:, None]
+    x = logits * torch.where(greedy, torch.ones_like(temperature), temperature).reciprocal()[:, None]
     if any_filter:
         sorted_x, order = x.sort(dim=-1, descending=True)
         probs = sorted_x.softmax(dim=-1)
@@ -230,6 +211,23 @@ class BudgetState:
         self.phase[rows] = ph
         self.finish[rows] = fin
 
+    def _sample_torch(self, logits, temp, top_k, top_p, seed, pos):
+        """(t_u, t_m) for greedy batches and batches with top-k/top-p (torch ops; the sort)."""
+        x = logits.float()
+        if x.shape[1] > self.special.vocab_size:
+            x[:, self.special.vocab_size:] = float("-inf")   # padded embedding rows never win
+        z = perturbed_scores(x, temp, top_k, top_p, seed, pos, self.any_random, self.any_filter)
+        t_u = z.argmax(dim=-1)                                         # unconstrained sample
+        if not self.any_mask:
+            return t_u, t_u                                            # t_m never used (no row masks)
+        if self.any_filter:
+            # top-k / top-p act on the distribution with the end tokens removed (renormalized), so
+            # the nucleus is never empty; same noise as t_u (same position, same seed)
+            x_m = x.index_fill(1, self.think_end, float("-inf"))
+            return t_u, perturbed_scores(x_m, temp, top_k, top_p, seed, pos, True, True).argmax(dim=-1)
+        # greedy: the best token that is not an end token
+        return t_u, z.index_fill(1, self.think_end, float("-inf")).argmax(dim=-1)
+
     # ------------------------------------------------------------------ one step
     @torch.no_grad()
     def step(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -238,9 +236,6 @@ class BudgetState:
         think_used, waits_used. Tokens are also kept in `last_token` (next decode's input)."""
         sp = self.special
         B, V = logits.shape
-        x = logits.float()
-        if V > sp.vocab_size:
-            x[:, sp.vocab_size:] = float("-inf")
         ph = self.phase[rows]
         tu, wl, wu = self.think_used[rows], self.waits_left[rows], self.waits_used[rows]
         au, oc = self.answer_used[rows], self.out_count[rows]
@@ -248,17 +243,14 @@ class BudgetState:
         flen = self.forced_len[rows]                                   # [B, 3]
 
         temp, top_k, top_p, seed = self.temperature[rows], self.top_k[rows], self.top_p[rows], self.seed[rows]
-        z = perturbed_scores(x, temp, top_k, top_p, seed, oc, self.any_random, self.any_filter)
-        t_u = z.argmax(dim=-1)                                         # unconstrained sample
-        if not self.any_mask:
-            t_m = t_u                                                  # never used (no row masks)
-        elif self.any_filter:
-            # top-k / top-p act on the distribution with the end tokens removed (renormalized), so
-            # the nucleus is never empty; same noise as t_u (same position, same seed)
-            x_m = x.index_fill(1, self.think_end, float("-inf"))
-            t_m = perturbed_scores(x_m, temp, top_k, top_p, seed, oc, self.any_random, True).argmax(dim=-1)
-        else:  # Gumbel-max over the unfiltered logits minus the end tokens = the renormalized sample
-            t_m = z.index_fill(1, self.think_end, float("-inf")).argmax(dim=-1)
+        if self.any_random and not self.any_filter:
+            # one fused pass over the logits (Triton on GPU): t_u unconstrained, t_m without the
+            # end-of-thinking ids; padded ids (>= vocab_size) never win
+            inv_t = torch.where(temp > 0, temp.reciprocal(), torch.zeros_like(temp))
+            t_u, t_m = kernels.get_ops(logits.device).gumbel_argmax(logits, inv_t, seed, oc, sp.vocab_size,
+                                                                    self.think_end)
+        else:
+            t_u, t_m = self._sample_torch(logits, temp, top_k, top_p, seed, oc)
 
         thinking = ph == THINK
         below_min = tu < self.min_think[rows]

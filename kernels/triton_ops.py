@@ -1,10 +1,11 @@
-"""Triton backend: the five hot ops with exactly kernels/reference.py's signatures.
+"""Triton backend: the five hot ops with exactly kernels/reference.py's signatures, plus sampling.
 
 Each op is a torch.autograd.Function over Triton kernels (forward and backward), defined in its
-own file: flash_attn.py, rmsnorm.py, rope.py, swiglu.py, cross_entropy.py. On CUDA they compile
-for the GPU; on a machine without CUDA this module turns on Triton's CPU interpreter
-(TRITON_INTERPRET=1) *before* the kernels are defined, so `kernels.use_backend("triton")` works
-on CPU tensors (slowly: for tests). Set TRITON_INTERPRET yourself to override.
+own file: flash_attn.py, rmsnorm.py, rope.py, swiglu.py, cross_entropy.py; gumbel_argmax (no
+gradient) is in sampling.py. On CUDA they compile for the GPU; on a machine without CUDA this
+module turns on Triton's CPU interpreter (TRITON_INTERPRET=1) *before* the kernels are defined,
+so `kernels.use_backend("triton")` works on CPU tensors (slowly: for tests). Set TRITON_INTERPRET
+yourself to override.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from kernels.flash_attn import attention as _attention  # noqa: E402
 from kernels.flash_attn import attention_padded  # noqa: E402,F401
 from kernels.rmsnorm import rms_norm as _rms_norm  # noqa: E402
 from kernels.rope import rope as _rope  # noqa: E402
+from kernels.sampling import gumbel_argmax as _gumbel_argmax  # noqa: E402
 from kernels.swiglu import swiglu as _swiglu  # noqa: E402
 
 
@@ -49,3 +51,9 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
                          ignore_index: int = -100) -> torch.Tensor:
     """Summed CE of hidden @ weight.T without materializing the [N, V] logits (fp32 scalar)."""
     return _linear_cross_entropy(hidden, weight, labels, ignore_index)
+
+
+def gumbel_argmax(logits: torch.Tensor, inv_temperature: torch.Tensor, seed: torch.Tensor,
+                  pos: torch.Tensor, vocab_size: int, mask_ids: torch.Tensor):
+    """Fused Gumbel-max sampling: (t_u, t_m) int64 [B] from logits [B, V] read once (no [B, V] noise)."""
+    return _gumbel_argmax(logits, inv_temperature, seed, pos, vocab_size, mask_ids)
