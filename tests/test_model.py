@@ -48,8 +48,11 @@ def test_logits_match_transformers_fp32(name):
     assert err <= 1e-5, f"{name}: max relative error {err:.2e}"
 
 
-def test_logits_bf16_within_rounding_of_fp32():
-    hf = random_hf_model(seed=2)
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_logits_bf16_within_rounding_of_fp32(name):
+    hidden, heads, kv, tied = CONFIGS[name]
+    hf = random_hf_model(seed=2, hidden_size=hidden, num_attention_heads=heads, num_key_value_heads=kv,
+                         tie_word_embeddings=tied, intermediate_size=hidden + 64)
     ids = torch.randint(0, 512, (1, 53), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref32 = hf(ids).logits
@@ -57,9 +60,9 @@ def test_logits_bf16_within_rounding_of_fp32():
         hf.float()
         ours_err = rel_err(ours_from(hf, torch.bfloat16)(ids), ref32)
     # bf16 keeps 8 mantissa bits (2^-8 ~ 4e-3 relative per rounding); our error must be of the
-    # same size as transformers' own bf16 error, not larger.
-    assert ours_err <= max(2 * hf_bf16_err, 1e-2), (ours_err, hf_bf16_err)
-    assert ours_err > 0  # it really ran in bf16
+    # same size as transformers' own bf16 error (measured ratio 0.93-1.11 over these configs).
+    assert ours_err <= 1.5 * hf_bf16_err, (ours_err, hf_bf16_err)
+    assert ours_err > 1e-4  # it really ran in bf16
 
 
 def test_packed_equals_separate():
