@@ -236,10 +236,11 @@ def run(s: dict, out: Path, progress: bool = True) -> dict:
 
     wall = time.perf_counter() - t_all
     acc = {str(r["max_thinking_tokens"]): r["accuracy"] for r in summary["points"]}
+    from bench.env import environment  # device, commit, versions, date next to the numbers
     demo = {"settings": s, "wall_s": round(wall, 1), "stages": clock.rows, "accuracy_by_budget": acc,
             "methods": summary["methods"], "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "plot": str(eval_dir / "scaling.png")}
+            "plot": str(eval_dir / "scaling.png"), "env": environment()}
     (out / "demo_summary.json").write_text(json.dumps(demo, indent=2))
     print("\n" + summary_markdown(summary))
     print(scaling_table(summary))
