@@ -12,20 +12,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from curate.store import derive_seed, run_cached, sampling_params
+from curate.store import derive_seed, lazy_engine, run_cached, sampling_params
 
 
-def count_tokens(texts: list[str], tokenizer_dir, batch: int = 1024) -> list[int]:
+def count_tokens(texts: list[str], tokenizer_dir, batch: int = 1024, progress: bool = False) -> list[int]:
     """Qwen2.5 token counts via the `tokenizers` fast tokenizer (batch encode, no special tokens)."""
     from tokenizers import Tokenizer
+    from tqdm import tqdm
 
     path = Path(tokenizer_dir) / "tokenizer.json"
     if not path.exists():
         raise FileNotFoundError(f"no tokenizer.json in {tokenizer_dir} (pass --tokenizer DIR)")
     tok = Tokenizer.from_file(str(path))
     out = []
+    bar = tqdm(total=len(texts), desc="difficulty (trace tokens)", unit="q", disable=not progress)
     for i in range(0, len(texts), batch):
         out += [len(e.ids) for e in tok.encode_batch(texts[i:i + batch], add_special_tokens=False)]
+        bar.update(len(texts[i:i + batch]))
+    bar.close()
     return out
 
 
@@ -34,11 +38,14 @@ def grade_kind(rec: dict) -> str:
 
 
 def student_rows(llm, records: dict[str, dict], params: dict, seed: int):
+    """llm: an engine, or a zero-argument factory called on the first batch that needs it."""
     from infer.grader import extract_answer, grade
+
+    engine = lazy_engine(llm)
 
     def compute(ids):
         sps = [sampling_params(**{**params, "seed": derive_seed(seed, i)}) for i in ids]
-        outs = llm.generate([records[i]["question"] for i in ids], sps, use_tqdm=False)
+        outs = engine().generate([records[i]["question"] for i in ids], sps, use_tqdm=False)
         rows = []
         for i, o in zip(ids, outs):
             rec = records[i]
@@ -54,14 +61,15 @@ def student_rows(llm, records: dict[str, dict], params: dict, seed: int):
 
 def difficulty_filter(records: list[dict], students: list[tuple[str, object]], params: dict, seed: int,
                       cache_dir, tokenizer_dir, batch_size: int = 64, progress: bool = True):
-    """students: [(key, llm)]. Returns (kept records with `students` and `trace_tokens`, stats)."""
+    """students: [(key, llm or zero-argument llm factory)]. Returns (kept records with `students`
+    and `trace_tokens`, stats)."""
     by_id = {r["id"]: r for r in records}
     results = {}
     for key, llm in students:
         results[key] = run_cached(list(by_id), Path(cache_dir) / f"student_{key}.jsonl",
                                   student_rows(llm, by_id, params, seed), batch_size,
                                   desc=f"difficulty ({key})", progress=progress)
-    lengths = count_tokens([r.get("thinking") or "" for r in records], tokenizer_dir)
+    lengths = count_tokens([r.get("thinking") or "" for r in records], tokenizer_dir, progress=progress)
     kept = []
     per_source: dict[str, dict] = {}
     per_student = {k: 0 for k in results}

@@ -27,12 +27,13 @@ def to_s1k_row(r: dict) -> dict:
     }
 
 
-def write_dataset(records: list[dict], out_dir) -> dict:
+def write_dataset(records: list[dict], out_dir, progress: bool = False) -> dict:
     """<out>/dataset (datasets.save_to_disk), <out>/s1k.parquet, <out>/s1k.jsonl."""
     import datasets
+    from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    rows = [to_s1k_row(r) for r in records]
+    rows = [to_s1k_row(r) for r in tqdm(records, desc="output (rows)", unit="q", disable=not progress)]
     features = datasets.Features({
         "question": datasets.Value("string"), "solution": datasets.Value("string"),
         "cot_type": datasets.Value("string"), "source_type": datasets.Value("string"),

@@ -5,6 +5,7 @@ plus the fingerprint of its input) is unchanged. Model stages cache per question
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -95,7 +96,12 @@ class Pipeline:
         p = self.stats_path(stage)
         if not p.exists() or not self.records_path(stage).exists():
             return False
-        return json.loads(p.read_text())["fingerprint"] == self.fingerprint(stage)
+        stats = json.loads(p.read_text())
+        if stats["fingerprint"] != self.fingerprint(stage):
+            return False
+        # the output stage is done only while the files it wrote are still there
+        files = stats["stats"].get("paths", []) + stats["stats"].get("report", []) if stage == "output" else []
+        return all((self.out / f).exists() for f in files)
 
     def load(self, stage: str) -> list[dict]:
         if not self.is_done(stage):
@@ -115,8 +121,24 @@ class Pipeline:
         os.replace(tmp, self.stats_path(stage))   # stats last: its presence marks the stage done
 
     # -------------------------------------------------------------- running
+    def check_checkpoints(self, stages) -> None:
+        """Fail before any work (not after sources and decontamination) when a model that the
+        given stages would load is not a checkpoint directory."""
+        models = {"traces": [self.cfg.teacher], "difficulty": list(self.cfg.students),
+                  "domains": [self.cfg.domain_model]}
+        for stage in stages:
+            for path in models.get(stage, []):
+                if not path:
+                    continue
+                if not os.path.isdir(path):
+                    raise FileNotFoundError(f"checkpoint directory {path!r} does not exist")
+                if not os.path.isfile(os.path.join(path, "config.json")):
+                    raise FileNotFoundError(f"no config.json in {path!r}: not an HF-format checkpoint")
+
     def run(self, stages=STAGES, force: bool = False) -> dict:
         """Run the given stages in order (skipping up-to-date ones unless force); returns {stage: seconds}."""
+        if self.llm_factory is default_llm_factory:
+            self.check_checkpoints([s for s in stages if force or not self.is_done(s)])
         times = {}
         for stage in stages:
             if not force and self.is_done(stage):
@@ -163,7 +185,7 @@ class Pipeline:
         if not self.cfg.teacher and not imported:
             raise ValueError("the traces stage needs a teacher checkpoint (--teacher DIR) or a traces file (--traces FILE)")
         need_teacher = self.cfg.teacher and any(r["id"] not in imported for r in records)
-        llm = self.llm_factory(self.cfg.teacher, self.cfg.device) if need_teacher else None
+        llm = functools.partial(self.llm_factory, self.cfg.teacher, self.cfg.device) if need_teacher else None
         # one cache per (teacher, sampling settings): changed settings never reuse stale traces
         key = f"{model_key(self.cfg.teacher)}-{fingerprint([self.cfg.teacher_params, self.cfg.gen_seed])[:8]}" if self.cfg.teacher else ""
         cache = self.out / "cache" / f"traces_{key}.jsonl" if self.cfg.teacher else None
@@ -184,7 +206,9 @@ class Pipeline:
         from curate.difficulty import difficulty_filter
 
         settings = fingerprint([self.cfg.student_params, self.cfg.gen_seed])[:8]
-        students = [(f"{model_key(p)}-{settings}", self.llm_factory(p, self.cfg.device)) for p in self.cfg.students]
+        # loaded lazily: a student whose attempts are all cached is never loaded
+        students = [(f"{model_key(p)}-{settings}", functools.partial(self.llm_factory, p, self.cfg.device))
+                    for p in self.cfg.students]
         return difficulty_filter(records, students, self.cfg.student_params, self.cfg.gen_seed, self.out / "cache",
                                  self.cfg.tokenizer, self.cfg.batch_size, self.cfg.progress)
 
@@ -230,7 +254,7 @@ class Pipeline:
         from curate.domains import load_msc
         from curate.output import write_dataset, write_report
 
-        info = write_dataset(selected, self.out)
+        info = write_dataset(selected, self.out, self.cfg.progress)
         titles = {m["code"]: m["title"] for m in load_msc(self.cfg.msc)}
         write_report(self.out, {s: self.stats(s) for s in STAGES[:-1]}, self.load("domains"), selected, titles)
         return selected, {**info, "report": ["report.md", "report.png"]}

@@ -93,6 +93,18 @@ def run_cached(ids: list[str], cache_path, compute_batch, batch_size: int = 64, 
     return {i: cache[i] for i in ids}
 
 
+def lazy_engine(llm):
+    """() -> engine. `llm` is an engine (has .generate) or a zero-argument factory, called once, on
+    first use: a model whose rows are all cached is never loaded."""
+    box = [llm if hasattr(llm, "generate") else None]
+
+    def get():
+        if box[0] is None:
+            box[0] = llm()
+        return box[0]
+    return get
+
+
 def sampling_params(**kw):
     """infer.SamplingParams (public API); falls back to infer.sampling while infer/__init__.py is absent."""
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from curate.store import derive_seed, run_cached, sampling_params
+from curate.store import derive_seed, lazy_engine, run_cached, sampling_params
 from curate.text import question_id
 
 THINK_KEYS = ("thinking_trajectories", "deepseek_thinking_trajectory", "thinking")
@@ -61,10 +61,13 @@ def load_trace_file(spec: str) -> dict[str, dict]:
 
 
 def teacher_rows(llm, questions: dict[str, str], params: dict, seed: int):
-    """compute_batch for run_cached: one engine call for a batch of question ids."""
+    """compute_batch for run_cached: one engine call for a batch of question ids. llm: an engine
+    or a zero-argument factory (loaded on the first uncached batch)."""
+    engine = lazy_engine(llm)
+
     def compute(ids: list[str]) -> list[dict]:
         sps = [sampling_params(**{**params, "seed": derive_seed(seed, i)}) for i in ids]
-        outs = llm.generate([questions[i] for i in ids], sps, use_tqdm=False)
+        outs = engine().generate([questions[i] for i in ids], sps, use_tqdm=False)
         rows = []
         for i, o in zip(ids, outs):
             err = getattr(o, "error", None)
