@@ -295,22 +295,8 @@ def check_engine_all_triton() -> None:
     import kernels.kv_store
     import kernels.paged_attention
     import kernels.triton_ops as tops
-    from model.config import Qwen2Config
-    from model.qwen2 import Qwen2ForCausalLM
-    from model.tokenizer import Tokenizer
-    from tests.conftest import SHARED_DATA
-    tok = Tokenizer.from_pretrained(SHARED_DATA / "qwen2.5-tokenizer")
-    cfg = Qwen2Config(vocab_size=151936, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                      tie_word_embeddings=True, torch_dtype="float32")
-    m = Qwen2ForCausalLM(cfg)
-    m.init_weights(seed=1)
-    with torch.no_grad():  # attention and MLP strong enough that the context decides the tokens
-        for name, p in m.named_parameters():
-            if "proj" in name and name.endswith("weight"):
-                p.mul_(10.0)
-        m.model.embed_tokens.weight.mul_(4.0)
-    m.eval()
+    from tests.test_engine_kernels import context_model
+    m, tok = context_model(seed=1)
     base = [7, 300, 4000, 123, 55, 999, 31, 8, 17, 2024]
     calls = [
         [base + [11, 12, 13], base + [21, 22], base + [31], [5, 6, 7, 8, 9]],  # hits inside the batch
@@ -371,7 +357,7 @@ def check_engine_all_triton() -> None:
     assert hits == [4, 5], hits  # 2 + 2 pages inside the 1st batch; 3 + 2 revived in the 2nd call
     prefix_calls = [(q, k) for q, k in seen["attention"] if q != k]
     # per layer: the 1st call's batch prefill (one fresh, two with 8 cached tokens), the 2nd call's
-    assert len(prefix_calls) == 2 * cfg.num_hidden_layers, seen["attention"]
+    assert len(prefix_calls) == 2 * m.config.num_hidden_layers, seen["attention"]
     assert prefix_calls[0] == ([0, 13, 17, 20, 25], [0, 13, 25, 36, 41])
     assert seen["paged"] > 0 and seen["store"] > 0 and seen["rms_norm"] > 0
     print("engine on Triton kernels (prefill over cached prefix pages included) == torch engine == naive")

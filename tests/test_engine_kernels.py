@@ -89,10 +89,10 @@ def check_kv_store(dtype_name: str) -> None:
     assert not torch.equal(a, kc)
 
 
-def check_engine_with_triton_cache() -> None:
-    """The engine with the Triton store + paged-attention kernels == with the references."""
-    import kernels
-    from infer import LLM, SamplingParams
+def context_model(seed: int):
+    """(tiny random Qwen2 with the real 151,936 vocabulary, Qwen2.5 tokenizer) whose attention and
+    MLP weights are scaled up so that the context decides the next token (with the default init
+    the model just repeats its input token, and an engine comparison would prove nothing)."""
     from model.config import Qwen2Config
     from model.qwen2 import Qwen2ForCausalLM
     from model.tokenizer import Tokenizer
@@ -102,12 +102,20 @@ def check_engine_with_triton_cache() -> None:
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
                       tie_word_embeddings=True, torch_dtype="float32")
     m = Qwen2ForCausalLM(cfg)
-    m.init_weights(seed=0)
-    with torch.no_grad():  # attention and MLP strong enough that the context decides the tokens
+    m.init_weights(seed=seed)
+    with torch.no_grad():
         for name, p in m.named_parameters():
             if "proj" in name and name.endswith("weight"):
                 p.mul_(10.0)
         m.model.embed_tokens.weight.mul_(4.0)
+    return m.eval(), tok
+
+
+def check_engine_with_triton_cache() -> None:
+    """The engine with the Triton store + paged-attention kernels == with the references."""
+    import kernels
+    from infer import LLM, SamplingParams
+    m, tok = context_model(seed=0)
     prompts = [[5, 6, 7, 8, 9], [100, 200, 300], [42] * 11, [1, 2, 3, 300]]
     sp = SamplingParams(max_tokens=10, ignore_eos=True)
     outs = {}
