@@ -75,7 +75,8 @@ def write_report(out_dir, stats: dict[str, dict], candidates: list[dict], select
     sel_by_src = Counter(r["source_type"] for r in selected)
     stage_cols = [("loaded", lambda src: s["sources"]["per_source"][src]["kept"]),
                   ("after decontam+dedup", lambda src: s["decontam"]["per_source"].get(src, {}).get("kept", 0)),
-                  ("with traces (model subset)", lambda src: s["traces"]["per_source"].get(src, 0)),
+                  ("with traces" + (" (model subset)" if s["traces"].get("subset", 0) < s["traces"].get("in", 0) else ""),
+                   lambda src: s["traces"]["per_source"].get(src, 0)),
                   ("after quality", lambda src: s["quality"]["per_source"].get(src, {}).get("kept", 0)),
                   ("after difficulty", lambda src: s["difficulty"]["per_source"].get(src, {}).get("kept", 0)),
                   ("selected", lambda src: sel_by_src.get(src, 0))]
