@@ -6,7 +6,7 @@ Sources, in order of precedence:
 2. `hub=`: a Hugging Face `datasets` name (e.g. "HuggingFaceH4/MATH-500"; gpqa_diamond defaults
    to the gated "Idavidrein/gpqa", config "gpqa_diamond").
 3. `data_dir=`: `<data_dir>/<task>/test.jsonl` (the layout of ../shared/data/eval). Default:
-   $S1_EVAL_DATA, else ../shared/data/eval beside the repository.
+   $S1_EVAL_DATA, else $S1_SHARED_DATA/eval, else ../shared/data/eval beside the repository.
 
 The question text is the bare problem (the engine adds the s1 chat template and thinking start).
 Answer kinds: AIME -> "integer" (compared as integers, "025" == 25); MATH-500 and AMC23 ->
@@ -49,9 +49,14 @@ class TaskItem:
 
 
 def default_data_dir() -> pathlib.Path:
+    """$S1_EVAL_DATA, else $S1_SHARED_DATA/eval (the variable the README and tests use), else
+    ../shared/data/eval beside the repository."""
     env = os.environ.get("S1_EVAL_DATA")
     if env:
         return pathlib.Path(env)
+    shared = os.environ.get("S1_SHARED_DATA")
+    if shared:
+        return pathlib.Path(shared) / "eval"
     return pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "eval"
 
 

@@ -230,3 +230,13 @@ def test_bench_eval_sweep_smoke(shared_data, capsys):
     result = json.loads(out.strip().splitlines()[-1])
     assert result["requests"] == 8 and result["mean_thinking_tokens"] == [8.0, 16.0]
     assert 0 <= result["harness_fraction"] < 1
+
+
+def test_default_eval_dir_follows_s1_shared_data(monkeypatch, tmp_path):
+    """S1_SHARED_DATA (README, tests) also moves the eval sets; S1_EVAL_DATA wins over it."""
+    from infer.tasks import default_data_dir
+    monkeypatch.delenv("S1_EVAL_DATA", raising=False)
+    monkeypatch.setenv("S1_SHARED_DATA", str(tmp_path))
+    assert default_data_dir() == tmp_path / "eval"
+    monkeypatch.setenv("S1_EVAL_DATA", str(tmp_path / "e"))
+    assert default_data_dir() == tmp_path / "e"
