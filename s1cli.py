@@ -10,11 +10,11 @@ import sys
 
 COMMANDS = {
     "generate": ("infer.cli", "generate_main", "decode prompts with budget forcing"),
-    "eval": ("infer.evaluate", "main", "benchmark sweeps over thinking budgets"),
+    "eval": ("evaluation.evaluate", "main", "benchmark sweeps over thinking budgets"),
     "train": ("train.cli", "main", "SFT on s1K-format data (FSDP2; use torchrun for >1 GPU)"),
     "curate": ("curate.cli", "main", "s1K-style selection from a question pool"),
     "bench": ("bench.cli", "main", "run a benchmark script from bench/"),
-    "demo": ("infer.demo", "main", "the whole pipeline at toy scale on CPU"),
+    "demo": ("pipelines.demo", "main", "the whole pipeline at toy scale on CPU"),
 }
 
 

@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="s1 (simple test-time scaling) reproduced in low-level PyTorch + Triton",
     python_requires=">=3.10",
-    packages=["kernels", "model", "train", "infer", "curate", "bench"],
+    packages=["common", "kernels", "model", "train", "infer", "evaluation", "curate", "pipelines", "bench"],
     install_requires=[
         "torch>=2.4",
         "triton",

@@ -32,14 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def make_tiny_checkpoint(path, tok_dir, seed=0):
     import torch
 
-    from model.config import Qwen2Config
+    from model.config import shape_config
     from model.loading import save_model
     from model.qwen2 import Qwen2ForCausalLM
 
     # 8192 positions: the MSC classification prompt is ~4.5K tokens
-    cfg = Qwen2Config(vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
-                      tie_word_embeddings=True, torch_dtype="float32")
+    cfg = shape_config("smoke", hidden_size=32, intermediate_size=64, max_position_embeddings=8192,
+                       torch_dtype="float32")
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(cfg)
     with torch.no_grad():
@@ -68,7 +67,7 @@ def run_e2e(args) -> int:
     --max-questions a seeded subset (the report says so)."""
     import shutil
 
-    from bench.env import environment
+    from common.env import environment
     from curate.pipeline import SHARED, STAGES, Config, Pipeline
 
     work = Path(args.workdir)

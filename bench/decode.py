@@ -37,18 +37,6 @@ import random
 import sys
 import time
 
-SHAPES = {
-    "0.5B": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-                 intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True),
-    "1.5B": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
-                 intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True),
-    "7B": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
-               intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False),
-}
-SMOKE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-             intermediate_size=128, vocab_size=151936, tie_word_embeddings=True)
-
-
 class IdTokenizer:
     """Stand-in when the Qwen2.5 tokenizer folder is absent: the engine needs special ids and the
     few strings budget forcing inserts (ids from the real tokenizer); prompts are raw ids anyway."""
@@ -322,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from bench.env import environment
+    from common.env import environment
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     if device.type != "cuda" and not args.smoke:
         print("bench.decode: no GPU available; use --smoke for the CPU check", file=sys.stderr)
@@ -331,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     args.hf_models = args.hf_models.split(",")
     args.bandwidth = hbm_bandwidth_gbs(device) if device.type == "cuda" else None
     tok = load_tokenizer()
-    shapes = {"smoke": SMOKE} if args.smoke else {k: SHAPES[k] for k in args.models.split(",")}
+    from model.config import SHAPES
+    shapes = {"smoke": SHAPES["smoke"]} if args.smoke else {k: SHAPES[k] for k in args.models.split(",")}
     results = []
     for name, shape in shapes.items():
         print(f"bench.decode: {name} ...", file=sys.stderr)

@@ -11,7 +11,7 @@ run takes a minute or two. Formats (question -> thinking; digits 3 5 1):
   copy     "a3 b5 c1"     -> "a3 =3 b5 =8 c1 =9"   restate the fused item, then the sum
   sep      "a 3 b 5 c 1"  -> "a 3 b 8 c 9"         marker and digit separate, sum after the marker
   sepcopy  "a 3 b 5 c 1"  -> "a 3 =3 b 5 =8 c 1 =9" separate tokens; restate, then the sum
-  (curate/synthetic.py's "a3=3 b5=8" tokenizes exactly as sepcopy)
+  (pipelines/toy.py's "a3=3 b5=8" tokenizes exactly as sepcopy)
 Metric: the fraction of held-out problems whose every trace + answer token is argmax-correct
 under teacher forcing (= greedy decoding gets the whole chain right), and token accuracy per
 kind (item = restated marker/digit, sum, ans).

@@ -39,16 +39,12 @@ def _tokenizer_dir() -> str:
 def write_model(path: str, smoke: bool) -> None:
     import torch
 
-    from bench.load_memory import QWEN25_05B
-    from model.config import Qwen2Config
+    from model.config import shape_config
     from model.loading import save_model
     from model.qwen2 import Qwen2ForCausalLM
 
-    shape = dict(QWEN25_05B)
-    if smoke:
-        shape.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=2, max_position_embeddings=2048, torch_dtype="float32")
-    cfg = Qwen2Config(**shape)
+    cfg = (shape_config("smoke", hidden_size=32, intermediate_size=64, max_position_embeddings=2048,
+                        torch_dtype="float32") if smoke else shape_config("0.5B"))
     with torch.device("meta"):
         m = Qwen2ForCausalLM(cfg)
     dtype = torch.float32 if smoke else torch.bfloat16
@@ -72,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from bench.env import environment
+    from common.env import environment
     from infer import LLM, SamplingParams
-    from infer.evaluate import _int_list, make_points, run_eval
-    from infer.tasks import load_task
+    from evaluation.evaluate import _int_list, make_points, run_eval
+    from evaluation.tasks import load_task
 
     device = "cuda" if torch.cuda.is_available() and not a.smoke else "cpu"
     if device == "cpu" and not a.smoke:

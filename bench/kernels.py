@@ -436,7 +436,7 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available() and not a.smoke:
         print("bench.kernels: no CUDA device; the full benchmark needs a GPU. Use --smoke on CPU.", file=sys.stderr)
         return 2
-    from bench.env import environment
+    from common.env import environment
     env = environment()
     # fp16 in the CPU smoke run: the interpreter's bf16 arithmetic is broken (engineering notes)
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float16
@@ -488,7 +488,7 @@ def _sm90_main(a) -> int:
         env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
         args = [sys.executable, "-m", "bench.kernels", "--sm90-report"] + (["--out", a.out] if a.out else [])
         return subprocess.run(args, env=env).returncode
-    from bench.env import environment
+    from common.env import environment
     env = environment()
     rows = sm90_report()
     head = (f"# Attention kernels compiled for sm_90 (static: no GPU run)\n\nhost: {env['device']} | commit "

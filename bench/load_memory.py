@@ -16,17 +16,12 @@ import subprocess
 import sys
 import tempfile
 
-QWEN25_05B = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-                  intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True, rms_norm_eps=1e-6,
-                  rope_theta=1e6, max_position_embeddings=32768, torch_dtype="bfloat16")
-
-
 def write_checkpoint(path: str, shard_size: str) -> None:
     import torch
-    from model.config import Qwen2Config
+    from model.config import shape_config
     from model.loading import save_model
     from model.qwen2 import Qwen2ForCausalLM
-    cfg = Qwen2Config(**QWEN25_05B)
+    cfg = shape_config("0.5B")
     with torch.device("meta"):
         m = Qwen2ForCausalLM(cfg)
     m.to(torch.bfloat16).to_empty(device="cpu")
@@ -67,7 +62,7 @@ def main(argv=None) -> int:
     ratio = r["load_overhead_bytes"] / r["weights_bytes"]
     print(f"| weights (bf16) | peak RSS added by load_model | ratio |\n|---|---|---|\n"
           f"| {r['weights_bytes'] / gib:.3f} GiB | {r['load_overhead_bytes'] / gib:.3f} GiB | {ratio:.2f}x |")
-    from bench.env import environment
+    from common.env import environment
     r.update(ratio=ratio, checkpoint=a.dir, **environment())
     os.makedirs("bench/results", exist_ok=True)
     with open("bench/results/load_memory.json", "w") as f:

@@ -1,7 +1,7 @@
 """Comparison of test-time scaling methods on the demo task (issue 8; s1 paper Table 3).
 
 Pipeline (one script, every stage timed):
-  1. pool       running digit sum mod 10 (curate/synthetic.py), plus a held-out eval set with no
+  1. pool       running digit sum mod 10 (pipelines/toy.py), plus a held-out eval set with no
                 question in the pool;
   2. variants   the pool rewritten for token-, step- and class-conditional control
                 (curate/variants.py; a first tokenizer counts tokens, the final byte-level BPE is
@@ -79,8 +79,8 @@ def _variant_rows(pool, tok, s, seed):
 
 
 def run(s: dict, out: Path, work: Path, seed: int, methods: str, reuse_model: bool = False) -> dict:
-    from bench.env import environment
-    from curate import synthetic
+    from common.env import environment
+    from pipelines import toy as synthetic
     from model.tokenizer import Tokenizer
 
     out.mkdir(parents=True, exist_ok=True)
@@ -145,8 +145,8 @@ def run(s: dict, out: Path, work: Path, seed: int, methods: str, reuse_model: bo
     # ---- 4. the comparison sweep
     t0 = time.perf_counter()
     from infer import LLM, SamplingParams
-    from infer.evaluate import MethodOptions, _int_list, make_points, run_eval, summary_markdown
-    from infer.tasks import TaskItem
+    from evaluation.evaluate import MethodOptions, _int_list, make_points, run_eval, summary_markdown
+    from evaluation.tasks import TaskItem
     items = [TaskItem(id=f"q{i:04d}", question=r["question"], answer=r["answer"], kind="integer")
              for i, r in enumerate(ev)]
     budgets = _int_list(s["budgets"], "--budgets")

@@ -30,22 +30,16 @@ import time
 
 import torch
 
-SHAPES = {
-    "0.5B": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-                 intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True),
-    "1.5B": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
-                 intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True),
-    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                 intermediate_size=128, vocab_size=1024, tie_word_embeddings=True),
-}
-COMMON = dict(rms_norm_eps=1e-6, rope_theta=1e6, max_position_embeddings=131072, torch_dtype="bfloat16")
+# model.config.SHAPES names, plus "tiny" (the smoke shape with a 1,024-token vocabulary)
+SHAPE_NAMES = ("0.5B", "1.5B", "3B", "7B", "14B", "32B", "tiny")
 
 
 def model_config(shape: str):
-    from model.config import Qwen2Config
-    d = dict(SHAPES[shape], **COMMON)
-    d["max_window_layers"] = d["num_hidden_layers"]
-    return Qwen2Config(**d)
+    from model.config import SHAPES, shape_config
+    extra = dict(vocab_size=1024) if shape == "tiny" else {}
+    name = "smoke" if shape == "tiny" else shape
+    return shape_config(name, max_position_embeddings=131072,
+                        max_window_layers=SHAPES[name]["num_hidden_layers"], **extra)
 
 
 def _sync(device):
@@ -200,7 +194,7 @@ def _fmt(row) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shapes", nargs="+", default=["0.5B", "1.5B"], choices=list(SHAPES))
+    ap.add_argument("--shapes", nargs="+", default=["0.5B", "1.5B"], choices=SHAPE_NAMES)
     ap.add_argument("--seq-lens", nargs="+", type=int, default=[4096, 16384, 32768])
     ap.add_argument("--impls", nargs="+", default=["ours", "hf"], choices=["ours", "hf"])
     ap.add_argument("--grad-ckpt", nargs="+", default=["off", "on"], choices=["off", "on"])
@@ -214,7 +208,7 @@ def main(argv=None) -> int:
     import torch.distributed as dist
 
     import kernels
-    from bench.env import environment
+    from common.env import environment
     from train.metrics import peak_flops
     if a.smoke:
         device, compute_dtype = torch.device("cpu"), torch.float32

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from curate.text import word_ngrams
+from common.jsonl import read_jsonl
 
 # the evaluation sets of ../shared/data/eval; the question field of each row
 _EVAL_TEXT_KEYS = ("problem", "question", "Question")
@@ -43,7 +44,7 @@ def load_eval_questions(paths: list[str]) -> dict[str, list[str]]:
             if f.suffix == ".json":
                 rows = json.loads(f.read_text(encoding="utf-8"))
             else:
-                rows = [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+                rows = read_jsonl(f)
             for i, r in enumerate(rows, 1):
                 key = next((k for k in _EVAL_TEXT_KEYS if k in r and isinstance(r[k], str)), None)
                 if key is None:

@@ -1,7 +1,7 @@
 """Difficulty stage (s1 §2.1, step 3).
 
 1. Students: each student checkpoint attempts every question through our engine; the offline
-   grader (infer.grader) compares the extracted answer with the reference answer. A question is
+   grader (evaluation.grader) compares the extracted answer with the reference answer. A question is
    kept only if EVERY student gets it wrong (s1: Qwen2.5-7B and -32B-Instruct). Attempts are
    cached per (student, question id) in <out>/cache/student_<key>.jsonl.
 2. Trace length: tokens of the thinking trajectory under the Qwen2.5 tokenizer, recorded as
@@ -39,7 +39,7 @@ def grade_kind(rec: dict) -> str:
 
 def student_rows(llm, records: dict[str, dict], params: dict, seed: int):
     """llm: an engine, or a zero-argument factory called on the first batch that needs it."""
-    from infer.grader import extract_answer, grade
+    from evaluation.grader import extract_answer, grade
 
     engine = lazy_engine(llm)
 

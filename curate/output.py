@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from common.jsonl import write_jsonl
 
 S1K_COLUMNS = ("question", "solution", "cot_type", "source_type", "metadata", "cot", "thinking_trajectories", "attempt")
 
@@ -45,9 +46,7 @@ def write_dataset(records: list[dict], out_dir, progress: bool = False) -> dict:
     ds = datasets.Dataset.from_list(rows, features=features)
     ds.save_to_disk(str(out_dir / "dataset"))
     ds.to_parquet(str(out_dir / "s1k.parquet"))
-    with open(out_dir / "s1k.jsonl", "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_jsonl(out_dir / "s1k.jsonl", rows)
     return {"rows": len(rows), "paths": ["dataset", "s1k.parquet", "s1k.jsonl"]}
 
 

@@ -13,11 +13,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from curate.store import fingerprint, read_jsonl, write_jsonl
+from common.jsonl import read_jsonl, write_jsonl
+from common.paths import shared_data_dir
+from curate.store import fingerprint
 
 STAGES = ("sources", "decontam", "traces", "quality", "difficulty", "domains", "select", "output")
-_ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("S1_SHARED_DATA", _ROOT.parent / "shared" / "data"))
+SHARED = shared_data_dir()
 
 
 @dataclass

@@ -10,31 +10,7 @@ import json
 import os
 from pathlib import Path
 
-
-def read_jsonl(path: str | os.PathLike, tolerate_truncated_tail: bool = True) -> list[dict]:
-    rows = []
-    lines = Path(path).read_text(encoding="utf-8").split("\n")
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if tolerate_truncated_tail and i >= len(lines) - 2:   # last (possibly partial) line
-                break
-            raise ValueError(f"{path}:{i + 1}: invalid JSON line")
-    return rows
-
-
-def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
-    """Atomic write (tmp file + rename), so a stage's output is either complete or absent."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+from common.jsonl import dumps, read_jsonl
 
 
 def append_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
@@ -46,7 +22,7 @@ def append_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
         if needs_nl:
             f.write("\n")
         for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            f.write(dumps(r) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -55,7 +31,7 @@ def load_cache(path: str | os.PathLike) -> dict[str, dict]:
     """id -> cached row (last write wins)."""
     if not Path(path).exists():
         return {}
-    return {r["id"]: r for r in read_jsonl(path) if "id" in r}
+    return {r["id"]: r for r in read_jsonl(path, tolerate_truncated_tail=True) if "id" in r}
 
 
 def derive_seed(seed: int, key: str) -> int:

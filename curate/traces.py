@@ -12,6 +12,7 @@ from pathlib import Path
 
 from curate.store import derive_seed, lazy_engine, run_cached, sampling_params
 from curate.text import question_id
+from common.jsonl import read_jsonl
 
 THINK_KEYS = ("thinking_trajectories", "deepseek_thinking_trajectory", "thinking")
 ATTEMPT_KEYS = ("attempt", "deepseek_attempt")
@@ -40,7 +41,7 @@ def _rows_of(spec: str) -> list[dict]:
     if p.suffix == ".json":
         return json.loads(p.read_text(encoding="utf-8"))
     if p.suffix == ".jsonl":
-        return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return read_jsonl(p)
     raise ValueError(f"unsupported traces file {spec} (expected .jsonl, .json, .parquet, a save_to_disk folder or hf:NAME)")
 
 

@@ -5,7 +5,7 @@
     s1 train ... --trace-variant tcc [--variant-step-tokens 100 ...]   (rewrites the rows in memory)
 
 `rewrite_traces(rows, method, tokenizer, ...)` returns s1K-schema rows whose question carries the
-method's instruction and whose trace carries its markers, exactly as infer/methods.py renders
+method's instruction and whose trace carries its markers, exactly as evaluation/methods.py renders
 them at evaluation time, so the trainer fine-tunes on them unchanged:
 
   tcc  budget N drawn (seeded, uniformly) from the grid values the marked trace fits into
@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from infer import methods
+from evaluation import methods
 from train.data import THINKING_COLUMNS, DataError, extract_fields, load_rows
+from common.jsonl import write_jsonl
 
 VARIANTS = ("tcc", "scc", "ccc")
 DEFAULT_BUDGET_GRID = (512, 1024, 2048, 4096, 8192, 16384, 32768)
@@ -201,10 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ValueError, FileNotFoundError) as e:
         print(f"s1 curate variants: {e}", file=sys.stderr)
         return 2
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w", encoding="utf-8") as f:
-        for r in out:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    write_jsonl(a.out, out)
     with open(a.out + ".stats.json", "w") as f:
         json.dump(stats, f, indent=2)
     print(json.dumps(stats, indent=2))

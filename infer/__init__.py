@@ -1,9 +1,19 @@
-"""Inference: the batched decoder with budget forcing (issue 4).
+"""The inference engine: paged KV cache, continuous batching, budget forcing on the device.
 
-Public API: `LLM`, `SamplingParams`, `GenerationOutput` (see infer/llm.py, infer/sampling.py).
+Public API: `LLM`, `SamplingParams`, `GenerationOutput`. Imported lazily, so that
+`import infer.sampling` (or a package above this one that only needs the parameter class) does
+not load torch and the model code.
 """
-from infer.llm import LLM
-from infer.request import GenerationOutput
-from infer.sampling import SamplingParams
+from __future__ import annotations
 
-__all__ = ["LLM", "SamplingParams", "GenerationOutput"]
+import importlib
+
+_EXPORTS = {"LLM": "infer.llm", "SamplingParams": "infer.sampling", "GenerationOutput": "infer.request"}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'infer' has no attribute {name!r}")

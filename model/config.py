@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from common import dtypes
+
 
 
 class ConfigError(ValueError):
@@ -70,14 +71,14 @@ class Qwen2Config:
         need(self.rope_theta > 0, "rope_theta", "must be > 0")
         need(self.rope_scaling is None or self.rope_scaling.get("rope_type", self.rope_scaling.get("type")) == "default",
              "rope_scaling", "only default RoPE is supported (no Qwen2.5 checkpoint uses scaling)")
-        need(self.torch_dtype in _DTYPES, "torch_dtype", f"must be one of {sorted(_DTYPES)}")
+        need(self.torch_dtype in dtypes.NAMES, "torch_dtype", f"must be one of {sorted(dtypes.NAMES)}")
         need(not self.use_sliding_window, "use_sliding_window", "sliding-window attention is not supported")
         need(self.model_type in ("qwen2",), "model_type", "only 'qwen2' checkpoints are supported")
 
     # ---------------------------------------------------------------- derived
     @property
     def dtype(self) -> torch.dtype:
-        return _DTYPES[self.torch_dtype]
+        return dtypes.to_torch(self.torch_dtype)
 
     @property
     def q_size(self) -> int:
@@ -140,3 +141,35 @@ class Qwen2Config:
         os.makedirs(path, exist_ok=True)
         with open(os.path.join(path, "config.json"), "w") as fh:
             json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
+
+
+# Qwen2.5 model shapes (s1-reference §6; the published config.json files). Random-weight models of
+# these shapes serve the benchmarks; real checkpoints carry their own config.json. "smoke" is a
+# tiny stand-in with the real vocabulary, for CPU smoke runs of the same scripts.
+SHAPES: dict[str, dict[str, Any]] = {
+    "0.5B": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                 intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True),
+    "1.5B": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+                 intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True),
+    "3B": dict(hidden_size=2048, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
+               intermediate_size=11008, vocab_size=151936, tie_word_embeddings=True),
+    "7B": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+               intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False),
+    "14B": dict(hidden_size=5120, num_hidden_layers=48, num_attention_heads=40, num_key_value_heads=8,
+                intermediate_size=13824, vocab_size=152064, tie_word_embeddings=False),
+    "32B": dict(hidden_size=5120, num_hidden_layers=64, num_attention_heads=40, num_key_value_heads=8,
+                intermediate_size=27648, vocab_size=152064, tie_word_embeddings=False),
+    "smoke": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=128, vocab_size=151936, tie_word_embeddings=True),
+}
+
+
+def shape_config(name: str, **overrides) -> Qwen2Config:
+    """A Qwen2Config of a named shape (SHAPES), instruct-checkpoint defaults (rms_norm_eps 1e-6,
+    rope_theta 1e6, 32K positions, bf16), with any field overridden."""
+    if name not in SHAPES:
+        raise ValueError(f"unknown model shape {name!r}: one of {', '.join(SHAPES)}")
+    d = dict(rms_norm_eps=1e-6, rope_theta=1e6, max_position_embeddings=32768, torch_dtype="bfloat16")
+    d.update(SHAPES[name])
+    d.update(overrides)
+    return Qwen2Config(**d)

@@ -10,7 +10,8 @@ import pytest
 from bench.curate import make_tiny_checkpoint
 from curate.cli import main
 from curate.pipeline import STAGES
-from curate.store import derive_seed, read_jsonl
+from common.jsonl import read_jsonl
+from curate.store import derive_seed
 
 FIX = Path(__file__).parent / "fixtures" / "curate"
 # cheap engine calls: a few thinking/answer tokens per question, model stages on 6 questions

@@ -8,7 +8,7 @@ import pytest
 
 from curate.pipeline import STAGES, Config, Pipeline
 from bench.curate import make_tiny_checkpoint
-from curate.store import read_jsonl
+from common.jsonl import read_jsonl
 
 FIX = __import__("pathlib").Path(__file__).parent / "fixtures" / "curate"
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from curate import synthetic
+from pipelines import toy as synthetic
 from model.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer
 
 
@@ -101,7 +101,7 @@ def test_tiny_config_pads_vocab():
 
 
 def test_demo_rejects_bad_arguments(tmp_path, capsys):
-    from infer.demo import main
+    from pipelines.demo import main
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path), "--max-digits", "20"])
     assert "--max-digits" in capsys.readouterr().err
@@ -114,7 +114,7 @@ def test_demo_quick_run_accuracy_rises_with_thinking_budget(tmp_path):
     """Fixed seed, reduced run (--quick). Budgets span 0 .. beyond the longest trace. Accuracy at
     the largest budget must beat accuracy without thinking by a wide margin, and the curve must
     rise overall (last point above the middle point)."""
-    from infer.demo import main
+    from pipelines.demo import main
     out = tmp_path / "demo"
     assert main(["--out", str(out), "--quick", "--seed", "0", "--no-progress"]) == 0
     summary = json.loads((out / "eval" / "summary.json").read_text())

@@ -1,4 +1,4 @@
-"""`s1 eval` (infer/evaluate.py, infer/tasks.py, infer/plots.py).
+"""`s1 eval` (evaluation/evaluate.py, evaluation/tasks.py, evaluation/plots.py).
 
 Two levels:
 - a fake engine whose behaviour is known exactly (answers right iff the budget reaches a
@@ -14,9 +14,9 @@ import pathlib
 
 import pytest
 
-from infer import evaluate
+from evaluation import evaluate
 from infer.sampling import SamplingParams
-from infer.tasks import TaskError, TaskItem, choice_options, gpqa_item, load_task
+from evaluation.tasks import TaskError, TaskItem, choice_options, gpqa_item, load_task
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
@@ -234,7 +234,7 @@ def test_bench_eval_sweep_smoke(shared_data, capsys):
 
 def test_default_eval_dir_follows_s1_shared_data(monkeypatch, tmp_path):
     """S1_SHARED_DATA (README, tests) also moves the eval sets; S1_EVAL_DATA wins over it."""
-    from infer.tasks import default_data_dir
+    from evaluation.tasks import default_data_dir
     monkeypatch.delenv("S1_EVAL_DATA", raising=False)
     monkeypatch.setenv("S1_SHARED_DATA", str(tmp_path))
     assert default_data_dir() == tmp_path / "eval"

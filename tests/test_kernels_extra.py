@@ -1,5 +1,5 @@
 """More kernel tests: the padded-batch attention form forward and backward, bench.kernels' CPU
-smoke run end to end (bandwidth probe, % of bandwidth, cross-entropy ratios), and bench.env's
+smoke run end to end (bandwidth probe, % of bandwidth, cross-entropy ratios), and common.env's
 dirty-tree record.
 
 Helpers (tolerances, NaN-poisoned torch.empty, worst-element messages) come from test_kernels.py
@@ -180,14 +180,14 @@ def test_bench_kernels_smoke_end_to_end(tmp_path):
         assert col in md, f"markdown lacks {col}"
 
 
-# ------------------------------------------------------------------------------------ bench.env
+# ------------------------------------------------------------------------------------ common.env
 def _git(root, *args):
     subprocess.run(["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.com",
                     "-c", "commit.gpgsign=false", *args], check=True, capture_output=True, text=True)
 
 
 def test_env_dirty_counts_untracked_code(tmp_path):
-    from bench.env import environment, git_state
+    from common.env import environment, git_state
     root = tmp_path / "repo"
     (root / "kernels").mkdir(parents=True)
     (root / "bench" / "results").mkdir(parents=True)

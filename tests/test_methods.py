@@ -1,5 +1,5 @@
-"""Test-time scaling methods comparison (issue 8): infer/methods.py, curate/variants.py, the method
-transforms / rejection sampling / summary of infer/evaluate.py, majority voting in infer/metrics.py,
+"""Test-time scaling methods comparison (issue 8): evaluation/methods.py, curate/variants.py, the method
+transforms / rejection sampling / summary of evaluation/evaluate.py, majority voting in evaluation/metrics.py,
 and the bench/methods.py smoke run.
 
 Every expected value below is written out by hand from the documented rules, using a trivial
@@ -14,10 +14,13 @@ import types
 
 import pytest
 
-from curate import synthetic, variants
-from infer import evaluate, methods, metrics
+from common.jsonl import write_jsonl
+
+from curate import variants
+from pipelines import toy as synthetic
+from evaluation import evaluate, methods, metrics
 from infer.sampling import SamplingParams
-from infer.tasks import TaskItem
+from evaluation.tasks import TaskItem
 
 
 class WordTok:
@@ -278,7 +281,7 @@ def test_variants_cli_with_real_tokenizer(digit_tokenizer, tmp_path, capsys):
     """`s1 curate variants`: with 3 tokens per trace item and --step-tokens 3 every item is a step,
     so "a3 b5 c1" states 3 steps; output jsonl + stats written; a missing data file exits 2."""
     data = tmp_path / "in.jsonl"
-    synthetic.write_jsonl([synthetic.make_row([3, 5, 1]), synthetic.make_row([9, 9])], str(data))
+    write_jsonl(data, [synthetic.make_row([3, 5, 1]), synthetic.make_row([9, 9])])
     out = tmp_path / "o" / "scc.jsonl"
     rc = variants.main(["--data", str(data), "--method", "scc", "--tokenizer", digit_tokenizer, "--out", str(out),
                         "--step-tokens", "3", "--no-progress"])
@@ -300,7 +303,7 @@ def test_variants_cli_with_real_tokenizer(digit_tokenizer, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------
-# Methods -> engine requests (infer/evaluate.py)
+# Methods -> engine requests (evaluation/evaluate.py)
 # ------------------------------------------------------------------------------------------
 
 

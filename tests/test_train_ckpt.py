@@ -7,7 +7,7 @@ whose kill leaves truncated shard files and no .metadata) and raises `Killed` at
 `Killed` is a BaseException, so nothing on the way (`except OSError`, rmtree(ignore_errors=True))
 swallows it, and once it is raised every later intercepted operation raises too: the "process"
 is dead and does no cleanup. The trainer runs use a small byte-level BPE vocabulary
-(curate.synthetic), so a step takes milliseconds and no shared data is needed.
+(pipelines.toy), so a step takes milliseconds and no shared data is needed.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
-from curate import synthetic
+from pipelines import toy as synthetic
 from tests.test_train import RESUME_KW, _cfg, _curve, _same_export
 from train import checkpoint as ck
 from train import train

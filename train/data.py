@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from common.jsonl import JsonlError, read_jsonl
 
 IGNORE_INDEX = -100
 THINKING_COLUMNS = ("thinking_trajectories", "deepseek_thinking_trajectory")
@@ -60,15 +61,10 @@ def load_rows(source, split: str = "train") -> list[dict]:
     if os.path.isfile(path):
         low = path.lower()
         if low.endswith(".jsonl"):
-            rows = []
-            with open(path) as f:
-                for lineno, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            rows.append(json.loads(line))
-                        except json.JSONDecodeError as e:
-                            raise DataError(f"{path}:{lineno}: invalid JSON ({e})") from e
-            return load_rows(rows)
+            try:
+                return load_rows(read_jsonl(path))
+            except JsonlError as e:
+                raise DataError(str(e)) from None
         if low.endswith(".json"):
             try:
                 with open(path) as f:

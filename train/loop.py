@@ -20,20 +20,19 @@ import dataclasses
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
+from common import dtypes
 from model.config import Qwen2Config
 from model.qwen2 import Qwen2ForCausalLM
 from train import checkpoint as ckpt
-from train.data import BatchPlan, DataStats, load_rows, make_samples, tokenize_rows
+from train.data import BatchPlan, load_rows, make_samples, tokenize_rows
 from train.metrics import MetricsLog, peak_flops, train_flops
 from train.parallelize import build_mesh, parallelize
 
-_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32,
-           "fp16": torch.float16, "float16": torch.float16}
 
 
 class TrainingDiverged(RuntimeError):
@@ -97,8 +96,9 @@ class TrainConfig:
                              "micro-batch: micro_batch_size=1 and no packing")
         if self.overlong not in ("truncate", "drop"):
             raise ValueError(f"overlong={self.overlong!r}: expected 'truncate' or 'drop'")
-        if self.dtype != "auto" and self.dtype not in _DTYPES:
-            raise ValueError(f"dtype={self.dtype!r}: expected auto, bf16, fp16 or fp32")
+        self.dtype = dtypes.canonical(self.dtype, allow_auto=True)
+        if self.export_dtype is not None:
+            self.export_dtype = dtypes.canonical(self.export_dtype)
         if not (0.0 <= self.warmup_ratio < 1.0):
             raise ValueError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
         if self.lr < 0:
@@ -243,7 +243,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
     if cfg.dtype == "auto":
         compute_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     else:
-        compute_dtype = _DTYPES[cfg.dtype]
+        compute_dtype = dtypes.to_torch(cfg.dtype)
     torch.manual_seed(cfg.seed)
     os.makedirs(cfg.out, exist_ok=True)
     ckpt_root = os.path.join(cfg.out, "checkpoints")
@@ -386,7 +386,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
         say(f"[train] steps {start_step + 1}-{end_step} of {total_steps}: final loss {losses[-1]:.4f}, "
             f"{tokens_done:,} tokens in {wall:.1f}s ({tokens_done / max(wall, 1e-9):,.0f} tok/s)")
     if cfg.export and not stopped_early:
-        ex_dtype = _DTYPES[cfg.export_dtype] if cfg.export_dtype else mcfg.dtype
+        ex_dtype = dtypes.to_torch(cfg.export_dtype) if cfg.export_dtype else mcfg.dtype
         ckpt.export_hf(model, mcfg, cfg.out, tokenizer=tok, dtype=ex_dtype)
         say(f"[train] exported HF checkpoint ({str(ex_dtype).removeprefix('torch.')}) to {cfg.out}")
     return {"losses": losses, "steps": end_step, "total_steps": total_steps, "stats": stats,

@@ -17,6 +17,7 @@ import os
 import torch
 
 from model.config import Qwen2Config
+from common.jsonl import read_jsonl
 
 # Dense bf16 peak (no sparsity), per GPU, from the vendors' datasheets.
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "A800": 312.0,
@@ -79,5 +80,4 @@ class MetricsLog:
 
 
 def read_metrics(path: str) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_jsonl(path, tolerate_truncated_tail=True)

@@ -122,15 +122,6 @@ def generate_pool(n: int, seed: int = 0, min_digits: int = 1, max_digits: int = 
     return [make_row(rng.integers(0, 10, size=int(k)).tolist()) for k in lengths]
 
 
-def write_jsonl(rows: list[dict], path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return path
-
 
 # ----------------------------------------------------------------------------- tokenizer
 def corpus_texts(rows: list[dict], system: str | None = None) -> list[str]:

@@ -23,6 +23,9 @@ import os
 import pathlib
 import random
 
+from common.paths import eval_data_dir
+from common.jsonl import JsonlError, read_jsonl
+
 TASKS = {
     # name: (answer kind, default hub dataset or None)
     "aime24": ("integer", None),
@@ -49,15 +52,8 @@ class TaskItem:
 
 
 def default_data_dir() -> pathlib.Path:
-    """$S1_EVAL_DATA, else $S1_SHARED_DATA/eval (the variable the README and tests use), else
-    ../shared/data/eval beside the repository."""
-    env = os.environ.get("S1_EVAL_DATA")
-    if env:
-        return pathlib.Path(env)
-    shared = os.environ.get("S1_SHARED_DATA")
-    if shared:
-        return pathlib.Path(shared) / "eval"
-    return pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "eval"
+    """$S1_EVAL_DATA, else $S1_SHARED_DATA/eval, else ../shared/data/eval (common/paths.py)."""
+    return eval_data_dir()
 
 
 def _read_rows(path: pathlib.Path) -> list[dict]:
@@ -65,15 +61,10 @@ def _read_rows(path: pathlib.Path) -> list[dict]:
         raise TaskError(f"data file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise TaskError(f"{path}:{n}: not valid JSON ({e})") from None
-        return rows
+        try:
+            return read_jsonl(path)
+        except JsonlError as e:
+            raise TaskError(str(e)) from None
     if suffix == ".json":
         with open(path, encoding="utf-8") as f:
             data = json.load(f)

@@ -33,9 +33,10 @@ import time
 from collections import defaultdict
 from typing import Callable
 
-from infer import methods, metrics
-from infer.grader import extract_answer, grade
-from infer.tasks import TaskError, TaskItem, choice_options, load_task
+from evaluation import methods, metrics
+from evaluation.grader import extract_answer, grade
+from evaluation.tasks import TaskError, TaskItem, choice_options, load_task
+from common.jsonl import read_jsonl, write_jsonl
 
 # --------------------------------------------------------------------------------------------
 # Sweep points and methods
@@ -95,7 +96,7 @@ def _uncapped(point: EvalPoint) -> dict:
 
 
 def token_conditional(question: str, point: EvalPoint) -> tuple[str, dict]:
-    """"Think for up to N tokens." in the prompt (infer/methods.py); the model alone decides."""
+    """"Think for up to N tokens." in the prompt (evaluation/methods.py); the model alone decides."""
     return methods.render_tcc(question, _need_budget(point)), _uncapped(point)
 
 
@@ -363,7 +364,7 @@ def summarize(records: list[dict], points: list[dict], meta: dict) -> dict:
 
 def majority_rows(point: dict, records: list[dict]) -> list[dict]:
     """One summary row per k of a majority point: accuracy of the majority answer of samples
-    0..k-1 (infer/metrics.py: grader-equivalence groups, ties -> first drawn), compute = mean over
+    0..k-1 (evaluation/metrics.py: grader-equivalence groups, ties -> first drawn), compute = mean over
     questions of the total thinking tokens of those k samples, mean_thinking_tokens = per sample."""
     K = min(sum(1 for r in records if r["qid"] == q) for q in {r["qid"] for r in records})
     rows = []
@@ -418,15 +419,13 @@ def write_outputs(out_dir: str, records: list[dict] | None, config: dict, summar
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
     if records is not None:
-        with open(os.path.join(out_dir, "samples.jsonl"), "w") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        write_jsonl(os.path.join(out_dir, "samples.jsonl"), records)
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     with open(os.path.join(out_dir, "summary.md"), "w") as f:
         f.write(summary_markdown(summary))
     try:
-        from infer.plots import plot_scaling
+        from evaluation.plots import plot_scaling
 
         plot_scaling(summary, os.path.join(out_dir, "scaling.png"))
     except ImportError as e:  # matplotlib missing: the numbers are still written
@@ -490,11 +489,7 @@ def rescore(run_dir: str, out_dir: str | None = None) -> dict:
             raise FileNotFoundError(f"--rescore {run_dir!r}: missing {os.path.basename(p)} (not a finished s1 eval run?)")
     with open(cfg_path) as f:
         config = json.load(f)
-    records = []
-    with open(samples_path) as f:
-        for line in f:
-            if line.strip():
-                records.append(score_record(json.loads(line)))
+    records = [score_record(r) for r in read_jsonl(samples_path)]
     summary = summarize(records, config["points"], _meta(config))
     write_outputs(out_dir or run_dir, records, config, summary)
     return summary
@@ -539,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-wait", default="0", help="number of 'Wait' extensions per point, comma list")
     p.add_argument("--min-thinking-tokens", type=int, default=0)
     p.add_argument("--samples", type=int, default=1, help="samples per (question, point); >1 adds majority voting")
-    m = p.add_argument_group("method comparison (issue 8; see infer/methods.py)")
+    m = p.add_argument_group("method comparison (issue 8; see evaluation/methods.py)")
     m.add_argument("--step-tokens", type=int, default=methods.DEFAULT_STEP_TOKENS,
                    help="scc: thinking tokens per step; budget N -> max(1, N // step-tokens) steps")
     m.add_argument("--ccc-budgets", help="ccc: SHORT,LONG nominal limits for Control "

@@ -3,7 +3,7 @@
     s1 demo [--out DIR] [--seed 0] [--steps N] [--quick]
 
 Stages (each with a progress bar; a summary with per-stage wall and CPU time at the end):
-  1. pool       a synthetic pool of reasoning problems in s1K schema (curate/synthetic.py: running
+  1. pool       a synthetic pool of reasoning problems in s1K schema (pipelines/toy.py: running
                 digit sum mod 10, traces that list every intermediate sum) + a held-out eval set;
   2. tokenizer  a small byte-level BPE trained on the rendered pool, tokenizer.json format;
   3. curate     the s1 pipeline (curate/): sources -> 8-gram decontamination against the eval set
@@ -12,7 +12,7 @@ Stages (each with a progress bar; a summary with per-stage wall and CPU time at 
                 domain, then p ∝ 2^-rank by trace length) -> s1K-schema dataset;
   4. train      a tiny Qwen2-architecture model FROM SCRATCH with the SFT trainer (train/);
   5. eval       a thinking-budget sweep with budget forcing through the engine (infer.LLM) and the
-                eval harness (infer/evaluate.py): table (budget, mean thinking tokens, accuracy;
+                eval harness (evaluation/evaluate.py): table (budget, mean thinking tokens, accuracy;
                 Control / Scaling / Performance) and the scaling-curve PNG.
 
 The task is built so that accuracy rises with the thinking budget: a trace of n digits is 3n + 1
@@ -69,7 +69,7 @@ def _settings(a) -> dict:
         if v is not None:
             s[k] = v
     s["seed"] = a.seed
-    from curate.synthetic import MAX_DIGITS
+    from pipelines.toy import MAX_DIGITS
     for k in ("pool_size", "select_size", "eval_size", "steps", "batch"):
         if s[k] < 1:
             raise ValueError(f"--{k.replace('_', '-')} must be >= 1 (got {s[k]})")
@@ -137,7 +137,8 @@ def run(s: dict, out: Path, progress: bool = True) -> dict:
     import numpy as np
     import torch
 
-    from curate import synthetic
+    from common.jsonl import write_jsonl
+    from pipelines import toy as synthetic
 
     out.mkdir(parents=True, exist_ok=True)
     clock = _Clock()
@@ -146,7 +147,7 @@ def run(s: dict, out: Path, progress: bool = True) -> dict:
     # ---- 1. pool + held-out eval questions
     clock.start("pool: synthetic digit-sum problems")
     pool = synthetic.generate_pool(s["pool_size"], seed=s["seed"], max_digits=s["max_digits"])
-    pool_path = synthetic.write_jsonl(pool, str(out / "pool" / "digit_sum.jsonl"))
+    pool_path = write_jsonl(out / "pool" / "digit_sum.jsonl", pool)
     # Eval questions from another seed, lengths uniform over the same range; the curate stage
     # decontaminates the pool against them (8-grams + exact matches), as s1 does with its
     # benchmarks. Duplicates inside the eval set are dropped (short questions repeat).
@@ -157,8 +158,9 @@ def run(s: dict, out: Path, progress: bool = True) -> dict:
             ev.append(r)
         if len(ev) == s["eval_size"]:
             break
-    eval_path = synthetic.write_jsonl([{"id": f"q{i:04d}", "question": r["question"], "answer": r["answer"]}
-                                       for i, r in enumerate(ev)], str(out / "eval_set" / "test.jsonl"))
+    eval_path = write_jsonl(out / "eval_set" / "test.jsonl",
+                            [{"id": f"q{i:04d}", "question": r["question"], "answer": r["answer"]}
+                             for i, r in enumerate(ev)])
     clock.stop(pool=len(pool), eval_questions=len(ev))
 
     # ---- 2. tokenizer
@@ -191,8 +193,8 @@ def run(s: dict, out: Path, progress: bool = True) -> dict:
     # quarter as often as the most frequent length; reported, and the eval set file keeps only those).
     min_digits = 1 + next(i for i, c in enumerate(lens) if c >= max(lens) / 4)
     ev = [r for r in ev if len(synthetic.parse_question(r["question"])) >= min_digits]
-    synthetic.write_jsonl([{"id": f"q{i:04d}", "question": r["question"], "answer": r["answer"]}
-                           for i, r in enumerate(ev)], eval_path)
+    write_jsonl(eval_path, [{"id": f"q{i:04d}", "question": r["question"], "answer": r["answer"]}
+                            for i, r in enumerate(ev)])
     clock.stop(counts=counts, selected_by_num_digits=lens, eval_min_digits=min_digits, eval_questions=len(ev))
     print("curate: " + " -> ".join(f"{st} {n}" for st, n in counts.items())
           + f"; selected questions per digit count 1..{s['max_digits']}: {lens}; evaluating the "
@@ -220,8 +222,8 @@ def run(s: dict, out: Path, progress: bool = True) -> dict:
     # ---- 5. eval: thinking-budget sweep with budget forcing
     clock.start("eval: budget-forcing sweep")
     from infer import LLM, SamplingParams
-    from infer.evaluate import _int_list, make_points, run_eval, summary_markdown
-    from infer.tasks import TaskItem
+    from evaluation.evaluate import _int_list, make_points, run_eval, summary_markdown
+    from evaluation.tasks import TaskItem
     items = [TaskItem(id=f"q{i:04d}", question=r["question"], answer=r["answer"], kind="integer")
              for i, r in enumerate(ev)]
     budgets = _int_list(s["budgets"], "--budgets", allow_none=True)
@@ -236,7 +238,7 @@ def run(s: dict, out: Path, progress: bool = True) -> dict:
 
     wall = time.perf_counter() - t_all
     acc = {str(r["max_thinking_tokens"]): r["accuracy"] for r in summary["points"]}
-    from bench.env import environment  # device, commit, versions, date next to the numbers
+    from common.env import environment  # device, commit, versions, date next to the numbers
     demo = {"settings": s, "wall_s": round(wall, 1), "stages": clock.rows, "accuracy_by_budget": acc,
             "methods": summary["methods"], "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),

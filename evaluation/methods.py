@@ -1,5 +1,5 @@
 """Test-time scaling methods compared in s1 (paper §5.2, Table 3; s1-reference §4), as prompt and
-trace renderings shared by evaluation (infer/evaluate.py) and training-data variants
+trace renderings shared by evaluation (evaluation/evaluate.py) and training-data variants
 (curate/variants.py), so that a model fine-tuned on a variant sees at test time exactly the
 prompt wording it was trained on.
 
@@ -21,7 +21,7 @@ Methods (names used by `s1 eval --methods`):
                   until the thinking fits the budget, at most `max_attempts` attempts.
   majority        parallel scaling: K samples (temperature 1 by default) at one budget; the
                   majority answer of the first k samples for k = 1, 2, 4, ..., K; compute = total
-                  thinking tokens of the k samples (infer/metrics.py).
+                  thinking tokens of the k samples (evaluation/metrics.py).
 
 Trace variants (for fine-tuning a model on the conditional methods; curate/variants.py): the
 thinking is cut into steps of about `step_tokens` tokens at whitespace, and every step is

@@ -29,7 +29,7 @@ import math
 from collections import defaultdict
 from typing import Iterable
 
-from infer.grader import grade
+from evaluation.grader import grade
 
 
 def is_controlled(thinking_tokens: int, max_tokens: int | None, min_tokens: int | None) -> bool | None:
