@@ -1,7 +1,8 @@
 """Kernels and the one backend switch.
 
 Every op exists twice with one signature: `kernels.reference` (plain PyTorch, HF numerics) and
-`kernels.triton_ops` (Triton). The model asks `get_ops(device)` once per forward and never
+`kernels.triton_ops` (Triton). The model resolves `get_ops(device)` once per forward (or uses the
+namespace its caller passes: the inference engine decides once, at construction) and never
 branches on the backend itself.
 
 Choice, in order: `set_backend(...)` / `use_backend(...)` if called, else the environment
@@ -25,8 +26,8 @@ def _triton_ops() -> ModuleType:
     return triton_ops
 
 
-def backend_name(device) -> str:
-    name = _override or os.environ.get("S1_KERNELS", "auto")
+def backend_name(device, backend: str | None = None) -> str:
+    name = backend or _override or os.environ.get("S1_KERNELS", "auto")
     if name not in _BACKENDS:
         raise ValueError(f"S1_KERNELS={name!r}: expected one of {_BACKENDS}")
     if name == "auto":
@@ -35,9 +36,11 @@ def backend_name(device) -> str:
     return name
 
 
-def get_ops(device) -> ModuleType:
-    """The op namespace (rms_norm, rope, swiglu, attention, linear_cross_entropy) for `device`."""
-    return _triton_ops() if backend_name(device) == "triton" else reference
+def get_ops(device, backend: str | None = None) -> ModuleType:
+    """The op namespace for `device` (rms_norm, rope, swiglu, attention, linear_cross_entropy;
+    kv_store, paged_attention, gumbel_argmax, sample_and_force, filtered_choices). `backend`
+    (auto | torch | triton) overrides the switch for this call; the engine decides once."""
+    return _triton_ops() if backend_name(device, backend) == "triton" else reference
 
 
 def set_backend(name: str | None) -> None:

@@ -47,20 +47,3 @@ def kv_store_triton(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_c
     row = Hk * D
     _kv_store_kernel[(T,)](k, v, k_cache, v_cache, slot_mapping, k.stride(0), v.stride(0),
                            ROW=row, BLOCK=min(triton.next_power_of_2(row), 1024))
-
-
-def kv_store_reference(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                       slot_mapping: torch.Tensor) -> None:
-    """PyTorch reference (and the CPU path): index_copy_ into the slot view, skipping slot -1."""
-    keep = slot_mapping >= 0
-    if not bool(keep.all()):
-        k, v, slot_mapping = k[keep], v[keep], slot_mapping[keep]
-    Hk, D = k.shape[1:]
-    k_cache.view(-1, Hk, D).index_copy_(0, slot_mapping, k)
-    v_cache.view(-1, Hk, D).index_copy_(0, slot_mapping, v)
-
-
-def kv_store(k, v, k_cache, v_cache, slot_mapping, use_triton: bool | None = None) -> None:
-    if use_triton is None:
-        use_triton = k.is_cuda
-    (kv_store_triton if use_triton else kv_store_reference)(k, v, k_cache, v_cache, slot_mapping)

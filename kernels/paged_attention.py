@@ -8,7 +8,7 @@ Returns [B, Hq, D] in q's dtype. GQA: query head h reads kv head h // (Hq // Hk)
 Kernel 1 (grid B x Hk x S): program (b, kv head, split s) handles context tokens
 [s*CHUNK, (s+1)*CHUNK) for all Hq/Hk query heads sharing that kv head (each K/V row is read once
 per group), online softmax in fp32, and writes the unnormalized partial output plus its running
-max m and sum l. Kernel 2 (grid B x Hq) merges the splits:
+max m and sum l. Kernel 2 (grid B x Hq) merges the valid splits, 16 at a time (online):
     M = max_s m_s,  L = sum_s l_s e^{m_s - M},  O = sum_s acc_s e^{m_s - M} / L.
 Splitting keeps the GPU busy at small batch with long contexts (FlashDecoding, Dao et al. 2023).
 The grid can be fixed from an upper bound on the context (CUDA graphs): splits past a sequence's
@@ -85,22 +85,32 @@ def _paged_attn_merge_kernel(o_ptr, m_ptr, l_ptr, ctx_ptr, out_ptr,
                              stride_outb, stride_outh,
                              D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_S: tl.constexpr,
                              BLOCK_D: tl.constexpr):
+    # Online merge over the valid splits, BLOCK_S at a time: registers stay at BLOCK_S x BLOCK_D
+    # whatever the split count (a CUDA graph fixes S from max_model_len: up to hundreds of splits;
+    # one [S, D] tile at D = 128 spilled registers, ~28 us per layer on an H200).
     b = tl.program_id(0)
     h = tl.program_id(1)
     ctx = tl.load(ctx_ptr + b)
     n_valid = (ctx + CHUNK - 1) // CHUNK
-    s = tl.arange(0, BLOCK_S)
     d = tl.arange(0, BLOCK_D)
-    sm = s < n_valid
     dm = d < D
-    m = tl.load(m_ptr + b * stride_mb + h * stride_mh + s, mask=sm, other=float("-inf"))
-    l = tl.load(l_ptr + b * stride_mb + h * stride_mh + s, mask=sm, other=0.0)
-    M = tl.max(m, axis=0)
-    w = tl.where(sm, tl.exp(m - M), 0.0)
-    L = tl.sum(w * l, axis=0)
-    o = tl.load(o_ptr + b * stride_ob + h * stride_oh + s[:, None] * stride_os + d[None, :],
-                mask=sm[:, None] & dm[None, :], other=0.0)
-    out = tl.sum(w[:, None] * o, axis=0) / L
+    M = tl.full([1], float("-inf"), tl.float32)
+    L = tl.zeros([1], tl.float32)
+    acc = tl.zeros([BLOCK_D], tl.float32)
+    for s0 in range(0, n_valid, BLOCK_S):
+        s = s0 + tl.arange(0, BLOCK_S)
+        sm = s < n_valid
+        m = tl.load(m_ptr + b * stride_mb + h * stride_mh + s, mask=sm, other=float("-inf"))
+        l = tl.load(l_ptr + b * stride_mb + h * stride_mh + s, mask=sm, other=0.0)
+        o = tl.load(o_ptr + b * stride_ob + h * stride_oh + s[:, None] * stride_os + d[None, :],
+                    mask=sm[:, None] & dm[None, :], other=0.0)
+        M_new = tl.maximum(M, tl.max(m, axis=0))
+        alpha = tl.exp(M - M_new)
+        w = tl.where(sm, tl.exp(m - M_new), 0.0)
+        L = L * alpha + tl.sum(w * l, axis=0)
+        acc = acc * alpha + tl.sum(w[:, None] * o, axis=0)
+        M = M_new
+    out = acc / L
     tl.store(out_ptr + b * stride_outb + h * stride_outh + d, out.to(out_ptr.dtype.element_ty), mask=dm)
 
 
@@ -162,36 +172,5 @@ def paged_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scal
         o_part, m_part, l_part, context_lens, out,
         o_part.stride(0), o_part.stride(1), o_part.stride(2), m_part.stride(0), m_part.stride(1),
         out.stride(0), out.stride(1),
-        D=D, CHUNK=chunk, BLOCK_S=max(triton.next_power_of_2(S), 1), BLOCK_D=BLOCK_D)
+        D=D, CHUNK=chunk, BLOCK_S=min(16, max(triton.next_power_of_2(S), 2)), BLOCK_D=BLOCK_D)
     return out
-
-
-def paged_attention_reference(q, k_cache, v_cache, block_tables, context_lens, scale: float,
-                              **_unused) -> torch.Tensor:
-    """PyTorch reference (and the CPU decode path): gather every sequence's pages into a padded
-    [B, N, Hk, D] block, mask positions >= context_len, softmax in fp32. Vectorized over the
-    batch (no per-sequence Python loop): the CPU engine decodes hundreds of sequences per step."""
-    B, Hq, D = q.shape
-    _, PAGE, Hk, _ = k_cache.shape
-    G = Hq // Hk
-    if B == 0:
-        return torch.empty_like(q)
-    lens = context_lens.long()
-    n = int(lens.max())
-    pages = block_tables[:, :math.ceil(n / PAGE)].long()                 # [B, p]
-    k = k_cache[pages].reshape(B, -1, Hk, D)[:, :n].float()                # [B, n, Hk, D]
-    v = v_cache[pages].reshape(B, -1, Hk, D)[:, :n].float()
-    s = torch.einsum("bhgd,bnhd->bhgn", q.float().view(B, Hk, G, D), k) * scale
-    valid = torch.arange(n, device=q.device)[None, :] < lens[:, None]      # [B, n]
-    s = s.masked_fill(~valid[:, None, None, :], float("-inf"))
-    p = torch.softmax(s, dim=-1)
-    return torch.einsum("bhgn,bnhd->bhgd", p, v).reshape(B, Hq, D).to(q.dtype)
-
-
-def paged_attention(q, k_cache, v_cache, block_tables, context_lens, scale: float,
-                    max_context: int | None = None, use_triton: bool | None = None) -> torch.Tensor:
-    if use_triton is None:
-        use_triton = q.is_cuda
-    if use_triton:
-        return paged_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale, max_context)
-    return paged_attention_reference(q, k_cache, v_cache, block_tables, context_lens, scale)

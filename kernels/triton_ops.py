@@ -1,8 +1,8 @@
-"""Triton backend: the five hot ops with exactly kernels/reference.py's signatures, plus sampling.
+"""Triton backend: every op of kernels/reference.py with exactly its signature.
 
 Each op is a torch.autograd.Function over Triton kernels (forward and backward), defined in its
-own file: flash_attn.py, rmsnorm.py, rope.py, swiglu.py, cross_entropy.py; gumbel_argmax (no
-gradient) is in sampling.py. On CUDA they compile for the GPU; on a machine without CUDA this
+own file: flash_attn.py, rmsnorm.py, rope.py, swiglu.py, cross_entropy.py; the inference ops (no
+gradient) in kv_store.py, paged_attention.py and sampling.py (gumbel_argmax, sample_and_force). On CUDA they compile for the GPU; on a machine without CUDA this
 module turns on Triton's CPU interpreter (TRITON_INTERPRET=1) *before* the kernels are defined,
 so `kernels.use_backend("triton")` works on CPU tensors (slowly: for tests). Set TRITON_INTERPRET
 yourself to override.
@@ -16,12 +16,15 @@ import torch
 if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
+from kernels import sampling as _sampling  # noqa: E402
 from kernels.cross_entropy import linear_cross_entropy as _linear_cross_entropy  # noqa: E402
 from kernels.flash_attn import attention as _attention  # noqa: E402
 from kernels.flash_attn import attention_padded  # noqa: E402,F401
+from kernels.kv_store import kv_store_triton as _kv_store  # noqa: E402
+from kernels.paged_attention import paged_attention_triton as _paged_attention  # noqa: E402
+from kernels.reference import filtered_choices  # noqa: E402,F401  (torch sort pre-pass on both backends)
 from kernels.rmsnorm import rms_norm as _rms_norm  # noqa: E402
 from kernels.rope import rope as _rope  # noqa: E402
-from kernels.sampling import gumbel_argmax as _gumbel_argmax  # noqa: E402
 from kernels.swiglu import swiglu as _swiglu  # noqa: E402
 
 
@@ -56,4 +59,32 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
 def gumbel_argmax(logits: torch.Tensor, inv_temperature: torch.Tensor, seed: torch.Tensor,
                   pos: torch.Tensor, vocab_size: int, mask_ids: torch.Tensor):
     """Fused Gumbel-max sampling: (t_u, t_m) int64 [B] from logits [B, V] read once (no [B, V] noise)."""
-    return _gumbel_argmax(logits, inv_temperature, seed, pos, vocab_size, mask_ids)
+    return _sampling.gumbel_argmax(logits, inv_temperature, seed, pos, vocab_size, mask_ids)
+
+
+def sample_and_force(logits, rows, tables, vocab_size: int, pad_id: int, given=None, *, id_offset: int = 0,
+                     gather=None) -> torch.Tensor:
+    """Sampling + budget forcing in one fused pass (kernels/force_state.py): [NUM_RESULT, B] int64.
+    id_offset / gather: logits are a tensor-parallel vocabulary shard (see kernels/reference.py)."""
+    return _sampling.sample_and_force(logits, rows, tables, vocab_size, pad_id, given, id_offset=id_offset,
+                                      gather=gather)
+
+
+def sample_partials(logits, rows, tables, vocab_size: int, id_offset: int = 0) -> torch.Tensor:
+    """Stage 1 on a vocabulary shard: packed (score, global id) partials int32 [2, 2, B]."""
+    return _sampling.sample_partials(logits, rows, tables, vocab_size, id_offset)
+
+
+def force_from_partials(parts, rows, tables, vocab_size: int, pad_id: int) -> torch.Tensor:
+    """Stage 2: reduce every shard's partials [W, 2, 2, B] and apply the rules: [NUM_RESULT, B] int64."""
+    return _sampling.force_from_partials(parts, rows, tables, vocab_size, pad_id)
+
+
+def kv_store(k, v, k_cache, v_cache, slot_mapping) -> None:
+    """Store k, v [T, Hk, D] at their cache slots (slot -1: skipped)."""
+    _kv_store(k, v, k_cache, v_cache, slot_mapping)
+
+
+def paged_attention(q, k_cache, v_cache, block_tables, context_lens, scale: float, max_context=None):
+    """Decode attention of q [B, Hq, D] over paged K/V (split-K + log-sum-exp merge)."""
+    return _paged_attention(q, k_cache, v_cache, block_tables, context_lens, scale, max_context)

@@ -168,7 +168,9 @@ def test_bench_kernels_smoke_end_to_end(tmp_path):
         for r in measured:
             for d in ("fwd", "bwd"):
                 assert r[f"{d}_pct_hbm"] == pytest.approx(100 * r[f"{d}_gbps"] / bw["gbps"]), r
-            assert r["max_err_vs_eager"] <= 4e-3, r  # fp16 smoke vs the eager reference
+            # the smoke run's dtype: fp16 in the interpreter, bf16 on a GPU (8 bits of mantissa)
+            tol = 1.6e-2 if res["dtype"] == "torch.bfloat16" else 4e-3
+            assert r["max_err_vs_eager"] <= tol, (r, res["dtype"])
     fused, mat = [r for r in rows if r["kernel"] == "linear_cross_entropy"]
     assert fused["impl"].startswith("fused") and mat["impl"].startswith("F.linear")
     assert fused["time_ratio"] == pytest.approx(fused["fwd_bwd_ms"] / mat["fwd_bwd_ms"])

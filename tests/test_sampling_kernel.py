@@ -1,5 +1,5 @@
 """gumbel_argmax: the fused Triton sampler (kernels/sampling.py) vs the torch reference, and the
-reference vs the sampler it replaces (infer/budget.py's perturbed_scores + argmax).
+reference vs the sort-based sampler of top-k/top-p rows (kernels/reference.py::filtered_choices).
 
 Without CUDA the kernel runs in Triton's interpreter (TRITON_INTERPRET=1, set below before triton
 is imported), so shapes stay small; odd on purpose: V not a multiple of the tile, padded ids
@@ -46,7 +46,8 @@ def test_uniform_noise_int32_matches_int64_spec():
     a, b = ref._uniform_noise_i64(seed, pos, 4099), ref.uniform_noise(seed, pos, 4099)
     assert torch.equal(a, b)
     assert a.dtype == torch.float32 and bool(((a > 0) & (a < 1)).all())
-    assert budget.uniform_noise is ref.uniform_noise
+    # one noise function: the engine's budget state has no sampler of its own
+    assert not hasattr(budget, "uniform_noise") and not hasattr(budget, "perturbed_scores")
 
 
 def test_noise_is_strictly_inside_the_unit_interval():
@@ -72,20 +73,22 @@ def test_budget_state_samples_through_the_switch(backend):
     their thinking minimum never emit an end-of-thinking id, even when it dominates the logits."""
     if backend == "triton":
         _sampling()
-    SP = budget.SpecialTokens(think_end_ids=[40, 41, 42], answer_stop_ids=[41, 42], delimiter_ids=[40, 30, 31],
-                              pad_id=42, vocab_size=45)
+    SP = budget.SpecialTokens(think_end_ids=[40, 41, 42], answer_stop_ids=[41, 42], delimiter_ids=[40, 30],
+                              newline_id=31, pad_id=42, vocab_size=45)
     rules = [budget.RequestRules(thinking=True, min_think=3, temperature=0.7, seed=s, extension_ids=[20],
                                  end_ids=[31, 40], stop_ids=[41, 42]) for s in range(6)]
     g = torch.Generator().manual_seed(3)
     steps = [torch.randn(6, 48, generator=g) * 2 for _ in range(3)]
+    dev = DEVICE if backend == "triton" else "cpu"   # Triton on CPU tensors only in the interpreter
     for x in steps:
         x[:, 40] += 6.0                                          # the end token dominates
         x[:, 46] = 50.0                                          # a padded id: never sampled
     outs = {}
     for name in ("torch", backend):
-        st = budget.BudgetState(rules, SP, "cpu")
-        with kernels.use_backend(name):
-            outs[name] = [st.step(x.clone(), torch.arange(6))[0].tolist() for x in steps]
+        d = dev if name == backend else "cpu"
+        st = budget.BudgetState(len(rules), SP, d, kernels.get_ops(torch.device(d), name))
+        st.admit(list(range(6)), rules)
+        outs[name] = [st.step(x.to(d), torch.arange(6, device=d), filtered=False)[0].tolist() for x in steps]
     assert outs[backend] == outs["torch"]
     flat = [t for row in outs["torch"] for t in row]
     assert not set(flat) & {40, 41, 42, 46} and len(set(flat)) > 3
@@ -93,8 +96,8 @@ def test_budget_state_samples_through_the_switch(backend):
 
 @pytest.mark.parametrize("T", [1.0, 0.5, 0.25])
 def test_reference_matches_the_budget_sampler(T):
-    """With 1/T exact, logits * (1/T) == logits / T, so gumbel_argmax must reproduce
-    perturbed_scores(...).argmax (t_u) and its end-token-masked argmax (t_m) exactly."""
+    """With 1/T exact, logits * (1/T) == logits / T, so gumbel_argmax must reproduce the sort-based
+    sampler (filtered_choices, no filter set) for t_u and its end-token-masked sample t_m exactly."""
     g = torch.Generator().manual_seed(1)
     B, V, vocab = 8, 300, 290
     logits = torch.randn(B, V, generator=g) * 2
@@ -105,12 +108,12 @@ def test_reference_matches_the_budget_sampler(T):
     seed, pos = torch.tensor(SEEDS), torch.arange(B) * 5
     x = logits.clone()
     x[:, vocab:] = float("-inf")
-    z = budget.perturbed_scores(x, temp, torch.zeros(B, dtype=torch.long), torch.ones(B), seed, pos,
-                                any_filter=False)
     inv_t = torch.where(temp > 0, 1.0 / temp.clamp_min(1e-30), torch.zeros_like(temp))
+    f_u, f_m = ref.filtered_choices(x, inv_t, torch.zeros(B, dtype=torch.long), torch.ones(B), seed, pos,
+                                    vocab, mask)
     t_u, t_m = ref.gumbel_argmax(logits, inv_t, seed, pos, vocab, mask)
-    assert torch.equal(t_u, z.argmax(-1))
-    assert torch.equal(t_m, z.index_fill(1, mask, float("-inf")).argmax(-1))
+    assert torch.equal(t_u, f_u)
+    assert torch.equal(t_m, f_m)
     assert t_u[1] == 17 and t_u[2] == 3 and t_m[1] != 17 and t_m[2] != 3
 
 
@@ -191,7 +194,16 @@ def test_edge_rows():
     mask = torch.tensor([4, 0, 9])
     want_u = [4, 4, 0, 2, 5]
     want_m = [1, 1, 1, 2, 5]
-    for impl in (ref.gumbel_argmax, sampling.gumbel_argmax):
+    def on_device(impl):   # the Triton kernel takes tensors on its device (CUDA, or CPU when interpreting)
+        if impl is ref.gumbel_argmax:
+            return impl
+
+        def run(*a):
+            out = impl(*(t.to(DEVICE) if isinstance(t, torch.Tensor) else t for t in a))
+            return tuple(o.cpu() for o in out)
+        return run
+
+    for impl in map(on_device, (ref.gumbel_argmax, sampling.gumbel_argmax)):
         t_u, t_m = impl(x, inv_t, seed, pos, 10, mask)
         assert t_u[:5].tolist() == want_u and t_m[:5].tolist() == want_m, impl
         assert torch.equal(t_u, ref.gumbel_argmax(x, inv_t, seed, pos, 10, mask)[0])
