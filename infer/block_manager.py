@@ -6,31 +6,39 @@ hash is known can be reused by any later sequence with the same prefix (its ref 
 freed pages keep their hash until they are handed out again, so a finished prompt's pages can
 still be revived. Only pages strictly before a sequence's last token are looked up: the last
 token is always recomputed so the prefill yields logits.
+
+Every operation is O(1) per page, whatever the number of pages, cached hashes or requests served:
+the free list is an ordered dict (oldest freed page handed out first, so recently freed cached
+pages live longest; reviving a cached page removes it from the middle in O(1)).
+Each allocated page is reported to `on_page(seq, index, page)` so the engine can keep the
+device-side block tables current without rebuilding them.
 """
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict
+from typing import Callable
 
 from infer.request import Sequence
 
 
-def chain_hash(prev: int, tokens: list[int]) -> int:
+def chain_hash(prev: int, tokens) -> int:
     return hash((prev, tuple(tokens)))
 
 
 class BlockManager:
-    def __init__(self, num_pages: int, page_size: int, enable_prefix_caching: bool = True):
+    def __init__(self, num_pages: int, page_size: int, enable_prefix_caching: bool = True,
+                 on_page: Callable[[Sequence, int, int], None] | None = None):
         if num_pages < 1 or page_size < 1:
             raise ValueError(f"need num_pages >= 1 and page_size >= 1 (got {num_pages}, {page_size})")
         self.num_pages = num_pages
         self.page_size = page_size
         self.enable_prefix_caching = enable_prefix_caching
+        self.on_page = on_page
         self.ref_count = [0] * num_pages
         self.page_hash: list[int | None] = [None] * num_pages
         self.page_tokens: list[tuple | None] = [None] * num_pages  # guards against hash collisions
         self.hash_to_page: dict[int, int] = {}
-        self.free: deque[int] = deque(range(num_pages))
-        self.free_set = set(range(num_pages))
+        self.free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_pages))
         self.num_prefix_hits = 0          # pages reused from the cache (statistics)
 
     @property
@@ -43,11 +51,11 @@ class BlockManager:
 
     # ---------------------------------------------------------------- internals
     def _take(self, page: int | None = None) -> int:
+        """A free page (the oldest freed, or `page`): O(1) either way."""
         if page is None:
-            page = self.free.popleft()
+            page, _ = self.free.popitem(last=False)
         else:
-            self.free.remove(page)
-        self.free_set.discard(page)
+            del self.free[page]
         self.ref_count[page] += 1
         return page
 
@@ -58,15 +66,20 @@ class BlockManager:
         self.page_hash[page] = None
         self.page_tokens[page] = None
 
+    def _give(self, seq: Sequence, page: int) -> None:
+        seq.block_table.append(page)
+        if self.on_page is not None:
+            self.on_page(seq, len(seq.block_table) - 1, page)
+
     def _lookup(self, seq: Sequence) -> list[int]:
         """Pages holding seq's leading full pages (prefix hits), in order."""
         if not self.enable_prefix_caching:
             return []
         hits, h = [], 0
-        known = seq.token_ids
-        for i in range((seq.num_tokens - 1) // self.page_size):
-            toks = tuple(known[i * self.page_size:(i + 1) * self.page_size])
-            h = chain_hash(h, list(toks))
+        known, ps = seq.token_ids, self.page_size
+        for i in range((seq.num_tokens - 1) // ps):
+            toks = tuple(known[i * ps:(i + 1) * ps])
+            h = chain_hash(h, toks)
             page = self.hash_to_page.get(h)
             if page is None or self.page_tokens[page] != toks:
                 break
@@ -76,7 +89,8 @@ class BlockManager:
     # ---------------------------------------------------------------- prefill
     def can_allocate(self, seq: Sequence) -> bool:
         hits = self._lookup(seq)
-        revived = sum(1 for p in hits if p in self.free_set)
+        seq._hits = hits                  # reused by allocate() in the same scheduling step
+        revived = sum(1 for p in hits if p in self.free)
         return seq.num_blocks - len(hits) + revived <= self.num_free
 
     def allocate(self, seq: Sequence) -> None:
@@ -84,39 +98,41 @@ class BlockManager:
         assert not seq.block_table, "sequence already holds pages"
         if seq.num_known_tokens != seq.num_tokens:
             raise RuntimeError("allocate() needs every token of the sequence on the host")
-        hits = self._lookup(seq)
+        hits = getattr(seq, "_hits", None)
+        hits = self._lookup(seq) if hits is None else hits
+        seq._hits = None
         for p in hits:
-            if p in self.free_set:
+            if p in self.free:
                 self._take(p)
             else:
                 self.ref_count[p] += 1
+            self._give(seq, p)
         self.num_prefix_hits += len(hits)
-        seq.block_table = list(hits)
-        seq.num_cached_tokens = len(hits) * self.page_size
+        ps = self.page_size
+        seq.num_cached_tokens = len(hits) * ps
+        known = seq.token_ids
         h = 0
         for i in range(len(hits)):
-            h = chain_hash(h, seq.block_tokens(i))
-        known = seq.token_ids
+            h = chain_hash(h, known[i * ps:(i + 1) * ps])
         for i in range(len(hits), seq.num_blocks):
             page = self._take()
             self._forget(page)
-            seq.block_table.append(page)
-            toks = known[i * self.page_size:(i + 1) * self.page_size]
+            self._give(seq, page)
             # register full pages before the last token (their KV is computed in this prefill)
-            if self.enable_prefix_caching and (i + 1) * self.page_size <= seq.num_tokens - 1:
+            if self.enable_prefix_caching and (i + 1) * ps <= seq.num_tokens - 1:
+                toks = tuple(known[i * ps:(i + 1) * ps])
                 h = chain_hash(h, toks)
                 if h not in self.hash_to_page:
                     self.hash_to_page[h] = page
                     self.page_hash[page] = h
-                    self.page_tokens[page] = tuple(toks)
+                    self.page_tokens[page] = toks
 
     def deallocate(self, seq: Sequence) -> None:
         for page in reversed(seq.block_table):
             self.ref_count[page] -= 1
             assert self.ref_count[page] >= 0
             if self.ref_count[page] == 0:
-                self.free.append(page)   # keeps its hash: revivable until handed out again
-                self.free_set.add(page)
+                self.free[page] = None   # keeps its hash: revivable until handed out again
         seq.block_table = []
         seq.num_cached_tokens = 0
 
@@ -132,4 +148,4 @@ class BlockManager:
         if self.needs_page(seq):
             page = self._take()
             self._forget(page)
-            seq.block_table.append(page)
+            self._give(seq, page)

@@ -6,8 +6,9 @@ The runner fills one `StepMeta` before each forward (nano-vllm's "context"); eve
 - prefill: varlen attention (`ops.attention`, bottom-right causal) of the new tokens over
   [cached prefix + new tokens]; without prefix hits the fresh k/v are used directly, otherwise
   the keys are gathered from the pages by slot;
-- decode: one query per sequence through kernels/paged_attention.py (Triton on CUDA, its PyTorch
-  reference on CPU unless the kernel backend is "triton").
+- decode: one query per sequence through `ops.paged_attention`.
+The store and both attentions come from the `ops` namespace the model passes down (the engine's
+kernel switch, decided once per engine: Triton kernels or their PyTorch references).
 """
 from __future__ import annotations
 
@@ -15,9 +16,6 @@ from dataclasses import dataclass
 
 import torch
 
-import kernels
-from kernels.kv_store import kv_store
-from kernels.paged_attention import paged_attention
 from model.config import Qwen2Config
 
 
@@ -32,7 +30,7 @@ class StepMeta:
     max_seqlen_k: int = 0
     gather_slots: torch.Tensor | None = None   # [Tk] int64 slots of all keys; None: no prefix hit
     # decode
-    block_tables: torch.Tensor | None = None   # [B, max_pages] int32
+    block_tables: torch.Tensor | None = None   # [B, pages] int32
     context_lens: torch.Tensor | None = None   # [B] int32 (this step's token included)
     max_context: int = 0                       # upper bound of context_lens (fixes the grid)
 
@@ -50,14 +48,13 @@ class PagedKVCache:
         self.num_pages = num_pages
         self.page_size = page_size
         self.meta: StepMeta | None = None
-        self.use_triton = kernels.backend_name(torch.device(device)) == "triton"
 
     def attend(self, layer_idx: int, q, k, v, scale: float, ops):
         m = self.meta
         if m is None:
             raise RuntimeError("PagedKVCache.attend called without step metadata (runner must set .meta)")
         kc, vc = self.k[layer_idx], self.v[layer_idx]
-        kv_store(k, v, kc, vc, m.slot_mapping, use_triton=self.use_triton)
+        ops.kv_store(k, v, kc, vc, m.slot_mapping)
         if m.is_prefill:
             if m.gather_slots is not None:
                 Hk, D = k.shape[1:]
@@ -65,5 +62,4 @@ class PagedKVCache:
                 v = vc.view(-1, Hk, D).index_select(0, m.gather_slots)
             return ops.attention(q, k, v, m.cu_seqlens_q, m.cu_seqlens_k, m.max_seqlen_q,
                                  m.max_seqlen_k, scale, True)
-        return paged_attention(q, kc, vc, m.block_tables, m.context_lens, scale,
-                               max_context=m.max_context, use_triton=self.use_triton)
+        return ops.paged_attention(q, kc, vc, m.block_tables, m.context_lens, scale, m.max_context)

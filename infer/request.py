@@ -1,4 +1,9 @@
-"""Host-side state of one request (a "sequence" in nano-vllm's terms) and its output record."""
+"""Host-side state of one request (a "sequence" in nano-vllm's terms) and what the engine returns.
+
+The scheduler is the only writer of a Sequence's state (status, queues, tokens, counters, finish):
+it applies each step's device result (`Scheduler.postprocess`). The block manager writes only the
+page list.
+"""
 from __future__ import annotations
 
 import enum
@@ -17,8 +22,9 @@ class Sequence:
     len(token_ids) == num_tokens - 1). KV exists for the first `num_tokens - 1` tokens while running.
     """
 
-    def __init__(self, req_id: int, prompt_ids: list[int], page_size: int):
-        self.req_id = req_id              # row of this request in the device budget state
+    def __init__(self, request_id, prompt_ids: list[int], page_size: int, rules=None,
+                 prompt_text: str = "", max_thinking_tokens: int | None = None):
+        self.request_id = request_id
         self.prompt_ids = list(prompt_ids)
         self.output_ids: list[int] = []
         self.num_tokens = len(prompt_ids)
@@ -26,10 +32,17 @@ class Sequence:
         self.status = Status.WAITING
         self.block_table: list[int] = []
         self.num_cached_tokens = 0        # tokens whose KV came from the prefix cache this prefill
+        self.slot: int | None = None      # row of the device budget-forcing tables while admitted
+        self.rules = rules                # infer.budget.RequestRules
+        self.prompt_text = prompt_text
+        self.max_thinking_tokens = max_thinking_tokens   # the cap applied ("auto" resolved)
         self.finish_reason: str | None = None
         self.num_thinking_tokens = 0
         self.num_waits_used = 0
+        self.answer_start: int | None = None   # index into output_ids where the answer begins
         self.num_preemptions = 0
+        self.stream = True                # report every new token (else only the finished request)
+        self._hits = None                 # prefix-cache lookup of this scheduling step
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -47,12 +60,12 @@ class Sequence:
     def num_blocks(self) -> int:
         return (self.num_tokens + self.page_size - 1) // self.page_size
 
-    def block_tokens(self, i: int) -> list[int]:
-        ps = self.page_size
-        return self.token_ids[i * ps:(i + 1) * ps]
+    @property
+    def is_finished(self) -> bool:
+        return self.status == Status.FINISHED
 
     def __repr__(self):
-        return (f"Sequence(req={self.req_id}, status={self.status.name}, tokens={self.num_tokens}, "
+        return (f"Sequence(id={self.request_id}, status={self.status.name}, tokens={self.num_tokens}, "
                 f"blocks={self.block_table})")
 
 
@@ -65,13 +78,29 @@ class GenerationOutput:
     output_token_ids: list[int]
     num_thinking_tokens: int
     num_waits_used: int
-    finish_reason: str                    # "stop" | "length" | "error"
+    finish_reason: str                    # "stop" | "length" | "abort" | "error"
     prompt_token_ids: list[int] = field(default_factory=list)
     error: str | None = None              # the message when finish_reason == "error"
     num_preemptions: int = 0
+    max_thinking_tokens: int | None = None   # the thinking cap applied ("auto" resolved); None: none
+    request_id: object = None
 
     def to_dict(self) -> dict:
         return dict(prompt=self.prompt, thinking=self.thinking, answer=self.answer, text=self.text,
                     output_token_ids=self.output_token_ids, num_thinking_tokens=self.num_thinking_tokens,
                     num_waits_used=self.num_waits_used, finish_reason=self.finish_reason,
+                    max_thinking_tokens=self.max_thinking_tokens,
                     **({"error": self.error} if self.error else {}))
+
+
+@dataclass
+class RequestOutput:
+    """What one engine step produced for one request (streaming): the tokens new since the last
+    report, and the final output once the request has finished."""
+    request_id: object
+    new_token_ids: list[int]
+    num_output_tokens: int
+    num_thinking_tokens: int
+    answer_start: int | None              # index into the output where the answer text starts
+    finished: bool
+    output: GenerationOutput | None = None

@@ -1,13 +1,25 @@
-"""Model runner: turns a scheduled batch into one forward + one sampling/budget step.
+"""Model runner: turns a scheduled batch into one forward + one `sample_and_force` step.
 
-Prefill batch: the not-yet-cached tokens of each sequence, packed ([T]); keys span
-[cached prefix + new] (bottom-right causal varlen attention). Only each sequence's last row goes
-through the LM head (`logits_indices`). Decode batch: one token per sequence, taken on device
-from `BudgetState.last_token` (so the host never needs the sampled values to continue).
+The model is called one way only: `model(input_ids, positions, kv_cache=cache,
+logits_indices=..., ops=ops)`; the cache carries the step's layout (`StepMeta`).
 
-On CUDA, decode steps replay CUDA graphs (forward + sampling + budget rules) captured lazily for
-batch-size buckets (1, 2, 4, 8, 16, 32, 64, ... up to max_num_seqs); pad rows write no K/V
-(slot -1) and step the budget's dummy row. Disable with LLM(..., enforce_eager=True).
+Prefill batch: the not-yet-cached tokens of each sequence, packed ([T]); keys span [cached prefix
++ new] (bottom-right causal varlen attention). Only each sequence's last row goes through the LM
+head (`logits_indices`). Decode batch: one token per sequence, read on the device from the budget
+state's LAST_TOKEN column (the host never needs the sampled values to continue).
+
+Block tables live on the device, one row per request slot, and are updated page by page as the
+block manager hands pages out (`note_page`), never rebuilt: a decode step sends the host's
+per-row values (slot, position, cache slot, context length) in one small copy.
+
+On CUDA, decode steps replay CUDA graphs (forward + sampling + budget rules) captured lazily per
+(batch-size bucket 1, 2, 4, 8, 16, 32, 64, ... up to max_num_seqs; whether the batch needs the
+top-k/top-p pre-pass); padding rows write no K/V (slot -1) and step the budget's dummy row. The
+tables the graphs read keep their addresses for the engine's lifetime. Disable with enforce_eager.
+Under tensor parallelism the captured step holds the model's all-reduces and the sampler's
+all-gather (NCCL collectives are capturable); every graph's warm-up runs them eagerly first, and
+all ranks capture the same buckets in the same order (their batches are identical). Not yet run on
+GPUs: no multi-GPU machine has been available.
 """
 from __future__ import annotations
 
@@ -16,6 +28,7 @@ import torch
 from infer.budget import BudgetState
 from infer.paged_cache import PagedKVCache, StepMeta
 from infer.request import Sequence
+from kernels import force_state as fs
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -23,26 +36,50 @@ def _cdiv(a: int, b: int) -> int:
 
 
 class ModelRunner:
-    def __init__(self, model, cache: PagedKVCache, max_num_seqs: int, max_model_len: int,
-                 device, use_cuda_graphs: bool = False):
+    def __init__(self, model, cache: PagedKVCache, budget: BudgetState, ops, max_num_seqs: int,
+                 max_model_len: int, device, use_cuda_graphs: bool = False):
         self.model = model
         self.cache = cache
+        self.budget = budget
+        self.ops = ops
         self.device = torch.device(device)
         self.page_size = cache.page_size
         self.max_num_seqs = max_num_seqs
         self.max_model_len = max_model_len
         self.max_pages_per_seq = _cdiv(max_model_len, cache.page_size)
-        self.graphs: dict[int, tuple] = {}
+        # one row per budget slot (+ the dummy slot): page ids in order
+        self.block_tables = torch.zeros(budget.capacity + 1, self.max_pages_per_seq, dtype=torch.int32,
+                                        device=self.device)
+        self._page_updates: list[tuple[int, int, int]] = []
         self.use_cuda_graphs = use_cuda_graphs and self.device.type == "cuda"
-        # passed to every forward: with a KV cache the model ignores it, and passing it keeps the
-        # model from building one on the host (not allowed inside CUDA-graph capture)
-        self._cu = torch.tensor([0, 1], dtype=torch.int32, device=self.device)
+        self.graphs: dict[tuple[int, bool], tuple] = {}
+        self._static = None
+        self._graph_meta: dict[int, StepMeta] = {}
+        self._pool = None
+
+    def close(self) -> None:
+        self.graphs.clear()
+        self._graph_meta.clear()
+        self._static = self._pool = None
+        self.model = self.cache = self.budget = None
+        self.block_tables = None
 
     def _tensor(self, vals, dtype) -> torch.Tensor:
         t = torch.tensor(vals, dtype=dtype)
         if self.device.type == "cuda":
             return t.pin_memory().to(self.device, non_blocking=True)
         return t.to(self.device)
+
+    # ------------------------------------------------------------------ block tables
+    def note_page(self, seq: Sequence, index: int, page: int) -> None:
+        """The block manager gave `seq` page `page` at position `index` of its table."""
+        self._page_updates.append((seq.slot, index, page))
+
+    def _flush_pages(self) -> None:
+        if self._page_updates:
+            u = self._tensor(self._page_updates, torch.int64)
+            self.block_tables[u[:, 0], u[:, 1]] = u[:, 2].to(torch.int32)
+            self._page_updates.clear()
 
     def _slot(self, seq: Sequence, pos: int) -> int:
         return seq.block_table[pos // self.page_size] * self.page_size + pos % self.page_size
@@ -53,8 +90,7 @@ class ModelRunner:
         any_cached = any(s.num_cached_tokens for s in seqs)
         for s in seqs:
             n, c = s.num_tokens, s.num_cached_tokens
-            toks = s.token_ids
-            ids.extend(toks[c:n])
+            ids.extend(s.token_ids[c:n])
             pos.extend(range(c, n))
             slots.extend(self._slot(s, p) for p in range(c, n))
             cu_q.append(cu_q[-1] + n - c)
@@ -71,116 +107,105 @@ class ModelRunner:
         return self._tensor(ids, torch.int64), self._tensor(pos, torch.int64), meta, logits_idx
 
     # ------------------------------------------------------------------ decode
-    def prepare_decode(self, seqs: list[Sequence], width: int | None = None):
-        pos = [s.num_tokens - 1 for s in seqs]
-        slots = [self._slot(s, p) for s, p in zip(seqs, pos)]
-        width = width or max(len(s.block_table) for s in seqs)
-        bt = [s.block_table + [0] * (width - len(s.block_table)) for s in seqs]
-        meta = StepMeta(is_prefill=False, slot_mapping=self._tensor(slots, torch.int64),
-                        block_tables=self._tensor(bt, torch.int32),
-                        context_lens=self._tensor([s.num_tokens for s in seqs], torch.int32),
-                        max_context=max(s.num_tokens for s in seqs))
-        return self._tensor(pos, torch.int64), meta
+    def decode_inputs(self, seqs: list[Sequence], width: int | None = None) -> tuple[torch.Tensor, int]:
+        """([4, width] int64 on the device (one copy): slot (budget row), position, cache slot,
+        context length per sequence, columns past len(seqs) being padding (the dummy row, no K/V
+        write, context 1); the longest context)."""
+        ps = self.page_size
+        pad = (width or len(seqs)) - len(seqs)
+        rows = [s.slot for s in seqs]
+        ctx = [s.num_tokens for s in seqs]
+        pos = [n - 1 for n in ctx]
+        slots = [s.block_table[p // ps] * ps + p % ps for s, p in zip(seqs, pos)]
+        longest = max(ctx)
+        if pad:
+            rows += [self.budget.dummy_row] * pad
+            ctx += [1] * pad
+            pos += [0] * pad
+            slots += [-1] * pad
+        return self._tensor([rows, pos, slots, ctx], torch.int64), longest   # rows contiguous
+
+    def _padding(self, width: int) -> torch.Tensor:
+        """decode_inputs of `width` padding columns only (the graphs' warm-up and capture)."""
+        return self._tensor([[self.budget.dummy_row] * width, [0] * width, [-1] * width, [1] * width], torch.int64)
 
     # ------------------------------------------------------------------ one step
     @torch.inference_mode()
-    def run(self, seqs: list[Sequence], is_prefill: bool, budget: BudgetState) -> torch.Tensor:
-        """Forward + sample + budget rules. Returns BudgetState.step's info [6, B] (on device)."""
-        rows = self._tensor([s.req_id for s in seqs], torch.int64)
+    def run(self, seqs: list[Sequence], is_prefill: bool) -> torch.Tensor:
+        """Forward + sample + budget rules. Returns the [NUM_RESULT, B] step result (on device)."""
+        self._flush_pages()
+        budget = self.budget
+        filtered = budget.filtered(s.slot for s in seqs)
         if is_prefill:
+            rows = self._tensor([s.slot for s in seqs], torch.int64)
             ids, pos, meta, logits_idx = self.prepare_prefill(seqs)
-            self.cache.meta = meta
-            logits = self.model(ids, pos, cu_seqlens=self._cu, max_seqlen=1, kv_cache=self.cache,
-                                logits_indices=logits_idx)
-        elif self.use_cuda_graphs and len(seqs) <= self.max_num_seqs:
-            return self._replay(seqs, rows, budget)
-        else:
-            pos, meta = self.prepare_decode(seqs)
-            self.cache.meta = meta
-            logits = self.model(budget.last_token[rows], pos, cu_seqlens=self._cu, max_seqlen=1,
-                                kv_cache=self.cache)
-        self.cache.meta = None
-        return budget.step(logits, rows)
+            logits = self._forward(ids, pos, meta, logits_idx)
+            return budget.step(logits, rows, filtered)
+        if self.use_cuda_graphs and len(seqs) <= self.max_num_seqs:
+            return self._replay(seqs, filtered)
+        inp, longest = self.decode_inputs(seqs)
+        rows = inp[0]
+        meta = StepMeta(is_prefill=False, slot_mapping=inp[2],
+                        block_tables=self.block_tables.index_select(0, rows)[:, :_cdiv(longest, self.page_size)],
+                        context_lens=inp[3].to(torch.int32), max_context=longest)
+        logits = self._forward(budget.tables.state[rows, fs.LAST_TOKEN], inp[1], meta, None)
+        return budget.step(logits, rows, filtered)
+
+    def _forward(self, ids, pos, meta: StepMeta, logits_idx):
+        self.cache.meta = meta
+        try:
+            return self.model(ids, pos, kv_cache=self.cache, logits_indices=logits_idx, ops=self.ops)
+        finally:
+            self.cache.meta = None
 
     # ------------------------------------------------------------------ CUDA graphs
-    # A decode graph holds the whole step: gather the input tokens from budget.last_token, the
-    # forward, sampling and the budget rules, so a step costs the host a few small copies and one
-    # replay. Graphs are captured lazily per (batch bucket, any_random, any_filter, any_mask) -- the
-    # last three choose the sampler's code path -- and stay valid while the LLM keeps the same
-    # BudgetState (its tensors keep their addresses across generate calls).
     def buckets(self) -> list[int]:
         cand = [1, 2, 4, 8, 16] + list(range(32, self.max_num_seqs + 1, 32)) + [self.max_num_seqs]
         return sorted(set(b for b in cand if b <= self.max_num_seqs))
 
     def _init_static(self) -> None:
         n, dev = self.max_num_seqs, self.device
-        self._static = dict(pos=torch.zeros(n, dtype=torch.int64, device=dev),
-                            slots=torch.full((n,), -1, dtype=torch.int64, device=dev),
-                            bt=torch.zeros(n, self.max_pages_per_seq, dtype=torch.int32, device=dev),
-                            ctx=torch.ones(n, dtype=torch.int32, device=dev),
-                            rows=torch.zeros(n, dtype=torch.int64, device=dev))
-        self._graph_meta: dict[int, StepMeta] = {}
-        self._graph_budget = None
-        self._pool = None
+        self._static = torch.zeros(4, n, dtype=torch.int64, device=dev)   # rows, pos, slots, ctx
 
-    def _graph_step(self, bs: int, budget: BudgetState) -> torch.Tensor:
-        """What a graph captures; reads only static buffers and budget tensors."""
-        st = self._static
+    def _graph_step(self, bs: int, filtered: bool) -> torch.Tensor:
+        """What a graph captures; reads only the static buffers and the engine's tables."""
+        rows, pos, slots, ctx = self._static[:, :bs]
         if bs not in self._graph_meta:
-            self._graph_meta[bs] = StepMeta(
-                is_prefill=False, slot_mapping=st["slots"][:bs], block_tables=st["bt"][:bs],
-                context_lens=st["ctx"][:bs], max_context=self.max_model_len)
-        self.cache.meta = self._graph_meta[bs]
-        rows = st["rows"][:bs]
-        logits = self.model(budget.last_token[rows], st["pos"][:bs], cu_seqlens=self._cu, max_seqlen=1,
-                            kv_cache=self.cache)
-        self.cache.meta = None
-        return budget.step(logits, rows)
+            self._graph_meta[bs] = StepMeta(is_prefill=False, slot_mapping=slots,
+                                            block_tables=None, context_lens=None,
+                                            max_context=self.max_model_len)
+        meta = self._graph_meta[bs]
+        meta.block_tables = self.block_tables.index_select(0, rows)
+        meta.context_lens = ctx.to(torch.int32)
+        logits = self._forward(self.budget.tables.state[rows, fs.LAST_TOKEN], pos, meta, None)
+        return self.budget.step(logits, rows, filtered)
 
-    def _capture(self, bs: int, budget: BudgetState):
+    def _capture(self, bs: int, filtered: bool):
         """Warm up and capture with harmless inputs (no K/V writes: slot -1; every row the
         budget's dummy row), then restore the static buffers."""
-        st = self._static
-        saved = {k: v.clone() for k, v in st.items()}
-        st["slots"].fill_(-1)
-        st["ctx"].fill_(1)
-        st["rows"].fill_(budget.dummy_row)
-        fn = lambda: self._graph_step(bs, budget)  # noqa: E731
-        fn()  # warm-up: Triton compiles, the allocator settles
+        saved = self._static.clone()
+        self._static[:, :bs].copy_(self._padding(bs))
+        self._graph_step(bs, filtered)      # warm-up: Triton compiles, the allocator settles
         torch.cuda.synchronize()
         g = torch.cuda.CUDAGraph()
         with torch.cuda.graph(g, self._pool):
-            out = fn()
+            out = self._graph_step(bs, filtered)
         self._pool = g.pool()
         torch.cuda.synchronize()
-        for k, v in saved.items():
-            st[k].copy_(v)
-        return (g, out, fn)
+        self._static.copy_(saved)
+        return (g, out, bs, filtered)
 
     def _launch(self, entry) -> None:
         entry[0].replay()
 
-    def _replay(self, seqs: list[Sequence], rows: torch.Tensor, budget: BudgetState) -> torch.Tensor:
-        if not hasattr(self, "_static"):
+    def _replay(self, seqs: list[Sequence], filtered: bool) -> torch.Tensor:
+        if self._static is None:
             self._init_static()
-        if budget is not self._graph_budget:  # graphs point at the old budget's tensors
-            self.graphs.clear()
-            self._graph_budget = budget
         bs = len(seqs)
         bucket = next(b for b in self.buckets() if b >= bs)
-        key = (bucket, budget.any_random, budget.any_filter, budget.any_mask)
+        key = (bucket, filtered)
         if key not in self.graphs:
-            self.graphs[key] = self._capture(bucket, budget)
-        st = self._static
-        pos, meta = self.prepare_decode(seqs)
-        st["pos"][:bs].copy_(pos)
-        st["slots"][:bs].copy_(meta.slot_mapping)
-        # only the used columns: the kernel never reads past cdiv(context_len, page) pages
-        st["bt"][:bs, :meta.block_tables.shape[1]].copy_(meta.block_tables)
-        st["ctx"][:bs].copy_(meta.context_lens)
-        st["rows"][:bs].copy_(rows)
-        st["slots"][bs:bucket].fill_(-1)
-        st["ctx"][bs:bucket].fill_(1)
-        st["rows"][bs:bucket].fill_(budget.dummy_row)
+            self.graphs[key] = self._capture(bucket, filtered)
+        self._static[:, :bucket].copy_(self.decode_inputs(seqs, bucket)[0])
         self._launch(self.graphs[key])
         return self.graphs[key][1][:, :bs]

@@ -5,6 +5,13 @@ materialized once (`to_empty`) on the target device in the target dtype, then fi
 tensor from memory-mapped safetensors files (one tensor in flight at a time).
 Every checkpoint tensor must map to a parameter (`hf_name_map`), every parameter must be filled,
 and every shape must match; anything else raises CheckpointError naming the tensor and file.
+`load_model` also takes a Hugging Face Hub id in the local HF cache: `resolve_model_path`
+(common/hub.py, pure Python, re-exported here) is the one resolver every --model goes through.
+
+Sharded loading (tensor parallelism, applied from outside: infer/tensor_parallel.py): a `shard` plan
+resizes the meta model to this process's local shapes before anything is allocated and names,
+per checkpoint tensor, the (dim, start, stop) range this process holds; only those bytes are read
+(one read per contiguous run: a dim-0 range is one read, a dim-1 range of a matrix one per row).
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ import shutil
 import torch
 from safetensors.torch import save_file
 
+from common.hub import ModelNotFound, resolve_model_path  # noqa: F401  (re-exported: the one --model resolver)
 from model.config import Qwen2Config
 from model.qwen2 import Qwen2ForCausalLM
 
@@ -85,6 +93,7 @@ class _SafetensorsFile:
         header.pop("__metadata__", None)
         self.data_start = 8 + n
         self.header = header
+        self.bytes_read = 0  # tensor data bytes read so far (not counting the header)
 
     def keys(self):
         return self.header.keys()
@@ -92,14 +101,17 @@ class _SafetensorsFile:
     def shape(self, name: str) -> tuple:
         return tuple(self.header[name]["shape"])
 
-    def read_into(self, name: str, dest: torch.Tensor) -> None:
+    def read_into(self, name: str, dest: torch.Tensor, part: tuple[int, int, int] | None = None) -> None:
+        """Copy tensor `name` (or, with part=(dim, start, stop), its [start, stop) range along dim)
+        into `dest`, whose shape must be that of the tensor or of the range; reads only those bytes."""
         info = self.header[name]
         dtype = _ST_DTYPES.get(info["dtype"])
         if dtype is None:
             raise CheckpointError(f"{self.fname}: tensor {name} has unsupported dtype {info['dtype']}")
         begin, end = info["data_offsets"]
+        shape = list(info["shape"])
         numel = 1
-        for d in info["shape"]:
+        for d in shape:
             numel *= d
         if end - begin != numel * dtype.itemsize:
             raise CheckpointError(f"{self.fname}: tensor {name}: {end - begin} bytes for shape "
@@ -107,16 +119,43 @@ class _SafetensorsFile:
         if self.data_start + end > self.size:
             raise CheckpointError(f"{self.fname}: truncated file: tensor {name} ends at byte "
                                   f"{self.data_start + end} but the file has {self.size} bytes")
+        # Byte runs to read, as (file offset, length): one for the whole tensor or a dim-0 range;
+        # for a range along dim d, one per index of the dims before d (row-major layout).
+        if part is None or (part[1] == 0 and part[2] == shape[part[0]]):
+            runs, out_shape = [(begin, end - begin)], tuple(shape)
+        else:
+            dim, a, b = part
+            if not (0 <= dim < len(shape) and 0 <= a <= b <= shape[dim]):
+                raise CheckpointError(f"{self.fname}: tensor {name} of shape {tuple(shape)} has no range "
+                                      f"[{a}, {b}) along dim {dim}")
+            outer = 1
+            for d in shape[:dim]:
+                outer *= d
+            inner = dtype.itemsize
+            for d in shape[dim + 1:]:
+                inner *= d
+            run = (b - a) * inner
+            runs = [(begin + (o * shape[dim] + a) * inner, run) for o in range(outer)]
+            out_shape = tuple(shape[:dim] + [b - a] + shape[dim + 1:])
+        if tuple(dest.shape) != out_shape:
+            raise CheckpointError(f"{self.fname}: tensor {name}{'' if part is None else f' range {part}'} "
+                                  f"has shape {out_shape}, destination {tuple(dest.shape)}")
         direct = dest.device.type == "cpu" and dest.dtype == dtype and dest.is_contiguous()
-        buf = dest if direct else torch.empty(tuple(info["shape"]), dtype=dtype)
-        view = buf.reshape(-1).view(torch.uint8).numpy() if numel else None
-        self.fh.seek(self.data_start + begin)
-        got = 0
-        while got < end - begin:
-            k = self.fh.readinto(view[got:])
-            if not k:
-                raise CheckpointError(f"{self.fname}: truncated file while reading tensor {name}")
-            got += k
+        buf = dest if direct else torch.empty(out_shape, dtype=dtype)
+        view = buf.reshape(-1).view(torch.uint8).numpy() if buf.numel() else None
+        pos = 0
+        for off, length in runs:
+            if not length:
+                continue
+            self.fh.seek(self.data_start + off)
+            got = 0
+            while got < length:
+                k = self.fh.readinto(view[pos + got:pos + length])
+                if not k:
+                    raise CheckpointError(f"{self.fname}: truncated file while reading tensor {name}")
+                got += k
+            pos += length
+        self.bytes_read += pos
         if not direct:
             dest.copy_(buf)
 
@@ -151,16 +190,29 @@ def _checkpoint_files(path: str) -> dict[str, str]:
 
 
 def load_model(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None = None,
-               cfg: Qwen2Config | None = None) -> Qwen2ForCausalLM:
-    """Load an HF-format Qwen2 checkpoint directory onto `device` in `dtype` (default: config's)."""
+               cfg: Qwen2Config | None = None, *, shard=None, stats: dict | None = None) -> Qwen2ForCausalLM:
+    """Load an HF-format Qwen2 checkpoint directory onto `device` in `dtype` (default: config's).
+
+    shard: a sharding plan applied from outside (infer/tensor_parallel.py's), an object with
+        `prepare(model)`: replaces modules of the meta-device model by their local shapes, and
+        `part(hf_name) -> (dim, start, stop) | None`: the range of each checkpoint tensor this process
+        holds (None: all of it). Only those ranges are read; full shapes are still checked.
+    stats: if given, a dict filled with "bytes_read" (tensor data read from disk), "tensors", "files".
+    """
     path = os.fspath(path)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"checkpoint directory {path!r} does not exist")
+    if not os.path.isdir(path):  # a Hugging Face Hub id in the local HF cache (common/hub.py)
+        try:
+            path = resolve_model_path(path, what="checkpoint")
+        except ModelNotFound as e:
+            raise FileNotFoundError(f"checkpoint directory {path!r} does not exist ({e})") from None
     cfg = cfg or Qwen2Config.from_pretrained(path)
     dtype = dtype or cfg.dtype
     with torch.device("meta"):
         model = Qwen2ForCausalLM(cfg)
     model.to(dtype)  # still on meta: free
+    full_shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    if shard is not None:
+        shard.prepare(model)  # local shapes, still on meta
     model.to_empty(device=device)  # the one allocation of the weights, in the target dtype
     params = dict(model.named_parameters())
     name_map = hf_name_map(cfg)
@@ -179,21 +231,26 @@ def load_model(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None 
     by_file: dict[str, list[str]] = {}
     for hf_name in name_map:
         by_file.setdefault(files[hf_name], []).append(hf_name)
+    bytes_read = 0
     with torch.no_grad():
         for fname, names in by_file.items():
             with _SafetensorsFile(fname) as f:
                 for hf_name in names:
                     if hf_name not in f.header:
                         raise CheckpointError(f"{fname}: the index places {hf_name} here, but the file lacks it")
-                    p = params[name_map[hf_name]]
+                    ours = name_map[hf_name]
+                    p = params[ours]
                     shape = f.shape(hf_name)
-                    if shape != tuple(p.shape):
+                    if shape != full_shapes[ours]:
                         raise CheckpointError(
                             f"{os.path.basename(fname)}: tensor {hf_name} has shape {shape} but the config "
                             f"(hidden_size={cfg.hidden_size}, heads={cfg.num_attention_heads}/"
                             f"{cfg.num_key_value_heads}, intermediate_size={cfg.intermediate_size}, "
-                            f"vocab_size={cfg.vocab_size}) implies {tuple(p.shape)}")
-                    f.read_into(hf_name, p.data)
+                            f"vocab_size={cfg.vocab_size}) implies {full_shapes[ours]}")
+                    f.read_into(hf_name, p.data, None if shard is None else shard.part(hf_name))
+                bytes_read += f.bytes_read
+    if stats is not None:
+        stats.update(bytes_read=bytes_read, tensors=len(name_map), files=len(by_file))
     return model.eval()
 
 

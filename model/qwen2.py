@@ -50,7 +50,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, cfg.kv_size, bias=True)
         self.o_proj = nn.Linear(cfg.q_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x, cos, sin, batch: AttnBatch, kv_cache, ops):
+    def forward(self, x, cos, sin, batch: AttnBatch | None, kv_cache, ops):
         T = x.shape[0]
         q = self.q_proj(x).view(T, self.num_heads, self.head_dim)
         k = self.k_proj(x).view(T, self.num_kv_heads, self.head_dim)
@@ -84,8 +84,7 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, batch: AttnBatch, kv_cache=None):
-        ops = kernels.get_ops(x.device)
+    def forward(self, x, cos, sin, batch: AttnBatch | None, kv_cache, ops):
         x = x + self.self_attn(self.input_layernorm(x, ops), cos, sin, batch, kv_cache, ops)
         return x + self.mlp(self.post_attention_layernorm(x, ops), ops)
 
@@ -147,16 +146,19 @@ class Qwen2ForCausalLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
                 cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None,
                 kv_cache=None, labels: torch.Tensor | None = None,
-                logits_indices: torch.Tensor | None = None) -> torch.Tensor:
+                logits_indices: torch.Tensor | None = None, ops=None) -> torch.Tensor:
         """Run the decoder over packed tokens.
 
         input_ids: [T] packed tokens (or [B, S]: B unpadded sequences of equal length).
         positions: [T] RoPE positions; default restarts at 0 for every sequence in cu_seqlens.
-        cu_seqlens: [B+1] int32 boundaries (default: one sequence). Ignored when kv_cache is given:
-            the cache (see model/cache.py) then carries the batch layout for this step.
+        cu_seqlens: [B+1] int32 boundaries (default: one sequence). Not used with a kv_cache: the
+            cache (see model/cache.py) carries the batch layout of the step (the engine's call is
+            `model(input_ids, positions, kv_cache=cache, logits_indices=..., ops=...)`).
         labels: [T] targets (-100 = ignored) -> returns the *summed* token cross-entropy (fp32
             scalar) through the fused linear-cross-entropy op; logits are never materialized.
         logits_indices: [N] rows whose logits to return (e.g. each sequence's last token).
+        ops: the kernel namespace (kernels.get_ops); default: the switch's choice for the device,
+            resolved once per forward. The engine passes the one it decided at construction.
         Returns logits [T or N, vocab] (model dtype), [B, S, vocab] for 2-D input, or the loss.
         """
         shape2d = input_ids.dim() == 2
@@ -169,23 +171,26 @@ class Qwen2ForCausalLM(nn.Module):
             if labels is not None:
                 labels = labels.reshape(-1)
         T = input_ids.shape[0]
-        if cu_seqlens is None:
-            cu_seqlens = torch.tensor([0, T], dtype=torch.int32, device=input_ids.device)
-            max_seqlen = T
-        if positions is None:
-            if kv_cache is not None:
+        if kv_cache is not None:
+            if positions is None:
                 raise ValueError("positions are required when decoding with a KV cache")
-            positions = packed_positions(cu_seqlens, T)
-        if max_seqlen is None:
-            max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
-        batch = AttnBatch(cu_seqlens, max_seqlen)
+            batch = None                    # the cache carries the step's layout
+        else:
+            if cu_seqlens is None:
+                cu_seqlens = torch.tensor([0, T], dtype=torch.int32, device=input_ids.device)
+                max_seqlen = T
+            if positions is None:
+                positions = packed_positions(cu_seqlens, T)
+            if max_seqlen is None:
+                max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
+            batch = AttnBatch(cu_seqlens, max_seqlen)
 
         cfg = self.config
+        ops = ops if ops is not None else kernels.get_ops(input_ids.device)
         h = self.model.embed_tokens(input_ids)
         cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
         for layer in self.model.layers:
-            h = layer(h, cos, sin, batch, kv_cache)
-        ops = kernels.get_ops(h.device)
+            h = layer(h, cos, sin, batch, kv_cache, ops)
         h = self.model.norm(h, ops)
         if labels is not None:
             return ops.linear_cross_entropy(h, self.lm_head_weight, labels)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import kernels
-import infer.llm
+import infer.engine
 from infer import LLM, SamplingParams
 from infer.scheduler import Scheduler
 from tests.test_engine import (  # noqa: F401  (ckpt, model, tok, torch_backend are fixtures)
@@ -95,7 +95,7 @@ def test_raw_prompt_thinks_only_with_thinking_rules(model, tok):
     assert g[k] == im_end and not think_end_ids(tok) & set(g[:k])
     inner = naive_greedy(model, ids, 10, V)
     assert inner[:k] == g[:k] and not think_end_ids(tok) & set(inner)
-    delim, ext = tok.encode("<|im_start|>answer\n"), tok.encode("Wait")
+    delim, ext = tok.encode("<|im_start|>answer"), tok.encode("Wait")
 
     plain = SamplingParams(max_tokens=10)
     capped = SamplingParams(max_thinking_tokens=8, max_answer_tokens=2)
@@ -160,10 +160,10 @@ def _record_steps(llm):
     """Wrap the runner: record per step (is_prefill, tokens computed per sequence, prompt lens)."""
     steps, run = [], llm.runner.run
 
-    def recording_run(seqs, is_prefill, budget):
+    def recording_run(seqs, is_prefill):
         n = [s.num_tokens - s.num_cached_tokens if is_prefill else 1 for s in seqs]
         steps.append((is_prefill, n, [s.num_prompt_tokens for s in seqs]))
-        return run(seqs, is_prefill, budget)
+        return run(seqs, is_prefill)
 
     llm.runner.run = recording_run
     return steps
@@ -215,8 +215,8 @@ def _check_page_accounting(bm, seqs):
             if bm.page_hash[p] is not None:
                 assert tuple(s.token_ids[i * bm.page_size:(i + 1) * bm.page_size]) == bm.page_tokens[p]
     assert bm.ref_count == holders
-    assert len(bm.free) == len(bm.free_set) == len(set(bm.free))
-    assert bm.free_set == {p for p in range(bm.num_pages) if holders[p] == 0}
+    assert len(bm.free) == len(set(bm.free))
+    assert set(bm.free) == {p for p in range(bm.num_pages) if holders[p] == 0}
     for h, p in bm.hash_to_page.items():
         assert bm.page_hash[p] == h
 
@@ -247,13 +247,13 @@ def test_preemption_with_prefix_caching(model, tok, async_output, monkeypatch):
 
         def schedule(self):
             out = super().schedule()
-            live = list(self.running) + list(self.waiting)
+            live = list(self.running.values()) + list(self.waiting)
             _check_page_accounting(self.bm, live)
-            tables = [set(s.block_table) for s in self.running]
+            tables = [set(s.block_table) for s in self.running.values()]
             shared_seen.append(any(a & b for i, a in enumerate(tables) for b in tables[i + 1:]))
             return out
 
-    monkeypatch.setattr(infer.llm, "Scheduler", CheckedScheduler)
+    monkeypatch.setattr(infer.engine, "Scheduler", CheckedScheduler)
     num_pages = 10  # 5 sequences of 26 tokens need 5 * 7 pages (minus shared ones)
     small = make_llm(model, tok, num_pages=num_pages, async_output=async_output)
     bm = small.block_manager
@@ -265,9 +265,9 @@ def test_preemption_with_prefix_caching(model, tok, async_output, monkeypatch):
         assert bm.num_prefix_hits - hits_before >= 2 * (len(prompts) - 1)
         # back to the initial state: nothing leaked
         assert bm.ref_count == [0] * num_pages
-        assert sorted(bm.free) == list(range(num_pages)) and bm.free_set == set(range(num_pages))
+        assert sorted(bm.free) == list(range(num_pages))
         _check_page_accounting(bm, [])
-    assert len(schedulers) == 2 and any(shared_seen)
+    assert len(schedulers) == 1 and any(shared_seen)   # one scheduler serves both calls
 
 
 # ============================================================================ 4. Triton engine
@@ -292,8 +292,6 @@ def check_engine_all_triton() -> None:
     flash attention in prefill, K/V store, paged decode attention) == the torch-backend engine ==
     naive greedy. Prefills with prefix hits (inside a batch, and revived from an earlier call)
     run flash attention with the new queries over [cached prefix pages + new] keys."""
-    import kernels.kv_store
-    import kernels.paged_attention
     import kernels.triton_ops as tops
     from tests.test_engine_kernels import context_model
     m, tok = context_model(seed=1)
@@ -315,13 +313,12 @@ def check_engine_all_triton() -> None:
                     top2 = m(torch.tensor(p + r))[len(p) - 1:, :V].topk(2).values
                     assert (top2[:, 0] - top2[:, 1]).min() > 1e-3
         torch_llm = LLM(model=m, tokenizer=tok, page_size=4, num_pages=64, max_model_len=128)
-        assert not torch_llm.cache.use_triton
+        assert torch_llm.engine.ops is kernels.reference          # decided once, at construction
         torch_out = [[o.output_token_ids for o in torch_llm.generate(ps, sp, use_tqdm=False)] for ps in calls]
     assert torch_out == ref
 
     seen = {"attention": [], "paged": 0, "store": 0, "rms_norm": 0}
-    orig = (tops.attention, tops.rms_norm, kernels.paged_attention.paged_attention_triton,
-            kernels.kv_store.kv_store_triton)
+    orig = (tops.attention, tops.rms_norm, tops.paged_attention, tops.kv_store)
 
     def attention(q, k, v, cu_q, cu_k, *a):
         seen["attention"].append((cu_q.tolist(), cu_k.tolist()))
@@ -339,20 +336,18 @@ def check_engine_all_triton() -> None:
         seen["store"] += 1
         return orig[3](*a, **k)
 
-    tops.attention, tops.rms_norm = attention, rms_norm
-    kernels.paged_attention.paged_attention_triton, kernels.kv_store.kv_store_triton = paged, store
+    tops.attention, tops.rms_norm, tops.paged_attention, tops.kv_store = attention, rms_norm, paged, store
     try:
         with kernels.use_backend("triton"):
             llm = LLM(model=m, tokenizer=tok, page_size=4, num_pages=64, max_model_len=128)
-            assert llm.cache.use_triton
-            out, hits = [], []
-            for ps in calls:
-                h0 = llm.block_manager.num_prefix_hits
-                out.append([o.output_token_ids for o in llm.generate(ps, sp, use_tqdm=False)])
-                hits.append(llm.block_manager.num_prefix_hits - h0)
+        assert llm.engine.ops is tops                             # kept after the `with` block
+        out, hits = [], []
+        for ps in calls:
+            h0 = llm.block_manager.num_prefix_hits
+            out.append([o.output_token_ids for o in llm.generate(ps, sp, use_tqdm=False)])
+            hits.append(llm.block_manager.num_prefix_hits - h0)
     finally:
-        tops.attention, tops.rms_norm = orig[0], orig[1]
-        kernels.paged_attention.paged_attention_triton, kernels.kv_store.kv_store_triton = orig[2], orig[3]
+        tops.attention, tops.rms_norm, tops.paged_attention, tops.kv_store = orig
     assert out == ref, (out, ref)
     assert hits == [4, 5], hits  # 2 + 2 pages inside the 1st batch; 3 + 2 revived in the 2nd call
     prefix_calls = [(q, k) for q, k in seen["attention"] if q != k]
@@ -391,7 +386,7 @@ def test_bench_budget_workload_waits_land_where_designed(model, tok):
     period = 4
     prompts, out_lens = nano_vllm_workload(3, 20, 30)
     params = budget_forcing_params(tok, out_lens, period)
-    llm = make_llm(StopAttempts(model, tok.token_id("<|im_end|>"), period), tok)
+    llm = make_llm(StopAttempts(model, tok.token_id("<|im_end|>"), period, tok), tok)
     outs = llm.generate(prompts, params, use_tqdm=False)
     wait, end = tok.encode("Wait"), tok.encode(SamplingParams().end_thinking)
     assert len(wait) == 1
