@@ -19,6 +19,14 @@ from curate.store import fingerprint
 
 STAGES = ("sources", "decontam", "traces", "quality", "difficulty", "domains", "select", "output")
 SHARED = shared_data_dir()
+SOLUTION_TRACES = "pool-solutions"   # == curate.traces.SOLUTION_TRACES (the --traces value of a model-free run)
+TRACES_NEEDED = (
+    "the traces stage needs reasoning traces, and the pool has none. Give one of:\n"
+    "  --teacher CKPT            generate them through our engine (a checkpoint folder or a cached Hugging Face "
+    "Hub id, e.g. Qwen/Qwen2.5-32B-Instruct; a GPU for real models)\n"
+    "  --traces FILE             import them: JSONL/JSON/parquet/save_to_disk folder/hf:NAME with question, "
+    "thinking_trajectories (or deepseek_thinking_trajectory) and attempt columns\n"
+    f"  --traces {SOLUTION_TRACES}   a model-free run: each question's reference solution stands in for its trace")
 
 
 @dataclass
@@ -56,7 +64,7 @@ class Config:
         s = {k: a[k] for k in keys}
         for k in ("pool", "eval_sets", "traces", "students"):   # paths by absolute location
             if k in s:
-                s[k] = [x if x.startswith("hf:") else os.path.abspath(x) for x in s[k]]
+                s[k] = [x if x.startswith("hf:") or x == SOLUTION_TRACES else os.path.abspath(x) for x in s[k]]
         for k in ("teacher", "domain_model", "preselected", "msc", "tokenizer"):
             if s.get(k) and not s[k].startswith("hf:"):
                 s[k] = os.path.abspath(s[k])
@@ -147,11 +155,30 @@ class Pipeline:
                 continue
             t0 = time.perf_counter()
             inp = self.load(STAGES[STAGES.index(stage) - 1]) if stage != "sources" else None
+            if inp is not None and not inp:   # an earlier run left nothing (its stats say why)
+                raise ValueError(self.nothing_left(STAGES[STAGES.index(stage) - 1], None))
             records, stats = getattr(self, f"stage_{stage}")(inp)
             times[stage] = time.perf_counter() - t0
             self._save(stage, records, stats, times[stage])
             self.log(f"[curate] {stage}: {len(records)} records in {times[stage]:.1f}s")
+            if not records:
+                raise ValueError(self.nothing_left(stage, 0 if inp is None else len(inp)))
         return times
+
+    def nothing_left(self, stage: str, n_in: int | None) -> str:
+        """The message when a stage leaves no question (instead of a failure further down)."""
+        where = self.stats_path(stage)
+        if stage == "sources":
+            return f"the pool ({' '.join(self.cfg.pool)}) has no readable question; malformed rows: see {where}"
+        why = {"decontam": "every question overlaps an evaluation set or repeats another",
+               "traces": "no question got a trace",
+               "quality": "every trace failed the quality rules",
+               "difficulty": "every question was solved by a student or has no usable trace length",
+               "domains": "no question got a domain",
+               "select": "the selection chose nothing"}.get(stage, "")
+        counts = "0 out" if n_in is None else f"{n_in} in, 0 out"
+        return (f"no question survives the {stage} stage ({counts}: {why}); the stage's counts "
+                f"are in {where}, so no dataset was written")
 
     def stage_sources(self, _):
         from curate.sources import load_sources
@@ -182,9 +209,15 @@ class Pipeline:
             records = [records[i] for i in idx]
         imported = {}
         for spec in self.cfg.traces:
-            imported.update(load_trace_file(spec))
+            if spec == SOLUTION_TRACES:
+                from curate.traces import solution_traces
+                imported.update(solution_traces(records))
+            else:
+                imported.update(load_trace_file(spec))
         if not self.cfg.teacher and not imported:
-            raise ValueError("the traces stage needs a teacher checkpoint (--teacher DIR) or a traces file (--traces FILE)")
+            if self.cfg.traces:
+                raise ValueError(f"--traces {' '.join(self.cfg.traces)}: no traces in it; " + TRACES_NEEDED.split(". ", 1)[1])
+            raise ValueError(TRACES_NEEDED)
         need_teacher = self.cfg.teacher and any(r["id"] not in imported for r in records)
         llm = functools.partial(self.llm_factory, self.cfg.teacher, self.cfg.device) if need_teacher else None
         # one cache per (teacher, sampling settings): changed settings never reuse stale traces

@@ -16,6 +16,20 @@ from common.jsonl import read_jsonl
 
 THINK_KEYS = ("thinking_trajectories", "deepseek_thinking_trajectory", "thinking")
 ATTEMPT_KEYS = ("attempt", "deepseek_attempt")
+# `--traces pool-solutions`: a model-free run; the pool's own reference solutions stand in for
+# teacher traces (the selection then reflects solution lengths, not a teacher's reasoning).
+SOLUTION_TRACES = "pool-solutions"
+
+
+def solution_traces(records: list[dict]) -> dict[str, dict]:
+    """id -> {thinking, attempt} built from each record's reference solution and answer (what
+    bench/curate.py's model-free benchmark imports)."""
+    out = {}
+    for r in records:
+        answer = r.get("answer") or ""
+        out[r["id"]] = {"thinking": r.get("solution") or f"The answer is {answer}.",
+                        "attempt": f"\\boxed{{{answer}}}"}
+    return out
 
 
 def _rows_of(spec: str) -> list[dict]:

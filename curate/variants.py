@@ -1,8 +1,8 @@
-"""Training-data variants for the conditional test-time-scaling methods (issue 8; s1 paper §5.2).
+"""Training-data variants for the conditional test-time-scaling methods (s1 paper §5.2).
 
     s1 curate variants --data s1k.jsonl --method tcc --tokenizer DIR --out s1k_tcc.jsonl
             [--step-tokens 100] [--budget-grid 512,1024,...] [--step-slack 0] [--seed 0]
-    s1 train ... --trace-variant tcc [--variant-step-tokens 100 ...]   (rewrites the rows in memory)
+    s1 train --data s1k_tcc.jsonl ...          (the trainer takes the rewritten rows unchanged)
 
 `rewrite_traces(rows, method, tokenizer, ...)` returns s1K-schema rows whose question carries the
 method's instruction and whose trace carries its markers, exactly as evaluation/methods.py renders
@@ -163,14 +163,14 @@ def _grid(s: str) -> list[int]:
 
 
 def add_variant_arguments(p, prefix: str = "") -> None:
-    """The variant settings as options (prefix "variant-" when added to `s1 train`)."""
+    """The variant settings as options."""
     p.add_argument(f"--{prefix}step-tokens", type=int, default=methods.DEFAULT_STEP_TOKENS,
                    help="tokens per step (tcc marker spacing, scc step size)")
     p.add_argument(f"--{prefix}budget-grid", type=_grid, default=list(DEFAULT_BUDGET_GRID),
                    help="tcc: budgets N to draw from (comma list)")
     p.add_argument(f"--{prefix}step-slack", type=int, default=0, help="scc: up to this many extra stated steps")
     p.add_argument(f"--{prefix}threshold", type=int, help="ccc: short/long boundary in trace tokens (default: median)")
-    p.add_argument(f"--{prefix}seed", type=int, default=0)
+    p.add_argument(f"--{prefix}seed", type=int, default=0, help="seed of the tcc budget draw and the scc slack")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,10 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True, choices=VARIANTS)
     p.add_argument("--tokenizer", required=True, help="tokenizer folder (the model's): counts tokens")
     p.add_argument("--out", required=True, help="output .jsonl")
-    p.add_argument("--split", default="train")
-    p.add_argument("--thinking-column")
-    p.add_argument("--attempt-column")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--split", default="train", help="split of a dataset folder or hub name")
+    p.add_argument("--thinking-column", help="column of the reasoning trace (default: the s1K names)")
+    p.add_argument("--attempt-column", help="column of the answer (default: the s1K names)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_variant_arguments(p)
     return p
 
@@ -207,25 +207,6 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(stats, indent=2))
     print(f"{len(out)} rows -> {a.out}")
     return 0
-
-
-def apply_train_variant(cfg, method: str | None, args) -> object:
-    """`s1 train --trace-variant M`: replace cfg.data by the rewritten rows (the trainer is unchanged).
-    `args` carries the variant_* options added by add_variant_arguments(parser, "variant-")."""
-    if not method:
-        return cfg
-    from model.tokenizer import Tokenizer
-    tok = cfg.tokenizer if cfg.tokenizer is not None else cfg.model
-    if not hasattr(tok, "encode"):
-        tok = Tokenizer.from_pretrained(tok)
-    rows = load_rows(cfg.data, cfg.split)
-    out, stats = rewrite_traces(rows, method, tok, step_tokens=args.variant_step_tokens,
-                                budget_grid=args.variant_budget_grid, step_slack=args.variant_step_slack,
-                                threshold=args.variant_threshold, seed=args.variant_seed,
-                                thinking_column=cfg.thinking_column, attempt_column=cfg.attempt_column)
-    print(f"s1 train: trace variant {method}: {json.dumps(stats)}", file=sys.stderr)
-    cfg.data = out
-    return cfg
 
 
 if __name__ == "__main__":

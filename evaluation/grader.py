@@ -1,4 +1,4 @@
-"""Offline answer extraction and grading (s1-reference §4), pure Python, no dependencies.
+"""Offline answer extraction and grading, pure Python, no dependencies.
 
 s1 graded MATH with gpt-4o-mini as an equivalence judge and used it to pick GPQA letters; this
 module replaces that judge with rules that can run anywhere:
@@ -29,6 +29,8 @@ import random
 import re
 from functools import lru_cache
 
+from model.tokenizer import ANSWER_DELIMITER
+
 KINDS = ("integer", "math", "choice")
 CHOICE_LETTERS = "ABCDEFGHIJ"
 
@@ -36,7 +38,7 @@ CHOICE_LETTERS = "ABCDEFGHIJ"
 # Extraction
 # --------------------------------------------------------------------------------------------
 
-ANSWER_DELIM = "<|im_start|>answer"
+ANSWER_DELIM = ANSWER_DELIMITER   # the s1 answer delimiter (model/tokenizer.py)
 _SPECIAL_TOKEN = re.compile(r"<\|[a-z_]+\|>")
 
 
@@ -160,7 +162,7 @@ def _letter_from_option_text(section: str, choices: list[str]) -> str | None:
 def extract_answer(text: str | None, kind: str = "math", choices: list[str] | None = None) -> str | None:
     """Extract the final answer string from a generation (or from the engine's `.answer`).
 
-    Order (s1-reference §4): text after `<|im_start|>answer` when present; then the last
+    Order: text after `<|im_start|>answer` when present; then the last
     `\\boxed{}`/`\\fbox{}`; else the last `Answer:`-style line; else, for "integer", the last
     integer-looking number. For "choice" the result is a single upper-case letter; when the answer
     names no letter but `choices` (option texts in A, B, C, D order) are given, the letter of the

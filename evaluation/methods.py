@@ -1,27 +1,16 @@
-"""Test-time scaling methods compared in s1 (paper §5.2, Table 3; s1-reference §4), as prompt and
-trace renderings shared by evaluation (evaluation/evaluate.py) and training-data variants
-(curate/variants.py), so that a model fine-tuned on a variant sees at test time exactly the
-prompt wording it was trained on.
+"""Prompt and trace renderings of the test-time scaling methods the s1 paper compares (its
+Table 3), shared by evaluation (evaluation/sweep.py, which holds the list of methods, METHODS) and
+training-data variants (curate/variants.py), so that a model fine-tuned on a variant sees at test
+time exactly the prompt wording it was trained on.
 
-Methods (names used by `s1 eval --methods`):
-  budget_forcing  the bare question; the engine caps thinking at the budget (forced end) and may
-                  replace early ends by "Wait" (infer/sampling.py). Control is 100% by construction.
-  tcc             token-conditional control: the prompt states the budget in tokens,
-                  TCC_TEMPLATE = "{question}\\n\\nThink for up to {n} tokens."; no engine cap.
-  tcc+bf          the same prompt, plus budget forcing at the same N.
-  scc             step-conditional control: the prompt states a number of steps,
-                  SCC_TEMPLATE = "{question}\\n\\nThink for up to {n} steps."; a step is about
-                  `step_tokens` thinking tokens (100 by default, as the issue asks), so budget N
-                  becomes max(1, N // step_tokens) steps (0 steps for N = 0). No engine cap.
-  scc+bf          the same prompt, plus budget forcing at N tokens.
-  ccc             class-conditional control: two generic prompts (short / long thinking). The
-                  wording follows our recollection of the s1 paper's appendix (the paper text is
-                  not available offline to check it); see CCC_SHORT / CCC_LONG.
-  rs              rejection sampling: the bare question at temperature 1 with no cap; resample
-                  until the thinking fits the budget, at most `max_attempts` attempts.
-  majority        parallel scaling: K samples (temperature 1 by default) at one budget; the
-                  majority answer of the first k samples for k = 1, 2, 4, ..., K; compute = total
-                  thinking tokens of the k samples (evaluation/metrics.py).
+Prompts:
+  token-conditional (tcc)  TCC_TEMPLATE = "{question}\\n\\nThink for up to {n} tokens."
+  step-conditional (scc)   SCC_TEMPLATE = "{question}\\n\\nThink for up to {n} steps."; a step is
+                           about `step_tokens` thinking tokens (DEFAULT_STEP_TOKENS = 100, the
+                           paper's 100 tokens per step), so budget N becomes max(1, N // step_tokens)
+                           steps (0 steps for N = 0)
+  class-conditional (ccc)  two generic prompts, CCC_SHORT / CCC_LONG (the wording follows our
+                           recollection of the paper's appendix, not checked against its text)
 
 Trace variants (for fine-tuning a model on the conditional methods; curate/variants.py): the
 thinking is cut into steps of about `step_tokens` tokens at whitespace, and every step is
@@ -48,9 +37,6 @@ CCC_CLASSES = {"short": CCC_SHORT, "long": CCC_LONG}
 TOKEN_MARKER = "[{n} tokens left]"
 STEP_MARKER = "[{n} steps left]"
 DEFAULT_STEP_TOKENS = 100
-
-# Every method `s1 eval --methods` accepts, in the order the comparison report lists them.
-METHOD_NAMES = ("budget_forcing", "tcc", "tcc+bf", "scc", "scc+bf", "ccc", "rs", "majority")
 
 
 def _check_n(n, what: str) -> int:

@@ -1,26 +1,32 @@
-"""Test-time-scaling metrics (s1-reference §4, s1 paper §5.2 / Table 3) and majority voting.
+"""Test-time-scaling metrics (the s1 paper's Control, Scaling, Performance) and majority voting.
 
 Definitions used here (all accuracies in percent, as the paper reports them):
 
-- A *run* is one generation (question x sweep point x sample). A *point* is one setting of the
-  sweep (e.g. budget forcing with max 1024 thinking tokens); f(point) = mean correctness of its
-  runs (with K samples this is the average pass@1).
-- **Control** = fraction of runs that respect their point's limits: thinking tokens <= the
-  point's max (when it has one) and >= its min (when it has one). Runs of points with no limit
-  at all are not counted (they have nothing to obey); Control is None when no run has a limit.
-  Budget forcing is 100% by construction for its max; prompt-based methods are not.
-- **Scaling** = mean over all pairs of points a < b (ordered by compute) of
-  (f(b) - f(a)) / (log2 c(b) - log2 c(a)), with compute c = mean thinking tokens of the point's runs.
-  The paper writes the slope over "budgets"; its reported values only come out with log2 of the
-  measured thinking tokens (e.g. s1-32B's AIME24 curve 500->0 ... 7320->56.7 gives 14.8 ~ "15").
-  Pairs with equal compute have no slope and are skipped; None with fewer than two distinct
-  compute values. Units: accuracy points per doubling of thinking tokens.
-- **Performance** = max over points of f.
+- A *run* is one generation (question x sweep point x sample). A *setting* (a sweep point, e.g.
+  budget forcing with max 1024 thinking tokens) has runs; f(setting) = mean correctness of its
+  runs (with K samples this is the average pass@1) and compute(setting) = the mean thinking tokens
+  of its runs. Each setting may have limits [a_min, a_max] on its compute (usually only a_max, the
+  thinking budget it states or enforces; class-conditional "long" prompts have only a_min).
+- **Control** (paper eq. 1) = (1/|A|) * sum over settings a of 1(a_min <= compute(a) <= a_max),
+  inclusive, over the settings that have a limit: the share of budget *settings* whose mean
+  compute stays within their limits. None when no setting has a limit. `control()`.
+- **Control (runs)** = the share of *runs* whose own thinking tokens lie within their setting's
+  limits (a stricter, per-run view; not the paper's metric; a rejection-sampling question that
+  never fit counts as outside). `control_runs()`.
+- **Scaling** = mean over all pairs of settings a < b (ordered by compute) of
+  (f(b) - f(a)) / (log2 c(b) - log2 c(a)), c = compute. The paper writes the slope over "budgets";
+  its reported values only come out with log2 of the measured thinking tokens (s1-32B's AIME24
+  curve 500->0 ... 7320->56.7 gives 14.8 ~ "15"). Pairs with equal compute have no slope and are
+  skipped; None with fewer than two distinct compute values. Units: accuracy points per doubling.
+- **Performance** = max over settings of f.
 - **Majority voting** (parallel scaling): per question, the K sampled answers are grouped by grader
   equivalence (`grade(a, b)`), in the order the samples were drawn; the largest group wins; a tie
   goes to the group whose first member was drawn first (deterministic, no RNG). Unanswered
   samples (None) do not vote; a question where nobody answered counts as wrong. Compute of a
   majority@k point = mean over questions of the *total* thinking tokens of its k samples.
+- **Rejection sampling**: a run carries `rs_accepted`; a question whose samples never fit its
+  budget (the attempt cap was reached) counts as wrong, and a setting's compute is the mean
+  thinking tokens of its *accepted* samples (the paper's Figure 6 x axis), not of all attempts.
 """
 from __future__ import annotations
 
@@ -32,21 +38,36 @@ from typing import Iterable
 from evaluation.grader import grade
 
 
-def is_controlled(thinking_tokens: int, max_tokens: int | None, min_tokens: int | None) -> bool | None:
-    """Does one run respect its limits? None when the run had no limit."""
-    if max_tokens is None and not min_tokens:
+def within_limits(value: float, a_min: float | None, a_max: float | None) -> bool | None:
+    """a_min <= value <= a_max (inclusive; a missing bound is no bound). None when there is no
+    limit at all (nothing to obey)."""
+    if a_max is None and not a_min:
         return None
-    if max_tokens is not None and thinking_tokens > max_tokens:
+    if a_max is not None and value > a_max:
         return False
-    if min_tokens and thinking_tokens < min_tokens:
+    if a_min and value < a_min:
         return False
     return True
 
 
-def control(records: Iterable[dict]) -> float | None:
-    """Fraction (0..1) of limited runs within their limits (see module docstring)."""
-    flags = [is_controlled(r["thinking_tokens"], r.get("max_thinking_tokens"), r.get("min_thinking_tokens"))
-             for r in records]
+def control(settings: Iterable[tuple[float, float | None, float | None]]) -> float | None:
+    """Paper eq. 1: the fraction (0..1) of settings (compute, a_min, a_max) with a limit whose
+    compute lies within it."""
+    flags = [within_limits(c, lo, hi) for c, lo, hi in settings]
+    flags = [f for f in flags if f is not None]
+    return sum(flags) / len(flags) if flags else None
+
+
+def run_within(r: dict, a_min: float | None, a_max: float | None) -> bool | None:
+    """Does one run respect its setting's limits? A rejection-sampling run that never fit its
+    budget does not (the engine cut its last sample at the cap). None without limits."""
+    ok = within_limits(r["thinking_tokens"], a_min, a_max)
+    return ok and r.get("rs_accepted", True) is not False if ok is not None else None
+
+
+def control_runs(records: Iterable[dict], a_min: float | None = None, a_max: float | None = None) -> float | None:
+    """Fraction (0..1) of runs within [a_min, a_max] (`run_within`); None without limits."""
+    flags = [run_within(r, a_min, a_max) for r in records]
     flags = [f for f in flags if f is not None]
     return sum(flags) / len(flags) if flags else None
 
@@ -87,25 +108,42 @@ def majority_vote(answers: list[str | None], kind: str = "math") -> str | None:
     return groups[best][0]
 
 
-def point_stats(records: list[dict]) -> dict:
-    """Accuracy (%), mean thinking tokens, control and counts of one point's runs."""
+def counts_as_correct(r: dict) -> bool:
+    """A run is right when its answer grades right, unless it is a rejection-sampling run whose
+    samples never fit the budget (no sample to answer with)."""
+    return bool(r["correct"]) and r.get("rs_accepted", True) is not False
+
+
+def point_stats(records: list[dict], a_min: float | None = None, a_max: float | None = None) -> dict:
+    """Accuracy (%), mean thinking tokens, compute, Control of the setting and of its runs, counts.
+
+    compute = mean thinking tokens of the runs that count (for rejection sampling: the accepted
+    samples; 0.0 when none was accepted); `control` is 1.0 / 0.0 for this one setting (None
+    without limits); `control_runs` counts every run (a sample that never fit is outside)."""
     if not records:
         raise ValueError("a point with no runs")
     n = len(records)
-    acc = 100.0 * sum(bool(r["correct"]) for r in records) / n
-    mean_think = sum(r["thinking_tokens"] for r in records) / n
-    compute = sum(r.get("compute_tokens", r["thinking_tokens"]) for r in records) / n
-    return {
+    counted = [r for r in records if r.get("rs_accepted", True) is not False]
+    compute = sum(r["thinking_tokens"] for r in counted) / len(counted) if counted else 0.0
+    ok = within_limits(compute, a_min, a_max) if counted else None
+    out = {
         "runs": n,
         "questions": len({r["qid"] for r in records}),
-        "accuracy": acc,
-        "mean_thinking_tokens": mean_think,
+        "accuracy": 100.0 * sum(counts_as_correct(r) for r in records) / n,
+        "mean_thinking_tokens": compute,
         "compute": compute,
-        "control": control(records),
+        "a_min": a_min or None,
+        "a_max": a_max,
+        "control": None if ok is None else float(ok),
+        "control_runs": control_runs(records, a_min, a_max),
         "answered": sum(r.get("extracted") is not None for r in records) / n,
         "mean_waits_used": sum(r.get("waits_used", 0) for r in records) / n,
         "errors": sum(r.get("finish_reason") == "error" for r in records),
     }
+    if any("rs_accepted" in r for r in records):
+        out["mean_attempts"] = sum(r.get("attempts", 1) for r in records) / n
+        out["never_fit"] = n - len(counted)
+    return out
 
 
 def majority_curve(records: list[dict], ks: list[int] | None = None) -> list[dict]:
@@ -128,15 +166,19 @@ def majority_curve(records: list[dict], ks: list[int] | None = None) -> list[dic
             first = rs[:k]
             vote = majority_vote([r["extracted"] for r in first], first[0]["kind"])
             correct += vote is not None and grade(vote, first[0]["reference"], first[0]["kind"])
-            compute += sum(r.get("compute_tokens", r["thinking_tokens"]) for r in first)
+            compute += sum(r["thinking_tokens"] for r in first)
         out.append({"k": k, "accuracy": 100.0 * correct / len(by_q), "compute": compute / len(by_q)})
     return out
 
 
-def curve_metrics(curve: list[tuple[float, float]], runs: list[dict] | None = None) -> dict:
-    """Control / Scaling / Performance of one method's curve [(compute, accuracy %)]."""
-    return {
-        "control": control(runs) if runs is not None else None,
-        "scaling": scaling(curve),
-        "performance": performance(curve),
+def curve_metrics(rows: list[dict]) -> dict:
+    """Control / Scaling / Performance of one method from its summary rows (each with accuracy,
+    compute, mean_thinking_tokens, a_min, a_max). Control is judged on each row's mean thinking
+    tokens per sample; Scaling on (compute, accuracy) with compute > 0 (log2 needs it);
+    Performance over every row."""
+    return {   # a row without a verdict (rejection sampling that accepted nothing) is left out
+        "control": control((r["mean_thinking_tokens"], r.get("a_min"), r.get("a_max")) for r in rows
+                           if r.get("control", 0.0) is not None),
+        "scaling": scaling((r["compute"], r["accuracy"]) for r in rows if r["compute"] > 0),
+        "performance": performance((r["compute"], r["accuracy"]) for r in rows),
     }

@@ -1,47 +1,111 @@
-"""Scaling-curve plot: accuracy vs mean thinking tokens (log2 x axis, as s1's Figures 1 and 4).
+"""Scaling-curve plot: accuracy against the thinking tokens actually used (as the s1 paper's
+Figures 1 and 4), one curve per method, dashed curves for majority voting.
 
-One solid curve per method (points ordered by compute), one dashed curve per majority-voting
-point (compute = total thinking tokens of the k votes). Uses the Agg backend (no display).
+What a reader sees, without the code:
+- x: mean thinking tokens per question (majority@k curves: the total over its k samples), on a
+  log2 axis; a setting that used 0 thinking tokens cannot sit on a log axis, so when there is one
+  the axis is linear between 0 and the smallest positive value (a "0" tick marks it, and the
+  caption says so);
+- y: accuracy in percent;
+- the small number next to each point is the setting's cap on thinking tokens ("auto": the cap
+  from the context, "none": uncapped; "+2W": two forced "Wait" extensions; "k=4": majority of 4
+  votes; short / long / default: class-conditional prompts); the caption under the axes says so;
+- labels are placed so that they do not overlap each other.
+Uses the Agg backend (no display).
 """
 from __future__ import annotations
+
+import textwrap
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+# Label offsets (points) tried in order until a label overlaps no earlier label.
+_OFFSETS = [(4, 5), (4, -11), (-4, 5), (-4, -11), (4, 15), (4, -21), (-4, 15), (-4, -21), (10, 25),
+            (10, -31), (-10, 25), (-10, -31), (14, 35), (14, -41)]
 
-def plot_scaling(summary: dict, path: str, title: str | None = None) -> str:
-    fig, ax = plt.subplots(figsize=(7.2, 4.8), dpi=120)
-    xs_all = []
+
+def point_tag(r: dict) -> str:
+    """The short label of one summary row (a setting)."""
+    if "k" in r:                          # a majority@k row: the vote size is the setting
+        return f"k={r['k']}"
+    if r.get("method") == "ccc":
+        return r.get("variant") or "ccc"
+    cap = "none" if r["max_thinking_tokens"] is None else str(r["max_thinking_tokens"])
+    return cap + (f"+{r['num_wait']}W" if r.get("num_wait") else "")
+
+
+def _series(summary: dict) -> list[dict]:
+    out = []
     for method in summary["methods"]:
         rows = sorted((r for r in summary["points"] if r["method"] == method), key=lambda r: r["compute"])
-        xs = [max(r["compute"], 1.0) for r in rows]  # log axis: a zero-token point is drawn at 1
-        ys = [r["accuracy"] for r in rows]
-        xs_all += xs
-        ax.plot(xs, ys, marker="o", label=method)
-        for r, x, y in zip(rows, xs, ys):
-            cap = "none" if r["max_thinking_tokens"] is None else r["max_thinking_tokens"]
-            tag = f"{cap}" + (f"+{r['num_wait']}W" if r["num_wait"] else "")
-            if "k" in r:                     # majority@k point: the vote size is the setting
-                tag = f"k={r['k']}"
-            elif r.get("variant") in ("short", "long"):
-                tag = r["variant"]
-            ax.annotate(tag, (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7)
-    # Majority voting curves: at most 3 (the last points of the sweep) to keep the plot readable.
+        out.append({"label": method, "x": [r["compute"] for r in rows], "y": [r["accuracy"] for r in rows],
+                    "tags": [point_tag(r) for r in rows], "style": dict(marker="o")})
+    # Majority voting curves of a sweep with several samples per point: at most 3 (the last points).
+    rows = {r["name"]: r for r in summary["points"]}
     for name, maj in list(summary.get("majority", {}).items())[-3:]:
-        xs = [max(c["compute"], 1.0) for c in maj["curve"]]
-        xs_all += xs
-        ax.plot(xs, [c["accuracy"] for c in maj["curve"]], marker="s", linestyle="--",
-                label=f"majority@k ({name})")
-    if xs_all and max(xs_all) / min(xs_all) > 1.5:
-        ax.set_xscale("log", base=2)
-    ax.set_xlabel("thinking tokens per question (log2; rs: all attempts, majority: all k samples)")
+        where = f"{rows[name]['method']} at {point_tag(rows[name])}" if name in rows else name
+        out.append({"label": f"majority@k, {where}", "x": [c["compute"] for c in maj["curve"]],
+                    "y": [c["accuracy"] for c in maj["curve"]], "tags": [f"k={c['k']}" for c in maj["curve"]],
+                    "style": dict(marker="s", linestyle="--"), "majority": True})
+    return out
+
+
+def _overlaps(box, placed) -> bool:
+    return any(box.overlaps(b) for b in placed)
+
+
+def draw_scaling(summary: dict, title: str | None = None):
+    """-> (figure, axes, labels): labels are the point annotations (matplotlib Text objects),
+    placed without overlaps."""
+    series = _series(summary)
+    fig, ax = plt.subplots(figsize=(7.6, 5.2), dpi=120)
+    xs = [x for s in series for x in s["x"]]
+    positive = [x for x in xs if x > 0]
+    has_zero = any(x <= 0 for x in xs)
+    for s in series:
+        ax.plot(s["x"], s["y"], label=s["label"], **s["style"])
+    if positive and (has_zero or max(positive) / min(positive) > 1.5):
+        if has_zero:   # linear from 0 to the smallest positive value, log2 above it
+            ax.set_xscale("symlog", base=2, linthresh=min(positive), linscale=0.5)
+        else:
+            ax.set_xscale("log", base=2)
+    majority = any(s.get("majority") or any(t.startswith("k=") for t in s["tags"]) for s in series)
+    ax.set_xlabel("thinking tokens per question (mean)" + (", log2 axis" if ax.get_xscale() != "linear" else ""))
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title or f"{summary['task']}: {summary['num_questions']} questions")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    ax.legend(fontsize=7, loc="best")
+    notes = ["Small numbers at the points: the setting's cap on thinking tokens (auto: s1's cap from the context; "
+             "none: uncapped; +nW: n forced \"Wait\"s; k=: majority of k votes)."]
+    if majority:
+        notes.append("Majority@k: x is the total thinking tokens of its k samples.")
+    if has_zero:
+        notes.append("x = 0: no thinking at all (the axis is linear from 0 to the first point above 0).")
+    caption = "\n".join(textwrap.fill(n, 120) for n in notes)
+    fig.text(0.01, 0.01, caption, fontsize=7, ha="left", va="bottom")
+    fig.tight_layout(rect=(0, 0.03 + 0.025 * caption.count("\n"), 1, 1))
+    renderer = fig.canvas.get_renderer()
+    placed = [ax.get_legend().get_window_extent(renderer)]
+    labels = []
+    for s in series:
+        for x, y, tag in zip(s["x"], s["y"], s["tags"]):
+            for dx, dy in _OFFSETS:
+                t = ax.annotate(tag, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=7,
+                                ha="left" if dx >= 0 else "right")
+                box = t.get_window_extent(renderer).expanded(1.05, 1.1)
+                if not _overlaps(box, placed) or (dx, dy) == _OFFSETS[-1]:
+                    break
+                t.remove()
+            placed.append(box)
+            labels.append(t)
+    return fig, ax, labels
+
+
+def plot_scaling(summary: dict, path: str, title: str | None = None) -> str:
+    fig, _, _ = draw_scaling(summary, title)
     fig.savefig(path)
     plt.close(fig)
     return path

@@ -1,4 +1,4 @@
-"""Evaluation tasks (s1-reference §4): AIME24/25, MATH-500, AMC23 and GPQA Diamond as a list of
+"""Evaluation tasks of the s1 paper: AIME24/25, MATH-500, AMC23 and GPQA Diamond as a list of
 `TaskItem(id, question, answer, kind)`.
 
 Sources, in order of precedence:

@@ -143,7 +143,7 @@ class Qwen2Config:
             json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
 
 
-# Qwen2.5 model shapes (s1-reference §6; the published config.json files). Random-weight models of
+# Qwen2.5 model shapes (the published config.json files). Random-weight models of
 # these shapes serve the benchmarks; real checkpoints carry their own config.json. "smoke" is a
 # tiny stand-in with the real vocabulary, for CPU smoke runs of the same scripts.
 SHAPES: dict[str, dict[str, Any]] = {

@@ -10,9 +10,10 @@ Stages (each with a progress bar; a summary with per-stage wall and CPU time at 
                 + exact dedup -> traces (imported: the pool carries them) -> quality -> difficulty
                 (no student models: trace length only) -> MSC domains -> s1 selection (uniform
                 domain, then p ∝ 2^-rank by trace length) -> s1K-schema dataset;
-  4. train      a tiny Qwen2-architecture model FROM SCRATCH with the SFT trainer (train/);
+  4. train      a tiny Qwen2-architecture model FROM SCRATCH with the SFT trainer (train/,
+                through pipelines/tiny.py);
   5. eval       a thinking-budget sweep with budget forcing through the engine (infer.LLM) and the
-                eval harness (evaluation/evaluate.py): table (budget, mean thinking tokens, accuracy;
+                eval harness (evaluation/sweep.py): table (budget, mean thinking tokens, accuracy;
                 Control / Scaling / Performance) and the scaling-curve PNG.
 
 The task is built so that accuracy rises with the thinking budget: a trace of n digits is 3n + 1
@@ -26,13 +27,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import shutil
 import sys
 import time
 from pathlib import Path
+
+from common.threads import add_threads_argument
 
 # Full and --quick settings. Calibrated on 2 CPU cores (see bench/NOTES.md, "Demo").
 FULL = dict(pool_size=12000, select_size=8000, eval_size=256, max_digits=16, steps=1200,
@@ -46,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s1 demo", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="s1_demo", help="output folder (default: ./s1_demo)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the synthetic pool, the selection, training and sampling (default: 0)")
     p.add_argument("--steps", type=int, help="training steps (default: 1200, --quick: 1000)")
     p.add_argument("--quick", action="store_true",
                    help="smaller run (digits <= 8, fewer problems and steps): the test-suite setting")
@@ -57,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, help="global batch (sequences per step)")
     p.add_argument("--lr", type=float, help="peak learning rate (AdamW, 5%% warmup, cosine)")
     p.add_argument("--budgets", help="max thinking tokens per sweep point, comma list ('none' = no cap)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    add_threads_argument(p, default_doc="1: every model of the demo is tiny")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -119,10 +122,10 @@ def _msc_path(out: Path) -> str:
 
 def scaling_table(summary: dict) -> str:
     """Budget | mean thinking tokens | accuracy, then Control / Scaling / Performance."""
-    lines = ["| max thinking tokens | mean thinking tokens | accuracy % | control |", "|---|---|---|---|"]
+    lines = ["| max thinking tokens | mean thinking tokens | accuracy % | within the cap |", "|---|---|---|---|"]
     for r in summary["points"]:
         cap = "none" if r["max_thinking_tokens"] is None else r["max_thinking_tokens"]
-        ctl = "-" if r["control"] is None else f"{100 * r['control']:.0f}%"
+        ctl = "-" if r["control"] is None else ("yes" if r["control"] else "no")
         lines.append(f"| {cap} | {r['mean_thinking_tokens']:.1f} | {r['accuracy']:.1f} | {ctl} |")
     m = summary["methods"]["budget_forcing"]
     ctl = "-" if m["control"] is None else f"{100 * m['control']:.0f}%"
@@ -202,37 +205,25 @@ def run(s: dict, out: Path, progress: bool = True) -> dict:
 
     # ---- 4. train from scratch
     clock.start("train: tiny Qwen2 from scratch (SFT trainer)")
-    from train import TrainConfig, train
-    if s.get("threads"):
-        torch.set_num_threads(s["threads"])
-    mcfg = synthetic.tiny_config(tok.vocab_size)
-    n_sel = counts["select"]
-    steps_per_epoch = max(1, n_sel // s["batch"])
-    epochs = max(1, math.ceil(s["steps"] / steps_per_epoch))
-    model_dir = out / "model"
-    tcfg = TrainConfig(data=str(cur_dir / "dataset"), out=str(model_dir), init_config=mcfg, tokenizer=tok,
-                       block_size=mcfg["max_position_embeddings"], epochs=epochs,
-                       global_batch_size=s["batch"], micro_batch_size=s["batch"], lr=s["lr"],
-                       weight_decay=1e-4, warmup_ratio=0.05, max_steps=s["steps"], seed=s["seed"],
-                       dtype="fp32", device="cpu", export=True, export_dtype="fp32", progress=progress)
-    res = train(tcfg)
-    clock.stop(steps=res["steps"], final_loss=round(res["losses"][-1], 4) if res["losses"] else None,
-               epochs=epochs)
+    from pipelines.tiny import sweep, train_tiny
+    from train.data import load_rows
+    model_dir, res = train_tiny(load_rows(str(cur_dir / "dataset")), tok, out / "model",
+                                {"steps": s["steps"], "batch": s["batch"], "lr": s["lr"], "seed": s["seed"],
+                                 "device": "cpu", "progress": progress})
+    clock.stop(steps=res["steps"], final_loss=round(res["final_loss"], 4) if res["final_loss"] is not None else None,
+               epochs=res["epochs"])
 
     # ---- 5. eval: thinking-budget sweep with budget forcing
     clock.start("eval: budget-forcing sweep")
-    from infer import LLM, SamplingParams
-    from evaluation.evaluate import _int_list, make_points, run_eval, summary_markdown
+    from evaluation.report import summary_markdown
+    from evaluation.sweep import make_points, parse_budgets
     from evaluation.tasks import TaskItem
     items = [TaskItem(id=f"q{i:04d}", question=r["question"], answer=r["answer"], kind="integer")
              for i, r in enumerate(ev)]
-    budgets = _int_list(s["budgets"], "--budgets", allow_none=True)
-    points = make_points(["budget_forcing"], budgets, [0])
-    llm = LLM(str(model_dir), device="cpu", max_num_seqs=512, max_model_len=mcfg["max_position_embeddings"])
+    points = make_points(["budget_forcing"], parse_budgets(s["budgets"], "--budgets"), [0])
     eval_dir = out / "eval"
-    summary = run_eval(llm, items, points, samples=1, temperature=0.0, seed=s["seed"],
-                       base_params={"max_answer_tokens": 4}, out_dir=str(eval_dir), task="digit_sum_mod10",
-                       model=str(model_dir), sampling_params_cls=SamplingParams)
+    summary = sweep(model_dir, items, points, out_dir=eval_dir, task="digit_sum_mod10", seed=s["seed"],
+                    progress=progress)
     timing = summary.pop("_timing")
     clock.stop(requests=timing["requests"], output_tokens=timing["output_tokens"])
 
@@ -257,11 +248,13 @@ def run(s: dict, out: Path, progress: bool = True) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
+    from common.threads import configure_threads
     try:
         s = _settings(a)
+        # every model of the demo is tiny: one thread unless --threads / S1_THREADS say otherwise
+        s["threads"] = configure_threads(a.threads, work_hint="tiny")
     except ValueError as e:
         parser.error(str(e))
-    s["threads"] = a.threads
     run(s, Path(a.out), progress=not a.no_progress)
     return 0
 

@@ -1,6 +1,6 @@
 """The synthetic reasoning task of `s1 demo`: running digit sum mod 10, plus its tokenizer and model.
 
-Why this task (engineering.md, "Calibration for the CPU demo"): a tiny model trained from scratch
+Why this task (bench/NOTES.md, "Demo"): a tiny model trained from scratch
 in minutes on 2 CPU cores must show test-time scaling, i.e. accuracy that rises with the thinking
 budget. The answer (sum of up to 16 digits, mod 10) is hard to produce in one step but easy step by
 step, and the thinking trace carries every intermediate result:
@@ -52,7 +52,7 @@ SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_pad|>")
 # follows), digits ("5", " 7") and running sums ("=8"); the text between them and the special tokens
 # is one piece, so BPE may merge whole fixed phrases (most of the system prompt, "Final Answer:")
 # into few tokens: short sequences, fast training. Newlines being their own pieces makes the
-# engine's inserted "<|im_start|>answer\n" and the forced "\n<|im_start|>answer\nFinal Answer:"
+# engine's inserted "<|im_start|>answer" and the forced end (model/tokenizer.py FORCED_END)
 # tokenize exactly as in the training examples.
 DIGIT_SPLIT = r"\n| ?[a-p](?=[0-9])| ?=?[0-9]"
 
@@ -126,7 +126,7 @@ def generate_pool(n: int, seed: int = 0, min_digits: int = 1, max_digits: int = 
 # ----------------------------------------------------------------------------- tokenizer
 def corpus_texts(rows: list[dict], system: str | None = None) -> list[str]:
     """Rendered training examples (s1 format, default system prompt) for BPE training."""
-    from model.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer
+    from model.tokenizer import DEFAULT_SYSTEM_PROMPT, FORCED_END, Tokenizer
 
     system = DEFAULT_SYSTEM_PROMPT if system is None else system
     # The render methods are pure string formatting: an instance without a vocabulary suffices.
@@ -134,7 +134,7 @@ def corpus_texts(rows: list[dict], system: str | None = None) -> list[str]:
     texts = [render(r["question"], "\n".join(r["thinking_trajectories"]).strip(), r["attempt"], system)
              for r in rows]
     # The forced end-of-thinking string of budget forcing, so it tokenizes the way training saw it.
-    texts.append("\n<|im_start|>answer\nFinal Answer:")
+    texts.append(FORCED_END)
     return texts
 
 

@@ -1,6 +1,6 @@
-"""Test-time scaling methods comparison (issue 8): evaluation/methods.py, curate/variants.py, the method
-transforms / rejection sampling / summary of evaluation/evaluate.py, majority voting in evaluation/metrics.py,
-and the bench/methods.py smoke run.
+"""Test-time scaling methods comparison: evaluation/methods.py, curate/variants.py, the method
+transforms / rejection sampling of evaluation/sweep.py, the summary of evaluation/report.py, majority
+voting in evaluation/metrics.py, and the bench/methods.py smoke run.
 
 Every expected value below is written out by hand from the documented rules, using a trivial
 tokenizer stub (one token per whitespace-separated word) wherever a tokenizer is needed, and a
@@ -10,7 +10,6 @@ import dataclasses
 import json
 import math
 import re
-import types
 
 import pytest
 
@@ -18,7 +17,7 @@ from common.jsonl import write_jsonl
 
 from curate import variants
 from pipelines import toy as synthetic
-from evaluation import evaluate, methods, metrics
+from evaluation import methods, metrics, report, sweep
 from infer.sampling import SamplingParams
 from evaluation.tasks import TaskItem
 
@@ -53,8 +52,8 @@ def test_prompt_renderings_are_exact():
         "What is 2+2?\n\nAnswer after a long amount of thinking. If you feel like you are finished early, "
         "spend the extra time trying to double-check your work until you are absolutely sure that you have "
         "the correct answer.")
-    assert methods.METHOD_NAMES == ("budget_forcing", "tcc", "tcc+bf", "scc", "scc+bf", "ccc", "rs", "majority")
-    assert tuple(evaluate.METHODS) == methods.METHOD_NAMES
+    # METHODS is the one list of methods (CLI help, bench.methods and reports derive from it)
+    assert tuple(sweep.METHODS) == ("budget_forcing", "tcc", "tcc+bf", "scc", "scc+bf", "ccc", "rs", "majority")
 
 
 @pytest.mark.parametrize("call, match", [
@@ -251,25 +250,6 @@ def test_rewrite_bad_row_names_the_row():
         variants.rewrite_traces(rows, "scc", WordTok())
 
 
-def test_apply_train_variant_passes_the_options():
-    """`s1 train --trace-variant scc --variant-step-tokens 2`: cfg.data becomes the hand-computed rows;
-    no variant leaves cfg untouched."""
-    args = types.SimpleNamespace(variant_step_tokens=2, variant_budget_grid=[10, 16], variant_step_slack=0,
-                                 variant_threshold=None, variant_seed=0)
-    cfg = types.SimpleNamespace(tokenizer=WordTok(), model="unused", data=rows3(), split="train",
-                                thinking_column=None, attempt_column=None)
-    assert variants.apply_train_variant(cfg, None, args) is cfg and cfg.data == rows3()
-    cfg = variants.apply_train_variant(cfg, "scc", args)
-    assert [r["question"] for r in cfg.data] == ["Q0\n\nThink for up to 3 steps.", "Q1\n\nThink for up to 3 steps.",
-                                                 "Q2\n\nThink for up to 4 steps."]
-    args.variant_step_tokens, args.variant_budget_grid = 100, [16]
-    cfg.data = rows3()
-    cfg = variants.apply_train_variant(cfg, "tcc", args)
-    # one step each: 3 + words + 1 = 9, 10, 12 tokens, all within the only grid value 16
-    assert [r["thinking_budget"] for r in cfg.data] == [16, 16, 16]
-    assert cfg.data[2]["deepseek_thinking_trajectory"] == ["[16 tokens left]\ny1 y2 y3 y4 y5 y6 y7 y8"]
-
-
 @pytest.fixture(scope="module")
 def digit_tokenizer(tmp_path_factory):
     """The demo task's real byte-level BPE (each trace item "a3=3" is 3 tokens: a, 3, =3)."""
@@ -283,8 +263,9 @@ def test_variants_cli_with_real_tokenizer(digit_tokenizer, tmp_path, capsys):
     data = tmp_path / "in.jsonl"
     write_jsonl(data, [synthetic.make_row([3, 5, 1]), synthetic.make_row([9, 9])])
     out = tmp_path / "o" / "scc.jsonl"
-    rc = variants.main(["--data", str(data), "--method", "scc", "--tokenizer", digit_tokenizer, "--out", str(out),
-                        "--step-tokens", "3", "--no-progress"])
+    from curate import cli as curate_cli    # `s1 curate variants ...` dispatches to variants.main
+    rc = curate_cli.main(["variants", "--data", str(data), "--method", "scc", "--tokenizer", digit_tokenizer,
+                          "--out", str(out), "--step-tokens", "3", "--no-progress"])
     assert rc == 0
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert rows[0]["question"] == "a3 b5 c1\nAdd the digits modulo ten.\n\nThink for up to 3 steps."
@@ -303,18 +284,19 @@ def test_variants_cli_with_real_tokenizer(digit_tokenizer, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------
-# Methods -> engine requests (evaluation/evaluate.py)
+# Methods -> engine requests (evaluation/sweep.py)
 # ------------------------------------------------------------------------------------------
 
 
 def test_every_method_becomes_the_right_engine_request():
     """Budgets 200, 400, step_tokens 100: prompt, engine cap, nominal limits and temperature of
-    every method's requests, written out by hand."""
-    opts = evaluate.MethodOptions(step_tokens=100, rs_max_attempts=3, rs_temperature=0.7, majority_k=2,
-                                  majority_budget=300, majority_temperature=0.9)
-    points = evaluate.make_points(list(methods.METHOD_NAMES), [200, 400], [0], opts=opts)
+    every method's requests, written out by hand. Prompt-only methods run under the engine's
+    "auto" cap (as s1 ran them); rs caps thinking at its budget; ccc adds the bare-question run."""
+    opts = sweep.MethodOptions(step_tokens=100, rs_max_attempts=3, rs_temperature=0.7, majority_k=2,
+                               majority_budget=300, majority_temperature=0.9)
+    points = sweep.make_points(list(sweep.METHODS), [200, 400, "auto"], [0], opts=opts)
     items = [TaskItem("a", "Q", "1", "integer")]
-    prompts, params, stubs = evaluate.build_requests(items, points, 1, 0.0, 0, {}, SamplingParams)
+    prompts, params, stubs = sweep.build_requests(items, points, 1, 0.0, 0, {}, SamplingParams)
     short = "Q\n\n" + methods.CCC_SHORT
     long = "Q\n\n" + methods.CCC_LONG
     tcc = "Q\n\nThink for up to {} tokens."
@@ -322,12 +304,14 @@ def test_every_method_becomes_the_right_engine_request():
     # (method, prompt, engine max, nominal max, nominal min, temperature)
     want = [
         ("budget_forcing", "Q", 200, 200, 0, 0.0), ("budget_forcing", "Q", 400, 400, 0, 0.0),
-        ("tcc", tcc.format(200), None, 200, 0, 0.0), ("tcc", tcc.format(400), None, 400, 0, 0.0),
+        ("budget_forcing", "Q", "auto", "auto", 0, 0.0),
+        ("tcc", tcc.format(200), "auto", 200, 0, 0.0), ("tcc", tcc.format(400), "auto", 400, 0, 0.0),
         ("tcc+bf", tcc.format(200), 200, 200, 0, 0.0), ("tcc+bf", tcc.format(400), 400, 400, 0, 0.0),
-        ("scc", scc.format(2), None, 200, 0, 0.0), ("scc", scc.format(4), None, 400, 0, 0.0),
+        ("scc", scc.format(2), "auto", 200, 0, 0.0), ("scc", scc.format(4), "auto", 400, 0, 0.0),
         ("scc+bf", scc.format(2), 200, 200, 0, 0.0), ("scc+bf", scc.format(4), 400, 400, 0, 0.0),
-        ("ccc", short, None, 200, 0, 0.0), ("ccc", long, None, 400, 200, 0.0),   # median / largest budget
-        ("rs", "Q", None, 200, 0, 0.7), ("rs", "Q", None, 400, 0, 0.7),
+        ("ccc", "Q", "auto", None, 0, 0.0), ("ccc", short, "auto", None, 0, 0.0),   # bound: the default run
+        ("ccc", long, "auto", None, 0, 0.0),
+        ("rs", "Q", 200, 200, 0, 0.7), ("rs", "Q", 400, 400, 0, 0.7),
         ("majority", "Q", 300, 300, 0, 0.9), ("majority", "Q", 300, 300, 0, 0.9),  # K = 2 samples
     ]
     got = [(s["method"], q, p.max_thinking_tokens, s["max_thinking_tokens"], s["min_thinking_tokens"], p.temperature)
@@ -336,18 +320,22 @@ def test_every_method_becomes_the_right_engine_request():
     assert all(p.min_thinking_tokens == 0 and p.num_wait == 0 for p in params)
     assert [s["sample"] for s in stubs[-2:]] == [0, 1] and params[-2].seed != params[-1].seed
     assert [p.max_attempts for p in points if p.method == "rs"] == [3, 3]
+    fixed = sweep.make_points(["ccc"], [100], [0], opts=sweep.MethodOptions(ccc_bound=6109))
+    assert [(p.variant, p.max_thinking_tokens, p.min_thinking_tokens) for p in fixed] == [
+        ("short", 6109, 0), ("long", None, 6109)]
 
 
 def test_make_points_errors():
-    """Prompt methods need finite budgets; unknown methods and bad options are refused."""
-    with pytest.raises(ValueError, match="tcc states its budget in the prompt"):
-        evaluate.make_points(["tcc"], [None], [0])
+    """Prompt methods need numeric budgets; unknown methods and bad options are refused, naming the flag."""
+    with pytest.raises(ValueError, match="--methods tcc needs numeric --budgets"):
+        sweep.make_points(["tcc"], [None, "auto"], [0])
     with pytest.raises(ValueError, match="unknown method 'beam'"):
-        evaluate.make_points(["beam"], [100], [0])
-    with pytest.raises(ValueError, match="must be >= 1"):
-        evaluate.make_points(["rs"], [100], [0], opts=evaluate.MethodOptions(rs_max_attempts=0))
-    with pytest.raises(ValueError, match="ccc needs finite budgets"):
-        evaluate.make_points(["ccc"], [None], [0])
+        sweep.make_points(["beam"], [100], [0])
+    with pytest.raises(ValueError, match="--rs-max-attempts must be >= 1"):
+        sweep.make_points(["rs"], [100], [0], opts=sweep.MethodOptions(rs_max_attempts=0))
+    with pytest.raises(ValueError, match="--ccc-bound must be >= 0"):
+        sweep.make_points(["ccc"], [None], [0], opts=sweep.MethodOptions(ccc_bound=-1))
+    assert [p.variant for p in sweep.make_points(["ccc"], ["auto"], [0])] == ["default", "short", "long"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -368,51 +356,59 @@ class Out:
 
 class ScriptedLLM:
     """generate() call n (0-based) is attempt n + 1 of every prompt in it; SCRIPT[prompt][attempt - 1]
-    = (thinking tokens, answer). Records every call's prompts and params."""
+    = (thinking tokens the model wants, answer); the engine cuts thinking at the request's cap (and
+    forces the answer). Records every call's prompts and params; reports outputs through on_output."""
 
     def __init__(self, script):
         self.script, self.calls = script, []
 
-    def generate(self, prompts, params):
+    def generate(self, prompts, params, use_tqdm=True, on_output=None):
         attempt = len(self.calls)
         self.calls.append((list(prompts), list(params)))
         outs = []
-        for q in prompts:
+        for q, p in zip(prompts, params):
             think, ans = self.script[q][attempt]
+            if isinstance(p.max_thinking_tokens, int):
+                think = min(think, p.max_thinking_tokens)
             answer = f"Final Answer: {ans}"
             outs.append(Out("t" * think + "\n<|im_start|>answer\n" + answer, "t" * think, answer,
                             [1] * (think + 3), think))
+        for i, o in enumerate(outs):
+            if on_output is not None:
+                on_output(i, o)
         return outs
 
 
 def test_rejection_sampling_attempt_cap_and_compute(tmp_path):
-    """rs at budgets 10 and 45, at most 4 attempts. qa thinks 50, 40, 8 (answers wrong, right, wrong):
-    at 10 it fits on attempt 3 and that (wrong) sample is graded although attempt 2 was right; at
-    45 attempt 2 fits. qb thinks 50, 60, 70, 80 and never fits: it stops at attempt 4 (no 5th
-    generation), keeps the last (right) sample and counts as out of budget. qc fits at once.
-    Compute = all attempts' thinking tokens; mean thinking tokens = the kept samples'."""
+    """rs at budgets 10 and 45, at most 4 attempts; the engine caps thinking at the budget, and a
+    sample that reached the cap is rejected (s1: its vLLM call stopped "length"). qa wants 50, 40,
+    8 (answers wrong, right, wrong): at 10 it fits on attempt 3 and that (wrong) sample is graded
+    although attempt 2 was right; at 45 attempt 2 fits. qb wants 50, 60, 70, 80 and never fits: it
+    stops at attempt 4 (no 5th generation) and counts as wrong although its last answer is right.
+    qc fits at once. A setting's compute = the accepted samples' mean thinking tokens."""
     script = {"qa": [(50, "0"), (40, "7"), (8, "0"), (30, "7")],
               "qb": [(50, "0"), (60, "0"), (70, "0"), (80, "8"), (1, "8")],
               "qc": [(5, "1"), (5, "9"), (5, "9"), (5, "9")]}
     items = [TaskItem("a", "qa", "7", "integer"), TaskItem("b", "qb", "8", "integer"),
              TaskItem("c", "qc", "9", "integer")]
     llm = ScriptedLLM(script)
-    points = evaluate.make_points(["rs"], [10, 45], [0], opts=evaluate.MethodOptions(rs_max_attempts=4))
-    summ = evaluate.run_eval(llm, items, points, out_dir=str(tmp_path), task="fake", model="fake",
-                             sampling_params_cls=SamplingParams)
-    # one batched call per attempt: 6 first runs, then qa@10 qa@45 qb@10 qb@45, qa@10 qb@10 qb@45, qb@10 qb@45
+    points = sweep.make_points(["rs"], [10, 45], [0], opts=sweep.MethodOptions(rs_max_attempts=4))
+    summ = sweep.run_eval(llm, items, points, out_dir=str(tmp_path), task="fake", model="fake",
+                          sampling_params_cls=SamplingParams)
+    # one batched call per attempt: 6 first runs, then qa@10 qb@10 qa@45 qb@45, qa@10 qb@10 qb@45, qb@10 qb@45
     assert [c[0] for c in llm.calls] == [["qa", "qb", "qc"] * 2, ["qa", "qb", "qa", "qb"], ["qa", "qb", "qb"],
                                          ["qb", "qb"]]
-    assert all(p.max_thinking_tokens is None and p.temperature == 1.0 for c in llm.calls for p in c[1])
+    assert [p.max_thinking_tokens for p in llm.calls[0][1]] == [10, 10, 10, 45, 45, 45]
+    assert all(p.temperature == 1.0 and p.num_wait == 0 for c in llm.calls for p in c[1])
     seeds_qb10 = [c[1][c[0].index("qb")].seed for c in llm.calls]  # qb at budget 10 is first "qb" of every call
     assert len(set(seeds_qb10)) == 4  # every attempt is a fresh sample
     assert summ["_timing"]["rejection_sampling_extra_rounds"] == 3
     recs = {(r["qid"], r["max_thinking_tokens"]): r for r in map(json.loads, open(tmp_path / "samples.jsonl"))}
-    want = {  # (attempts, attempt thinking tokens, kept thinking, accepted, correct)
-        ("a", 10): (3, [50, 40, 8], 8, True, False),
-        ("a", 45): (2, [50, 40], 40, True, True),
-        ("b", 10): (4, [50, 60, 70, 80], 80, False, True),
-        ("b", 45): (4, [50, 60, 70, 80], 80, False, True),
+    want = {  # (attempts, attempt thinking tokens, kept thinking, accepted, answer graded right)
+        ("a", 10): (3, [10, 10, 8], 8, True, False),
+        ("a", 45): (2, [45, 40], 40, True, True),
+        ("b", 10): (4, [10, 10, 10, 10], 10, False, True),
+        ("b", 45): (4, [45, 45, 45, 45], 45, False, True),
         ("c", 10): (1, [5], 5, True, False),
         ("c", 45): (1, [5], 5, True, False),
     }
@@ -420,30 +416,61 @@ def test_rejection_sampling_attempt_cap_and_compute(tmp_path):
         r = recs[key]
         assert (r["attempts"], r["attempt_thinking_tokens"], r["thinking_tokens"], r["rs_accepted"],
                 r["correct"]) == (att, tts, think, ok, correct), key
-        assert r["compute_tokens"] == sum(tts)
     p10, p45 = summ["points"]
-    assert p10["accuracy"] == pytest.approx(100 / 3) and p45["accuracy"] == pytest.approx(200 / 3)
-    assert p10["mean_thinking_tokens"] == pytest.approx((8 + 80 + 5) / 3)
-    assert p45["mean_thinking_tokens"] == pytest.approx((40 + 80 + 5) / 3)
-    assert p10["compute"] == pytest.approx((98 + 260 + 5) / 3)
-    assert p45["compute"] == pytest.approx((90 + 260 + 5) / 3)
-    assert p10["control"] == pytest.approx(2 / 3) and p45["control"] == pytest.approx(2 / 3)
+    assert p10["accuracy"] == 0.0 and p45["accuracy"] == pytest.approx(100 / 3)   # qb never fit: wrong
+    assert p10["mean_thinking_tokens"] == p10["compute"] == pytest.approx((8 + 5) / 2)   # accepted only
+    assert p45["mean_thinking_tokens"] == p45["compute"] == pytest.approx((40 + 5) / 2)
+    assert (p10["mean_attempts"], p10["never_fit"]) == (pytest.approx(8 / 3), 1)
+    assert (p45["mean_attempts"], p45["never_fit"]) == (pytest.approx(7 / 3), 1)
+    assert p10["control"] == p45["control"] == 1.0            # the settings stay within their budgets
+    assert p10["control_runs"] == p45["control_runs"] == pytest.approx(2 / 3)   # qb's runs never fit
     m = summ["methods"]["rs"]
-    assert m["control"] == pytest.approx(4 / 6) and m["performance"] == pytest.approx(200 / 3)
-    # Scaling runs over compute (all attempts): (355/3, 66.7) -> (363/3, 33.3)
-    assert m["scaling"] == pytest.approx((100 / 3 - 200 / 3) / (math.log2(363 / 3) - math.log2(355 / 3)))
-    assert m["compute"] == [pytest.approx(121.0), pytest.approx(355 / 3)]
+    assert m["control"] == 1.0 and m["control_runs"] == pytest.approx(4 / 6)
+    assert m["performance"] == pytest.approx(100 / 3)
+    assert m["scaling"] == pytest.approx((100 / 3) / (math.log2(22.5) - math.log2(6.5)))
+    assert m["compute"] == [pytest.approx(6.5), pytest.approx(22.5)]
+    md = (tmp_path / "summary.md").read_text()
+    assert "| rs | 10 | 0 | attempts<=4; 2.7 tries/question, 1 never fit | 0.0 | 6.5 | 6.5 | <= 10 | 100% | 66.7% |" in md
 
 
 def test_rejection_sampling_single_attempt_never_retries():
-    """rs_max_attempts 1: one generate call; an over-budget run is kept, unaccepted, out of Control."""
+    """rs_max_attempts 1: one generate call; a sample cut at the cap is kept, not accepted, wrong,
+    and the setting has no accepted sample (compute 0, no Control verdict)."""
     llm = ScriptedLLM({"qb": [(50, "8")]})
-    points = evaluate.make_points(["rs"], [10], [0], opts=evaluate.MethodOptions(rs_max_attempts=1))
-    summ = evaluate.run_eval(llm, [TaskItem("b", "qb", "8", "integer")], points, task="fake", model="fake",
-                             sampling_params_cls=SamplingParams)
+    points = sweep.make_points(["rs"], [10], [0], opts=sweep.MethodOptions(rs_max_attempts=1))
+    summ = sweep.run_eval(llm, [TaskItem("b", "qb", "8", "integer")], points, task="fake", model="fake",
+                          sampling_params_cls=SamplingParams)
     assert len(llm.calls) == 1 and summ["_timing"]["rejection_sampling_extra_rounds"] == 0
     (p,) = summ["points"]
-    assert (p["accuracy"], p["control"], p["compute"], p["mean_thinking_tokens"]) == (100.0, 0.0, 50.0, 50.0)
+    assert (p["accuracy"], p["control"], p["control_runs"], p["compute"], p["never_fit"], p["mean_attempts"]) == \
+        (0.0, None, 0.0, 0.0, 1, 1.0)
+    assert summ["methods"]["rs"]["control"] is None and summ["methods"]["rs"]["control_runs"] == 0.0
+
+
+def test_class_conditional_bound_is_the_default_runs_mean(tmp_path):
+    """ccc runs the bare question ("default") beside the short and long prompts; the default run's
+    mean thinking tokens bound them: short at most, long at least. With the paper's AIME24 means
+    (default 6109, short 8033, long 9651) short misses and long holds: Control 1 of 2 = 50%."""
+    think = {"Q": 6109, "Q\n\n" + methods.CCC_SHORT: 8033, "Q\n\n" + methods.CCC_LONG: 9651}
+    llm = ScriptedLLM({q: [(t, "1")] for q, t in think.items()})
+    points = sweep.make_points(["ccc"], ["auto"], [0])
+    summ = sweep.run_eval(llm, [TaskItem("a", "Q", "1", "integer")], points, out_dir=str(tmp_path), task="fake",
+                          model="fake", sampling_params_cls=SamplingParams)
+    assert [p.max_thinking_tokens for p in llm.calls[0][1]] == ["auto"] * 3
+    assert summ["ccc_bound"] == 6109.0
+    default, short, long = summ["points"]
+    assert default["reference"] and (default["a_min"], default["a_max"], default["control"]) == (None, None, None)
+    assert (short["a_min"], short["a_max"], short["control"]) == (None, 6109.0, 0.0)
+    assert (long["a_min"], long["a_max"], long["control"]) == (6109.0, None, 1.0)
+    m = summ["methods"]["ccc"]
+    assert m["control"] == 0.5 and m["points"] == 2 and m["mean_thinking_tokens"] == [8033.0, 9651.0]
+    assert "bounded by the default run's 6109.0 mean thinking tokens" in (tmp_path / "summary.md").read_text()
+
+
+def test_rejection_sampling_default_cap_is_64_attempts():
+    assert sweep.MethodOptions().rs_max_attempts == 64
+    (p,) = sweep.make_points(["rs"], [3500], [0])
+    assert (p.max_attempts, p.temperature, p.variant) == (64, 1.0, "attempts<=64")
 
 
 # ------------------------------------------------------------------------------------------
@@ -499,8 +526,8 @@ def fixed_table():
            200: q0 150 right, q1 250 right    -> acc 100, think 200 (q1 over)
            400: q0 800 wrong, q1 800 wrong    -> acc 0,   think 800 (both over)
       majority q0 answers 1 2 2 1 (100 tokens each), q1 answers 3 2 2 2 (200, 200, 200, 500)."""
-    opts = evaluate.MethodOptions(majority_k=4, majority_budget=400)
-    points = evaluate.make_points(["budget_forcing", "tcc", "majority"], [100, 200, 400], [0], opts=opts)
+    opts = sweep.MethodOptions(majority_k=4, majority_budget=400)
+    points = sweep.make_points(["budget_forcing", "tcc", "majority"], [100, 200, 400], [0], opts=opts)
     table = {
         "budget_forcing": {100: [(100, "0"), (100, "0")], 200: [(200, "1"), (200, "0")], 400: [(400, "1"), (400, "0")]},
         "tcc": {100: [(100, "0"), (300, "2")], 200: [(150, "1"), (250, "2")], 400: [(800, "0"), (800, "0")]},
@@ -526,18 +553,22 @@ META = {"task": "fixed", "model": "none", "num_questions": 2, "samples": 1, "tem
 
 
 def test_summary_metrics_equal_hand_computation(tmp_path):
-    """Control / Scaling (mean pairwise slope over log2 compute) / Performance per method, from the
-    fixed table, and the markdown comparison table showing them (budget forcing Control 100%)."""
+    """Control (share of settings within their cap) / Control (runs) / Scaling (mean pairwise slope
+    over log2 compute) / Performance per method, from the fixed table, and the markdown comparison
+    table showing them (budget forcing Control 100%)."""
     points, records = fixed_table()
-    summ = evaluate.summarize(records, [p.to_dict() for p in points], META)
+    summ = report.summarize(records, [p.to_dict() for p in points], META)
     bf, tcc, maj = (summ["methods"][m] for m in ("budget_forcing", "tcc", "majority"))
     # bf curve (100, 0) (200, 50) (400, 50): slopes 50/1, 50/2, 0/1
-    assert bf["control"] == 1.0
+    assert bf["control"] == 1.0 and bf["control_runs"] == 1.0
     assert bf["scaling"] == pytest.approx((50 + 25 + 0) / 3)
     assert bf["performance"] == 50.0
     assert bf["mean_thinking_tokens"] == [100.0, 200.0, 400.0]
     # tcc curve (200, 50) (200, 100) (800, 0): the equal-compute pair has no slope; -50/2, -100/2
-    assert tcc["control"] == pytest.approx(2 / 6)
+    # settings: 100 (mean 200 > 100: out), 200 (200 <= 200: in), 400 (800: out) -> 1 of 3;
+    # runs: q0@100 and q0@200 within -> 2 of 6
+    assert tcc["control"] == pytest.approx(1 / 3) and tcc["control_runs"] == pytest.approx(2 / 6)
+    assert [r["control"] for r in summ["points"][3:6]] == [0.0, 1.0, 0.0]
     assert tcc["scaling"] == pytest.approx((-25 - 50) / 2)
     assert tcc["performance"] == 100.0
     assert tcc["mean_thinking_tokens"] == [200.0, 200.0, 800.0]
@@ -546,23 +577,26 @@ def test_summary_metrics_equal_hand_computation(tmp_path):
     assert [(r["k"], r["accuracy"], r["compute"], r["mean_thinking_tokens"]) for r in summ["points"][6:]] == [
         (1, 50.0, 150.0, 150.0), (2, 50.0, 300.0, 150.0), (4, 100.0, 750.0, 187.5)]
     assert [r["pass@1"] for r in summ["points"][6:]] == [50.0, 50.0, 62.5]
-    assert maj["control"] == pytest.approx(7 / 8)  # one 500-token sample over the 400 cap
+    # every k's mean thinking per sample (150, 150, 187.5) is within the 400 cap; one 500-token run is not
+    assert maj["control"] == 1.0 and maj["control_runs"] == pytest.approx(7 / 8)
     assert maj["scaling"] == pytest.approx((0 + 50 / math.log2(5) + 50 / math.log2(2.5)) / 3)
     assert maj["performance"] == 100.0
     assert maj["compute"] == [150.0, 300.0, 750.0]
 
-    md = evaluate.summary_markdown(summ)
-    assert "| budget_forcing | 100.0% | 25.0 | 50.0 | 100.0 / 200.0 / 400.0 | 100.0 / 200.0 / 400.0 |" in md
-    assert "| tcc | 33.3% | -37.5 | 100.0 | 200.0 / 200.0 / 800.0 | 200.0 / 200.0 / 800.0 |" in md
+    md = report.summary_markdown(summ)
+    assert ("| budget_forcing | 100.0% | 100.0% | 25.0 | 50.0 | 100.0 / 200.0 / 400.0 | "
+            "100.0 / 200.0 / 400.0 |") in md
+    assert "| tcc | 33.3% | 33.3% | -37.5 | 100.0 | 200.0 / 200.0 / 800.0 | 200.0 / 200.0 / 800.0 |" in md
     s_maj = (0 + 50 / math.log2(5) + 50 / math.log2(2.5)) / 3
-    assert f"| majority | 87.5% | {s_maj:.1f} | 100.0 | 150.0 / 150.0 / 187.5 | 150.0 / 300.0 / 750.0 |" in md
-    assert "| tcc | 400 | 0 | - | 0.0 | 800.0 | 800.0 | 0.0% |" in md
-    assert "| majority | 400 | 0 | K=4 k=4 | 100.0 | 187.5 | 750.0 | 87.5% |" in md
+    assert (f"| majority | 100.0% | 87.5% | {s_maj:.1f} | 100.0 | 150.0 / 150.0 / 187.5 | "
+            "150.0 / 300.0 / 750.0 |") in md
+    assert "| tcc | 400 | 0 | - | 0.0 | 800.0 | 800.0 | <= 400 | 0% | 0.0% |" in md
+    assert "| majority | 400 | 0 | K=4 k=4 | 100.0 | 187.5 | 750.0 | <= 400 | 100% | 87.5% |" in md
 
     # the same numbers after a round trip through samples.jsonl + --rescore (re-extracts answers)
     config = dict(META, base_params={}, points=[p.to_dict() for p in points])
-    evaluate.write_outputs(str(tmp_path), records, config, summ)
-    again = evaluate.rescore(str(tmp_path), str(tmp_path / "re"))
+    report.write_outputs(str(tmp_path), records, config, summ)
+    again = report.rescore(str(tmp_path), str(tmp_path / "re"))
     assert again["methods"] == summ["methods"]
     assert (tmp_path / "re" / "summary.md").read_text() == md
 
@@ -583,7 +617,7 @@ def test_bench_methods_smoke(tmp_path):
     for f in ("summary.md", "summary.json", "scaling.png", "result.json"):
         assert (out / f).is_file(), f
     res = json.loads((out / "result.json").read_text())
-    assert list(res["methods"]) == list(methods.METHOD_NAMES)
+    assert list(res["methods"]) == list(sweep.METHODS)
     assert res["methods"]["budget_forcing"]["control"] == 1.0
     assert res["budget_forcing_control_by_construction"] is True
     md = (out / "summary.md").read_text()

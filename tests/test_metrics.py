@@ -11,16 +11,44 @@ def rec(qid, point, correct, think, max_t=None, min_t=0, sample=0, extracted="1"
             "extracted": extracted, "reference": reference, "kind": kind}
 
 
-def test_control_hand_table():
-    rs = [
-        rec("a", "p", True, 100, max_t=100),   # exactly at the cap: controlled
-        rec("b", "p", True, 101, max_t=100),   # over: not
-        rec("c", "p", False, 50, max_t=100, min_t=60),  # under the min: not
-        rec("d", "p", False, 70, max_t=100, min_t=60),  # inside: controlled
-        rec("e", "q", True, 5000),              # no limit: not counted
-    ]
-    assert metrics.control(rs) == pytest.approx(2 / 4)
-    assert metrics.control([rec("e", "q", True, 5000)]) is None
+def test_control_runs_hand_table():
+    """Per-run share (the second, stricter metric): each run against its setting's limits."""
+    rs = [rec("a", "p", True, 100), rec("b", "p", True, 101), rec("c", "p", False, 60), rec("d", "p", False, 70)]
+    assert metrics.control_runs(rs, None, 100) == pytest.approx(3 / 4)   # 100 is at the cap: inside
+    assert metrics.control_runs(rs, 65, 100) == pytest.approx(2 / 4)     # 60 is under the min
+    assert metrics.control_runs(rs) is None                              # no limit: nothing to obey
+    never_fit = dict(rec("e", "p", True, 100), rs_accepted=False)        # rejection sampling gave up
+    assert metrics.control_runs(rs[:1] + [never_fit], None, 100) == 0.5
+
+
+def test_control_is_per_setting_inclusive():
+    """Paper eq. 1: the share of settings whose compute lies in [a_min, a_max], inclusive."""
+    assert metrics.control([(100, None, 100), (101, None, 100), (50, 60, 100), (60, 60, 100)]) == 0.5
+    assert metrics.control([(5000, None, None)]) is None          # no setting has a limit
+    assert metrics.control([(10, None, 20), (5000, None, None)]) == 1.0
+
+
+def test_control_reproduces_the_papers_table_3():
+    """Control of s1-32B on AIME24 (paper Table 3: token-conditional 40%, step-conditional 60%,
+    class-conditional 50%, each with budget forcing 100%) from the mean thinking tokens per setting
+    in the paper's appendix tables (arXiv v2 Tables 11-13 / v3 Tables 12-14)."""
+    # Token-conditional: "Think for up to N tokens", N = 1024 .. 16384 is each setting's a_max.
+    limits = [1024, 2048, 4096, 8192, 16384]
+    without = [7939, 7158, 8263, 7108, 7500]
+    forced = [1024, 2048, 4031, 5664, 6330]
+    assert metrics.control((t, None, a) for t, a in zip(without, limits)) == pytest.approx(2 / 5)
+    assert metrics.control((t, None, a) for t, a in zip(forced, limits)) == 1.0
+    # Step-conditional: 16 .. 256 steps at the paper's 100 tokens per step -> a_max 1600 .. 25600.
+    steps = [16, 32, 64, 128, 256]
+    limits = [100 * s for s in steps]
+    assert limits == [1600, 3200, 6400, 12800, 25600]
+    without = [7252, 6277, 5396, 5552, 7551]
+    forced = [1517, 2963, 4636, 5409, 7551]
+    assert metrics.control((t, None, a) for t, a in zip(without, limits)) == pytest.approx(3 / 5)
+    assert metrics.control((t, None, a) for t, a in zip(forced, limits)) == 1.0
+    # Class-conditional: the default run's 6109 thinking tokens is the bound; the short prompt
+    # should stay below it (a_max), the long one above it (a_min). Short 8033, long 9651.
+    assert metrics.control([(8033, None, 6109), (9651, 6109, None)]) == pytest.approx(1 / 2)
 
 
 def test_scaling_hand_computed():
@@ -36,7 +64,7 @@ def test_scaling_hand_computed():
 
 
 def test_scaling_reproduces_paper_aime24_budget_forcing():
-    # s1-32B AIME24 curve (s1-reference §4); the paper reports Scaling 15, Performance 56.7.
+    # s1-32B AIME24 curve (s1 paper, Figure 1 and Table 3); the paper reports Scaling 15, Performance 56.7.
     curve = [(500, 0), (1000, 13.3), (2000, 30.0), (3933, 43.3), (5301, 50.0), (6657, 53.3), (7320, 56.7)]
     assert round(metrics.scaling(curve)) == 15
     assert metrics.performance(curve) == 56.7
@@ -48,10 +76,12 @@ def test_scaling_reproduces_paper_aime24_budget_forcing():
 def test_point_stats_hand_table():
     rs = [rec("a", "p", True, 100, max_t=128), rec("b", "p", False, 128, max_t=128),
           rec("c", "p", True, 60, max_t=128, extracted=None), rec("d", "p", False, 200, max_t=128)]
-    st = metrics.point_stats(rs)
+    st = metrics.point_stats(rs, None, 128)
     assert st["accuracy"] == pytest.approx(50.0)
-    assert st["mean_thinking_tokens"] == pytest.approx((100 + 128 + 60 + 200) / 4)
-    assert st["control"] == pytest.approx(3 / 4)
+    assert st["mean_thinking_tokens"] == st["compute"] == pytest.approx((100 + 128 + 60 + 200) / 4)
+    assert st["control"] == 1.0                    # the setting's mean 122 is within 128
+    assert st["control_runs"] == pytest.approx(3 / 4)   # one run (200) is not
+    assert metrics.point_stats(rs, None, 100)["control"] == 0.0
     assert st["answered"] == pytest.approx(3 / 4)
     assert st["questions"] == 4
 

@@ -1,4 +1,4 @@
-"""The Qwen2.5 tokenizer and the s1 rendering (s1-reference §1)."""
+"""The Qwen2.5 tokenizer and the s1 rendering."""
 import pytest
 
 from model.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer

@@ -19,7 +19,7 @@ GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "train_tiny.json")
 def _cfg(tmp, tok_dir, name, rows, **kw):
     base = dict(data=rows, out=str(tmp / name), init_config=dict(TINY), tokenizer=str(tok_dir),
                 block_size=512, global_batch_size=4, micro_batch_size=1, epochs=2, lr=1e-3,
-                warmup_ratio=0.2, seed=3, progress=False)
+                warmup_ratio=0.2, seed=3, progress=False, loss_weighting="token")
     base.update(kw)
     return TrainConfig(**base)
 
@@ -101,7 +101,8 @@ def test_sigkill_then_resume_reproduces_uninterrupted_run(tmp_path, qwen_tokeniz
     out = tmp_path / "killed"
     args = ["--init-config", cfgf, "--tokenizer", str(qwen_tokenizer_dir), "--data", data, "--out", str(out),
             "--block-size", "512", "--global-batch-size", "4", "--micro-batch-size", "2", "--epochs", "2",
-            "--lr", "1e-3", "--warmup-ratio", "0.2", "--seed", "3", "--save-every", "1", "--no-progress"]
+            "--lr", "1e-3", "--warmup-ratio", "0.2", "--seed", "3", "--save-every", "1", "--no-progress",
+            "--loss-weighting", "token"]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.Popen([sys.executable, "-m", "train", *args], cwd=root, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

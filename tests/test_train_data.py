@@ -40,6 +40,38 @@ def test_bad_rows_name_the_row_and_problem():
             extract_fields(r, i)
 
 
+def test_null_column_is_reported_as_null_not_missing():
+    """`attempt: null` names the row and says the value is null (the column is there)."""
+    row = digit_rows(1)[0] | {"attempt": None}
+    with pytest.raises(DataError, match=r"row 3: column 'attempt' \(final answer\) is null") as e:
+        extract_fields(row, 3)
+    assert "missing" not in str(e.value)
+    with pytest.raises(DataError, match=r"row 0: column 'attempt' \(final answer\) is null"):
+        extract_fields(row, 0, attempt_column="attempt")
+    with pytest.raises(DataError, match=r"row 2: column 'question' is null"):
+        extract_fields(digit_rows(1)[0] | {"question": None}, 2)
+    # a null column with a filled alternative is no error: the alternative is used
+    assert extract_fields(row | {"deepseek_attempt": "9"}, 0)[2] == "9"
+
+
+def test_attempt_and_trace_are_stripped_as_s1_renders_them(tok):
+    """s1's data preparation: `answer = "Answer: " + answer if "Answer:" not in answer else answer`,
+    then `answer.strip()`; the trace is `"\\n".join(trajectory).strip()`. Our rendering of the
+    stripped attempt equals s1's string for each case (leading whitespace survives after the
+    prefix, as in s1)."""
+    def s1_answer(a):
+        return ("Answer: " + a if "Answer:" not in a else a).strip()
+
+    for attempt in ("42\n\n", "  Answer: 7 \n", "The answer is $\\boxed{3}$.  ", "  x = 2\n", "Final Answer: 5\n"):
+        row = {"question": "Q", "thinking_trajectories": ["  think\n"], "attempt": attempt}
+        q, th, at = extract_fields(row, 0)
+        assert th == "think"
+        assert tok.format_attempt(at) == s1_answer(attempt), attempt
+        text = tok.render_example(q, th, at)
+        assert text.endswith(f"think\n<|im_start|>answer\n{s1_answer(attempt)}<|im_end|>\n")
+    assert extract_fields({"question": "Q", "thinking_trajectories": " t \n", "attempt": "1"}, 0)[1] == "t"
+
+
 def test_bad_row_error_through_tokenize(tok):
     rows = digit_rows(6)
     del rows[5]["thinking_trajectories"]
@@ -177,7 +209,8 @@ def test_batch_plan_deterministic_and_complete():
                     if mb.weight:
                         seen.append(tuple(mb.input_ids.tolist()))
             real = [mb for mbs in per_rank for mb in mbs if mb.weight]
-            assert sum(mb.n_trained for mb in real) == p.global_counts(epoch, b)[1]
+            want = sum(p.examples[i].n_trained for s in p.step_samples(epoch, b) for i in p.samples[s])
+            assert sum(mb.n_trained for mb in real) == want
         assert sorted(seen) == sorted(tuple(e.ids) for e in ex)  # every sample once per epoch
     last = [p.micro_batches(0, 2, r) for r in range(2)]
     assert [mb.weight for mb in last[0]] == [1.0] and [mb.weight for mb in last[1]] == [0.0]

@@ -1,12 +1,17 @@
-"""SFT trainer (issue 5): s1's recipe on FSDP2. `train(TrainConfig)` in-process, `s1 train` /
-`torchrun -m train` from the shell."""
-from train.loop import TrainConfig, TrainingDiverged, train
+"""SFT trainer: s1's recipe on FSDP2. `train(TrainConfig)` in-process, `s1 train` /
+`torchrun -m train` from the shell. The names below load lazily, so `s1 train --help` (which
+imports train.cli) does not import torch."""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {"TrainConfig": "train.loop", "TrainingDiverged": "train.loop", "train": "train.loop"}
 
 
-def run(args: list[str] | None = None) -> dict:
-    """Parse `s1 train` arguments and train; returns train()'s result dict."""
-    from train.cli import parse_args
-    return train(parse_args(args))
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'train' has no attribute {name!r}")
 
 
-__all__ = ["TrainConfig", "TrainingDiverged", "train", "run"]
+__all__ = ["TrainConfig", "TrainingDiverged", "train"]

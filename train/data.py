@@ -98,13 +98,21 @@ def load_rows(source, split: str = "train") -> list[dict]:
 
 
 def _pick_column(row: dict, choices, forced: str | None, i: int, what: str) -> str:
+    """The column holding `what`: `forced` when given, else the first of `choices` with a value.
+    A column that is present but null is reported as null, not as missing."""
     if forced is not None:
         if forced not in row:
-            raise DataError(f"row {i}: missing column {forced!r} ({what})")
+            raise DataError(f"row {i}: missing column {forced!r} ({what}); row has {sorted(row)}")
+        if row[forced] is None:
+            raise DataError(f"row {i}: column {forced!r} ({what}) is null")
         return forced
     for c in choices:
         if c in row and row[c] is not None:
             return c
+    nulls = [c for c in choices if c in row]
+    if nulls:
+        raise DataError(f"row {i}: column {' and '.join(map(repr, nulls))} ({what}) is null; "
+                        f"no other of {', '.join(map(repr, choices))} has a value")
     raise DataError(f"row {i}: missing column {' or '.join(map(repr, choices))} ({what}); "
                     f"row has {sorted(row)}")
 
@@ -121,16 +129,25 @@ def _text(value, i: int, col: str) -> str:
     return value
 
 
+def strip_attempt(attempt: str) -> str:
+    """The attempt as s1's data preparation renders it: s1 prepends "Answer: " (when the attempt
+    has no "Answer:") and strips the result, so the attempt loses its trailing whitespace, and its
+    leading whitespace too when nothing is prepended (model/tokenizer.py prepends the same prefix)."""
+    return attempt.strip() if "Answer:" in attempt else attempt.rstrip()
+
+
 def extract_fields(row: dict, i: int, thinking_column: str | None = None,
                    attempt_column: str | None = None) -> tuple[str, str, str]:
     """(question, thinking, attempt) of row `i`, validated."""
-    if "question" not in row or row["question"] is None:
+    if "question" not in row:
         raise DataError(f"row {i}: missing column 'question'; row has {sorted(row)}")
+    if row["question"] is None:
+        raise DataError(f"row {i}: column 'question' is null")
     question = _text(row["question"], i, "question")
     tcol = _pick_column(row, THINKING_COLUMNS, thinking_column, i, "reasoning trace")
     acol = _pick_column(row, ATTEMPT_COLUMNS, attempt_column, i, "final answer")
-    thinking = _text(row[tcol], i, tcol)
-    attempt = _text(row[acol], i, acol)
+    thinking = _text(row[tcol], i, tcol).strip()   # s1 strips the (joined) trace
+    attempt = strip_attempt(_text(row[acol], i, acol))
     if not question.strip():
         raise DataError(f"row {i}: empty question")
     if not thinking.strip():
@@ -322,8 +339,3 @@ class BatchPlan:
             else:  # filler: same shapes as a real sample, contributes exactly zero gradient
                 out.append(collate([self.examples[i] for i in self.samples[glob[0]]], weight=0.0))
         return out
-
-    def global_counts(self, epoch: int, step_in_epoch: int) -> tuple[int, int, int]:
-        """(tokens, trained tokens, sequences) of the whole global batch, known on every rank."""
-        exs = [self.examples[i] for s in self.step_samples(epoch, step_in_epoch) for i in self.samples[s]]
-        return sum(len(e) for e in exs), sum(e.n_trained for e in exs), len(exs)

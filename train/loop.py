@@ -1,4 +1,4 @@
-"""The SFT loop: s1's recipe (s1-reference §2) on FSDP2, one function `train(TrainConfig)`.
+"""The SFT loop: s1's recipe on FSDP2, one function `train(TrainConfig)`.
 
 Per optimizer step:
   1. the BatchPlan gives this rank its micro-batches (packed varlen layout, no padding);
@@ -16,7 +16,6 @@ Per optimizer step:
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -64,7 +63,10 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_ratio: float = 0.05
     max_grad_norm: float = 1.0
-    loss_weighting: str = "token"  # "token": global token mean; "sequence": s1's per-sequence mean
+    # "sequence" (s1): every sequence weighs the same, the mean over the global batch of each
+    # sequence's token-mean loss (s1 trains one sequence per GPU); "token": the mean over all
+    # trained tokens of the global batch (long sequences weigh more; works with packing).
+    loss_weighting: str = "sequence"
     max_steps: int | None = None  # caps the schedule (as HF max_steps)
     stop_after: int | None = None  # stop (and save) after this step without changing the schedule
     seed: int = 42
@@ -92,8 +94,10 @@ class TrainConfig:
         if self.loss_weighting not in ("token", "sequence"):
             raise ValueError(f"loss_weighting={self.loss_weighting!r}: expected 'token' or 'sequence'")
         if self.loss_weighting == "sequence" and (self.pack or self.micro_batch_size != 1):
-            raise ValueError("loss_weighting='sequence' (s1's per-sequence mean) needs one sequence per "
-                             "micro-batch: micro_batch_size=1 and no packing")
+            raise ValueError("loss_weighting='sequence' (s1's per-sequence mean, the default) needs one "
+                             "sequence per micro-batch: micro_batch_size=1 and no packing; with "
+                             f"micro_batch_size={self.micro_batch_size}{' and packing' if self.pack else ''} "
+                             "use loss_weighting='token' (--loss-weighting token)")
         if self.overlong not in ("truncate", "drop"):
             raise ValueError(f"overlong={self.overlong!r}: expected 'truncate' or 'drop'")
         self.dtype = dtypes.canonical(self.dtype, allow_auto=True)
@@ -245,8 +249,12 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
     else:
         compute_dtype = dtypes.to_torch(cfg.dtype)
     torch.manual_seed(cfg.seed)
-    os.makedirs(cfg.out, exist_ok=True)
     ckpt_root = os.path.join(cfg.out, "checkpoints")
+    if cfg.resume and ckpt.latest_checkpoint(ckpt_root) is None:
+        # Checked before any work: a resume that silently started over would redo the whole run.
+        raise ValueError(f"--resume: no complete checkpoint in {ckpt_root} (the checkpoints folder of "
+                         f"--out {cfg.out}); run without --resume to start from step 0")
+    os.makedirs(cfg.out, exist_ok=True)
     metrics_path = cfg.metrics_file or os.path.join(cfg.out, "metrics.jsonl")
 
     # ---- data
@@ -281,18 +289,17 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
     run_id["data_fingerprint"] = (stats.examples, stats.tokens, stats.trained_tokens, len(samples))
     if cfg.resume:
         path = ckpt.latest_checkpoint(ckpt_root)
-        if path is None:
-            say(f"[train] --resume: no complete checkpoint under {ckpt_root}; starting from step 0")
-        else:
-            st = ckpt.load_checkpoint(path, model, optimizer)
-            diff = {k: (st["config"].get(k), v) for k, v in run_id.items() if st["config"].get(k) != v}
-            if diff:
-                raise ValueError(f"--resume from {path}: settings differ from the checkpoint's "
-                                 f"(checkpoint, now): {diff}")
-            start_step = st["step"]
-            say(f"[train] resumed from {path} at step {start_step}")
-            if is_main:
-                _trim_metrics(metrics_path, start_step)
+        if path is None:  # checked at the start; gone since (another process pruned it)
+            raise ValueError(f"--resume: no complete checkpoint in {ckpt_root}")
+        st = ckpt.load_checkpoint(path, model, optimizer)
+        diff = {k: (st["config"].get(k), v) for k, v in run_id.items() if st["config"].get(k) != v}
+        if diff:
+            raise ValueError(f"--resume from {path}: settings differ from the checkpoint's "
+                             f"(checkpoint, now): {diff}")
+        start_step = st["step"]
+        say(f"[train] resumed from {path} at step {start_step}")
+        if is_main:
+            _trim_metrics(metrics_path, start_step)
     elif is_main and os.path.exists(metrics_path):
         os.remove(metrics_path)  # a fresh run starts a fresh log
     if dist.is_initialized():
@@ -391,11 +398,3 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
         say(f"[train] exported HF checkpoint ({str(ex_dtype).removeprefix('torch.')}) to {cfg.out}")
     return {"losses": losses, "steps": end_step, "total_steps": total_steps, "stats": stats,
             "out": cfg.out, "metrics_file": metrics_path, "exported": bool(cfg.export and not stopped_early)}
-
-
-def config_from_dict(d: dict) -> TrainConfig:
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = set(d) - names
-    if unknown:
-        raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
-    return TrainConfig(**d)
