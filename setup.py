@@ -1,11 +1,19 @@
+import re
+from pathlib import Path
+
 from setuptools import setup
+
+# one version: s1cli.__version__ (what `s1 --version` prints)
+VERSION = re.search(r'^__version__ = "([^"]+)"', (Path(__file__).parent / "s1cli.py").read_text(), re.M).group(1)
+
+SERVE = ["fastapi>=0.110", "uvicorn>=0.29"]
 
 setup(
     name="s1-lowlevel",
-    version="0.1.0",
+    version=VERSION,
     description="s1 (simple test-time scaling) reproduced in low-level PyTorch + Triton",
     python_requires=">=3.10",
-    packages=["common", "kernels", "model", "train", "infer", "evaluation", "curate", "pipelines", "bench"],
+    packages=["common", "kernels", "model", "train", "infer", "evaluation", "serve", "curate", "pipelines", "bench"],
     install_requires=[
         "torch>=2.4",
         "triton",
@@ -15,8 +23,13 @@ setup(
         "datasets",
         "tqdm",
         "matplotlib",
+        "jinja2",   # checkpoints' chat templates (model/tokenizer.py), rendered as transformers does
     ],
-    extras_require={"test": ["pytest", "transformers"]},
+    extras_require={
+        "serve": SERVE,   # `s1 serve`: the ASGI stack
+        # the suite tests the server with the real openai client (httpx is its HTTP library)
+        "test": ["pytest", "transformers", "openai>=1.40", "httpx>=0.27", *SERVE],
+    },
     py_modules=["s1cli"],
     entry_points={"console_scripts": ["s1=s1cli:main"]},
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 NAMES = ("float32", "bfloat16", "float16")
 ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32"}
-CHOICES = NAMES + ("auto",)   # for argparse: `choices=CHOICES, type=canonical_or_auto`
+CHOICES = NAMES + ("auto",)   # for argparse: `type=arg_type(), metavar="{" + ",".join(CHOICES) + "}"`
 
 
 def canonical(name: str, allow_auto: bool = False) -> str:
@@ -27,6 +27,19 @@ def canonical(name: str, allow_auto: bool = False) -> str:
 
 def canonical_or_auto(name: str) -> str:
     return canonical(name, allow_auto=True)
+
+
+def arg_type(allow_auto: bool = True):
+    """An argparse `type=`: normalizes the name, and a bad one is an error naming the accepted ones."""
+    import argparse
+
+    def parse(v: str) -> str:
+        try:
+            return canonical(v, allow_auto=allow_auto)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = "dtype"
+    return parse
 
 
 def to_torch(name: str):

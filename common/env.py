@@ -14,7 +14,7 @@ import platform
 import subprocess
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CODE_DIRS = ("common", "kernels", "model", "train", "infer", "evaluation", "curate", "pipelines", "bench", "tests")
+CODE_DIRS = ("common", "kernels", "model", "train", "infer", "evaluation", "serve", "curate", "pipelines", "bench", "tests")
 NOT_CODE = ("bench/results/",)
 MAX_DIRTY_PATHS = 20
 

@@ -4,7 +4,7 @@
     bench                      benchmark scripts
     pipelines                  demo, toy task, "train a tiny model and sweep it"
     curate                     s1K selection (uses the engine and the grader)
-    evaluation                 tasks, grading, metrics, methods, sweeps, reports
+    evaluation | serve         tasks, grading, metrics, methods, sweeps, reports | the HTTP server
     infer | train              the engine | the trainer (peers: neither imports the other)
     model                      config, decoder, loading, tokenizer + s1 format
     kernels                    Triton kernels and their PyTorch references
@@ -18,7 +18,7 @@ import ast
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-LAYERS = [("common",), ("kernels",), ("model",), ("infer", "train"), ("evaluation",), ("curate",),
+LAYERS = [("common",), ("kernels",), ("model",), ("infer", "train"), ("evaluation", "serve"), ("curate",),
           ("pipelines",), ("bench",), ("s1cli",)]
 RANK = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}
 
