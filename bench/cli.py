@@ -1,11 +1,13 @@
 """`s1 bench NAME [args]`: run bench/NAME.py's main(args). `s1 bench` lists the scripts."""
 from __future__ import annotations
 
+import argparse
 import importlib
 import pkgutil
 import sys
 
 import bench
+from common.cli import HelpFormatter
 
 _NOT_SCRIPTS = {"cli", "env", "__main__"}
 
@@ -14,10 +16,20 @@ def scripts() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name not in _NOT_SCRIPTS)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="s1 bench", formatter_class=HelpFormatter,
+                                description="Run a benchmark script from bench/ (also `python -m bench.NAME`); "
+                                            "each writes its numbers with device, commit, versions and date.",
+                                epilog="benchmarks: " + ", ".join(scripts()))
+    p.add_argument("name", nargs="?", help="the script, bench/NAME.py (`s1 bench NAME --help`: its flags)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="passed to the script")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: s1 bench NAME [args...]\n\nbenchmarks: " + ", ".join(scripts()))
+        build_parser().print_help()
         return 0
     name, rest = argv[0], argv[1:]
     if name not in scripts():

@@ -11,7 +11,7 @@ Model-free = every stage except teacher/student/domain-model generation: sources
 (8-grams vs ../shared/data/eval), traces imported from a file (here: a file built from the pool's
 own reference solutions, standing in for teacher traces), quality, difficulty (no students:
 token lengths only, Qwen2.5 tokenizer), domains (keyword TF-IDF classifier), select (s1, 1000),
-output (save_to_disk + parquet + JSONL + report md/png). Target (issue 6): < 60 s on 2 cores.
+output (save_to_disk + parquet + JSONL + report md/png). Target: < 60 s on 2 cores.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Decode benchmarks for the engine (issue 4), random-weight Qwen2.5 shapes, bf16, on one GPU.
+"""Decode benchmarks for the engine, random-weight Qwen2.5 shapes, bf16, on one GPU.
 
 (1) batch-1 decode: tok/s and achieved GB/s as % of the HBM bandwidth measured by a large
     device-to-device copy. A step reads every weight once plus the KV cache so far:
@@ -17,6 +17,10 @@
     (B >= 2P for every sequence). Same output token count as (2): the difference is the cost of
     the on-device state machine (masked sampling path included) and forced tokens. --smoke
     asserts waits == 2 and thinking == B for every sequence.
+(2) and (3) run on one engine (the wrapper is inert for plain requests), warmed up with both, then
+    alternated for --rounds rounds (default 5): the budget-forcing overhead is the median (and
+    spread) of the per-round ratios of seconds per output token, and the plain rounds show whether
+    throughput holds steady call after call (prompts repeat: prefix-cache revivals every call).
 (4) transformers `generate` (static cache, SDPA, greedy) on the same GPU: batch-1 tok/s and
     workload (2) in left-padded batches (every sequence decodes the batch's longest output;
     only the requested tokens count).
@@ -37,14 +41,20 @@ import random
 import sys
 import time
 
+import torch
+
 class IdTokenizer:
     """Stand-in when the Qwen2.5 tokenizer folder is absent: the engine needs special ids and the
     few strings budget forcing inserts (ids from the real tokenizer); prompts are raw ids anyway."""
     vocab_size = 151665
     eos_id, pad_id = 151645, 151643
     _ids = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645}
-    _enc = {"<|im_start|>answer\n": [151644, 9217, 198], "Wait": [14190],
+    _enc = {"<|im_start|>answer": [151644, 9217], "Wait": [14190], "\n": [198],
+            "<|im_start|>answer\nFinal Answer:": [151644, 9217, 198, 19357, 21806, 25],
             "\n<|im_start|>answer\nFinal Answer:": [198, 151644, 9217, 198, 19357, 21806, 25]}
+
+    def newline_table(self):
+        return bytes(1 if i in (198, 271) else 0 for i in range(self.vocab_size))
 
     def token_id(self, name):
         return self._ids[name]
@@ -102,29 +112,28 @@ def hbm_bandwidth_gbs(device) -> float:
     return 2 * a.numel() / (ms * 1e-3) / 1e9
 
 
-class StopAttempts:
-    """Wraps the model: at absolute positions p % period == 0 make <|im_end|> the argmax
+class StopAttempts(torch.nn.Module):
+    """Wraps the model: at absolute positions p with (p + 1) % period == 0 make <|im_end|> the argmax
     (a model 'trying to end thinking'): masked out below the thinking minimum, replaced by the
-    extension while waits are left (workload (3))."""
+    extension while waits are left (workload (3)). Tokens whose text ends with a newline never win
+    (so the forced end is always its full 7 tokens and (3) has exactly (2)'s token count). The
+    engine calls it as it calls every model: model(ids, positions, kv_cache=..., logits_indices=...,
+    ops=...)."""
 
-    def __init__(self, model, token: int, period: int = 32):
+    def __init__(self, model, token: int, period: int, tok):
+        super().__init__()
         self.model, self.token, self.period = model, token, period
         self.config = model.config
+        table = tok.newline_table() if hasattr(tok, "newline_table") else b""
+        self.newline_ids = [i for i, b in enumerate(table) if b]
 
-    def parameters(self):
-        return self.model.parameters()
-
-    def to(self, *a, **k):
-        return self
-
-    def eval(self):
-        return self
-
-    def __call__(self, input_ids, positions, kv_cache=None, logits_indices=None, **kw):
+    def forward(self, input_ids, positions, kv_cache=None, logits_indices=None, **kw):
         logits = self.model(input_ids, positions, kv_cache=kv_cache, logits_indices=logits_indices, **kw)
         pos = positions if logits_indices is None else positions[logits_indices]
         hit = ((pos + 1) % self.period == 0)
         logits[:, self.token] = logits[:, self.token].masked_fill(hit, 1e4)
+        if self.newline_ids:
+            logits[:, self.newline_ids] = -1e4
         return logits
 
 
@@ -171,6 +180,8 @@ def timed_generate(llm, prompts, params, device):
 
 
 def bench_model(name, shape, device, dtype, args, tok, results):
+    import statistics
+
     import torch
     from infer import LLM, SamplingParams
     from infer.paged_cache import kv_bytes_per_token
@@ -181,18 +192,18 @@ def bench_model(name, shape, device, dtype, args, tok, results):
     row.update(weight_GB=weight_bytes / 1e9, kv_bytes_per_token=kv_tok)
     smoke = args.smoke
     max_len = 4096 if not smoke else 256
-    kw = dict(model=m, tokenizer=tok, device=device, max_model_len=max_len,
-              max_num_seqs=args.max_num_seqs, enforce_eager=args.eager)
+    kw = dict(tokenizer=tok, device=device, max_model_len=max_len, max_num_seqs=args.max_num_seqs,
+              enforce_eager=args.eager)
     if smoke:
         kw.update(num_pages=512, page_size=16)
 
-    # (1) batch-1 decode, differenced
-    llm = LLM(**kw)
+    # (1) batch-1 decode, differenced (its own engine, closed before the next one sizes its cache)
     prompt = [[random.Random(1).randint(0, 10000) for _ in range(128 if not smoke else 8)]]
     n_short, n_long = (64, 576) if not smoke else (4, 20)
-    timed_generate(llm, prompt, SamplingParams(max_tokens=n_short, ignore_eos=True), device)  # warm-up
-    t_s, _ = timed_generate(llm, prompt, SamplingParams(max_tokens=n_short, ignore_eos=True), device)
-    t_l, _ = timed_generate(llm, prompt, SamplingParams(max_tokens=n_long, ignore_eos=True), device)
+    with LLM(model=m, **kw) as llm:
+        timed_generate(llm, prompt, SamplingParams(max_tokens=n_short, ignore_eos=True), device)  # warm-up
+        t_s, _ = timed_generate(llm, prompt, SamplingParams(max_tokens=n_short, ignore_eos=True), device)
+        t_l, _ = timed_generate(llm, prompt, SamplingParams(max_tokens=n_long, ignore_eos=True), device)
     n = n_long - n_short
     dt = max(t_l - t_s, 1e-9)
     avg_ctx = len(prompt[0]) + (n_short + n_long) / 2
@@ -202,35 +213,43 @@ def bench_model(name, shape, device, dtype, args, tok, results):
         row["b1_pct_bw"] = 100 * row["b1_GB_s"] / args.bandwidth
         row["b1_roofline_tok_s"] = args.bandwidth * 1e9 / bytes_step
 
-    # (2) nano-vllm workload
+    # (2) + (3) on ONE engine whose model "tries to stop" every P positions (StopAttempts): plain
+    # requests ignore it (plain generation, EOS ignored), forced ones turn it into 2 Waits. Both
+    # engines' worth of work share the KV cache and the CUDA graphs; after warming up both
+    # workloads, plain and forced calls alternate for --rounds rounds: the per-round overhead
+    # ((forced s/token) / (plain s/token) - 1) has a median and a spread, and the plain calls show
+    # whether throughput stays steady call after call.
     n_seq = 256 if not smoke else 4
     lo, hi = (100, 1024) if not smoke else (20, 30)  # smoke: budget >= 2 * 4
     prompts, out_lens = nano_vllm_workload(n_seq, lo, hi)
     plain = [SamplingParams(max_tokens=o, ignore_eos=True) for o in out_lens]
-    timed_generate(llm, prompts[:2], plain[:2], device)  # warm-up
-    t2, outs = timed_generate(llm, prompts, plain, device)
-    n_out = sum(len(o.output_token_ids) for o in outs)
-    assert n_out == sum(out_lens), (n_out, sum(out_lens))
-    row.update(offline_tok_s=n_out / t2, offline_s=t2, offline_tokens=n_out,
-               preemptions=llm.stats["preemptions"], num_pages=llm.num_pages)
-
-    # (3) with budget forcing active
-    del llm
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    im_end = tok.token_id("<|im_end|>")
     period = 32 if not smoke else 4
     forced = budget_forcing_params(tok, out_lens, period)
-    bf_llm = LLM(**{**kw, "model": StopAttempts(m, im_end, period)})
-    timed_generate(bf_llm, prompts[:2], forced[:2], device)
-    t3, outs3 = timed_generate(bf_llm, prompts, forced, device)
-    n_out3 = sum(len(o.output_token_ids) for o in outs3)
-    waits = [o.num_waits_used for o in outs3]
-    exact = [o.num_thinking_tokens == p.max_thinking_tokens for o, p in zip(outs3, forced)]
-    row.update(budget_tok_s=n_out3 / t3, budget_tokens=n_out3,
-               budget_overhead_pct=100 * ((t3 / n_out3) / (t2 / n_out) - 1),
-               avg_waits=sum(waits) / len(waits), min_waits=min(waits), max_waits=max(waits),
-               exact_budget=all(exact))
+    stop = StopAttempts(m, tok.token_id("<|im_end|>"), period, tok)
+    with LLM(model=stop, **kw) as llm:
+        timed_generate(llm, prompts[:2], plain[:2], device)  # warm-up (graphs, compile)
+        timed_generate(llm, prompts[:2], forced[:2], device)
+        plain_tps, forced_tps, overheads = [], [], []
+        for r in range(args.rounds):
+            t2, outs = timed_generate(llm, prompts, plain, device)
+            n_out = sum(len(o.output_token_ids) for o in outs)
+            assert n_out == sum(out_lens), (n_out, sum(out_lens))
+            t3, outs3 = timed_generate(llm, prompts, forced, device)
+            n_out3 = sum(len(o.output_token_ids) for o in outs3)
+            plain_tps.append(n_out / t2)
+            forced_tps.append(n_out3 / t3)
+            overheads.append(100 * ((t3 / n_out3) / (t2 / n_out) - 1))
+            print(f"bench.decode: {name} round {r + 1}: plain {plain_tps[-1]:.0f} tok/s, forced "
+                  f"{forced_tps[-1]:.0f} tok/s, overhead {overheads[-1]:+.1f}%", file=sys.stderr, flush=True)
+        waits = [o.num_waits_used for o in outs3]
+        exact = [o.num_thinking_tokens == p.max_thinking_tokens for o, p in zip(outs3, forced)]
+        row.update(offline_tok_s=statistics.median(plain_tps), offline_tok_s_rounds=plain_tps,
+                   offline_tokens=n_out, preemptions=llm.stats["preemptions"], num_pages=llm.num_pages,
+                   budget_tok_s=statistics.median(forced_tps), budget_tok_s_rounds=forced_tps,
+                   budget_tokens=n_out3, budget_overhead_pct=statistics.median(overheads),
+                   budget_overhead_spread_pct=[min(overheads), max(overheads)],
+                   avg_waits=sum(waits) / len(waits), min_waits=min(waits), max_waits=max(waits),
+                   exact_budget=all(exact))
     ok = row["min_waits"] == row["max_waits"] == 2 and row["exact_budget"] and n_out3 == n_out
     msg = (f"bench.decode: budget forcing workload: {sum(w == 2 for w in waits)}/{len(waits)} sequences "
            f"used exactly 2 waits, {sum(exact)}/{len(exact)} thought exactly their budget, "
@@ -240,9 +259,6 @@ def bench_model(name, shape, device, dtype, args, tok, results):
         assert ok, msg
     elif not ok:
         print("bench.decode: WARNING: workload (3) did not run as designed", file=sys.stderr)
-    del bf_llm
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
     # (4) transformers side by side
     if not args.skip_hf and (name in args.hf_models or smoke):
@@ -305,8 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-num-seqs", type=int, default=256)
     ap.add_argument("--eager", action="store_true", help="no CUDA graphs")
     ap.add_argument("--smoke", action="store_true", help="CPU: tiny model and workload")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="alternated plain / budget-forcing rounds of workloads (2)+(3) (default 5; smoke 2)")
     ap.add_argument("--json", default=None, help="default: bench/results/decode.json on GPU")
     args = ap.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 2 if args.smoke else 5
 
     import torch
 
@@ -328,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
 
     env = environment()
     cols = ["model", "b1_tok_s", "b1_GB_s", "b1_pct_bw", "offline_tok_s", "budget_tok_s",
-            "budget_overhead_pct", "avg_waits", "hf_b1_tok_s", "hf_offline_tok_s"]
+            "budget_overhead_pct", "budget_overhead_spread_pct", "avg_waits", "hf_b1_tok_s", "hf_offline_tok_s"]
     print(f"\n{env['device']}, commit {env['commit']}, torch {env['torch']}, triton {env['triton']}"
           + (f", copy bandwidth {args.bandwidth:.0f} GB/s" if args.bandwidth else ""))
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))

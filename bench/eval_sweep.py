@@ -1,4 +1,5 @@
-"""Timed `s1 eval` sweep on a random-weight Qwen2.5-0.5B-shaped model (issue 7's GPU check).
+"""Timed `s1 eval` sweep on a random-weight Qwen2.5-0.5B-shaped model (the evaluation harness's
+GPU throughput check).
 
 Workload: MATH-500 (or --limit N of it), budget forcing at max thinking tokens 512/1024/2048/4096,
 greedy, answer phase capped at --max-answer-tokens; every (question, budget) request goes to ONE
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from common.env import environment
     from infer import LLM, SamplingParams
-    from evaluation.evaluate import _int_list, make_points, run_eval
+    from evaluation.sweep import make_points, parse_budgets, run_eval
     from evaluation.tasks import load_task
 
     device = "cuda" if torch.cuda.is_available() and not a.smoke else "cpu"
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     items = load_task(a.task, limit=a.limit)
-    points = make_points(["budget_forcing"], _int_list(a.budgets, "--budgets"), [0])
+    points = make_points(["budget_forcing"], parse_budgets(a.budgets, "--budgets"), [0])
     t0 = time.perf_counter()
     llm = LLM(model_dir, device=device, max_num_seqs=a.max_num_seqs,
               dtype=torch.float32 if a.smoke else torch.bfloat16)

@@ -17,8 +17,8 @@ What is measured (bf16 unless noted; triton.testing.do_bench median, warm-up inc
     with Qwen2.5-32B widths.
   * measured memory bandwidth: a large device-to-device copy (dst.copy_(src), 1/2/4 GiB uint8;
     read + write bytes / median time), the denominator of the elementwise rows' fwd_pct_hbm /
-    bwd_pct_hbm columns (issue 3's target: >= 80% of measured HBM bandwidth). The spec sheet is
-    not used: H100 SXM 3.35 TB/s nominal vs ~3.0 TB/s copy (engineering notes).
+    bwd_pct_hbm columns (target: >= 80% of measured HBM bandwidth). The spec sheet is
+    not used: H100 SXM 3.35 TB/s nominal vs ~3.0 TB/s copy (bench/NOTES.md).
   * fused linear cross-entropy vs F.linear + F.cross_entropy(logits.float()), forward+backward time
     and peak memory above the inputs, at V = 151,936 and 32K tokens; the fused row carries
     time_ratio and mem_ratio (fused / materialized; targets <= 1.2x time, <= 0.25x memory).
@@ -76,7 +76,7 @@ def maxerr(a, b) -> float:
 
 
 # ------------------------------------------------------------------------------------- bandwidth
-# issue 3's targets, recorded in the JSON next to the numbers they apply to
+# the kernel targets, recorded in the JSON next to the numbers they apply to
 TARGETS = {"elementwise_pct_hbm_min": 80.0, "ce_mem_ratio_max": 0.25, "ce_time_ratio_max": 1.2}
 ELEMENTWISE = ("rms_norm", "rope", "swiglu")
 
@@ -303,7 +303,7 @@ def bench_ce(dtype, smoke):
     if len(losses) == 2:
         a, b = losses.values()
         rows[0]["rel_err_loss"] = abs(a - b) / abs(b)
-    # fused / materialized; issue 3's targets: time_ratio <= 1.2, mem_ratio <= 0.25 (None: not measured)
+    # fused / materialized; targets: time_ratio <= 1.2, mem_ratio <= 0.25 (None: not measured)
     ms = [r.get("fwd_bwd_ms") for r in rows]
     mem = [r.get("peak_mem_gib") for r in rows]
     rows[0]["time_ratio"] = ms[0] / ms[1] if ms[0] and ms[1] else None
@@ -438,7 +438,7 @@ def main(argv=None) -> int:
         return 2
     from common.env import environment
     env = environment()
-    # fp16 in the CPU smoke run: the interpreter's bf16 arithmetic is broken (engineering notes)
+    # fp16 in the CPU smoke run: the interpreter's bf16 arithmetic is broken (bench/NOTES.md)
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float16
     rows = []
     t0 = time.time()

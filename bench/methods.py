@@ -1,4 +1,4 @@
-"""Comparison of test-time scaling methods on the demo task (issue 8; s1 paper Table 3).
+"""Comparison of test-time scaling methods on the demo task (the s1 paper's Table 3).
 
 Pipeline (one script, every stage timed):
   1. pool       running digit sum mod 10 (pipelines/toy.py), plus a held-out eval set with no
@@ -7,14 +7,14 @@ Pipeline (one script, every stage timed):
                 (curate/variants.py; a first tokenizer counts tokens, the final byte-level BPE is
                 trained on plain + variant rows so the markers get merged, and the variants are
                 then recomputed with the final tokenizer);
-  3. train      ONE tiny Qwen2 from scratch (train/, the SFT trainer unchanged) on the mixture
+  3. train      ONE tiny Qwen2 from scratch (pipelines/tiny.py: the SFT trainer) on the mixture
                 plain + tcc + scc + ccc rows: each prompt tells the model which format to use, so a
                 single model serves every method (budget forcing, rs and majority use the plain
                 prompt it was also trained on);
-  4. eval       `s1 eval`'s run_eval over methods budget_forcing, tcc, tcc+bf, scc, scc+bf, ccc, rs,
-                majority on the same budget sweep: summary.md (per-point table + the comparison
-                table: Control, Scaling, Performance, mean thinking tokens per point) and
-                scaling.png (every method's accuracy vs thinking tokens).
+  4. eval       `s1 eval`'s sweep (pipelines/tiny.py, evaluation/sweep.py) over every method of
+                evaluation.sweep.METHODS on the same budget sweep: summary.md (per-point table +
+                the comparison table: Control, Control (runs), Scaling, Performance, mean thinking
+                tokens per point) and scaling.png (every method's accuracy vs thinking tokens).
 
     python -m bench.methods --toy --out bench/results/methods   # CPU, the committed toy run
     python -m bench.methods                                     # GPU: larger model, more problems
@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from evaluation.sweep import METHODS
+
 SCALES = {
     "smoke": dict(pool=300, eval=6, digits=6, steps=8, batch=16, lr=3e-3, hidden=32, layers=1, heads=2, kv=1,
                   inter=64, max_pos=192, vocab=1024, budgets="6,12", grid="6,12,24,48", k=2, rs_attempts=2,
@@ -45,7 +47,6 @@ SCALES = {
                 kv=2, inter=768, max_pos=256, vocab=1024, budgets="6,12,18,24,36,48,64",
                 grid="6,12,18,24,36,48,64,96,128", k=16, rs_attempts=16, step=6, device="cuda", majority_budget=24),
 }
-METHODS = "budget_forcing,tcc,tcc+bf,scc,scc+bf,ccc,rs,majority"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="override training steps")
     p.add_argument("--eval-size", type=int, help="override held-out questions")
     p.add_argument("--budgets", help="override the budget sweep (comma list)")
-    p.add_argument("--methods", default=METHODS)
+    p.add_argument("--methods", default=",".join(METHODS), help="comma list of evaluation methods")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--reuse-model", action="store_true", help="skip training when WORK/model exists")
     return p
@@ -124,40 +125,26 @@ def run(s: dict, out: Path, work: Path, seed: int, methods: str, reuse_model: bo
 
     # ---- 3. train one model from scratch on the mixture
     t0 = time.perf_counter()
-    from train import TrainConfig, train
-    mcfg = synthetic.tiny_config(tok.vocab_size, hidden_size=s["hidden"], num_layers=s["layers"],
-                                 num_heads=s["heads"], num_kv_heads=s["kv"], intermediate_size=s["inter"],
-                                 max_positions=s["max_pos"])
+    from pipelines.tiny import sweep, train_tiny
     model_dir = work / "model"
     train_res = None
     if not (reuse_model and (model_dir / "config.json").exists()):
-        steps_per_epoch = max(1, len(mixture) // s["batch"])
-        tcfg = TrainConfig(data=mixture, out=str(model_dir), init_config=mcfg, tokenizer=tok,
-                           block_size=s["max_pos"], epochs=max(1, -(-s["steps"] // steps_per_epoch)),
-                           global_batch_size=s["batch"], micro_batch_size=s["batch"], lr=s["lr"],
-                           weight_decay=1e-4, warmup_ratio=0.05, max_steps=s["steps"], seed=seed,
-                           dtype="fp32" if s["device"] == "cpu" else "auto", device=s["device"], export=True,
-                           export_dtype="fp32", progress=True)
-        res = train(tcfg)
-        train_res = {"steps": res["steps"], "final_loss": res["losses"][-1] if res["losses"] else None}
+        _, res = train_tiny(mixture, tok, model_dir, dict(s, seed=seed, progress=True))
+        train_res = {"steps": res["steps"], "final_loss": res["final_loss"]}
     stage("train", t0)
 
     # ---- 4. the comparison sweep
     t0 = time.perf_counter()
-    from infer import LLM, SamplingParams
-    from evaluation.evaluate import MethodOptions, _int_list, make_points, run_eval, summary_markdown
+    from evaluation.report import summary_markdown
+    from evaluation.sweep import MethodOptions, make_points, parse_budgets
     from evaluation.tasks import TaskItem
     items = [TaskItem(id=f"q{i:04d}", question=r["question"], answer=r["answer"], kind="integer")
              for i, r in enumerate(ev)]
-    budgets = _int_list(s["budgets"], "--budgets")
     opts = MethodOptions(step_tokens=step_tokens_eval, rs_max_attempts=s["rs_attempts"], rs_temperature=1.0,
                          majority_k=s["k"], majority_budget=s["majority_budget"], majority_temperature=1.0)
-    points = make_points([m for m in methods.split(",") if m], budgets, [0], 0, opts)
-    llm = LLM(str(model_dir), device=s["device"], max_num_seqs=512, max_model_len=s["max_pos"])
-    summary = run_eval(llm, items, points, samples=1, temperature=0.0, seed=seed,
-                       base_params={"max_answer_tokens": 4}, out_dir=str(work / "eval"),
-                       task="digit_sum_mod10", model=f"tiny Qwen2 {s['layers']}L x {s['hidden']} (from scratch)",
-                       sampling_params_cls=SamplingParams)
+    points = make_points([m for m in methods.split(",") if m], parse_budgets(s["budgets"]), [0], 0, opts)
+    summary = sweep(model_dir, items, points, out_dir=work / "eval", task="digit_sum_mod10", seed=seed,
+                    model_label=f"tiny Qwen2 {s['layers']}L x {s['hidden']} (from scratch)", device=s["device"])
     timing = summary.pop("_timing")
     stage("eval", t0)
 

@@ -1,0 +1,260 @@
+"""Host overhead of the engine: the part of a decode step a GPU cannot hide, measured on a CPU.
+
+The real scheduler, block manager, budget-forcing state (its torch ops run on the CPU here),
+runner bookkeeping and output processing drive a stub model that returns preallocated logits over
+a small vocabulary (no compute). Everything goes through the public `LLM.generate` API, so the
+same script measures an older engine too (`--repo DIR`: a checkout of another commit).
+
+    python -m bench.host_overhead              # the full table (a few minutes on 2 cores)
+    python -m bench.host_overhead --smoke      # seconds: the script works
+    python -m bench.host_overhead --repo /tmp/old --out bench/results/host_overhead_before.json
+
+Per decode step = (time of a call with T2 output tokens - time with T1) / (T2 - T1): prefill and
+call set-up cancel. Times are this process's CPU time (torch uses one thread here; on a quiet
+machine CPU time = wall time, and on a busy one it does not count the time other processes hold
+the cores). "host" excludes the time of the ops a GPU runs (the stub forward and the
+sampling + budget-forcing op, which on a CPU executes torch code on the host: on a GPU it is one
+kernel launch); "total" includes it. Reported (microseconds per decode step):
+  1. vs batch size (1 ... 512), every request with budget forcing rules (thinking cap, "Wait");
+  2. vs prefix-cache occupancy: the same batch of 256 after the cache was filled with N pages of
+     finished prompts (revivable, hashed), whose prefixes the new prompts share;
+  3. vs call number: 100 identical calls of 256 requests whose prompts repeat (an s1 budget sweep
+     re-prefills the same questions): per-step cost and whole-call time at call 1, 10, 100 (each
+     the median over the 5 calls ending there; call 1 alone).
+Target (the engine issue): at batch 256 <= 1 ms per step, flat (+-10%) from call 1 to call 100.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import os
+import statistics
+import sys
+import time
+
+V = 1024                    # stub vocabulary (ids >= 259 are never produced)
+SPECIALS = {"<|endoftext|>": 256, "<|im_start|>": 257, "<|im_end|>": 258}
+
+
+class ByteTokenizer:
+    """Byte-level stand-in with the three special tokens the engine needs (old and new engines)."""
+    vocab_size = 259
+    eos_id, pad_id = 258, 256
+    system_prompt = None
+
+    def token_id(self, name):
+        if name not in SPECIALS:
+            raise KeyError(name)
+        return SPECIALS[name]
+
+    def encode(self, text):
+        out, i = [], 0
+        while i < len(text):
+            for name, tid in SPECIALS.items():
+                if text.startswith(name, i):
+                    out.append(tid)
+                    i += len(name)
+                    break
+            else:
+                out.extend(text[i].encode())
+                i += 1
+        return out
+
+    def decode(self, ids, skip_special_tokens=False):
+        return bytes(i for i in ids if i < 256).decode("latin-1")
+
+    def newline_table(self):
+        return bytes(1 if i == 10 else 0 for i in range(self.vocab_size))
+
+    def render_prompt(self, q, system=None):
+        raise NotImplementedError("raw token-id prompts only")
+
+
+def make_stub(torch, nn, max_len: int, max_rows: int):
+    from model.config import Qwen2Config
+
+    class StubModel(nn.Module):
+        """Logits from a preallocated table (row i: the model "wants" token 97 + i % 20), so the
+        engine's own host work is all that is measured."""
+
+        def __init__(self):
+            super().__init__()
+            self.config = Qwen2Config(vocab_size=V, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                                      num_attention_heads=1, num_key_value_heads=1,
+                                      max_position_embeddings=max_len, torch_dtype="float32")
+            self.dummy = nn.Parameter(torch.zeros(1))
+            table = torch.zeros(max_rows, V)
+            table[torch.arange(max_rows), 97 + torch.arange(max_rows) % 20] = 5.0
+            self.register_buffer("table", table)
+
+        def forward(self, input_ids, positions=None, kv_cache=None, logits_indices=None, **kw):
+            n = input_ids.shape[0] if logits_indices is None else logits_indices.shape[0]
+            return self.table[:n]
+
+    return StubModel()
+
+
+class DeviceClock:
+    """Accumulates the time spent in the ops a GPU would run: the budget state's step (sampling +
+    budget rules) -- wrapped on the class, so old and new engines are measured alike."""
+
+    def __init__(self, budget_cls):
+        self.seconds = 0.0
+        orig = budget_cls.step
+        clock = self
+
+        def timed(self_, *a, **k):
+            t = time.process_time()
+            try:
+                return orig(self_, *a, **k)
+            finally:
+                clock.seconds += time.process_time() - t
+        budget_cls.step = timed
+
+def run(args) -> dict:
+    if args.repo:
+        sys.path.insert(0, os.path.abspath(args.repo))
+        for m in [m for m in sys.modules if m.split(".")[0] in ("infer", "kernels", "model", "common")]:
+            del sys.modules[m]
+    import torch
+    from torch import nn
+    infer = importlib.import_module("infer")
+    LLM, SamplingParams = infer.LLM, infer.SamplingParams
+    clock = DeviceClock(importlib.import_module("infer.budget").BudgetState)
+    torch.set_num_threads(1)
+
+    smoke = args.smoke
+    batches = [1, 8, 32] if smoke else [1, 8, 32, 64, 128, 256, 512]
+    t1, t2 = (4, 12) if smoke else (16, 48)
+    plen, page = 64, 16
+    max_rows = max(batches) * 2
+    tok = ByteTokenizer()
+    model = make_stub(torch, nn, 4096, max_rows)
+    num_pages = 4096 if smoke else 65536          # an H200-sized page pool (0.5B: ~61K pages)
+
+    def engine(**kw):
+        base = dict(model=model, tokenizer=tok, page_size=page, num_pages=num_pages, max_model_len=4096,
+                    max_num_seqs=max(batches))
+        base.update(kw)
+        return LLM(**base)
+
+    def params(t):
+        # budget forcing on: a thinking cap and one "Wait" (the stub never ends, so the cap fires)
+        return SamplingParams(max_thinking_tokens=t // 2, num_wait=1, max_tokens=t, ignore_eos=True)
+
+    def prompts(n, seed, shared=0):
+        g = torch.Generator().manual_seed(seed)
+        head = torch.randint(0, 256, (shared,), generator=torch.Generator().manual_seed(99)).tolist()
+        return [head + torch.randint(0, 256, (plen - shared,), generator=g).tolist() for _ in range(n)]
+
+    def call(llm, ps, t):
+        """(wall, host wall) of one generate call: host = wall minus the device ops' time."""
+        d0 = clock.seconds
+        t0 = time.process_time()
+        outs = llm.generate(ps, params(t), use_tqdm=False)
+        dt = time.process_time() - t0
+        assert all(len(o.output_token_ids) == t for o in outs), "stub run did not produce its tokens"
+        return dt, dt - (clock.seconds - d0)
+
+    def pair(llm, ps):
+        """(host, total) us per decode step from one T1 / T2 pair of calls, and the T2 call's
+        (CPU ms, host ms). A collection first, so a garbage collection left over from the set-up
+        does not land in the pair."""
+        gc.collect()
+        a, ah = call(llm, ps, t1)
+        b, bh = call(llm, ps, t2)
+        return (bh - ah) / (t2 - t1) * 1e6, (b - a) / (t2 - t1) * 1e6, 1e3 * b, 1e3 * bh
+
+    def per_step(llm, ps, reps):
+        """(host, total) microseconds per decode step, medians over reps."""
+        runs = [pair(llm, ps) for _ in range(reps)]
+        return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+    res = {"batch": [], "occupancy": [], "calls": []}
+    llm = engine()
+    call(llm, prompts(4, 0), t1)                                  # warm-up
+    for b in batches:
+        host, total = per_step(llm, prompts(b, b), 3)
+        res["batch"].append({"batch": b, "host_us": round(host, 1), "total_us": round(total, 1),
+                             "host_us_per_seq": round(host / b, 2)})
+        print(f"batch {b:4d}: host {host:8.1f} us, total {total:8.1f} us per decode step", file=sys.stderr, flush=True)
+
+    b = 32 if smoke else 256
+    occ = [0, 1024] if smoke else [0, 8192, 32768, 60000]
+    for n_cached in occ:
+        llm = engine()
+        filled = 0
+        while filled < n_cached:          # finished prompts leave hashed pages on the free list
+            k = min(256, (n_cached - filled) // (plen // page) or 1)
+            llm.generate(prompts(k, 1000 + filled), SamplingParams(max_tokens=1, ignore_eos=True), use_tqdm=False)
+            filled += k * (plen // page)
+        host, total = per_step(llm, prompts(b, 7, shared=plen // 2), 3)
+        res["occupancy"].append({"cached_pages": n_cached, "batch": b, "host_us": round(host, 1),
+                                 "total_us": round(total, 1)})
+        print(f"cached pages {n_cached:6d}: host {host:8.1f} us, total {total:8.1f} us per decode step "
+              f"(batch {b})", file=sys.stderr, flush=True)
+
+    llm = engine()
+    ps = prompts(b, 11)
+    n_calls = 12 if smoke else 100
+    marks = [1, 6, n_calls] if smoke else [1, 10, n_calls]
+    window = 3 if smoke else 5            # each mark: the median over `window` call pairs ending there
+    runs = []
+    for i in range(1, n_calls + 1):
+        runs.append(pair(llm, ps))
+        if i in marks:
+            w = runs[max(0, i - window):i] if i > 1 else runs[:1]
+            med = [statistics.median(r[k] for r in w) for k in range(4)]
+            res["calls"].append({"call": i, "batch": b, "calls_in_median": len(w), "host_us": round(med[0], 1),
+                                 "total_us": round(med[1], 1), "call_wall_ms": round(med[2], 1),
+                                 "call_host_ms": round(med[3], 1)})
+            r = res["calls"][-1]
+            print(f"call {i:3d}: host {r['host_us']:8.1f} us, total {r['total_us']:8.1f} us per decode step; "
+                  f"{r['call_wall_ms']:7.1f} ms per call (median of {len(w)})", file=sys.stderr, flush=True)
+    return res
+
+
+def markdown(res: dict, env: dict) -> str:
+    lines = [f"# Engine host overhead (stub model, CPU) — {env.get('device')}, commit {env.get('commit')}"
+             f"{' (dirty)' if env.get('dirty') else ''}, torch {env.get('torch')}, {env.get('date')}", "",
+             "host = per decode step without the device ops (stub forward, sampling + budget rules); "
+             "total = with them (on a CPU they run as torch code on the host).", "",
+             "| batch | host us / step | host us / sequence | total us / step |", "|---|---|---|---|"]
+    lines += [f"| {r['batch']} | {r['host_us']} | {r['host_us_per_seq']} | {r['total_us']} |" for r in res["batch"]]
+    lines += ["", "| cached pages | batch | host us / step | total us / step |", "|---|---|---|---|"]
+    lines += [f"| {r['cached_pages']} | {r['batch']} | {r['host_us']} | {r['total_us']} |" for r in res["occupancy"]]
+    lines += ["", "| call | batch | host us / step | total us / step | CPU ms per call (host ms) |", "|---|---|---|---|---|"]
+    lines += [f"| {r['call']} | {r['batch']} | {r['host_us']} | {r['total_us']} | {r['call_wall_ms']} "
+              f"({r['call_host_ms']}) |" for r in res["calls"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.host_overhead", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="small sizes: checks the script works (seconds)")
+    ap.add_argument("--repo", help="measure the engine of another checkout (path to its root)")
+    ap.add_argument("--out", help="JSON results file (default: bench/results/host_overhead[_smoke].json)")
+    args = ap.parse_args(argv)
+    res = run(args)
+    from common.env import environment
+    env = environment(args.repo) if args.repo else environment()
+    res["env"] = env
+    md = markdown(res, env)
+    print(md)
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                   "host_overhead_smoke.json" if args.smoke else "host_overhead.json")
+    if not args.smoke or args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as f:
+            json.dump(res, f, indent=1)
+        with open(out.removesuffix(".json") + ".md", "w") as f:
+            f.write(md)
+    print(json.dumps({"bench": "host_overhead", "batch": res["batch"], "calls": res["calls"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
