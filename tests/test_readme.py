@@ -46,10 +46,12 @@ RULES = [   # (regex on the command, action, detail); first match wins
     (r'pip install -e "\.\[serve\]"', "ci", 'pip install -e ".[serve]"'),
     (r"s1 serve( .+)?", "help", None),                                  # a server: its --help, flags parsed
     (r"s1 demo( --quick)?", "test", "tests/test_demo.py::test_demo_quick_run_accuracy_rises_with_thinking_budget"),
+    (r"S1_THREADS=\d+ s1 demo", "test", "tests/test_threads.py::test_s1_demo_applies_the_policy_before_running"),
     (r"s1 COMMAND --help", "test", "tests/test_cli.py::test_command_help_is_fast_and_imports_no_torch"),
     (r".* \.\.\.", "fragment", None),                                   # "s1 eval --methods ..."
     (r"python -m bench\.busy -- s1 demo --quick", "help", None),
     (r"python -m bench\.\w+( --?[\w-]+)*", "help", None),
+    (r"python -m bench\.gpu --deadline \d+", "help", None),                # the GPU suite: its --help
     (r"s1 (generate|eval|train|curate) .+", "run", None),
     (r"s1 bench NAME", "run", None),
     (r"s1 --version", "run", None),
@@ -270,7 +272,10 @@ def test_run_the_runnable_commands(tiny, tmp_path, capsys):
         else:
             sub, args = words[1], words[2:]
             for path in [a for a in args if a.startswith("../")]:   # paths the README names exist
-                assert (ROOT / path).exists(), f"README `{cmd}`: {path} does not exist"
+                # ../shared/data is the shared-data folder (S1_SHARED_DATA when it lives elsewhere)
+                where = (require_shared_data() / path[len("../shared/data/"):] if path.startswith("../shared/data/")
+                         else ROOT / path)
+                assert where.exists(), f"README `{cmd}`: {path} does not exist ({where})"
             full = small_args(sub, args, tiny, tmp_path)
             rc = s1cli.main([sub, *full])
             err = capsys.readouterr().err
