@@ -43,15 +43,19 @@ import time
 
 import torch
 
+from common import dtypes
+from model.tokenizer import ANSWER_DELIMITER, FORCED_END
+
+
 class IdTokenizer:
     """Stand-in when the Qwen2.5 tokenizer folder is absent: the engine needs special ids and the
     few strings budget forcing inserts (ids from the real tokenizer); prompts are raw ids anyway."""
     vocab_size = 151665
     eos_id, pad_id = 151645, 151643
     _ids = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645}
-    _enc = {"<|im_start|>answer": [151644, 9217], "Wait": [14190], "\n": [198],
-            "<|im_start|>answer\nFinal Answer:": [151644, 9217, 198, 19357, 21806, 25],
-            "\n<|im_start|>answer\nFinal Answer:": [198, 151644, 9217, 198, 19357, 21806, 25]}
+    _enc = {ANSWER_DELIMITER: [151644, 9217], "Wait": [14190], "\n": [198],
+            FORCED_END.lstrip("\n"): [151644, 9217, 198, 19357, 21806, 25],
+            FORCED_END: [198, 151644, 9217, 198, 19357, 21806, 25]}
 
     def newline_table(self):
         return bytes(1 if i in (198, 271) else 0 for i in range(self.vocab_size))
@@ -86,7 +90,7 @@ def random_model(shape: dict, device, dtype, seed=0):
     from model.config import Qwen2Config
     from model.qwen2 import Qwen2ForCausalLM
     cfg = Qwen2Config(**shape, max_position_embeddings=32768,
-                      torch_dtype={torch.bfloat16: "bfloat16", torch.float32: "float32"}[dtype])
+                      torch_dtype=dtypes.name_of(dtype))
     with torch.device("meta"):
         m = Qwen2ForCausalLM(cfg)
     m.to(dtype).to_empty(device=device)
