@@ -293,29 +293,17 @@ def tokenizer_dir() -> str:
 
 
 def random_checkpoint(shape: str, path: str, tok: str, device: str) -> str:
-    import torch
-
     from model.config import shape_config
     from model.loading import save_model
     from model.qwen2 import Qwen2ForCausalLM
-    torch.manual_seed(0)
     if shape == "tiny":
         cfg = shape_config("smoke", hidden_size=32, intermediate_size=64, max_position_embeddings=4096,
                            torch_dtype="float32")
     else:
         cfg = shape_config(shape, torch_dtype="bfloat16" if device.startswith("cuda") else "float32")
-    dt = torch.bfloat16 if cfg.torch_dtype == "bfloat16" else torch.float32
-    with torch.device(device if device.startswith("cuda") else "cpu"):
-        m = Qwen2ForCausalLM(cfg).to(dt)
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if name.endswith("norm.weight"):
-                p.fill_(1.0)
-            elif name.endswith(".bias"):
-                p.zero_()
-            else:
-                p.normal_(0.0, 0.02)
-    save_model(m.cpu(), path, tokenizer_dir=tok)
+    m = Qwen2ForCausalLM(cfg)
+    m.init_weights(seed=0)                       # HF's init, on the CPU: the checkpoint is saved from there
+    save_model(m.to(cfg.dtype), path, tokenizer_dir=tok)
     return path
 
 

@@ -223,6 +223,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _rank_reports(tmp, res) -> list[dict]:
+    """Each rank's JSON report; a missing one fails with that rank's exit code and output."""
+    reports = []
+    for r in range(len(res)):
+        f = tmp / f"rank{r}.json"
+        assert f.exists(), f"rank {r} wrote no report ({res[r][0]}):\n{res[r][1][-2000:]}\n{res[r][2][-4000:]}"
+        reports.append(json.loads(f.read_text()))
+    return reports
+
+
 def _launch(world: int, spec: dict, tmp_path, worker: str = "tp_worker.py") -> list[subprocess.Popen]:
     """WORLD_SIZE processes of tests/<worker> with torchrun's environment variables."""
     spec_file = tmp_path / "spec.json"
@@ -264,11 +274,7 @@ def four_ranks(checkpoints, medium_checkpoint, tmp_path_factory):
             procs[1].kill()
         res[1] = (*procs[1].communicate(),)
     res = [(p.returncode, *io) for p, io in zip(procs, res)]
-    reports = []
-    for r in range(4):
-        f = tmp / f"rank{r}.json"
-        assert f.exists(), f"rank {r} wrote no report ({res[r][0]}):\n{res[r][1][-2000:]}\n{res[r][2][-4000:]}"
-        reports.append(json.loads(f.read_text()))
+    reports = _rank_reports(tmp, res)
     return reports, res, elapsed
 
 
@@ -515,11 +521,7 @@ def engine_ranks(engine_model, tmp_path_factory):
                 p.kill()
                 p.communicate()
     res = [(p.returncode, *io) for p, io in zip(procs, res)]
-    reports = []
-    for r in range(4):
-        f = tmp / f"rank{r}.json"
-        assert f.exists(), f"rank {r} wrote no report ({res[r][0]}):\n{res[r][1][-2000:]}\n{res[r][2][-4000:]}"
-        reports.append(json.loads(f.read_text()))
+    reports = _rank_reports(tmp, res)
     died = json.loads((tmp / "died.json").read_text()) if (tmp / "died.json").exists() else None
     return tp1, reports, res, died, time.time() - t0
 
