@@ -137,15 +137,9 @@ class BlockManager:
         seq.num_cached_tokens = 0
 
     # ---------------------------------------------------------------- decode
-    def needs_page(self, seq: Sequence) -> bool:
-        """Whether the next decode step (writing KV at position num_tokens-1) needs a new page."""
-        return len(seq.block_table) < seq.num_blocks
-
-    def can_append(self, seq: Sequence) -> bool:
-        return not self.needs_page(seq) or self.num_free >= 1
-
-    def append_slot(self, seq: Sequence) -> None:
-        if self.needs_page(seq):
-            page = self._take()
-            self._forget(page)
-            self._give(seq, page)
+    def append_page(self, seq: Sequence) -> None:
+        """One more page for a decoding sequence whose next position starts a new page (the
+        scheduler knows when; a free page must exist)."""
+        page = self._take()
+        self._forget(page)
+        self._give(seq, page)

@@ -92,6 +92,15 @@ class StepResult(NamedTuple):
     def from_host(cls, t: torch.Tensor) -> "StepResult":
         return cls(*t.tolist())
 
+    @property
+    def all_emitted(self) -> bool:
+        """Every row was live and produced its token (the common step)."""
+        return 0 not in self.emitted
+
+    @property
+    def any_done(self) -> bool:
+        return 1 in self.done
+
 
 class BudgetState:
     """The force-state tables for `capacity` request slots plus one dummy slot (`dummy_row`, always

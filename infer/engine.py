@@ -42,7 +42,7 @@ from infer.block_manager import BlockManager
 from infer.budget import BudgetState, RequestRules, SpecialTokens, StepResult
 from infer.config import EngineConfig
 from infer.paged_cache import PagedKVCache, StepMeta, kv_bytes_per_token
-from infer.request import GenerationOutput, RequestOutput, Sequence, Status
+from infer.request import GenerationOutput, RequestOutput, Sequence
 from infer.runner import ModelRunner
 from infer.sampling import AUTO, SamplingParams
 from infer.scheduler import Scheduler
@@ -373,8 +373,7 @@ class LLMEngine:
             event.synchronize()
         res = StepResult.from_host(host)
         self.counters["output_tokens"] += sum(res.emitted)
-        return [self._report(s, 1) for s in self.scheduler.postprocess(seqs, res)
-                if s.stream or s.status is Status.FINISHED]
+        return [self._report(s, 1) for s in self.scheduler.postprocess(seqs, res)]
 
     def _report(self, seq: Sequence, n_new: int) -> RequestOutput:
         """What a step produced for `seq`: its newest n_new tokens (0 or 1; an aborted request

@@ -20,7 +20,13 @@ class Sequence:
     """One request. `num_tokens` counts prompt + every output token already *scheduled*; with the
     asynchronous output path the last one's value may still be on the device (then
     len(token_ids) == num_tokens - 1). KV exists for the first `num_tokens - 1` tokens while running.
+    Slotted: every decode step reads and writes a few fields of every running sequence, and
+    fields stored in the object itself (no per-instance dict) are fewer memory reads each.
     """
+    __slots__ = ("request_id", "prompt_ids", "output_ids", "num_tokens", "page_size", "status", "block_table",
+                 "num_cached_tokens", "slot", "rules", "prompt_text", "max_thinking_tokens", "finish_reason",
+                 "num_thinking_tokens", "num_waits_used", "answer_start", "num_preemptions", "stream", "_hits",
+                 "_due_at", "_admission")
 
     def __init__(self, request_id, prompt_ids: list[int], page_size: int, rules=None,
                  prompt_text: str = "", max_thinking_tokens: int | None = None):
@@ -43,6 +49,8 @@ class Sequence:
         self.num_preemptions = 0
         self.stream = True                # report every new token (else only the finished request)
         self._hits = None                 # prefix-cache lookup of this scheduling step
+        self._due_at = -1                 # the scheduler's next look at it (decode step number)
+        self._admission = -1              # the scheduler's admission counter (running order)
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -54,23 +54,29 @@ class ModelRunner:
         self.block_tables = torch.zeros(budget.capacity + 1, self.max_pages_per_seq, dtype=torch.int32,
                                         device=self.device)
         self._page_updates: list[tuple[int, int, int]] = []
+        # per slot: the decode-input column of the sequence's next decode step (slot, position,
+        # cache slot, context length), set by its prefill, advanced by each decode step, and
+        # pointed at a new page when the block manager hands one out; the dummy slot's column is
+        # the padding column. A decode step gathers the columns of its slots: no per-sequence work
+        self._next = np.zeros((4, budget.capacity + 1), dtype=np.int64)
+        self._next[:, budget.dummy_row] = [budget.dummy_row, 0, -1, 1]
         self.use_cuda_graphs = use_cuda_graphs and self.device.type == "cuda"
         self.graphs: dict[tuple[int, bool], tuple] = {}
         self._static = None
-        self._graph_meta: dict[int, StepMeta] = {}
         self._pool = None
 
     def close(self) -> None:
         self.graphs.clear()
-        self._graph_meta.clear()
         self._static = self._pool = None
         self.model = self.cache = self.budget = None
         self.block_tables = None
 
     def _tensor(self, vals, dtype) -> torch.Tensor:
-        # numpy turns a list of Python ints into an array ~3x faster than torch.tensor (160 -> 55 µs
-        # for a [4, 256] decode input): host time on every step
-        t = torch.from_numpy(np.array(vals, dtype=_NP_INT[dtype]))
+        # numpy turns a list of Python ints into an array ~3x faster than torch.tensor
+        return self._to_device(np.array(vals, dtype=_NP_INT[dtype]))
+
+    def _to_device(self, a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(a)
         if self.device.type == "cuda":
             return t.pin_memory().to(self.device, non_blocking=True)
         return t.to(self.device)
@@ -81,10 +87,16 @@ class ModelRunner:
         self._page_updates.append((seq.slot, index, page))
 
     def _flush_pages(self) -> None:
+        """Write the pages handed out since the last step into the device block tables. A page
+        handed out to a decoding sequence holds its next position, so its slot's next cache slot
+        is the page's first (a prefill's pages are written over by prepare_prefill, which sets its
+        sequences' whole columns afterwards)."""
         if self._page_updates:
-            u = self._tensor(self._page_updates, torch.int64)
-            self.block_tables[u[:, 0], u[:, 1]] = u[:, 2].to(torch.int32)
+            u = np.array(self._page_updates, dtype=np.int64)
             self._page_updates.clear()
+            self._next[2, u[:, 0]] = u[:, 2] * self.page_size
+            t = self._to_device(u)
+            self.block_tables[t[:, 0], t[:, 1]] = t[:, 2].to(torch.int32)
 
     def _slot(self, seq: Sequence, pos: int) -> int:
         return seq.block_table[pos // self.page_size] * self.page_size + pos % self.page_size
@@ -95,6 +107,10 @@ class ModelRunner:
         any_cached = any(s.num_cached_tokens for s in seqs)
         for s in seqs:
             n, c = s.num_tokens, s.num_cached_tokens
+            # the next decode step feeds the sampled token at position n (context n + 1); its
+            # page exists unless n starts a new one (then that page's note sets the cache slot)
+            self._next[:, s.slot] = (s.slot, n, self._slot(s, n) if n < len(s.block_table) * self.page_size
+                                     else -1, n + 1)
             ids.extend(s.token_ids[c:n])
             pos.extend(range(c, n))
             slots.extend(self._slot(s, p) for p in range(c, n))
@@ -115,24 +131,21 @@ class ModelRunner:
     def decode_inputs(self, seqs: list[Sequence], width: int | None = None) -> tuple[torch.Tensor, int]:
         """([4, width] int64 on the device (one copy): slot (budget row), position, cache slot,
         context length per sequence, columns past len(seqs) being padding (the dummy row, no K/V
-        write, context 1); the longest context)."""
-        ps = self.page_size
-        pad = (width or len(seqs)) - len(seqs)
-        rows = [s.slot for s in seqs]
-        ctx = [s.num_tokens for s in seqs]
-        pos = [n - 1 for n in ctx]
-        slots = [s.block_table[p // ps] * ps + p % ps for s, p in zip(seqs, pos)]
-        longest = max(ctx)
-        if pad:
-            rows += [self.budget.dummy_row] * pad
-            ctx += [1] * pad
-            pos += [0] * pad
-            slots += [-1] * pad
-        return self._tensor([rows, pos, slots, ctx], torch.int64), longest   # rows contiguous
+        write, context 1); the longest context). Advances the sequences' columns by one position.
+        Per sequence the host reads only its slot (see `_next`)."""
+        n = len(seqs)
+        slots = [s.slot for s in seqs]
+        if width and width > n:
+            slots += [self.budget.dummy_row] * (width - n)
+        rows = np.array(slots, dtype=np.int64)
+        out = self._next.take(rows, axis=1)
+        live = out[:, :n]
+        self._next[1:, rows[:n]] = live[1:] + 1
+        return self._to_device(out), int(live[3].max())
 
     def _padding(self, width: int) -> torch.Tensor:
         """decode_inputs of `width` padding columns only (the graphs' warm-up and capture)."""
-        return self._tensor([[self.budget.dummy_row] * width, [0] * width, [-1] * width, [1] * width], torch.int64)
+        return self._to_device(self._next[:, [self.budget.dummy_row] * width])
 
     # ------------------------------------------------------------------ one step
     @torch.inference_mode()
@@ -149,12 +162,19 @@ class ModelRunner:
         if self.use_cuda_graphs and len(seqs) <= self.max_num_seqs:
             return self._replay(seqs, filtered)
         inp, longest = self.decode_inputs(seqs)
-        rows = inp[0]
-        meta = StepMeta(is_prefill=False, slot_mapping=inp[2],
-                        block_tables=self.block_tables.index_select(0, rows)[:, :_cdiv(longest, self.page_size)],
-                        context_lens=inp[3].to(torch.int32), max_context=longest)
-        logits = self._forward(budget.tables.state[rows, fs.LAST_TOKEN], inp[1], meta, None)
-        return budget.step(logits, rows, filtered)
+        return self._decode_step(inp, filtered, longest)
+
+    def _decode_step(self, inp: torch.Tensor, filtered: bool, max_context: int) -> torch.Tensor:
+        """The device part of a decode step, from its [4, B] inputs (decode_inputs): gather the
+        input tokens and block tables, forward, sample_and_force. The eager path runs it per step;
+        a CUDA graph captures it once per batch bucket (then max_context = max_model_len)."""
+        rows, pos, slots, ctx = inp
+        pages = _cdiv(max_context, self.page_size)
+        meta = StepMeta(is_prefill=False, slot_mapping=slots,
+                        block_tables=self.block_tables[:, :pages].index_select(0, rows),
+                        context_lens=ctx.to(torch.int32), max_context=max_context)
+        logits = self._forward(self.budget.tables.state[rows, fs.LAST_TOKEN], pos, meta, None)
+        return self.budget.step(logits, rows, filtered)
 
     def _forward(self, ids, pos, meta: StepMeta, logits_idx):
         self.cache.meta = meta
@@ -174,16 +194,7 @@ class ModelRunner:
 
     def _graph_step(self, bs: int, filtered: bool) -> torch.Tensor:
         """What a graph captures; reads only the static buffers and the engine's tables."""
-        rows, pos, slots, ctx = self._static[:, :bs]
-        if bs not in self._graph_meta:
-            self._graph_meta[bs] = StepMeta(is_prefill=False, slot_mapping=slots,
-                                            block_tables=None, context_lens=None,
-                                            max_context=self.max_model_len)
-        meta = self._graph_meta[bs]
-        meta.block_tables = self.block_tables.index_select(0, rows)
-        meta.context_lens = ctx.to(torch.int32)
-        logits = self._forward(self.budget.tables.state[rows, fs.LAST_TOKEN], pos, meta, None)
-        return self.budget.step(logits, rows, filtered)
+        return self._decode_step(self._static[:, :bs], filtered, self.max_model_len)
 
     def _capture(self, bs: int, filtered: bool):
         """Warm up and capture with harmless inputs (no K/V writes: slot -1; every row the

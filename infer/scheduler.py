@@ -16,12 +16,16 @@ sequence touched, whatever the number of requests served.
 """
 from __future__ import annotations
 
-from collections import deque
+import itertools
+from collections import defaultdict, deque
+from operator import attrgetter
 
 from infer.block_manager import BlockManager
 from infer.budget import FINISH_REASONS, StepResult
 from infer.request import Sequence, Status
 from kernels import force_state as fs
+
+_admission_order = attrgetter("_admission")
 
 
 class Scheduler:
@@ -37,6 +41,9 @@ class Scheduler:
         self.free_slots = list(range(num_slots - 1, -1, -1))
         self.admitted: list[Sequence] = []            # first admissions of this step (need their rules)
         self.num_preemptions = 0
+        self._decode_steps = 0                        # decode steps scheduled so far
+        self._due: defaultdict[int, list[Sequence]] = defaultdict(list)   # decode step -> sequences to check
+        self._admissions = itertools.count()          # running order (the preemption policy's)
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -69,36 +76,51 @@ class Scheduler:
         if scheduled:
             for s in scheduled:
                 self.running[s.request_id] = s
+                s._admission = next(self._admissions)
+                self._file(s, self._decode_steps)     # its first decode step checks its pages
             return scheduled, True
 
-        # ---- decode: one token per running sequence, preempting the newest when out of pages
-        # (the common case -- the sequence's last page has room -- is inlined: no calls per sequence)
-        order = deque(self.running.values())
-        kept: list[Sequence] = []
+        # ---- decode: one token per running sequence. A running sequence advances one position per
+        # decode step, so the step at which it next needs a page (or reaches its length limit) is
+        # known in advance: it is filed under that step (`_due`) and looked at only then -- about
+        # once per page_size steps -- instead of every sequence being checked every step.
+        k = self._decode_steps
+        self._decode_steps += 1
+        RUNNING = Status.RUNNING
+        due = [s for s in dict.fromkeys(self._due.pop(k, ())) if s.status is RUNNING and s._due_at == k]
+        if not due:
+            return list(self.running.values()), False
+        due.sort(key=_admission_order)                # the preemption policy's order
         bm, ps, max_len = self.bm, self.bm.page_size, self.max_len
-        while order:
-            seq = order.popleft()
+        at_limit = []
+        for seq in due:
+            if seq.status is not RUNNING:             # preempted for an earlier one of this step
+                continue
             n = seq.num_tokens
-            if n >= max_len:
-                kept.append(seq)  # at its length limit: the device finishes it with this step's result
+            if n >= max_len:        # at its length limit: the device finishes it with the result
+                at_limit.append(seq)                  # in flight; not scheduled
+                self._file(seq, k + 1)
                 continue
-            if len(seq.block_table) * ps >= n:        # position n - 1 is inside its last page
-                scheduled.append(seq)
-                kept.append(seq)
-                continue
-            while not bm.can_append(seq):
-                if order:
-                    self.preempt(order.pop())
-                else:
-                    self.preempt(seq)
-                    break
-            else:
-                bm.append_slot(seq)
-                scheduled.append(seq)
-                kept.append(seq)
-        if len(kept) != len(self.running):
-            self.running = {s.request_id: s for s in kept}
+            if len(seq.block_table) * ps < n:         # position n - 1 starts a new page
+                while not bm.free:                    # out of pages: preempt the newest
+                    victim = next(reversed(self.running.values()))
+                    self.preempt(victim)
+                    if victim is seq:
+                        break
+                if seq.status is not RUNNING:
+                    continue
+                bm.append_page(seq)
+            self._file(seq, k + min(len(seq.block_table) * ps - n + 1, max_len - n))
+        scheduled = list(self.running.values())
+        if at_limit:
+            skip = set(map(id, at_limit))
+            scheduled = [s for s in scheduled if id(s) not in skip]
         return scheduled, False
+
+    def _file(self, seq: Sequence, step: int) -> None:
+        """Look at `seq` again at decode step `step` (the one where it needs a page or stops)."""
+        seq._due_at = step
+        self._due[step].append(seq)
 
     def launched(self, seqs: list[Sequence]) -> None:
         """The step ran: each scheduled sequence has one more token (its value may still be on the
@@ -107,6 +129,7 @@ class Scheduler:
             s.num_tokens += 1
 
     def preempt(self, seq: Sequence) -> None:
+        self.running.pop(seq.request_id, None)
         seq.status = Status.WAITING
         seq.num_preemptions += 1
         self.num_preemptions += 1
@@ -115,24 +138,34 @@ class Scheduler:
 
     # ------------------------------------------------------------------ results
     def postprocess(self, seqs: list[Sequence], res: StepResult) -> list[Sequence]:
-        """Apply one step's device result. Returns the sequences that produced a token or
-        finished, in batch order."""
-        out = []
-        FINISHED, ANSWER, ANSWER_LEN = Status.FINISHED, fs.ANSWER, fs.FIN_ANSWER_LEN
-        for s, tok, emitted, done, fin, think, waits, ph in zip(seqs, *res):
+        """Apply one step's device result to the step's sequences. Returns the sequences to
+        report, in batch order: streaming ones that produced a token, and every one that
+        finished."""
+        FINISHED, ANSWER = Status.FINISHED, fs.ANSWER
+        emitted = itertools.repeat(1) if res.all_emitted else res.emitted
+        report = []
+        for s, tok, e, think, waits, ph in zip(seqs, res.token, emitted, res.thinking_tokens,
+                                               res.waits_used, res.phase):
             if s.status is FINISHED:                  # aborted while its step was in flight
                 continue
-            if emitted:
+            if e:
                 s.output_ids.append(tok)
             s.num_thinking_tokens = think
             s.num_waits_used = waits
-            if s.answer_start is None and (ph == ANSWER or fin == ANSWER_LEN):
+            if ph == ANSWER and s.answer_start is None:
                 s.answer_start = len(s.output_ids)    # the answer starts after this (forced) token
-            if done:
+            if e and s.stream:
+                report.append(s)
+        if not res.any_done:                          # the common step: nothing finished
+            return report
+        report = dict.fromkeys(report)
+        for s, done, fin in zip(seqs, res.done, res.finish):
+            if done and s.status is not FINISHED:
+                if s.answer_start is None and fin == fs.FIN_ANSWER_LEN:
+                    s.answer_start = len(s.output_ids)
                 self.finish(s, FINISH_REASONS[fin])
-            if emitted or done:
-                out.append(s)
-        return out
+                report[s] = None
+        return list(report)
 
     def finish(self, seq: Sequence, reason: str) -> None:
         if seq.status == Status.FINISHED:
@@ -140,6 +173,8 @@ class Scheduler:
         seq.finish_reason = reason
         if seq.status == Status.RUNNING:
             self.running.pop(seq.request_id, None)
+            if not self.running:                      # every filed entry is stale: keep no finished
+                self._due.clear()                     # request alive through them
         else:
             self.waiting.remove(seq)                  # abort of a waiting request (rare)
         seq.status = Status.FINISHED
