@@ -9,8 +9,9 @@ head (`logits_indices`). Decode batch: one token per sequence, read on the devic
 state's LAST_TOKEN column (the host never needs the sampled values to continue).
 
 Block tables live on the device, one row per request slot, and are updated page by page as the
-block manager hands pages out (`note_page`), never rebuilt: a decode step sends the host's
-per-row values (slot, position, cache slot, context length) in one small copy.
+block manager hands pages out (`note_page`), never rebuilt. So does each slot's next decode input
+(position, cache slot, context length: `_next`), set by the prefill and advanced on the device by
+every decode step: a decode step sends only the batch's slots (one small copy).
 
 On CUDA, decode steps replay CUDA graphs (forward + sampling + budget rules) captured lazily per
 (batch-size bucket 1, 2, 4, 8, 16, 32, 64, ... up to max_num_seqs; whether the batch needs the
@@ -54,12 +55,13 @@ class ModelRunner:
         self.block_tables = torch.zeros(budget.capacity + 1, self.max_pages_per_seq, dtype=torch.int32,
                                         device=self.device)
         self._page_updates: list[tuple[int, int, int]] = []
-        # per slot: the decode-input column of the sequence's next decode step (slot, position,
-        # cache slot, context length), set by its prefill, advanced by each decode step, and
-        # pointed at a new page when the block manager hands one out; the dummy slot's column is
-        # the padding column. A decode step gathers the columns of its slots: no per-sequence work
-        self._next = np.zeros((4, budget.capacity + 1), dtype=np.int64)
-        self._next[:, budget.dummy_row] = [budget.dummy_row, 0, -1, 1]
+        # per slot, on the device: the decode-input column of the sequence's next decode step
+        # (slot, position, cache slot, context length), set by its prefill, advanced by each decode
+        # step on the device, and pointed at a new page when the block manager hands one out. The
+        # dummy slot's column is the padding column (no K/V write, context 1). A decode step sends
+        # only its slots; the step gathers their columns (inside the CUDA graph on a GPU).
+        self._next = torch.zeros(4, budget.capacity + 1, dtype=torch.int64, device=self.device)
+        self._next[:, budget.dummy_row] = torch.tensor([budget.dummy_row, 0, -1, 1])
         self.use_cuda_graphs = use_cuda_graphs and self.device.type == "cuda"
         self.graphs: dict[tuple[int, bool], tuple] = {}
         self._static = None
@@ -69,7 +71,7 @@ class ModelRunner:
         self.graphs.clear()
         self._static = self._pool = None
         self.model = self.cache = self.budget = None
-        self.block_tables = None
+        self.block_tables = self._next = None
 
     def _tensor(self, vals, dtype) -> torch.Tensor:
         # numpy turns a list of Python ints into an array ~3x faster than torch.tensor
@@ -92,25 +94,23 @@ class ModelRunner:
         is the page's first (a prefill's pages are written over by prepare_prefill, which sets its
         sequences' whole columns afterwards)."""
         if self._page_updates:
-            u = np.array(self._page_updates, dtype=np.int64)
+            u = self._tensor(self._page_updates, torch.int64)
             self._page_updates.clear()
+            self.block_tables[u[:, 0], u[:, 1]] = u[:, 2].to(torch.int32)
             self._next[2, u[:, 0]] = u[:, 2] * self.page_size
-            t = self._to_device(u)
-            self.block_tables[t[:, 0], t[:, 1]] = t[:, 2].to(torch.int32)
 
     def _slot(self, seq: Sequence, pos: int) -> int:
         return seq.block_table[pos // self.page_size] * self.page_size + pos % self.page_size
 
     # ------------------------------------------------------------------ prefill
     def prepare_prefill(self, seqs: list[Sequence]):
-        ids, pos, slots, cu_q, cu_k, gather = [], [], [], [0], [0], []
+        ids, pos, slots, cu_q, cu_k, gather, nxt = [], [], [], [0], [0], [], []
         any_cached = any(s.num_cached_tokens for s in seqs)
         for s in seqs:
             n, c = s.num_tokens, s.num_cached_tokens
             # the next decode step feeds the sampled token at position n (context n + 1); its
             # page exists unless n starts a new one (then that page's note sets the cache slot)
-            self._next[:, s.slot] = (s.slot, n, self._slot(s, n) if n < len(s.block_table) * self.page_size
-                                     else -1, n + 1)
+            nxt.append((s.slot, n, self._slot(s, n) if n < len(s.block_table) * self.page_size else -1, n + 1))
             ids.extend(s.token_ids[c:n])
             pos.extend(range(c, n))
             slots.extend(self._slot(s, p) for p in range(c, n))
@@ -125,27 +125,18 @@ class ModelRunner:
             max_seqlen_k=max(b - a for a, b in zip(cu_k, cu_k[1:])),
             gather_slots=self._tensor(gather, torch.int64) if any_cached else None)
         logits_idx = self._tensor([q - 1 for q in cu_q[1:]], torch.int64)
+        cols = self._tensor(nxt, torch.int64).T
+        self._next.index_copy_(1, cols[0], cols)
         return self._tensor(ids, torch.int64), self._tensor(pos, torch.int64), meta, logits_idx
 
     # ------------------------------------------------------------------ decode
-    def decode_inputs(self, seqs: list[Sequence], width: int | None = None) -> tuple[torch.Tensor, int]:
-        """([4, width] int64 on the device (one copy): slot (budget row), position, cache slot,
-        context length per sequence, columns past len(seqs) being padding (the dummy row, no K/V
-        write, context 1); the longest context). Advances the sequences' columns by one position.
-        Per sequence the host reads only its slot (see `_next`)."""
-        n = len(seqs)
+    def decode_inputs(self, seqs: list[Sequence], width: int | None = None) -> torch.Tensor:
+        """The batch's slots (budget rows), [width] int64 on the device, padded with the dummy
+        slot: all a decode step needs from the host (see `_next`)."""
         slots = [s.slot for s in seqs]
-        if width and width > n:
-            slots += [self.budget.dummy_row] * (width - n)
-        rows = np.array(slots, dtype=np.int64)
-        out = self._next.take(rows, axis=1)
-        live = out[:, :n]
-        self._next[1:, rows[:n]] = live[1:] + 1
-        return self._to_device(out), int(live[3].max())
-
-    def _padding(self, width: int) -> torch.Tensor:
-        """decode_inputs of `width` padding columns only (the graphs' warm-up and capture)."""
-        return self._to_device(self._next[:, [self.budget.dummy_row] * width])
+        if width and width > len(slots):
+            slots += [self.budget.dummy_row] * (width - len(slots))
+        return self._tensor(slots, torch.int64)
 
     # ------------------------------------------------------------------ one step
     @torch.inference_mode()
@@ -161,14 +152,18 @@ class ModelRunner:
             return budget.step(logits, rows, filtered)
         if self.use_cuda_graphs and len(seqs) <= self.max_num_seqs:
             return self._replay(seqs, filtered)
-        inp, longest = self.decode_inputs(seqs)
-        return self._decode_step(inp, filtered, longest)
+        # the attention's bound: the longest context, from the host (reading it back would sync)
+        return self._decode_step(self.decode_inputs(seqs), filtered, max(s.num_tokens for s in seqs))
 
-    def _decode_step(self, inp: torch.Tensor, filtered: bool, max_context: int) -> torch.Tensor:
-        """The device part of a decode step, from its [4, B] inputs (decode_inputs): gather the
-        input tokens and block tables, forward, sample_and_force. The eager path runs it per step;
-        a CUDA graph captures it once per batch bucket (then max_context = max_model_len)."""
-        rows, pos, slots, ctx = inp
+    def _decode_step(self, rows: torch.Tensor, filtered: bool, max_context: int) -> torch.Tensor:
+        """The device part of a decode step, from the batch's slots `rows` [B] (decode_inputs):
+        gather their decode columns and advance them (padding rows stay), gather the input tokens
+        and block tables, forward, sample_and_force. The eager path runs it per step (max_context:
+        the batch's longest context); a CUDA graph captures it once per batch bucket (max_context
+        = max_model_len)."""
+        inp = self._next.index_select(1, rows)
+        self._next[1:, rows] = inp[1:] + (rows != self.budget.dummy_row)
+        _, pos, slots, ctx = inp
         pages = _cdiv(max_context, self.page_size)
         meta = StepMeta(is_prefill=False, slot_mapping=slots,
                         block_tables=self.block_tables[:, :pages].index_select(0, rows),
@@ -189,18 +184,18 @@ class ModelRunner:
         return sorted(set(b for b in cand if b <= self.max_num_seqs))
 
     def _init_static(self) -> None:
-        n, dev = self.max_num_seqs, self.device
-        self._static = torch.zeros(4, n, dtype=torch.int64, device=dev)   # rows, pos, slots, ctx
+        self._static = torch.full((self.max_num_seqs,), self.budget.dummy_row, dtype=torch.int64,
+                                  device=self.device)                     # the batch's slots
 
     def _graph_step(self, bs: int, filtered: bool) -> torch.Tensor:
         """What a graph captures; reads only the static buffers and the engine's tables."""
-        return self._decode_step(self._static[:, :bs], filtered, self.max_model_len)
+        return self._decode_step(self._static[:bs], filtered, self.max_model_len)
 
     def _capture(self, bs: int, filtered: bool):
         """Warm up and capture with harmless inputs (no K/V writes: slot -1; every row the
         budget's dummy row), then restore the static buffers."""
         saved = self._static.clone()
-        self._static[:, :bs].copy_(self._padding(bs))
+        self._static[:bs].fill_(self.budget.dummy_row)
         self._graph_step(bs, filtered)      # warm-up: Triton compiles, the allocator settles
         torch.cuda.synchronize()
         g = torch.cuda.CUDAGraph()
@@ -222,6 +217,6 @@ class ModelRunner:
         key = (bucket, filtered)
         if key not in self.graphs:
             self.graphs[key] = self._capture(bucket, filtered)
-        self._static[:, :bucket].copy_(self.decode_inputs(seqs, bucket)[0])
+        self._static[:bucket].copy_(self.decode_inputs(seqs, bucket))
         self._launch(self.graphs[key])
         return self.graphs[key][1][:, :bs]

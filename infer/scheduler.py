@@ -7,6 +7,8 @@ refused for it) or a decode step (one token for every running sequence). When a 
 a page and none is free, the newest running sequence is preempted: its pages are freed, it keeps
 its device slot (its budget-forcing state lives on), and it goes back to the front of the waiting
 queue, to be recomputed by a prefill over its prompt + outputs so far. Nothing is lost or truncated.
+A decode step's Python work is per page, not per sequence: each running sequence is filed under
+the decode step at which it will next need a page (or reach its length limit) and looked at then.
 
 `postprocess` applies a step's device result (StepResult) to the sequences: appends the tokens,
 copies the counters, and finishes the ones the device marked DONE. Every limit (thinking cap,
@@ -53,7 +55,14 @@ class Scheduler:
 
     # ------------------------------------------------------------------ scheduling
     def schedule(self) -> tuple[list[Sequence], bool]:
-        # ---- prefill: admit waiting sequences while pages, slots and the token budget allow
+        """The next step's sequences, and whether it is a prefill step."""
+        scheduled = self._schedule_prefill()
+        if scheduled:
+            return scheduled, True
+        return self._schedule_decode(), False
+
+    def _schedule_prefill(self) -> list[Sequence]:
+        """Admit waiting sequences while pages, slots and the token budget allow."""
         scheduled, num_batched = [], 0
         while self.waiting and len(self.running) + len(scheduled) < self.max_num_seqs:
             seq = self.waiting[0]
@@ -73,23 +82,24 @@ class Scheduler:
             seq.status = Status.RUNNING
             self.waiting.popleft()
             scheduled.append(seq)
-        if scheduled:
-            for s in scheduled:
-                self.running[s.request_id] = s
-                s._admission = next(self._admissions)
-                self._file(s, self._decode_steps)     # its first decode step checks its pages
-            return scheduled, True
+        for s in scheduled:
+            self.running[s.request_id] = s
+            s._admission = next(self._admissions)
+            self._file(s, self._decode_steps)         # its first decode step checks its pages
+        return scheduled
 
-        # ---- decode: one token per running sequence. A running sequence advances one position per
-        # decode step, so the step at which it next needs a page (or reaches its length limit) is
-        # known in advance: it is filed under that step (`_due`) and looked at only then -- about
-        # once per page_size steps -- instead of every sequence being checked every step.
+    def _schedule_decode(self) -> list[Sequence]:
+        """One token per running sequence, preempting the newest when out of pages. A running
+        sequence advances one position per decode step, so the step at which it next needs a page
+        (or reaches its length limit) is known in advance: it is filed under that step (`_due`)
+        and looked at only then -- about once per page_size steps -- instead of every sequence
+        being checked every step."""
         k = self._decode_steps
         self._decode_steps += 1
         RUNNING = Status.RUNNING
         due = [s for s in dict.fromkeys(self._due.pop(k, ())) if s.status is RUNNING and s._due_at == k]
         if not due:
-            return list(self.running.values()), False
+            return list(self.running.values())
         due.sort(key=_admission_order)                # the preemption policy's order
         bm, ps, max_len = self.bm, self.bm.page_size, self.max_len
         at_limit = []
@@ -115,7 +125,7 @@ class Scheduler:
         if at_limit:
             skip = set(map(id, at_limit))
             scheduled = [s for s in scheduled if id(s) not in skip]
-        return scheduled, False
+        return scheduled
 
     def _file(self, seq: Sequence, step: int) -> None:
         """Look at `seq` again at decode step `step` (the one where it needs a page or stops)."""

@@ -270,6 +270,134 @@ def test_preemption_with_prefix_caching(model, tok, async_output, monkeypatch):
     assert len(schedulers) == 1 and any(shared_seen)   # one scheduler serves both calls
 
 
+class FullScanScheduler(Scheduler):
+    """The scheduler with the plain decode policy as reference: every running sequence checked
+    every step, in running order; a sequence whose next position starts a new page gets one,
+    preempting the newest sequence not yet looked at this step (or itself, when none is left);
+    one at its length limit is not scheduled."""
+
+    def _schedule_decode(self):
+        order, kept, scheduled = list(self.running.values()), [], []
+        ps = self.bm.page_size
+        while order:
+            seq = order.pop(0)
+            if seq.num_tokens >= self.max_len:
+                kept.append(seq)
+                continue
+            if len(seq.block_table) * ps < seq.num_tokens:
+                while not self.bm.free and order:
+                    self.preempt(order.pop())
+                if not self.bm.free:
+                    self.preempt(seq)
+                    continue
+                self.bm.append_page(seq)
+            scheduled.append(seq)
+            kept.append(seq)
+        self.running = {s.request_id: s for s in kept}
+        return scheduled
+
+
+def _drive_scheduler(cls, seed: int, async_output: bool) -> list:
+    """A random workload on a small page pool (requests of random lengths arriving, finishing at
+    random limits, some aborted, many preemptions), the device emulated by rules that depend only
+    on each request's id and length. Returns every step's decisions and the final outputs."""
+    import random
+    from infer.block_manager import BlockManager
+    from infer.budget import StepResult
+    from infer.request import Sequence, Status
+    from kernels import force_state as fs
+    rng = random.Random(seed)
+    bm = BlockManager(num_pages=14, page_size=4, enable_prefix_caching=bool(seed % 2))
+    sched = cls(bm, max_num_seqs=5, max_num_batched_tokens=40, max_model_len=30, num_slots=5)
+    limit = {}                    # request id -> the length at which the "device" finishes it
+    seqs, log, pending, next_id = {}, [], [], 0
+
+    def result(batch):
+        done = [int(s.num_tokens >= limit[s.request_id]) for s in batch]
+        n = len(batch)
+        return batch, StepResult(token=[(7 * s.request_id + s.num_tokens) % 50 for s in batch],
+                                 emitted=[1] * n, done=done,
+                                 finish=[fs.FIN_MAX_TOKENS if d else fs.FIN_NONE for d in done],
+                                 thinking_tokens=[0] * n, waits_used=[0] * n, phase=[fs.ANSWER] * n)
+
+    for step in range(400):
+        if next_id < 40 and rng.random() < 0.3:
+            plen = rng.randint(1, 12)
+            prompt = [rng.randint(0, 3) for _ in range(plen)]     # few distinct tokens: prefix hits
+            seq = Sequence(next_id, prompt, bm.page_size)
+            limit[next_id] = min(sched.max_len, plen + rng.randint(1, 25))
+            seqs[next_id] = seq
+            sched.add(seq)
+            next_id += 1
+        if rng.random() < 0.03:
+            live = [s for s in seqs.values() if s.status is not Status.FINISHED]
+            if live:
+                sched.finish(rng.choice(live), "abort")
+        batch, prefill = sched.schedule()
+        sched.admitted.clear()
+        log.append((step, prefill, [(s.request_id, tuple(s.block_table)) for s in batch],
+                    sched.num_preemptions, sorted(bm.free)))
+        if batch:
+            sched.launched(batch)
+            pending.append(result(batch))
+        while len(pending) > int(async_output):
+            sched.postprocess(*pending.pop(0))
+    while pending:
+        sched.postprocess(*pending.pop(0))
+    log.append([(i, s.finish_reason, s.output_ids) for i, s in sorted(seqs.items())])
+    return log
+
+
+@pytest.mark.parametrize("async_output", [False, True], ids=["sync", "async"])
+def test_scheduler_decode_filing_equals_full_scan(async_output):
+    """The scheduler looks at a decoding sequence only at the step it was filed for (a page or its
+    length limit); the reference checks every sequence every step. Same decisions, step by step
+    (batch, block tables, preemptions, free pages), and same outputs, over random workloads with
+    tight pages (preemptions), aborts, prefix hits and length limits."""
+    preempted = 0
+    for seed in range(6):
+        got = _drive_scheduler(Scheduler, seed, async_output)
+        ref = _drive_scheduler(FullScanScheduler, seed, async_output)
+        for a, b in zip(got, ref):
+            assert a == b, (seed, a, b)
+        assert len(got) == len(ref)
+        preempted += ref[-2][3]
+        assert all(reason is not None for _, reason, _ in got[-1]), "a request never finished"
+    assert preempted > 20, "the workloads must exercise preemption"
+
+
+def test_decode_columns_track_the_sequences(model, tok, monkeypatch):
+    """The runner's device-side decode inputs (each slot's position, cache slot, context length,
+    advanced on the device) equal what the sequences say at every decode step: through
+    preemption, prefix hits, budget forcing and async output."""
+    from infer.runner import ModelRunner
+    checked = []
+    orig = ModelRunner.run
+
+    def run(self, seqs, is_prefill):
+        if not is_prefill:
+            self._flush_pages()
+            ps = self.page_size
+            for s in seqs:
+                n = s.num_tokens
+                want = [s.slot, n - 1, s.block_table[(n - 1) // ps] * ps + (n - 1) % ps, n]
+                assert self._next[:, s.slot].tolist() == want, (s, self._next[:, s.slot].tolist(), want)
+            checked.append(len(seqs))
+        return orig(self, seqs, is_prefill)
+    monkeypatch.setattr(ModelRunner, "run", run)
+    prompts = prompts_of([21, 13, 9])
+    prompts.append(prompts[0][:16] + prompts[1][:5])      # shares 4 pages with the first
+    params = SamplingParams(max_thinking_tokens=9, num_wait=1, max_tokens=30, ignore_eos=True)
+    for async_output in (False, True):
+        small = make_llm(model, tok, num_pages=16, async_output=async_output)
+        outs = small.generate(prompts, params, use_tqdm=False)
+        big = make_llm(model, tok, async_output=async_output)
+        assert [o.output_token_ids for o in outs] == [o.output_token_ids for o in big.generate(
+            prompts, params, use_tqdm=False)]
+        assert small.stats["preemptions"] > 0
+    assert sum(checked) > 100
+
+
 # ============================================================================ 4. Triton engine
 def _interp() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
