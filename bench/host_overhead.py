@@ -13,8 +13,9 @@ Per decode step = (time of a call with T2 output tokens - time with T1) / (T2 - 
 call set-up cancel. Times are this process's CPU time (torch uses one thread here; on a quiet
 machine CPU time = wall time, and on a busy one it does not count the time other processes hold
 the cores). "host" excludes the time of the ops a GPU runs: the device part of a decode step
-(`ModelRunner._decode_step`: input-token and block-table gathers, the stub forward, the sampling +
-budget-forcing op -- on a CPU torch code run on the host, on a GPU the ops a CUDA graph replays);
+(`ModelRunner._decode_step`: decode-column, input-token and block-table gathers, the stub
+forward, the sampling + budget-forcing op -- on a CPU torch code run on the host, on a GPU the
+ops a CUDA graph replays);
 "total" includes it. "host, all but the sampler" excludes only the sampling + rules op (the
 definition of the first measurements, and the only one an engine without `_decode_step` allows:
 the "before" runs). Reported (microseconds per decode step):
@@ -23,7 +24,8 @@ the "before" runs). Reported (microseconds per decode step):
      finished prompts (revivable, hashed), whose prefixes the new prompts share;
   3. vs call number: 100 identical calls of 256 requests whose prompts repeat (an s1 budget sweep
      re-prefills the same questions): per-step cost and whole-call time at call 1, 10, 100 (each
-     the median over the 5 calls ending there; call 1 alone).
+     the median over the 5 calls ending there; call 1 alone), and the medians of every tenth of
+     the calls (1-10, 11-20, ...) with the host's share of the step.
 Target (the engine issue): at batch 256 <= 1 ms per step, flat (+-10%) from call 1 to call 100.
 """
 from __future__ import annotations
@@ -236,6 +238,15 @@ def run(args) -> dict:
             r = res["calls"][-1]
             print(f"call {i:3d}: host {r['host_us']:8.1f} us, total {r['total_us']:8.1f} us per decode step; "
                   f"{r['call_wall_ms']:7.1f} ms per call (median of {len(w)})", file=sys.stderr, flush=True)
+    # every call in blocks of a tenth: a trend with the call number shows here, above the noise of
+    # single calls (host / total: the host's share, which a machine that slows down leaves alone)
+    step = max(1, n_calls // 10)
+    res["call_blocks"] = []
+    for k in range(0, n_calls, step):
+        w = runs[k:k + step]
+        host, total = statistics.median(r[0] for r in w), statistics.median(r[1] for r in w)
+        res["call_blocks"].append({"calls": f"{k + 1}-{k + len(w)}", "batch": b, "host_us": round(host, 1),
+                                   "total_us": round(total, 1), "host_share": round(host / total, 3)})
     return res
 
 
@@ -258,6 +269,10 @@ def markdown(res: dict, env: dict) -> str:
               "CPU ms per call (host ms) |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['call']} | {r['batch']} | {r['host_us']} | {s(r)} | {r['total_us']} | {r['call_wall_ms']} "
               f"({r['call_host_ms']}) |" for r in res["calls"]]
+    if res.get("call_blocks"):
+        lines += ["", "| calls (medians) | batch | host us / step | total us / step | host / total |", "|---|---|---|---|---|"]
+        lines += [f"| {r['calls']} | {r['batch']} | {r['host_us']} | {r['total_us']} | {r['host_share']} |"
+                  for r in res["call_blocks"]]
     return "\n".join(lines) + "\n"
 
 
