@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the synthetic pool, the selection, training and sampling (default: 0)")
     p.add_argument("--steps", type=int, help="training steps (default: 1200, --quick: 1000)")
     p.add_argument("--quick", action="store_true",
-                   help="smaller run (digits <= 8, fewer problems and steps): the test-suite setting")
+                   help="smaller run (digits <= 8, fewer problems and steps); the test suite runs it "
+                        "with --steps 600")
     p.add_argument("--pool-size", type=int, help="synthetic pool size")
     p.add_argument("--select-size", type=int, help="questions the s1 selection keeps for training")
     p.add_argument("--eval-size", type=int, help="held-out questions drawn (those shorter than every selected one are dropped)")
