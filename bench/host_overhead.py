@@ -8,6 +8,7 @@ same script measures an older engine too (`--repo DIR`: a checkout of another co
     python -m bench.host_overhead              # the full table (a few minutes on 2 cores)
     python -m bench.host_overhead --smoke      # seconds: the script works
     python -m bench.host_overhead --repo /tmp/old --out bench/results/host_overhead_before.json
+    python -m bench.host_overhead --phases     # the host time per phase over repeated calls
 
 Per decode step = (time of a call with T2 output tokens - time with T1) / (T2 - T1): prefill and
 call set-up cancel. Times are this process's CPU time (torch uses one thread here; on a quiet
@@ -128,6 +129,39 @@ class DeviceClock:
         setattr(cls, name, timed)
 
 
+class PhaseTimer:
+    """Time spent in each of the engine's host phases (`--phases`): wraps the named methods where
+    the engine has them (classmethods too)."""
+
+    PHASES = [("infer.scheduler", "Scheduler", "schedule"), ("infer.block_manager", "BlockManager", "append_page"),
+              ("infer.scheduler", "Scheduler", "launched"), ("infer.runner", "ModelRunner", "decode_inputs"),
+              ("infer.runner", "ModelRunner", "_flush_pages"), ("infer.budget", "StepResult", "from_host"),
+              ("infer.scheduler", "Scheduler", "postprocess"), ("infer.engine", "LLMEngine", "_report")]
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.names = []
+        for mod, cls_name, name in self.PHASES:
+            cls = getattr(importlib.import_module(mod), cls_name, None)
+            if cls is not None and name in cls.__dict__:
+                self._wrap(cls, name)
+                self.names.append(name)
+
+    def _wrap(self, cls, name):
+        raw = cls.__dict__[name]
+        is_cm = isinstance(raw, classmethod)
+        orig = raw.__func__ if is_cm else raw
+        acc = self.seconds
+
+        def timed(*a, **k):
+            t = time.perf_counter()      # the cheapest clock: these wrap calls made per page
+            try:
+                return orig(*a, **k)
+            finally:
+                acc[name] = acc.get(name, 0.0) + time.perf_counter() - t
+        setattr(cls, name, classmethod(timed) if is_cm else timed)
+
+
 def run(args) -> dict:
     if args.repo:
         sys.path.insert(0, os.path.abspath(args.repo))
@@ -195,6 +229,27 @@ def run(args) -> dict:
         over reps."""
         runs = [pair(llm, ps) for _ in range(reps)]
         return tuple(statistics.median(r[k] for r in runs) for k in range(3))
+
+    if args.phases:   # per-phase host time per decode step over repeated calls, nothing else
+        timer = PhaseTimer()
+        b, n_calls = (32, 12) if smoke else (256, 60)
+        windows = [(0, 4), (4, 8), (8, 12)] if smoke else [(0, 10), (20, 30), (50, 60)]
+        llm, ps = engine(), prompts(b, 11)
+        rows = []
+        for _ in range(n_calls):
+            gc.collect()
+            timer.seconds.clear()
+            a = call(llm, ps, t1)
+            sa = dict(timer.seconds)
+            timer.seconds.clear()
+            c = call(llm, ps, t2)
+            row = {k: (timer.seconds.get(k, 0.0) - sa.get(k, 0.0)) / (t2 - t1) * 1e6 for k in timer.names}
+            row["host"], row["total"] = ((c[i] - a[i]) / (t2 - t1) * 1e6 for i in (1, 0))
+            rows.append(row)
+        keys = ["host"] + timer.names + ["total"]
+        return {"phases": [{"calls": f"{lo + 1}-{hi}", "batch": b,
+                            **{k: round(statistics.median(r[k] for r in rows[lo:hi]), 1) for k in keys}}
+                           for lo, hi in windows]}
 
     res = {"batch": [], "occupancy": [], "calls": []}
     llm = engine()
@@ -276,28 +331,46 @@ def markdown(res: dict, env: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def phases_markdown(res: dict, env: dict) -> str:
+    rows = res["phases"]
+    keys = [k for k in rows[0] if k not in ("calls", "batch")]
+    lines = [f"# Engine host overhead per phase (stub model, CPU) — {env.get('device')}, commit {env.get('commit')}"
+             f"{' (dirty)' if env.get('dirty') else ''}, torch {env.get('torch')}, {env.get('date')}", "",
+             f"µs per decode step at batch {rows[0]['batch']}, medians over the calls of each window "
+             "(host, total: CPU time as in the main table, host = the step without its device part; "
+             "phases: wall time inside each method); append_page runs inside schedule; _report builds "
+             "finished requests' outputs.", "",
+             "| calls | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines += [f"| {r['calls']} | " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.host_overhead", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="small sizes: checks the script works (seconds)")
     ap.add_argument("--repo", help="measure the engine of another checkout (path to its root)")
-    ap.add_argument("--out", help="JSON results file (default: bench/results/host_overhead[_smoke].json)")
+    ap.add_argument("--phases", action="store_true",
+                    help="instead: host time per phase (schedule, decode inputs, result, ...) per decode step "
+                         "at batch 256 over 60 repeated calls (calls 1-10, 21-30, 51-60)")
+    ap.add_argument("--out", help="JSON results file (default: bench/results/host_overhead[_phases][_smoke].json)")
     args = ap.parse_args(argv)
     res = run(args)
     from common.env import environment
     env = environment(args.repo) if args.repo else environment()
     res["env"] = env
-    md = markdown(res, env)
+    md = phases_markdown(res, env) if args.phases else markdown(res, env)
     print(md)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   "host_overhead_smoke.json" if args.smoke else "host_overhead.json")
+    name = "host_overhead" + ("_phases" if args.phases else "") + ("_smoke" if args.smoke else "")
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", name + ".json")
     if not args.smoke or args.out:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with open(out, "w") as f:
             json.dump(res, f, indent=1)
         with open(out.removesuffix(".json") + ".md", "w") as f:
             f.write(md)
-    print(json.dumps({"bench": "host_overhead", "batch": res["batch"], "calls": res["calls"]}))
+    print(json.dumps({"bench": "host_overhead", **({"phases": res["phases"]} if args.phases else
+                                                    {"batch": res["batch"], "calls": res["calls"]})}))
     return 0
 
 

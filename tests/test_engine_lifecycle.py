@@ -159,6 +159,10 @@ def test_host_overhead_benchmark_smoke():
                        timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| batch | host us / step" in r.stdout and '"bench": "host_overhead"' in r.stdout
+    r = subprocess.run([sys.executable, "-m", "bench.host_overhead", "--smoke", "--phases"], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| calls | host | schedule | append_page |" in r.stdout
 
 
 def test_gpu_harness_smoke(tmp_path):
