@@ -93,11 +93,6 @@ class StepResult(NamedTuple):
         return cls(*t.tolist())
 
     @property
-    def all_emitted(self) -> bool:
-        """Every row was live and produced its token (the common step)."""
-        return 0 not in self.emitted
-
-    @property
     def any_done(self) -> bool:
         return 1 in self.done
 

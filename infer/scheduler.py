@@ -123,8 +123,8 @@ class Scheduler:
             self._file(seq, k + min(len(seq.block_table) * ps - n + 1, max_len - n))
         scheduled = list(self.running.values())
         if at_limit:
-            skip = set(map(id, at_limit))
-            scheduled = [s for s in scheduled if id(s) not in skip]
+            skip = set(at_limit)                      # sequences hash by identity
+            scheduled = [s for s in scheduled if s not in skip]
         return scheduled
 
     def _file(self, seq: Sequence, step: int) -> None:
@@ -149,12 +149,11 @@ class Scheduler:
     # ------------------------------------------------------------------ results
     def postprocess(self, seqs: list[Sequence], res: StepResult) -> list[Sequence]:
         """Apply one step's device result to the step's sequences. Returns the sequences to
-        report, in batch order: streaming ones that produced a token, and every one that
+        report: streaming ones that produced a token (in batch order), then the others that
         finished."""
         FINISHED, ANSWER = Status.FINISHED, fs.ANSWER
-        emitted = itertools.repeat(1) if res.all_emitted else res.emitted
         report = []
-        for s, tok, e, think, waits, ph in zip(seqs, res.token, emitted, res.thinking_tokens,
+        for s, tok, e, think, waits, ph in zip(seqs, res.token, res.emitted, res.thinking_tokens,
                                                res.waits_used, res.phase):
             if s.status is FINISHED:                  # aborted while its step was in flight
                 continue
