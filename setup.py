@@ -1,10 +1,11 @@
 import re
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
-# one version: s1cli.__version__ (what `s1 --version` prints)
-VERSION = re.search(r'^__version__ = "([^"]+)"', (Path(__file__).parent / "s1cli.py").read_text(), re.M).group(1)
+# one version: s1.__version__ (what `s1 --version` prints)
+VERSION = re.search(r'^__version__ = "([^"]+)"', (Path(__file__).parent / "s1" / "__init__.py").read_text(),
+                    re.M).group(1)
 
 SERVE = ["fastapi>=0.110", "uvicorn>=0.29"]
 
@@ -13,7 +14,8 @@ setup(
     version=VERSION,
     description="s1 (simple test-time scaling) reproduced in low-level PyTorch + Triton",
     python_requires=">=3.10",
-    packages=["common", "kernels", "model", "train", "infer", "evaluation", "serve", "curate", "pipelines", "bench"],
+    # exactly one top-level import name: s1 (bench/ and tests/ stay in the repository)
+    packages=find_packages(include=["s1", "s1.*"]),
     install_requires=[
         "torch>=2.4",
         "triton",
@@ -23,13 +25,12 @@ setup(
         "datasets",
         "tqdm",
         "matplotlib",
-        "jinja2",   # checkpoints' chat templates (model/tokenizer.py), rendered as transformers does
+        "jinja2",   # checkpoints' chat templates (s1/model/tokenizer.py), rendered as transformers does
     ],
     extras_require={
         "serve": SERVE,   # `s1 serve`: the ASGI stack
         # the suite tests the server with the real openai client (httpx is its HTTP library)
         "test": ["pytest", "transformers", "openai>=1.40", "httpx>=0.27", *SERVE],
     },
-    py_modules=["s1cli"],
-    entry_points={"console_scripts": ["s1=s1cli:main"]},
+    entry_points={"console_scripts": ["s1=s1.cli:main"]},
 )

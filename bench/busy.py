@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.cli import HelpFormatter
+from s1.common.cli import HelpFormatter
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ("quiet", "busy", "busy-torch-default", "quiet-torch-default")
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     for other in ("busy-torch-default", "quiet-torch-default"):
         if "quiet" in by and other in by and by["quiet"]["wall_s"]:
             result[other.replace("-", "_") + "_over_quiet"] = round(by[other]["wall_s"] / by["quiet"]["wall_s"], 2)
-    from common.env import environment
+    from s1.common.env import environment
     result["env"] = environment()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")

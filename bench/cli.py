@@ -7,7 +7,7 @@ import pkgutil
 import sys
 
 import bench
-from common.cli import HelpFormatter
+from s1.common.cli import HelpFormatter
 
 _NOT_SCRIPTS = {"cli", "env", "__main__"}
 

@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def make_tiny_checkpoint(path, tok_dir, seed=0):
     import torch
 
-    from model.config import shape_config
-    from model.loading import save_model
-    from model.qwen2 import Qwen2ForCausalLM
+    from s1.model.config import shape_config
+    from s1.model.loading import save_model
+    from s1.model.qwen2 import Qwen2ForCausalLM
 
     # 8192 positions: the MSC classification prompt is ~4.5K tokens
     cfg = shape_config("smoke", hidden_size=32, intermediate_size=64, max_position_embeddings=8192,
@@ -50,7 +50,7 @@ def make_tiny_checkpoint(path, tok_dir, seed=0):
 
 def build_trace_file(pool: list[str], path: Path) -> int:
     """s1K-column rows (question, thinking_trajectories, attempt) from the pool's solutions."""
-    from curate.sources import load_sources
+    from s1.curate.sources import load_sources
 
     records, _ = load_sources(pool, progress=False)
     with open(path, "w", encoding="utf-8") as f:
@@ -67,8 +67,8 @@ def run_e2e(args) -> int:
     --max-questions a seeded subset (the report says so)."""
     import shutil
 
-    from common.env import environment
-    from curate.pipeline import SHARED, STAGES, Config, Pipeline
+    from s1.common.env import environment
+    from s1.curate.pipeline import SHARED, STAGES, Config, Pipeline
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     if args.e2e:
         return run_e2e(args)
 
-    from curate.pipeline import SHARED, STAGES, Config, Pipeline
+    from s1.curate.pipeline import SHARED, STAGES, Config, Pipeline
 
     fixtures = ROOT / "tests" / "fixtures" / "curate"
     pool = args.pool or ([str(fixtures / "pool")] if args.smoke else [str(SHARED / "pool")])

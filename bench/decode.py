@@ -43,8 +43,8 @@ import time
 
 import torch
 
-from common import dtypes
-from model.tokenizer import ANSWER_DELIMITER, FORCED_END
+from s1.common import dtypes
+from s1.model.tokenizer import ANSWER_DELIMITER, FORCED_END
 
 
 class IdTokenizer:
@@ -80,15 +80,15 @@ def load_tokenizer():
     shared = os.environ.get("S1_SHARED_DATA") or pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
     d = pathlib.Path(shared) / "qwen2.5-tokenizer"
     if (d / "tokenizer.json").exists():
-        from model.tokenizer import Tokenizer
+        from s1.model.tokenizer import Tokenizer
         return Tokenizer.from_pretrained(d)
     return IdTokenizer()
 
 
 def random_model(shape: dict, device, dtype, seed=0):
     import torch
-    from model.config import Qwen2Config
-    from model.qwen2 import Qwen2ForCausalLM
+    from s1.model.config import Qwen2Config
+    from s1.model.qwen2 import Qwen2ForCausalLM
     cfg = Qwen2Config(**shape, max_position_embeddings=32768,
                       torch_dtype=dtypes.name_of(dtype))
     with torch.device("meta"):
@@ -147,7 +147,7 @@ def budget_forcing_params(tok, out_lens, period: int):
     positions, where the minimum no longer masks them: each becomes "Wait" (num_wait=2), then the
     cap forces the end. Needs a one-token extension (an attempt inside a multi-token extension
     would be skipped) and B >= 2*period."""
-    from infer import SamplingParams
+    from s1.infer import SamplingParams
     end_len = len(tok.encode(SamplingParams().end_thinking))  # 7 forced tokens
     if len(tok.encode("Wait")) != 1:
         raise ValueError("workload (3) needs 'Wait' to be one token")
@@ -187,8 +187,8 @@ def bench_model(name, shape, device, dtype, args, tok, results):
     import statistics
 
     import torch
-    from infer import LLM, SamplingParams
-    from infer.paged_cache import kv_bytes_per_token
+    from s1.infer import LLM, SamplingParams
+    from s1.infer.paged_cache import kv_bytes_per_token
     row = {"model": name}
     m = random_model(shape, device, dtype)
     weight_bytes = sum(p.numel() * p.element_size() for p in m.parameters())
@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from common.env import environment
+    from s1.common.env import environment
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     if device.type != "cuda" and not args.smoke:
         print("bench.decode: no GPU available; use --smoke for the CPU check", file=sys.stderr)
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     args.hf_models = args.hf_models.split(",")
     args.bandwidth = hbm_bandwidth_gbs(device) if device.type == "cuda" else None
     tok = load_tokenizer()
-    from model.config import SHAPES
+    from s1.model.config import SHAPES
     shapes = {"smoke": SHAPES["smoke"]} if args.smoke else {k: SHAPES[k] for k in args.models.split(",")}
     results = []
     for name, shape in shapes.items():

@@ -4,14 +4,14 @@
     python -m bench.demo_formats --fmt fused --steps 2000 --lr 1e-2  # the old one (never learned)
 
 A calibration harness for `s1 demo` (bench/NOTES.md, "Demo"): the same model class
-(model/qwen2.py, the demo's 3 x 96 shape), AdamW + warmup/cosine as the trainer, but a word-level
+(s1/model/qwen2.py, the demo's 3 x 96 shape), AdamW + warmup/cosine as the trainer, but a word-level
 vocabulary, a fixed stand-in for the system prompt and fresh random problems every step, so one
 run takes a minute or two. Formats (question -> thinking; digits 3 5 1):
   fused    "a3 b5 c1"     -> "a3 b8 c9"            marker+sum fused in one token per step
   copy     "a3 b5 c1"     -> "a3 =3 b5 =8 c1 =9"   restate the fused item, then the sum
   sep      "a 3 b 5 c 1"  -> "a 3 b 8 c 9"         marker and digit separate, sum after the marker
   sepcopy  "a 3 b 5 c 1"  -> "a 3 =3 b 5 =8 c 1 =9" separate tokens; restate, then the sum
-  (pipelines/toy.py's "a3=3 b5=8" tokenizes exactly as sepcopy)
+  (s1/pipelines/toy.py's "a3=3 b5=8" tokenizes exactly as sepcopy)
 Metric: the fraction of held-out problems whose every trace + answer token is argmax-correct
 under teacher forcing (= greedy decoding gets the whole chain right), and token accuracy per
 kind (item = restated marker/digit, sum, ans).
@@ -94,8 +94,8 @@ def run(a) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from model.config import Qwen2Config
-    from model.qwen2 import Qwen2ForCausalLM
+    from s1.model.config import Qwen2Config
+    from s1.model.qwen2 import Qwen2ForCausalLM
 
     if a.threads:
         torch.set_num_threads(a.threads)

@@ -23,8 +23,8 @@ import time
 
 
 def tiny_model(torch, device, scale: float, layers: int, width: int, seed: int = 0):
-    from model.config import Qwen2Config
-    from model.qwen2 import Qwen2ForCausalLM
+    from s1.model.config import Qwen2Config
+    from s1.model.qwen2 import Qwen2ForCausalLM
     cfg = Qwen2Config(vocab_size=151936, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                       tie_word_embeddings=True, torch_dtype="float32")
@@ -40,8 +40,8 @@ def tiny_model(torch, device, scale: float, layers: int, width: int, seed: int =
 def parity(args, torch, tok, device) -> dict:
     import random
 
-    import kernels
-    from infer import LLM, SamplingParams
+    from s1 import kernels
+    from s1.infer import LLM, SamplingParams
     n_prompts, n_tokens = (3, 8) if args.smoke else (8, 40)
     layers, width = (2, 64) if args.smoke else (4, 256)
     m = tiny_model(torch, device, 8.0, layers, width)
@@ -74,7 +74,7 @@ def parity(args, torch, tok, device) -> dict:
 
 
 def engines(args, torch, tok, device) -> dict:
-    from infer import LLM, SamplingParams
+    from s1.infer import LLM, SamplingParams
     m = tiny_model(torch, device, 1.0, 2, 64)
     cuda = device.type == "cuda"
     if cuda:
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     import torch
 
     from bench.decode import load_tokenizer
-    from common.env import environment
+    from s1.common.env import environment
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     if device.type != "cuda" and not args.smoke:
         print("bench.engine_checks: no GPU; use --smoke", file=sys.stderr)

@@ -40,9 +40,9 @@ def _tokenizer_dir() -> str:
 def write_model(path: str, smoke: bool) -> None:
     import torch
 
-    from model.config import shape_config
-    from model.loading import save_model
-    from model.qwen2 import Qwen2ForCausalLM
+    from s1.model.config import shape_config
+    from s1.model.loading import save_model
+    from s1.model.qwen2 import Qwen2ForCausalLM
 
     cfg = (shape_config("smoke", hidden_size=32, intermediate_size=64, max_position_embeddings=2048,
                         torch_dtype="float32") if smoke else shape_config("0.5B"))
@@ -69,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from common.env import environment
-    from infer import LLM, SamplingParams
-    from evaluation.sweep import make_points, parse_budgets, run_eval
-    from evaluation.tasks import load_task
+    from s1.common.env import environment
+    from s1.infer import LLM, SamplingParams
+    from s1.evaluation.sweep import make_points, parse_budgets, run_eval
+    from s1.evaluation.tasks import load_task
 
     device = "cuda" if torch.cuda.is_available() and not a.smoke else "cpu"
     if device == "cpu" and not a.smoke:

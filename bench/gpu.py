@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     else:
         out = os.path.join(ROOT, "bench", "results", "gpu")
     os.makedirs(out, exist_ok=True)
-    from common.env import environment
+    from s1.common.env import environment
     env = environment()
     print(f"bench.gpu: {env['device']}, commit {env['commit']}{' (dirty)' if env['dirty'] else ''}, "
           f"torch {env['torch']}, triton {env['triton']}, deadline {args.deadline:.0f}s, parts {names}", flush=True)

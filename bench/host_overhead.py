@@ -79,7 +79,7 @@ class ByteTokenizer:
 
 
 def make_stub(torch, nn, max_len: int, max_rows: int):
-    from model.config import Qwen2Config
+    from s1.model.config import Qwen2Config
 
     class StubModel(nn.Module):
         """Logits from a preallocated table (row i: the model "wants" token 97 + i % 20), so the
@@ -133,16 +133,16 @@ class PhaseTimer:
     """Time spent in each of the engine's host phases (`--phases`): wraps the named methods where
     the engine has them (classmethods too)."""
 
-    PHASES = [("infer.scheduler", "Scheduler", "schedule"), ("infer.block_manager", "BlockManager", "append_page"),
-              ("infer.scheduler", "Scheduler", "launched"), ("infer.runner", "ModelRunner", "decode_inputs"),
-              ("infer.runner", "ModelRunner", "_flush_pages"), ("infer.budget", "StepResult", "from_host"),
-              ("infer.scheduler", "Scheduler", "postprocess"), ("infer.engine", "LLMEngine", "_report")]
+    PHASES = [("scheduler", "Scheduler", "schedule"), ("block_manager", "BlockManager", "append_page"),
+              ("scheduler", "Scheduler", "launched"), ("runner", "ModelRunner", "decode_inputs"),
+              ("runner", "ModelRunner", "_flush_pages"), ("budget", "StepResult", "from_host"),
+              ("scheduler", "Scheduler", "postprocess"), ("engine", "LLMEngine", "_report")]
 
-    def __init__(self):
+    def __init__(self, pkg: str = "s1.infer"):
         self.seconds: dict[str, float] = {}
         self.names = []
         for mod, cls_name, name in self.PHASES:
-            cls = getattr(importlib.import_module(mod), cls_name, None)
+            cls = getattr(importlib.import_module(f"{pkg}.{mod}"), cls_name, None)
             if cls is not None and name in cls.__dict__:
                 self._wrap(cls, name)
                 self.names.append(name)
@@ -163,16 +163,21 @@ class PhaseTimer:
 
 
 def run(args) -> dict:
+    # --repo: another checkout's engine (a git worktree of an earlier commit). Checkouts before the
+    # one-package layout (commit 5838221 and older) have the engine at the top level, later ones in s1/.
+    pkg = "s1.infer"
     if args.repo:
-        sys.path.insert(0, os.path.abspath(args.repo))
-        for m in [m for m in sys.modules if m.split(".")[0] in ("infer", "kernels", "model", "common")]:
+        repo = os.path.abspath(args.repo)
+        sys.path.insert(0, repo)
+        pkg = "s1.infer" if os.path.isdir(os.path.join(repo, "s1", "infer")) else "infer"
+        for m in [m for m in sys.modules if m.split(".")[0] in ("s1", pkg.split(".")[0])]:
             del sys.modules[m]
     import torch
     from torch import nn
-    infer = importlib.import_module("infer")
+    infer = importlib.import_module(pkg)
     LLM, SamplingParams = infer.LLM, infer.SamplingParams
-    budget_cls = importlib.import_module("infer.budget").BudgetState
-    runner_cls = getattr(importlib.import_module("infer.runner"), "ModelRunner", None)
+    budget_cls = importlib.import_module(f"{pkg}.budget").BudgetState
+    runner_cls = getattr(importlib.import_module(f"{pkg}.runner"), "ModelRunner", None)
     # "device": the whole device part of a decode step (input gathers, forward, sampling + rules:
     # what a CUDA graph replays) where the engine has it as one method, else the sampling op;
     # "sampler": the sampling + rules op alone (the definition the first measurements used)
@@ -231,7 +236,7 @@ def run(args) -> dict:
         return tuple(statistics.median(r[k] for r in runs) for k in range(3))
 
     if args.phases:   # per-phase host time per decode step over repeated calls, nothing else
-        timer = PhaseTimer()
+        timer = PhaseTimer(pkg)
         b, n_calls = (32, 12) if smoke else (256, 60)
         windows = [(0, 4), (4, 8), (8, 12)] if smoke else [(0, 10), (20, 30), (50, 60)]
         llm, ps = engine(), prompts(b, 11)
@@ -356,7 +361,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="JSON results file (default: bench/results/host_overhead[_phases][_smoke].json)")
     args = ap.parse_args(argv)
     res = run(args)
-    from common.env import environment
+    from s1.common.env import environment
     env = environment(args.repo) if args.repo else environment()
     res["env"] = env
     md = phases_markdown(res, env) if args.phases else markdown(res, env)

@@ -13,7 +13,7 @@ What is measured (bf16 unless noted; triton.testing.do_bench median, warm-up inc
     (2048 / head_dim heads, as in FlashAttention's benchmark), plus Qwen2.5-32B's GQA shape
     (40 q heads, 8 kv heads). FLOPs: 4*S*S*D*H*B/2 forward (causal half), x2.5 backward.
   * RMSNorm / RoPE / SwiGLU: effective GB/s (minimal HBM bytes / time) of forward and backward for
-    ours vs the eager PyTorch reference (kernels/reference.py) and torch.compile of it, at 32K tokens
+    ours vs the eager PyTorch reference (s1/kernels/reference.py) and torch.compile of it, at 32K tokens
     with Qwen2.5-32B widths.
   * measured memory bandwidth: a large device-to-device copy (dst.copy_(src), 1/2/4 GiB uint8;
     read + write bytes / median time), the denominator of the elementwise rows' fwd_pct_hbm /
@@ -45,7 +45,7 @@ if not torch.cuda.is_available() and os.environ.get("S1_SM90_REPORT") != "1":
 
 import torch.nn.functional as F  # noqa: E402
 
-from kernels import reference as ref  # noqa: E402
+from s1.kernels import reference as ref  # noqa: E402
 
 GIB = 2 ** 30
 
@@ -149,7 +149,7 @@ def _sdpa_backends():
 def bench_attention(dtype, smoke):
     from torch.nn.attention import sdpa_kernel
 
-    from kernels.flash_attn import attention, attention_flops
+    from s1.kernels.flash_attn import attention, attention_flops
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     if smoke:
         shapes = [(1, 96, 2, 2, 64), (1, 80, 4, 1, 128)]  # (B, S, Hq, Hk, D)
@@ -214,8 +214,8 @@ def bench_attention(dtype, smoke):
 
 # ------------------------------------------------------------------------------------- elementwise
 def bench_elementwise(dtype, smoke, use_compile):
-    from kernels import triton_ops as tri
-    from model.qwen2 import rope_cos_sin
+    from s1.kernels import triton_ops as tri
+    from s1.model.qwen2 import rope_cos_sin
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     T = 64 if smoke else 32768
     H, I, Hq, Hk, D = (96, 160, 4, 2, 64) if smoke else (5120, 27648, 40, 8, 128)  # Qwen2.5-32B widths
@@ -271,7 +271,7 @@ def bench_elementwise(dtype, smoke, use_compile):
 
 # ------------------------------------------------------------------------------------- cross-entropy
 def bench_ce(dtype, smoke):
-    from kernels import triton_ops as tri
+    from s1.kernels import triton_ops as tri
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     N, H, V = (96, 64, 1500) if smoke else (32768, 5120, 151936)
     gen = torch.Generator(device=dev).manual_seed(0)
@@ -354,7 +354,7 @@ def sm90_report() -> list[dict]:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    import kernels.flash_attn as fa
+    import s1.kernels.flash_attn as fa
     assert os.environ.get("TRITON_INTERPRET", "0") != "1", "the sm_90 report must not run under the interpreter"
     bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
     ptxas = next((os.path.join(bindir, n) for n in ("ptxas-blackwell", "ptxas") if os.path.exists(os.path.join(bindir, n))), None)
@@ -436,7 +436,7 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available() and not a.smoke:
         print("bench.kernels: no CUDA device; the full benchmark needs a GPU. Use --smoke on CPU.", file=sys.stderr)
         return 2
-    from common.env import environment
+    from s1.common.env import environment
     env = environment()
     # fp16 in the CPU smoke run: the interpreter's bf16 arithmetic is broken (bench/NOTES.md)
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float16
@@ -488,7 +488,7 @@ def _sm90_main(a) -> int:
         env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
         args = [sys.executable, "-m", "bench.kernels", "--sm90-report"] + (["--out", a.out] if a.out else [])
         return subprocess.run(args, env=env).returncode
-    from common.env import environment
+    from s1.common.env import environment
     env = environment()
     rows = sm90_report()
     head = (f"# Attention kernels compiled for sm_90 (static: no GPU run)\n\nhost: {env['device']} | commit "

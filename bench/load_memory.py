@@ -18,9 +18,9 @@ import tempfile
 
 def write_checkpoint(path: str, shard_size: str) -> None:
     import torch
-    from model.config import shape_config
-    from model.loading import save_model
-    from model.qwen2 import Qwen2ForCausalLM
+    from s1.model.config import shape_config
+    from s1.model.loading import save_model
+    from s1.model.qwen2 import Qwen2ForCausalLM
     cfg = shape_config("0.5B")
     with torch.device("meta"):
         m = Qwen2ForCausalLM(cfg)
@@ -31,7 +31,7 @@ def write_checkpoint(path: str, shard_size: str) -> None:
 
 def child(path: str) -> None:
     import torch  # noqa: F401  (imports count toward the baseline, not the load)
-    from model.loading import load_model
+    from s1.model.loading import load_model
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     with open("/proc/self/status") as f:
         cur = [l for l in f if l.startswith("VmRSS")][0]
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     ratio = r["load_overhead_bytes"] / r["weights_bytes"]
     print(f"| weights (bf16) | peak RSS added by load_model | ratio |\n|---|---|---|\n"
           f"| {r['weights_bytes'] / gib:.3f} GiB | {r['load_overhead_bytes'] / gib:.3f} GiB | {ratio:.2f}x |")
-    from common.env import environment
+    from s1.common.env import environment
     r.update(ratio=ratio, checkpoint=a.dir, **environment())
     os.makedirs("bench/results", exist_ok=True)
     with open("bench/results/load_memory.json", "w") as f:

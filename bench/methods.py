@@ -1,17 +1,17 @@
 """Comparison of test-time scaling methods on the demo task (the s1 paper's Table 3).
 
 Pipeline (one script, every stage timed):
-  1. pool       running digit sum mod 10 (pipelines/toy.py), plus a held-out eval set with no
+  1. pool       running digit sum mod 10 (s1/pipelines/toy.py), plus a held-out eval set with no
                 question in the pool;
   2. variants   the pool rewritten for token-, step- and class-conditional control
-                (curate/variants.py; a first tokenizer counts tokens, the final byte-level BPE is
+                (s1/curate/variants.py; a first tokenizer counts tokens, the final byte-level BPE is
                 trained on plain + variant rows so the markers get merged, and the variants are
                 then recomputed with the final tokenizer);
-  3. train      ONE tiny Qwen2 from scratch (pipelines/tiny.py: the SFT trainer) on the mixture
+  3. train      ONE tiny Qwen2 from scratch (s1/pipelines/tiny.py: the SFT trainer) on the mixture
                 plain + tcc + scc + ccc rows: each prompt tells the model which format to use, so a
                 single model serves every method (budget forcing, rs and majority use the plain
                 prompt it was also trained on);
-  4. eval       `s1 eval`'s sweep (pipelines/tiny.py, evaluation/sweep.py) over every method of
+  4. eval       `s1 eval`'s sweep (s1/pipelines/tiny.py, s1/evaluation/sweep.py) over every method of
                 evaluation.sweep.METHODS on the same budget sweep: summary.md (per-point table +
                 the comparison table: Control, Control (runs), Scaling, Performance, mean thinking
                 tokens per point) and scaling.png (every method's accuracy vs thinking tokens).
@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from evaluation.sweep import METHODS
+from s1.evaluation.sweep import METHODS
 
 SCALES = {
     "smoke": dict(pool=300, eval=6, digits=6, steps=8, batch=16, lr=3e-3, hidden=32, layers=1, heads=2, kv=1,
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _variant_rows(pool, tok, s, seed):
-    from curate.variants import rewrite_traces
+    from s1.curate.variants import rewrite_traces
 
     grid = [int(x) for x in s["grid"].split(",")]
     out, stats = {}, {}
@@ -80,9 +80,9 @@ def _variant_rows(pool, tok, s, seed):
 
 
 def run(s: dict, out: Path, work: Path, seed: int, methods: str, reuse_model: bool = False) -> dict:
-    from common.env import environment
-    from pipelines import toy as synthetic
-    from model.tokenizer import Tokenizer
+    from s1.common.env import environment
+    from s1.pipelines import toy as synthetic
+    from s1.model.tokenizer import Tokenizer
 
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -125,7 +125,7 @@ def run(s: dict, out: Path, work: Path, seed: int, methods: str, reuse_model: bo
 
     # ---- 3. train one model from scratch on the mixture
     t0 = time.perf_counter()
-    from pipelines.tiny import sweep, train_tiny
+    from s1.pipelines.tiny import sweep, train_tiny
     model_dir = work / "model"
     train_res = None
     if not (reuse_model and (model_dir / "config.json").exists()):
@@ -135,9 +135,9 @@ def run(s: dict, out: Path, work: Path, seed: int, methods: str, reuse_model: bo
 
     # ---- 4. the comparison sweep
     t0 = time.perf_counter()
-    from evaluation.report import summary_markdown
-    from evaluation.sweep import MethodOptions, make_points, parse_budgets
-    from evaluation.tasks import TaskItem
+    from s1.evaluation.report import summary_markdown
+    from s1.evaluation.sweep import MethodOptions, make_points, parse_budgets
+    from s1.evaluation.tasks import TaskItem
     items = [TaskItem(id=f"q{i:04d}", question=r["question"], answer=r["answer"], kind="integer")
              for i, r in enumerate(ev)]
     opts = MethodOptions(step_tokens=step_tokens_eval, rs_max_attempts=s["rs_attempts"], rs_temperature=1.0,

@@ -19,8 +19,8 @@ import time
 
 
 def tables_for(torch, B, V, device, sampled: bool):
-    from infer.budget import BudgetState, RequestRules, SpecialTokens
-    from kernels import reference
+    from s1.infer.budget import BudgetState, RequestRules, SpecialTokens
+    from s1.kernels import reference
     sp = SpecialTokens(think_end_ids=[V - 20, V - 19, V - 18], answer_stop_ids=[V - 19, V - 18],
                        delimiter_ids=[V - 20, 100], newline_id=198, pad_id=V - 18, vocab_size=V - 10,
                        newline_table=bytes(1 if i == 198 else 0 for i in range(V - 10)))
@@ -35,13 +35,13 @@ def tables_for(torch, B, V, device, sampled: bool):
 def run(args) -> dict:
     import torch
 
-    from kernels import reference
+    from s1.kernels import reference
     dev = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     V = 1024 if args.smoke else 151936
     batches = [1, 32] if args.smoke else [1, 32, 256]
     impls = {"torch": reference.sample_and_force}
     if dev.type == "cuda":
-        from kernels import triton_ops
+        from s1.kernels import triton_ops
         impls["fused"] = triton_ops.sample_and_force
     rows = []
     for sampled in (False, True):
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="results file (default bench/results/sampler.json on GPU)")
     args = ap.parse_args(argv)
     res = run(args)
-    from common.env import environment
+    from s1.common.env import environment
     res["env"] = environment()
     cols = ["impl", "batch", "sampled", "eager_us", "graph_us"]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))

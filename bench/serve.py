@@ -23,7 +23,7 @@ response counts as corrupted.
     python -m bench.serve --url http://127.0.0.1:8000 --rates 2,8       # a server already running
     python -m bench.serve --smoke --load-test --concurrency 16 --duration 30   # N clients for T seconds
 
-Without --url the script starts `python -m serve` itself on a free loopback port (a random-weight
+Without --url the script starts `python -m s1.serve` itself on a free loopback port (a random-weight
 checkpoint of --shape written to a temporary folder with the Qwen2.5 tokenizer from ../shared/data,
 or --model) and stops it with SIGTERM at the end (its exit status is recorded). Results: a
 markdown table on stdout and bench/results/serve_<tag>.{json,md} (--out) with device, commit,
@@ -46,7 +46,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from common.cli import HelpFormatter
+from s1.common.cli import HelpFormatter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FORCED_END_TOKENS = 7      # "\n<|im_start|>answer\nFinal Answer:"
@@ -128,7 +128,7 @@ class Req:
 def make_workload(a, vocab: int = 10000) -> list[Req]:
     rng = random.Random(a.seed)
     if a.dataset:
-        from common.jsonl import read_jsonl
+        from s1.common.jsonl import read_jsonl
         rows = read_jsonl(a.dataset)
         out = []
         for i, r in enumerate(rows):
@@ -285,7 +285,7 @@ async def run_one(url: str, model: str, reqs: list[Req], bf: bool, rate: float |
 
 # ----------------------------------------------------------------------------- the server it starts
 def tokenizer_dir() -> str:
-    from common.paths import shared_data_dir
+    from s1.common.paths import shared_data_dir
     d = shared_data_dir() / "qwen2.5-tokenizer"
     if not (d / "tokenizer.json").exists():
         raise SystemExit(f"bench.serve: the Qwen2.5 tokenizer is needed at {d} (set S1_SHARED_DATA), or pass --url")
@@ -293,9 +293,9 @@ def tokenizer_dir() -> str:
 
 
 def random_checkpoint(shape: str, path: str, tok: str, device: str) -> str:
-    from model.config import shape_config
-    from model.loading import save_model
-    from model.qwen2 import Qwen2ForCausalLM
+    from s1.model.config import shape_config
+    from s1.model.loading import save_model
+    from s1.model.qwen2 import Qwen2ForCausalLM
     if shape == "tiny":
         cfg = shape_config("smoke", hidden_size=32, intermediate_size=64, max_position_embeddings=4096,
                            torch_dtype="float32")
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench.serve: --duration needs --concurrency", file=sys.stderr)
         return 2
 
-    from common.env import environment
+    from s1.common.env import environment
     env = environment()
     tok = None
     server = None
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             url = a.url.rstrip("/")
             tag = "url"
         else:
-            from common.threads import configure_threads
+            from s1.common.threads import configure_threads
             device = _device(a.device)
             tok_dir = tokenizer_dir()
             if a.model:
@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"bench.serve: random {shape} checkpoint written in {time.perf_counter() - t:.1f}s",
                       file=sys.stderr)
                 tag = shape
-            cmd = [sys.executable, "-m", "serve", "--model", ckpt, "--tokenizer", tok_dir, "--port", "0",
+            cmd = [sys.executable, "-m", "s1.serve", "--model", ckpt, "--tokenizer", tok_dir, "--port", "0",
                    "--device", device, "--dtype", a.dtype, "--max-num-seqs", str(a.max_num_seqs),
                    "--max-model-len", str(a.max_model_len), "--served-model-name", "bench", "--log-level", "warning",
                    "--max-queue", str(max(1024, a.num_prompts))]
@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
             server = ServerProcess(cmd)
             url = server.url
             print(f"bench.serve: server up at {url} in {time.perf_counter() - t:.1f}s", file=sys.stderr)
-            from model.tokenizer import Tokenizer
+            from s1.model.tokenizer import Tokenizer
             tok = Tokenizer.from_pretrained(tok_dir)
         import httpx
         headers = {"Authorization": f"Bearer {a.api_key}"} if a.api_key else {}

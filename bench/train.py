@@ -1,14 +1,14 @@
 """Training-step throughput, MFU and peak memory: our trainer path vs transformers + torch AdamW.
 
 World size 1 (one GPU), one sequence per step (s1's layout), random token ids, every token trained.
-  ours: the trainer's own path (train/parallelize.py: FSDP2 on a 1-rank mesh, bf16 compute with
+  ours: the trainer's own path (s1/train/parallelize.py: FSDP2 on a 1-rank mesh, bf16 compute with
         fp32 master weights via MixedPrecisionPolicy, optional per-layer activation checkpointing;
         model(..., labels=...) = fused linear cross-entropy, logits never materialized;
         AdamW fused, grad clipping 1.0) — exactly what `s1 train` runs per micro-batch.
   hf:   transformers Qwen2ForCausalLM (sdpa attention), fp32 parameters under
         torch.autocast(bf16), `gradient_checkpointing_enable()` when checkpointing, loss from
         `model(input_ids, labels=...)` (materializes the [S, 151936] logits), torch AdamW (fused).
-Per row: tokens/s, achieved model TFLOP/s, MFU (train/metrics.py: 6*N*tokens + causal attention,
+Per row: tokens/s, achieved model TFLOP/s, MFU (s1/train/metrics.py: 6*N*tokens + causal attention,
 recompute not counted; peak 989 TFLOP/s bf16 dense for H100/H200) and peak allocated memory.
 Timing: 2 warm-up steps, then the median over --steps steps, each bracketed by CUDA events
 (no host sync inside a step). Out-of-memory is recorded as OOM, not an error.
@@ -35,7 +35,7 @@ SHAPE_NAMES = ("0.5B", "1.5B", "3B", "7B", "14B", "32B", "tiny")
 
 
 def model_config(shape: str):
-    from model.config import SHAPES, shape_config
+    from s1.model.config import SHAPES, shape_config
     extra = dict(vocab_size=1024) if shape == "tiny" else {}
     name = "smoke" if shape == "tiny" else shape
     return shape_config(name, max_position_embeddings=131072,
@@ -84,8 +84,8 @@ def _batch(cfg, seq_len, device, seed=0):
 
 
 def build_ours(cfg, device, grad_ckpt: bool, compute_dtype):
-    from model.qwen2 import Qwen2ForCausalLM
-    from train.parallelize import build_mesh, parallelize
+    from s1.model.qwen2 import Qwen2ForCausalLM
+    from s1.train.parallelize import build_mesh, parallelize
     with torch.device("meta"):
         model = Qwen2ForCausalLM(cfg)
     model.float()
@@ -142,7 +142,7 @@ def step_hf(model, opt, ids, labels, compute_dtype, device):
 
 
 def run_one(impl, shape, seq_len, grad_ckpt, device, steps, compute_dtype, peak) -> dict:
-    from train.metrics import train_flops
+    from s1.train.metrics import train_flops
     cfg = model_config(shape)
     row = {"impl": impl, "shape": shape, "seq_len": seq_len, "grad_ckpt": grad_ckpt}
     model = opt = None
@@ -207,9 +207,9 @@ def main(argv=None) -> int:
 
     import torch.distributed as dist
 
-    import kernels
-    from common.env import environment
-    from train.metrics import peak_flops
+    from s1 import kernels
+    from s1.common.env import environment
+    from s1.train.metrics import peak_flops
     if a.smoke:
         device, compute_dtype = torch.device("cpu"), torch.float32
         a.shapes, a.steps = ["tiny"], 2

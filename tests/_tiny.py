@@ -9,9 +9,9 @@ import os
 def make_tiny_checkpoint(path, tok_dir, seed: int = 0, max_positions: int = 2048) -> str:
     import torch
 
-    from model.config import shape_config
-    from model.loading import save_model
-    from model.qwen2 import Qwen2ForCausalLM
+    from s1.model.config import shape_config
+    from s1.model.loading import save_model
+    from s1.model.qwen2 import Qwen2ForCausalLM
     torch.manual_seed(seed)
     m = Qwen2ForCausalLM(shape_config("smoke", hidden_size=32, intermediate_size=64,
                                       max_position_embeddings=max_positions, torch_dtype="float32"))

@@ -6,11 +6,11 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = pathlib.Path(os.environ.get("S1_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
-# The suite's models are tiny: like the `s1` commands (common/threads.py), run them on one CPU
+# The suite's models are tiny: like the `s1` commands (s1/common/threads.py), run them on one CPU
 # thread unless S1_THREADS says otherwise. torch's one-thread-per-core default made the suite
 # ~10x slower on a busy 2-core machine, and the subprocesses the tests start through
 # the CLIs choose one thread too, so in-process and subprocess runs reduce in the same order.
-from common.threads import configure_threads  # noqa: E402
+from s1.common.threads import configure_threads  # noqa: E402
 
 configure_threads(None, work_hint="tiny", device="cpu")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from model.config import Qwen2Config
+from s1.model.config import Qwen2Config
 
 
 def hf_config(**kw):

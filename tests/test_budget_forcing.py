@@ -9,7 +9,7 @@ natural-end delimiter DELIM = [40, 30] ("<|im_start|>" "answer": the model write
 whose leading "\n" (31, the only id whose text ends with a newline here) is dropped when the
 thinking already ends with one. With extensions (num_wait > 0) the first thinking token and the
 first token after each extension may not be an end token (s1's min_tokens=1).
-Expected sequences below are written out by hand from the rules in kernels/force_state.py.
+Expected sequences below are written out by hand from the rules in s1/kernels/force_state.py.
 """
 import random
 
@@ -17,11 +17,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-import kernels
-from infer.budget import BudgetState, RequestRules, SpecialTokens
-from kernels import force_state as fs
-from kernels import reference
-from kernels.reference import filtered_choices, uniform_noise
+from s1 import kernels
+from s1.infer.budget import BudgetState, RequestRules, SpecialTokens
+from s1.kernels import force_state as fs
+from s1.kernels import reference
+from s1.kernels.reference import filtered_choices, uniform_noise
 
 V, VOCAB = 48, 45
 NEWLINE = bytes(1 if i == 31 else 0 for i in range(VOCAB))
@@ -274,9 +274,9 @@ class ScriptedModel(nn.Module):
 
 @pytest.mark.parametrize("async_output", [False, True], ids=["sync", "async"])
 def test_engine_with_scripted_model(shared_data, async_output):
-    from infer import LLM, SamplingParams
-    from model.config import Qwen2Config
-    from model.tokenizer import Tokenizer
+    from s1.infer import LLM, SamplingParams
+    from s1.model.config import Qwen2Config
+    from s1.model.tokenizer import Tokenizer
     tok = Tokenizer.from_pretrained(shared_data / "qwen2.5-tokenizer")
     im_start, im_end = tok.token_id("<|im_start|>"), tok.token_id("<|im_end|>")
     wait = tok.encode("Wait")

@@ -1,11 +1,11 @@
-"""Checkpoint chat templates (model/tokenizer.py): rendered as transformers renders them, and for
+"""Checkpoint chat templates (s1/model/tokenizer.py): rendered as transformers renders them, and for
 Qwen2.5's template exactly the built-in s1 prompt."""
 import json
 import shutil
 
 import pytest
 
-from model.tokenizer import DEFAULT_SYSTEM_PROMPT, THINK_START, Tokenizer
+from s1.model.tokenizer import DEFAULT_SYSTEM_PROMPT, THINK_START, Tokenizer
 
 QUESTIONS = ["What is 2+2?", "Line one\nline two  ", "ünïcode ✓ and {{ braces }} and {% tags %}", ""]
 
@@ -64,7 +64,7 @@ def test_no_template_uses_the_builtin_format(qwen_tokenizer_dir, tmp_path):
                                       f"q<|im_end|>\n<|im_start|>assistant\n{THINK_START}")
     with pytest.raises(ValueError, match="no chat template"):
         tok.apply_chat_template([{"role": "user", "content": "q"}])
-    # a Tokenizer built without __init__ (pipelines/toy.py does) renders the built-in format too
+    # a Tokenizer built without __init__ (s1/pipelines/toy.py does) renders the built-in format too
     assert Tokenizer.__new__(Tokenizer).render_prompt("q") == tok.render_prompt("q")
 
 

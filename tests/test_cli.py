@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-import s1cli
+from s1 import cli as s1cli
 from tests.conftest import ROOT
 
 
@@ -84,14 +84,14 @@ def test_every_argument_of_every_command_has_help():
 
 
 def test_the_walk_catches_an_undocumented_argument(monkeypatch):
-    import infer.cli
-    real = infer.cli.build_parser
+    import s1.infer.cli
+    real = s1.infer.cli.build_parser
 
     def planted():
         p = real()
         p.add_argument("--undocumented-flag")
         return p
-    monkeypatch.setattr(infer.cli, "build_parser", planted)
+    monkeypatch.setattr(s1.infer.cli, "build_parser", planted)
     assert "s1 generate: --undocumented-flag" in undocumented()
 
 

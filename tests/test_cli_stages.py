@@ -13,7 +13,7 @@ MATH_TEST = str(ROOT / "tests" / "fixtures" / "curate" / "pool" / "math_test")
 
 
 def test_curate_without_traces_says_what_is_missing_before_any_stage(tmp_path, capsys):
-    from curate.cli import main
+    from s1.curate.cli import main
     t0 = time.perf_counter()
     assert main(["--pool", POOL, "--out", str(tmp_path / "run"), "--size", "3", "--no-progress"]) == 1
     assert time.perf_counter() - t0 < 5
@@ -24,8 +24,8 @@ def test_curate_without_traces_says_what_is_missing_before_any_stage(tmp_path, c
 
 
 def test_curate_model_free_with_pool_solutions(tmp_path, shared_data):
-    from common.jsonl import read_jsonl
-    from curate.cli import main
+    from s1.common.jsonl import read_jsonl
+    from s1.curate.cli import main
     out = tmp_path / "run"
     assert main(["--pool", POOL, "--out", str(out), "--size", "3", "--traces", "pool-solutions", "--no-progress"]) == 0
     rows = read_jsonl(out / "s1k.jsonl")
@@ -41,7 +41,7 @@ def test_curate_model_free_with_pool_solutions(tmp_path, shared_data):
 def test_curate_nothing_survives_is_a_clear_message(tmp_path, capsys):
     """Every question is in the evaluation set: decontamination removes all of them. The run stops
     there with a message naming the stage (it used to end in datasets' "Keys mismatch")."""
-    from curate.cli import main
+    from s1.curate.cli import main
     args = ["--pool", MATH_TEST, "--eval", MATH_TEST, "--out", str(tmp_path / "run"), "--size", "3",
             "--traces", "pool-solutions", "--no-progress"]
     for _ in range(2):                                        # the rerun says the same
@@ -52,7 +52,7 @@ def test_curate_nothing_survives_is_a_clear_message(tmp_path, capsys):
 
 
 def test_curate_teacher_as_hub_id_not_cached(tmp_path, monkeypatch, capsys):
-    from curate.cli import main
+    from s1.curate.cli import main
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     assert main(["--pool", POOL, "--out", str(tmp_path / "run"), "--teacher", "Qwen/Qwen2.5-32B-Instruct"]) == 2
     assert "huggingface-cli download Qwen/Qwen2.5-32B-Instruct" in capsys.readouterr().err
@@ -63,8 +63,8 @@ def test_train_cli_defaults_are_the_trainer_defaults():
     """Each flag with a default states the TrainConfig default (so --help tells the truth)."""
     import dataclasses
 
-    from train.cli import build_parser
-    from train.loop import TrainConfig
+    from s1.train.cli import build_parser
+    from s1.train.loop import TrainConfig
     fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     p = build_parser()
     checked = 0
@@ -80,7 +80,7 @@ def test_train_cli_defaults_are_the_trainer_defaults():
 
 
 def test_train_dtype_vocabulary_and_flag_errors(tmp_path, capsys):
-    from train.cli import build_parser, main
+    from s1.train.cli import build_parser, main
     p = build_parser()
     base = ["--init-config", "c.json", "--data", "d", "--out", "o"]
     assert p.parse_args(base + ["--dtype", "bf16"]).dtype == "bfloat16"

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate import decontam, domains, quality, sources
-from curate.pipeline import STAGES, Config, Pipeline
-from curate.select import rank_weights, select
-from curate.text import last_boxed, normalize, question_id, word_ngrams
+from s1.curate import decontam, domains, quality, sources
+from s1.curate.pipeline import STAGES, Config, Pipeline
+from s1.curate.select import rank_weights, select
+from s1.curate.text import last_boxed, normalize, question_id, word_ngrams
 
 FIX = Path(__file__).parent / "fixtures" / "curate"
 POOL = str(FIX / "pool")
@@ -363,7 +363,7 @@ def test_ablation_selectors_and_preselected():
 
 # --------------------------------------------------------------------------------- traces import
 def test_trace_import_s1k_columns(tmp_path):
-    from curate.traces import add_traces, load_trace_file
+    from s1.curate.traces import add_traces, load_trace_file
 
     q = "What is the greatest common divisor of $1729$ and $1768$ when both numbers are written in base ten?"
     rows = [{"question": q, "thinking_trajectories": ["  step one\n"], "attempt": "13"},
@@ -404,7 +404,7 @@ def test_pipeline_end_to_end_with_fake_models(tmp_path, shared_data):
     # the teacher saw the budget-forcing params and per-question seeds
     assert len(llms["teacher"].prompts) == 16
     # output: s1K schema, readable by the trainer's loader as is
-    from train.data import extract_fields, load_rows
+    from s1.train.data import extract_fields, load_rows
 
     for src in ("dataset", "s1k.parquet", "s1k.jsonl"):
         rows = load_rows(str(tmp_path / "run" / src))
@@ -458,7 +458,7 @@ def test_interrupted_stage_restarted_equals_uninterrupted(tmp_path, shared_data,
 
 def test_cli_whole_and_single_stages(tmp_path, shared_data, capsys):
     from bench.curate import build_trace_file
-    from curate.cli import main
+    from s1.curate.cli import main
 
     traces = tmp_path / "traces.jsonl"
     build_trace_file([POOL], traces)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from bench.curate import make_tiny_checkpoint
-from curate.cli import main
-from curate.pipeline import STAGES
-from common.jsonl import read_jsonl
-from curate.store import derive_seed
+from s1.curate.cli import main
+from s1.curate.pipeline import STAGES
+from s1.common.jsonl import read_jsonl
+from s1.curate.store import derive_seed
 
 FIX = Path(__file__).parent / "fixtures" / "curate"
 # cheap engine calls: a few thinking/answer tokens per question, model stages on 6 questions
@@ -51,8 +51,8 @@ def ckpts(tmp_path_factory):
 
 
 def test_cli_teacher_students_end_to_end(ckpts, tmp_path, capsys, monkeypatch):
-    import infer
-    from train.data import load_rows
+    from s1 import infer
+    from s1.train.data import load_rows
 
     teacher, students = ckpts
     out = tmp_path / "run"
@@ -143,12 +143,12 @@ def test_cli_bad_checkpoint_path(which, tmp_path, capsys, shared_data):
 
 def test_output_stage_reruns_when_its_files_are_gone(tmp_path):
     """A plain rerun skips up-to-date stages, but not an output stage whose files were deleted."""
-    from curate.cli import main
+    from s1.curate.cli import main
     out = tmp_path / "run"
     args = ["--pool", str(FIX / "pool"), "--eval", str(FIX / "eval"), "--out", str(out),
             "--traces", str(out / "traces.jsonl"), "--size", "3", "--seed", "1", "--no-progress"]
     import json as _json
-    from curate.sources import load_sources
+    from s1.curate.sources import load_sources
     recs, _ = load_sources([str(FIX / "pool")], progress=False)
     out.mkdir(parents=True)
     with open(out / "traces.jsonl", "w") as f:
@@ -165,7 +165,7 @@ def test_output_stage_reruns_when_its_files_are_gone(tmp_path):
 
 def test_missing_checkpoint_fails_before_any_stage_runs(tmp_path):
     """A bad checkpoint path is reported before sources/decontamination spend any time."""
-    from curate.cli import main
+    from s1.curate.cli import main
     out = tmp_path / "run"
     rc = main(["--pool", str(FIX / "pool"), "--eval", str(FIX / "eval"), "--out", str(out),
                "--teacher", str(tmp_path / "nope"), "--size", "3", "--no-progress"])

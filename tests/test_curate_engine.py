@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from curate.pipeline import STAGES, Config, Pipeline
+from s1.curate.pipeline import STAGES, Config, Pipeline
 from bench.curate import make_tiny_checkpoint
-from common.jsonl import read_jsonl
+from s1.common.jsonl import read_jsonl
 
 FIX = __import__("pathlib").Path(__file__).parent / "fixtures" / "curate"
 
@@ -43,7 +43,7 @@ def _cfg(out, teacher, student, **kw):
 
 
 def test_real_engine_pipeline_and_restart(tiny_models, shared_data, tmp_path):
-    from curate.pipeline import default_llm_factory
+    from s1.curate.pipeline import default_llm_factory
 
     teacher, student = tiny_models
     cache = {}
@@ -82,8 +82,8 @@ def test_real_engine_pipeline_and_restart(tiny_models, shared_data, tmp_path):
 def test_real_engine_domain_model(tiny_models, shared_data):
     """The MSC classification prompt through the engine; a random model's unparseable answers
     fall back to the keyword classifier and are counted as such."""
-    from curate.domains import classify, load_msc
-    from curate.pipeline import default_llm_factory
+    from s1.curate.domains import classify, load_msc
+    from s1.curate.pipeline import default_llm_factory
 
     msc = load_msc(shared_data / "curation" / "msc.json")
     recs = [{"id": f"q{i}", "question": q, "source_type": "x", "metadata": {}} for i, q in

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from pipelines import toy as synthetic
-from model.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer
+from s1.pipelines import toy as synthetic
+from s1.model.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer
 
 
 # ----------------------------------------------------------------------------- generator
@@ -95,13 +95,13 @@ def test_tokenizer_three_tokens_per_step_and_consistent_forcing(demo_tok):
 
 
 def test_tiny_config_pads_vocab():
-    from model.config import Qwen2Config
+    from s1.model.config import Qwen2Config
     cfg = Qwen2Config.from_dict(synthetic.tiny_config(558))
     assert cfg.vocab_size == 576 and cfg.vocab_size % 64 == 0 and cfg.num_hidden_layers == 3
 
 
 def test_demo_rejects_bad_arguments(tmp_path, capsys):
-    from pipelines.demo import main
+    from s1.pipelines.demo import main
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path), "--max-digits", "20"])
     assert "--max-digits" in capsys.readouterr().err
@@ -117,7 +117,7 @@ def test_demo_quick_run_accuracy_rises_with_thinking_budget(tmp_path):
     above the middle point). The loss drops from ~0.9 to < 0.1 between steps ~180 and ~280 in
     runs of 400, 500 and 1000 steps (400 and 500 already give 7-12% -> 100%; 300 steps, whose
     learning rate decays before the drop, stay at ~10%), so 600 leaves ~300 steps of margin."""
-    from pipelines.demo import main
+    from s1.pipelines.demo import main
     out = tmp_path / "demo"
     assert main(["--out", str(out), "--quick", "--steps", "600", "--seed", "0", "--no-progress"]) == 0
     summary = json.loads((out / "eval" / "summary.json").read_text())

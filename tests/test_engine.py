@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-import kernels
-from infer import LLM, SamplingParams
-from model.loading import load_model
-from model.tokenizer import Tokenizer
+from s1 import kernels
+from s1.infer import LLM, SamplingParams
+from s1.model.loading import load_model
+from s1.model.tokenizer import Tokenizer
 from tests.conftest import require_shared_data
 from tests.hf_utils import random_hf_model
 
@@ -245,7 +245,7 @@ def test_plain_generation_stops_at_stop_token(model, tok):
 
 
 def test_cli_generate(ckpt, tmp_path, capsys):
-    from infer.cli import generate_main
+    from s1.infer.cli import generate_main
     _, d = ckpt
     qfile = tmp_path / "q.jsonl"
     qfile.write_text(json.dumps({"prompt": "Add 2 and 3."}) + "\n" + json.dumps({"prompt": "Hi"}) + "\n")

@@ -14,10 +14,10 @@ import sys
 import pytest
 import torch
 
-import kernels
-import infer.engine
-from infer import LLM, SamplingParams
-from infer.scheduler import Scheduler
+from s1 import kernels
+import s1.infer.engine
+from s1.infer import LLM, SamplingParams
+from s1.infer.scheduler import Scheduler
 from tests.test_engine import (  # noqa: F401  (ckpt, model, tok, torch_backend are fixtures)
     ckpt, make_llm, model, naive_greedy, prompts_of, tok, torch_backend)
 
@@ -124,7 +124,7 @@ def test_raw_prompt_thinks_only_with_thinking_rules(model, tok):
 def test_cli_generate_raw(ckpt, model, tok, tmp_path):
     """`s1 generate --raw`: the rendered prompt is passed unchanged (== the question without
     --raw, == the naive reference), and without thinking flags it is plain generation."""
-    from infer.cli import generate_main
+    from s1.infer.cli import generate_main
     _, d = ckpt
     rendered = tok.render_prompt(QUESTION)
     ids = tok.encode(rendered)
@@ -253,7 +253,7 @@ def test_preemption_with_prefix_caching(model, tok, async_output, monkeypatch):
             shared_seen.append(any(a & b for i, a in enumerate(tables) for b in tables[i + 1:]))
             return out
 
-    monkeypatch.setattr(infer.engine, "Scheduler", CheckedScheduler)
+    monkeypatch.setattr(s1.infer.engine, "Scheduler", CheckedScheduler)
     num_pages = 10  # 5 sequences of 26 tokens need 5 * 7 pages (minus shared ones)
     small = make_llm(model, tok, num_pages=num_pages, async_output=async_output)
     bm = small.block_manager
@@ -302,10 +302,10 @@ def _drive_scheduler(cls, seed: int, async_output: bool) -> list:
     random limits, some aborted, many preemptions), the device emulated by rules that depend only
     on each request's id and length. Returns every step's decisions and the final outputs."""
     import random
-    from infer.block_manager import BlockManager
-    from infer.budget import StepResult
-    from infer.request import Sequence, Status
-    from kernels import force_state as fs
+    from s1.infer.block_manager import BlockManager
+    from s1.infer.budget import StepResult
+    from s1.infer.request import Sequence, Status
+    from s1.kernels import force_state as fs
     rng = random.Random(seed)
     bm = BlockManager(num_pages=14, page_size=4, enable_prefix_caching=bool(seed % 2))
     sched = cls(bm, max_num_seqs=5, max_num_batched_tokens=40, max_model_len=30, num_slots=5)
@@ -370,7 +370,7 @@ def test_decode_columns_track_the_sequences(model, tok, monkeypatch):
     """The runner's device-side decode inputs (each slot's position, cache slot, context length,
     advanced on the device) equal what the sequences say at every decode step: through
     preemption, prefix hits, budget forcing and async output."""
-    from infer.runner import ModelRunner
+    from s1.infer.runner import ModelRunner
     checked = []
     orig = ModelRunner.run
 
@@ -420,7 +420,7 @@ def check_engine_all_triton() -> None:
     flash attention in prefill, K/V store, paged decode attention) == the torch-backend engine ==
     naive greedy. Prefills with prefix hits (inside a batch, and revived from an earlier call)
     run flash attention with the new queries over [cached prefix pages + new] keys."""
-    import kernels.triton_ops as tops
+    import s1.kernels.triton_ops as tops
     from tests.test_engine_kernels import context_model
     m, tok = context_model(seed=1)
     base = [7, 300, 4000, 123, 55, 999, 31, 8, 17, 2024]

@@ -32,8 +32,8 @@ def _in_interpreter(name: str, *args: str) -> None:
 
 # ---------------------------------------------------------------------------- checks (interpreter)
 def check_paged_attention(dtype_name: str) -> None:
-    from kernels.paged_attention import paged_attention_triton
-    from kernels.reference import paged_attention as paged_attention_reference
+    from s1.kernels.paged_attention import paged_attention_triton
+    from s1.kernels.reference import paged_attention as paged_attention_reference
     dtype = getattr(torch, dtype_name)
     g = torch.Generator().manual_seed(0)
     # (Hq, Hk, D, page, context lens): GQA 7:1 and 5:1, head_dim 64/128, odd page sizes,
@@ -74,8 +74,8 @@ def check_paged_attention(dtype_name: str) -> None:
 
 
 def check_kv_store(dtype_name: str) -> None:
-    from kernels.kv_store import kv_store_triton
-    from kernels.reference import kv_store as kv_store_reference
+    from s1.kernels.kv_store import kv_store_triton
+    from s1.kernels.reference import kv_store as kv_store_reference
     dtype = getattr(torch, dtype_name)
     g = torch.Generator().manual_seed(1)
     P, page, Hk, D = 6, 4, 2, 48
@@ -97,9 +97,9 @@ def context_model(seed: int):
     """(tiny random Qwen2 with the real 151,936 vocabulary, Qwen2.5 tokenizer) whose attention and
     MLP weights are scaled up so that the context decides the next token (with the default init
     the model just repeats its input token, and an engine comparison would prove nothing)."""
-    from model.config import Qwen2Config
-    from model.qwen2 import Qwen2ForCausalLM
-    from model.tokenizer import Tokenizer
+    from s1.model.config import Qwen2Config
+    from s1.model.qwen2 import Qwen2ForCausalLM
+    from s1.model.tokenizer import Tokenizer
     from tests.conftest import SHARED_DATA
     tok = Tokenizer.from_pretrained(SHARED_DATA / "qwen2.5-tokenizer")
     cfg = Qwen2Config(vocab_size=151936, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
@@ -117,16 +117,16 @@ def context_model(seed: int):
 
 def check_engine_with_triton_cache() -> None:
     """The engine with the Triton store + paged-attention kernels == with the references."""
-    import kernels
-    from infer import LLM, SamplingParams
+    from s1 import kernels
+    from s1.infer import LLM, SamplingParams
     m, tok = context_model(seed=0)
     prompts = [[5, 6, 7, 8, 9], [100, 200, 300], [42] * 11, [1, 2, 3, 300]]
     sp = SamplingParams(max_tokens=10, ignore_eos=True)
     outs = {}
     import types
 
-    import kernels.triton_ops as tops
-    from kernels import reference
+    import s1.kernels.triton_ops as tops
+    from s1.kernels import reference
     # the reference ops with the Triton cache kernels swapped in (the engine passes its ops down)
     mixed = types.SimpleNamespace(**{k: getattr(reference, k) for k in dir(reference) if not k.startswith("_")})
     mixed.kv_store, mixed.paged_attention = tops.kv_store, tops.paged_attention
@@ -162,7 +162,7 @@ def test_engine_with_triton_cache_kernels(shared_data):
 
 def test_paged_attention_reference_matches_dense_attention():
     """The reference itself vs plain softmax attention over contiguous K/V (no paging)."""
-    from kernels.reference import paged_attention as paged_attention_reference
+    from s1.kernels.reference import paged_attention as paged_attention_reference
     g = torch.Generator().manual_seed(2)
     B, Hq, Hk, D, page, n = 2, 6, 2, 16, 4, 10
     k = torch.randn(B, n, Hk, D, generator=g)

@@ -11,12 +11,12 @@ import weakref
 import pytest
 import torch
 
-import kernels
-from infer import LLM, SamplingParams
-from infer.block_manager import BlockManager
-from infer.config import EngineConfig
-from infer.engine import LLMEngine
-from infer.request import Sequence
+from s1 import kernels
+from s1.infer import LLM, SamplingParams
+from s1.infer.block_manager import BlockManager
+from s1.infer.config import EngineConfig
+from s1.infer.engine import LLMEngine
+from s1.infer.request import Sequence
 from tests.test_engine import ckpt, make_llm, model, naive_greedy, prompts_of, tok  # noqa: F401  (fixtures)
 
 

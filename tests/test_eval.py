@@ -1,5 +1,5 @@
-"""`s1 eval` (evaluation/sweep.py, evaluation/report.py, evaluation/cli.py, evaluation/tasks.py,
-evaluation/plots.py).
+"""`s1 eval` (s1/evaluation/sweep.py, s1/evaluation/report.py, s1/evaluation/cli.py, s1/evaluation/tasks.py,
+s1/evaluation/plots.py).
 
 Two levels:
 - a fake engine whose behaviour is known exactly (answers right iff the budget reaches a
@@ -22,9 +22,9 @@ import time
 
 import pytest
 
-from evaluation import cli, report, sweep
-from evaluation.tasks import TaskError, TaskItem, choice_options, gpqa_item, load_task
-from infer.sampling import SamplingParams
+from s1.evaluation import cli, report, sweep
+from s1.evaluation.tasks import TaskError, TaskItem, choice_options, gpqa_item, load_task
+from s1.infer.sampling import SamplingParams
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -235,7 +235,7 @@ def test_cli_errors(tmp_path, capsys):
     assert cli.main(["--model", str(tmp_path), "--task", "aime24", "--out", str(tmp_path / "o"),
                      "--budgets", "100,500", "--min-thinking-tokens", "200"]) == 2
     assert "--min-thinking-tokens 200 exceeds --budgets value 100" in capsys.readouterr().err
-    with pytest.raises(SystemExit):   # one dtype vocabulary: choices of common/dtypes.py
+    with pytest.raises(SystemExit):   # one dtype vocabulary: choices of s1/common/dtypes.py
         cli.main(["--model", str(tmp_path), "--task", "aime24", "--out", str(tmp_path / "o"), "--dtype", "f64"])
 
 
@@ -268,10 +268,10 @@ def test_eval_help_and_sweep_modules_import_without_torch():
     """`s1 eval --help`, the sweep definition and the reports need no torch (fast CLI, rescoring)."""
     code = ("import sys; import evaluation.cli, evaluation.sweep, evaluation.report; "
             "evaluation.cli.build_parser().format_help(); "
-            "bad = [m for m in ('torch', 'infer.llm') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+            "bad = [m for m in ('torch', 's1.infer.llm') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    r = subprocess.run([sys.executable, "-m", "evaluation", "--help"], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "s1.evaluation", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0 and "--resume" in r.stdout
 
 
@@ -355,7 +355,7 @@ def test_scaling_plot_is_readable(tmp_path):
     """Budget 0 is not drawn at x = 2^0: the axis is linear from 0 to the smallest positive value
     (0 sits left of it); no two point labels overlap; the caption says what the small numbers are;
     the x label names only what is plotted."""
-    from evaluation.plots import draw_scaling
+    from s1.evaluation.plots import draw_scaling
 
     items = [TaskItem(str(i), f"q{i}", str(10 + i), "integer") for i in range(4)]
     llm = FakeLLM({"q0": 1, "q1": 2, "q2": 3, "q3": 4}, {f"q{i}": str(10 + i) for i in range(4)})
@@ -388,9 +388,9 @@ def test_scaling_plot_is_readable(tmp_path):
 def tiny_model_dir(tmp_path_factory):
     import torch
 
-    from model.config import Qwen2Config
-    from model.loading import save_model
-    from model.qwen2 import Qwen2ForCausalLM
+    from s1.model.config import Qwen2Config
+    from s1.model.loading import save_model
+    from s1.model.qwen2 import Qwen2ForCausalLM
     from tests.conftest import require_shared_data
 
     tok_dir = require_shared_data() / "qwen2.5-tokenizer"
@@ -409,7 +409,7 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("task", ["aime24", "aime25", "math500", "amc23", "gpqa_diamond"])
 def test_real_engine_sweep_every_task_and_rescore(task, tiny_model_dir, shared_data, tmp_path):
-    import kernels
+    from s1 import kernels
 
     out = tmp_path / "run"
     argv = ["--model", str(tiny_model_dir), "--task", task, "--budgets", "4,12", "--num-wait", "0,1",
@@ -434,12 +434,12 @@ def test_real_engine_sweep_every_task_and_rescore(task, tiny_model_dir, shared_d
 
 
 def test_sigint_keeps_finished_records_and_resume_finishes_the_run(tiny_model_dir, shared_data, tmp_path):
-    """`python -m evaluation` on a tiny random-weight checkpoint, interrupted with SIGINT once the
+    """`python -m s1.evaluation` on a tiny random-weight checkpoint, interrupted with SIGINT once the
     first records are on disk: it exits 130 keeping them (every line a whole record), and
     `--resume` into the same folder runs only the rest and ends with the summary of an
     uninterrupted run. A random model never ends thinking, so budget-2 requests finish after a few
     steps and budget-400 ones ~400 steps later: the interrupt lands between them."""
-    import kernels
+    from s1 import kernels
 
     common = ["--model", str(tiny_model_dir), "--task", "aime24", "--data-dir", str(shared_data / "eval"),
               "--limit", "3", "--budgets", "2,400", "--max-answer-tokens", "4", "--no-progress", "--threads", "1"]
@@ -448,7 +448,7 @@ def test_sigint_keeps_finished_records_and_resume_finishes_the_run(tiny_model_di
     run = tmp_path / "run"
     samples = run / "samples.jsonl"
     env = dict(os.environ, S1_KERNELS="torch", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "evaluation", *common, "--out", str(run)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "s1.evaluation", *common, "--out", str(run)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 300
@@ -476,7 +476,7 @@ def test_sigint_keeps_finished_records_and_resume_finishes_the_run(tiny_model_di
 
 def test_bench_eval_sweep_smoke(shared_data, capsys):
     """The GPU benchmark script's CPU smoke mode runs (tiny model, 4 MATH-500 questions)."""
-    import kernels
+    from s1 import kernels
     from bench import eval_sweep
 
     with kernels.use_backend("torch"):
@@ -489,7 +489,7 @@ def test_bench_eval_sweep_smoke(shared_data, capsys):
 
 def test_default_eval_dir_follows_s1_shared_data(monkeypatch, tmp_path):
     """S1_SHARED_DATA (README, tests) also moves the eval sets; S1_EVAL_DATA wins over it."""
-    from evaluation.tasks import default_data_dir
+    from s1.evaluation.tasks import default_data_dir
     monkeypatch.delenv("S1_EVAL_DATA", raising=False)
     monkeypatch.setenv("S1_SHARED_DATA", str(tmp_path))
     assert default_data_dir() == tmp_path / "eval"

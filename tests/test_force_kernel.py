@@ -1,5 +1,5 @@
-"""The fused sampling + budget-forcing kernel (kernels/sampling.py::sample_and_force, Triton
-interpreter) against its torch specification (kernels/reference.py::sample_and_force).
+"""The fused sampling + budget-forcing kernel (s1/kernels/sampling.py::sample_and_force, Triton
+interpreter) against its torch specification (s1/kernels/reference.py::sample_and_force).
 
 Random tables cover every phase and transition: thinking with and without the minimum or the
 min_tokens=1 mask, end attempts with extensions of 0-3 tokens left or none (natural end), caps hit
@@ -11,10 +11,10 @@ Tokens, the step result and every state column must be identical.
 import pytest
 import torch
 
-from kernels import force_state as fs
-from kernels import reference
+from s1.kernels import force_state as fs
+from s1.kernels import reference
 
-triton_sampling = pytest.importorskip("kernels.sampling")
+triton_sampling = pytest.importorskip("s1.kernels.sampling")
 # the kernel runs on CUDA when there is a GPU, else on CPU tensors in the interpreter
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -141,7 +141,7 @@ def test_rules_equal_reference_over_thousands_of_states(seed):
 
 
 def test_transitions_by_hand():
-    """A few rows written out by hand from the rules (kernels/force_state.py)."""
+    """A few rows written out by hand from the rules (s1/kernels/force_state.py)."""
     tables = random_tables(6, 5)
     st, fp, forced, stop, _, newline = tables
     st.zero_()

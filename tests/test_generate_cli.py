@@ -25,8 +25,8 @@ def _env(**extra):
 
 
 def s1(*args, timeout=300, **env):
-    """`s1 ...` in a subprocess (python -m s1cli: the console script's code without the install)."""
-    return subprocess.run([sys.executable, "-m", "s1cli", *map(str, args)], cwd=ROOT, env=_env(**env),
+    """`s1 ...` in a subprocess (python -m s1: the console script's code without the install)."""
+    return subprocess.run([sys.executable, "-m", "s1", *map(str, args)], cwd=ROOT, env=_env(**env),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -46,7 +46,7 @@ def prompts_file(path, questions):
 
 
 def gen(tiny, out, *args):
-    from infer.cli import generate_main
+    from s1.infer.cli import generate_main
     return generate_main(["--model", str(tiny), "--no-progress", "--out", str(out), *map(str, args)])
 
 
@@ -69,11 +69,11 @@ def test_bad_out_fails_fast_before_the_model_loads(tiny, tmp_path, monkeypatch, 
     dt = time.perf_counter() - t0
     assert r.returncode == 2 and dt < 10, (dt, r.stderr)
     assert "--out" in r.stderr and "does not exist" in r.stderr and "Traceback" not in r.stderr
-    import infer.llm
+    import s1.infer.llm
 
     def no_load(*a, **k):
         raise AssertionError("the model was loaded")
-    monkeypatch.setattr(infer.llm, "LLM", no_load)
+    monkeypatch.setattr(s1.infer.llm, "LLM", no_load)
     assert gen(tiny, tmp_path, "--prompt", "hi") == 2                       # a folder
     assert "--out" in capsys.readouterr().err
     assert gen(tiny, tmp_path / "x" / "o.jsonl", "--prompt", "hi") == 2
@@ -95,7 +95,7 @@ def test_out_file_is_in_prompt_order_with_index_and_id(tiny, tmp_path):
 def _engine_streams() -> bool:
     import inspect
 
-    from infer.llm import LLM
+    from s1.infer.llm import LLM
     return "on_output" in inspect.signature(LLM.generate).parameters
 
 
@@ -105,7 +105,7 @@ def test_sigint_keeps_the_finished_records(tiny, tmp_path):
         pytest.skip("the engine has no on_output callback yet (LLM.generate(..., on_output=...))")
     q = prompts_file(tmp_path / "q.jsonl", [f"Question {i}: add {i} and {i}." for i in range(40)])
     out = tmp_path / "o.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "s1cli", "generate", "--model", str(tiny), "--prompts", str(q),
+    proc = subprocess.Popen([sys.executable, "-m", "s1", "generate", "--model", str(tiny), "--prompts", str(q),
                              "--max-tokens", "200", "--max-num-seqs", "1", "--no-progress", "--out", str(out)],
                             cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -129,7 +129,7 @@ def test_sigint_keeps_the_finished_records(tiny, tmp_path):
 
 # ----------------------------------------------------------------------------- seeds
 def test_seed_gives_each_request_its_own_stream_and_reruns_repeat(tiny, tmp_path):
-    from infer.cli import request_seed
+    from s1.infer.cli import request_seed
     assert len({request_seed(1, i) for i in range(100)} | {request_seed(2, i) for i in range(100)}) == 200
     same = prompts_file(tmp_path / "same.jsonl", ["Pick a random word."] * 3)
     sampling = ["--temperature", 1.0, "--seed", 1, "--max-tokens", 12]
@@ -165,7 +165,7 @@ def test_errors_name_flags(tiny, tmp_path, capsys, args, msg):
 
 
 def test_dtype_vocabulary(tiny, tmp_path, capsys):
-    from infer.cli import build_parser
+    from s1.infer.cli import build_parser
     p = build_parser()
     for spelling, name in [("bf16", "bfloat16"), ("torch.float16", "float16"), ("fp32", "float32"), ("auto", "auto")]:
         assert p.parse_args(["--model", "m", "--prompt", "x", "--dtype", spelling]).dtype == name
@@ -188,7 +188,7 @@ def test_missing_tokenizer_names_the_flag(tiny, tmp_path, capsys):
     bare.mkdir()
     for f in ("config.json", "model.safetensors"):
         shutil.copy(tiny / f, bare / f)
-    from infer.cli import generate_main
+    from s1.infer.cli import generate_main
     assert generate_main(["--model", str(bare), "--prompt", "hi", "--out", str(tmp_path / "o.jsonl")]) == 2
     err = capsys.readouterr().err
     assert "pass --tokenizer DIR" in err and "Tokenizer.from_pretrained" not in err
@@ -201,7 +201,7 @@ def test_missing_tokenizer_names_the_flag(tiny, tmp_path, capsys):
 def test_system_prompt_and_chat_template(tiny, tmp_path):
     """--system-prompt goes through the checkpoint's chat template: the same tokens as the prompt
     rendered by hand and passed --raw with the same thinking rules."""
-    from model.tokenizer import Tokenizer
+    from s1.model.tokenizer import Tokenizer
     tok = Tokenizer.from_pretrained(tiny)
     assert tok.chat_template                                 # the tiny checkpoint carries Qwen's template
     q, system = "What is 7*6?", "You are a careful mathematician."
@@ -218,7 +218,7 @@ def test_system_prompt_and_chat_template(tiny, tmp_path):
 
 # ----------------------------------------------------------------------------- help
 def test_help_shows_every_flag_with_help_and_default():
-    from infer.cli import build_parser
+    from s1.infer.cli import build_parser
     p = build_parser()
     text = p.format_help()
     for a in p._actions:

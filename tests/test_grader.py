@@ -1,4 +1,4 @@
-"""Answer extraction and offline grading (evaluation/grader.py).
+"""Answer extraction and offline grading (s1/evaluation/grader.py).
 
 References: the MATH-500 file's own `answer` field vs the last \\boxed{} of its reference
 solution (500/500 must agree), and a hand-made table of hard equal / not-equal pairs, each
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from evaluation.grader import evaluate, extract_answer, grade, last_boxed, normalize, parse_integer
+from s1.evaluation.grader import evaluate, extract_answer, grade, last_boxed, normalize, parse_integer
 
 EQUAL = [
     (r"\frac{1}{2}", "0.5"), (r"\dfrac{3}{4}", "3/4"), (r"\tfrac12", r"\frac{1}{2}"), (r"\frac 34", "0.75"),

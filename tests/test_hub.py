@@ -1,9 +1,9 @@
-"""--model as a Hugging Face Hub id in the local HF cache (common/hub.py), with a fake cache folder."""
+"""--model as a Hugging Face Hub id in the local HF cache (s1/common/hub.py), with a fake cache folder."""
 import os
 
 import pytest
 
-from common.hub import ModelNotFound, cached_snapshot, hf_hub_cache, looks_like_hub_id, resolve_model_path
+from s1.common.hub import ModelNotFound, cached_snapshot, hf_hub_cache, looks_like_hub_id, resolve_model_path
 
 REV = "0123456789abcdef0123456789abcdef01234567"
 OLD = "fedcba9876543210fedcba9876543210fedcba98"
@@ -81,10 +81,10 @@ def test_load_model_and_tokenizer_take_a_cached_hub_id(tmp_path, monkeypatch, qw
 
     import torch
 
-    from model.config import shape_config
-    from model.loading import load_model, save_model
-    from model.qwen2 import Qwen2ForCausalLM
-    from model.tokenizer import Tokenizer
+    from s1.model.config import shape_config
+    from s1.model.loading import load_model, save_model
+    from s1.model.qwen2 import Qwen2ForCausalLM
+    from s1.model.tokenizer import Tokenizer
     repo = tmp_path / "hub" / "models--org--tiny"
     snap = repo / "snapshots" / REV
     torch.manual_seed(0)
@@ -99,9 +99,9 @@ def test_load_model_and_tokenizer_take_a_cached_hub_id(tmp_path, monkeypatch, qw
     with pytest.raises(FileNotFoundError, match="huggingface-cli download org/absent"):
         load_model("org/absent")
     # s1 train resolves --model before anything loads
-    from train.cli import parse_args
+    from s1.train.cli import parse_args
     cfg = parse_args(["--model", "org/tiny", "--data", "d.json", "--out", str(tmp_path / "o")])
     assert cfg.model == str(snap)
-    from train.cli import main
+    from s1.train.cli import main
     assert main(["--model", "org/absent", "--data", "d.json", "--out", str(tmp_path / "o")]) == 2
     shutil.rmtree(tmp_path / "o", ignore_errors=True)

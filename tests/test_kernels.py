@@ -1,4 +1,4 @@
-"""Triton kernels vs the PyTorch references (kernels/reference.py), forward and backward.
+"""Triton kernels vs the PyTorch references (s1/kernels/reference.py), forward and backward.
 
 On a machine without CUDA every kernel runs in Triton's CPU interpreter (TRITON_INTERPRET=1,
 set below before anything imports triton) in fp32 and fp16; on CUDA the same tests also run in
@@ -24,11 +24,11 @@ triton = pytest.importorskip("triton")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1",
                                 reason="no CUDA and TRITON_INTERPRET was set to something other than 1")
 
-import kernels  # noqa: E402
-from kernels import flash_attn  # noqa: E402
-from kernels import reference as ref  # noqa: E402
-from kernels import triton_ops as tri  # noqa: E402
-from kernels.cross_entropy import fused_linear_cross_entropy_fwd  # noqa: E402
+from s1 import kernels  # noqa: E402
+from s1.kernels import flash_attn  # noqa: E402
+from s1.kernels import reference as ref  # noqa: E402
+from s1.kernels import triton_ops as tri  # noqa: E402
+from s1.kernels.cross_entropy import fused_linear_cross_entropy_fwd  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if DEVICE == "cuda" else [])
@@ -217,7 +217,7 @@ def test_attention_flops_formula():
                          ids=["2d_h96_tiles8x3progs", "3d_h200", "mixed_fp32_weight"])
 def test_rms_norm_fwd_bwd(shape, wdtype, tiling, dtype, monkeypatch):
     if tiling:  # interpreter: ragged row tiles, several tiles per program, several programs
-        import kernels.rmsnorm as rn
+        import s1.kernels.rmsnorm as rn
         monkeypatch.setattr(rn, "INTERPRET_ROWS", tiling[0])
         monkeypatch.setattr(rn, "INTERPRET_MAX_PROGS", tiling[1])
     gen = torch.Generator().manual_seed(11)
@@ -241,9 +241,9 @@ def test_rms_norm_fwd_bwd(shape, wdtype, tiling, dtype, monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("Hq,Hk,D", [(7, 1, 64), (6, 1, 128), (3, 3, 64)])
 def test_rope_fwd_bwd(Hq, Hk, D, dtype, monkeypatch):
-    import kernels.rope as rp
+    import s1.kernels.rope as rp
     monkeypatch.setattr(rp, "INTERPRET_ROWS", 16)  # several ragged (token, head) tiles
-    from model.qwen2 import packed_positions, rope_cos_sin
+    from s1.model.qwen2 import packed_positions, rope_cos_sin
     lens = ragged(5, 3, 1, 30)
     T = sum(lens)
     pos = packed_positions(cu(lens), T)  # restarts at 0 for every packed sequence
@@ -292,7 +292,7 @@ def test_linear_cross_entropy_fwd_bwd(N, V, H, chunk, dtype, monkeypatch):
     labels[torch.randperm(N, generator=gen)[: N // 4]] = -100  # ignored positions
     labels = labels.to(DEVICE)
     if chunk is not None:  # force several chunks of tokens
-        import kernels.cross_entropy as ce
+        import s1.kernels.cross_entropy as ce
         monkeypatch.setattr(ce, "_chunk_size", lambda n, v, h: chunk)
     with poisoned_allocations():
         loss = tri.linear_cross_entropy(hidden, weight, labels)
@@ -327,8 +327,8 @@ def test_linear_cross_entropy_edge_cases():
 
 # ------------------------------------------------------------------------------------ whole model
 def test_model_triton_backend_matches_torch_backend():
-    from model.config import Qwen2Config
-    from model.qwen2 import Qwen2ForCausalLM
+    from s1.model.config import Qwen2Config
+    from s1.model.qwen2 import Qwen2ForCausalLM
     cfg = Qwen2Config(vocab_size=300, hidden_size=128, intermediate_size=200, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, torch_dtype="float32")
     model = Qwen2ForCausalLM(cfg).to(DEVICE)
@@ -367,9 +367,9 @@ def test_model_kv_cache_prefill_over_prefix_triton_matches_no_cache():
     # chunked prefill through the KV cache: the second chunk's queries are the last tokens of a
     # longer key sequence (q_len < k_len, bottom-right causal); its logits must equal one
     # cache-free pass over the whole sequence (reference backend).
-    from model.cache import ContiguousKVCache
-    from model.config import Qwen2Config
-    from model.qwen2 import Qwen2ForCausalLM
+    from s1.model.cache import ContiguousKVCache
+    from s1.model.config import Qwen2Config
+    from s1.model.qwen2 import Qwen2ForCausalLM
     cfg = Qwen2Config(vocab_size=200, hidden_size=128, intermediate_size=160, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=1, torch_dtype="float32")
     model = Qwen2ForCausalLM(cfg).to(DEVICE)

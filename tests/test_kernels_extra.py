@@ -23,8 +23,8 @@ triton = pytest.importorskip("triton")
 
 from test_kernels import DEVICE, DTYPES, assert_close, cu, leaf, leaf64, poisoned_allocations  # noqa: E402
 
-from kernels import flash_attn  # noqa: E402
-from kernels import reference as ref  # noqa: E402
+from s1.kernels import flash_attn  # noqa: E402
+from s1.kernels import reference as ref  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 interp = pytest.mark.skipif(not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1",
@@ -88,7 +88,7 @@ def test_attention_padded_fwd_bwd(case, dtype, monkeypatch):
 
 
 def _dense_reference(q, k, v, scale, causal):
-    """[B, S, H, D] attention from scratch (independent of kernels/reference.py): GQA by
+    """[B, S, H, D] attention from scratch (independent of s1/kernels/reference.py): GQA by
     repeat_interleave, bottom-right causal mask; rows that see no key give 0 (FlashAttention)."""
     B, Sq, Hq, D = q.shape
     Sk, Hk = k.shape[1], k.shape[2]
@@ -189,7 +189,7 @@ def _git(root, *args):
 
 
 def test_env_dirty_counts_untracked_code(tmp_path):
-    from common.env import environment, git_state
+    from s1.common.env import environment, git_state
     root = tmp_path / "repo"
     (root / "kernels").mkdir(parents=True)
     (root / "bench" / "results").mkdir(parents=True)
@@ -214,14 +214,14 @@ def test_env_dirty_counts_untracked_code(tmp_path):
     (root / "model" / "__init__.py").write_text('"""m"""\n')
     env = environment(root=root)
     assert env["commit"] == commit and env["dirty"] is True
-    assert env["dirty_paths"] == ["?? kernels/new_kernel.py", "?? model/__init__.py"]
+    assert env["dirty_paths"] == ["?? s1/kernels/new_kernel.py", "?? s1/model/__init__.py"]
     # a tracked file that differs from HEAD (unstaged or staged) is dirty too
     os.remove(root / "kernels" / "new_kernel.py")
     os.remove(root / "model" / "__init__.py")
     (root / "kernels" / "a.py").write_text("x = 3\n")
-    assert git_state(root)[1:] == (True, ["M kernels/a.py"])
-    _git(root, "add", "kernels/a.py")
-    assert git_state(root)[1:] == (True, ["M kernels/a.py"])
+    assert git_state(root)[1:] == (True, ["M s1/kernels/a.py"])
+    _git(root, "add", "s1/kernels/a.py")
+    assert git_state(root)[1:] == (True, ["M s1/kernels/a.py"])
     # the path list stays short
     _git(root, "commit", "-q", "-m", "2")
     for i in range(30):

@@ -1,49 +1,84 @@
-"""The packages form layers; an import may only point down (or stay inside its own package).
+"""The s1 package's subpackages form layers; an import may only point down (or stay inside its own
+subpackage). bench/ (repository scripts) sits above the whole package.
 
-    s1cli
-    bench                      benchmark scripts
-    pipelines                  demo, toy task, "train a tiny model and sweep it"
-    curate                     s1K selection (uses the engine and the grader)
-    evaluation | serve         tasks, grading, metrics, methods, sweeps, reports | the HTTP server
-    infer | train              the engine | the trainer (peers: neither imports the other)
-    model                      config, decoder, loading, tokenizer + s1 format
-    kernels                    Triton kernels and their PyTorch references
-    common                     JSONL, paths, dtype names, provenance (pure Python)
+    s1.cli                     the `s1` command
+    bench                      benchmark scripts (repository only, not installed)
+    s1.pipelines               demo, toy task, "train a tiny model and sweep it"
+    s1.curate                  s1K selection (uses the engine and the grader)
+    s1.evaluation | s1.serve   tasks, grading, metrics, methods, sweeps, reports | the HTTP server
+    s1.infer | s1.train        the engine | the trainer (peers: neither imports the other)
+    s1.model                   config, decoder, loading, tokenizer + s1 format
+    s1.kernels                 Triton kernels and their PyTorch references
+    s1.common                  JSONL, paths, dtype names, provenance (pure Python)
 
 Every import counts, including those inside functions (lazy imports still tie the layers).
+Relative imports are not used anywhere (one spelling: `from s1.<package> import ...`).
 """
 from __future__ import annotations
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-LAYERS = [("common",), ("kernels",), ("model",), ("infer", "train"), ("evaluation", "serve"), ("curate",),
-          ("pipelines",), ("bench",), ("s1cli",)]
-RANK = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}
+LAYERS = [("s1.common",), ("s1.kernels",), ("s1.model",), ("s1.infer", "s1.train"), ("s1.evaluation", "s1.serve"),
+          ("s1.curate",), ("s1.pipelines",), ("bench",), ("s1.cli",)]
+RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
+# the library's names before they moved under s1/: nothing may import them any more
+OLD_TOP_LEVEL = ("common", "kernels", "model", "train", "infer", "evaluation", "serve", "curate", "pipelines", "s1cli")
 
 
-def imported_packages(path: pathlib.Path) -> list[tuple[int, str]]:
-    """(line, top-level package) of every absolute import in a file."""
+def _unit(module: str) -> str | None:
+    """'s1.infer.engine' -> 's1.infer'; 'bench.decode' -> 'bench'; 's1' itself -> 's1'; others -> None."""
+    parts = module.split(".")
+    if parts[0] == "bench":
+        return "bench"
+    if parts[0] == "s1":   # `from s1 import __version__` is the package itself
+        return ".".join(parts[:2]) if len(parts) > 1 and not parts[1].startswith("_") else "s1"
+    return None
+
+
+def imports(path: pathlib.Path) -> list[tuple[int, str, int]]:
+    """(line, module, level) of every import in a file; `from s1 import x` counts as s1.x."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            out += [(node.lineno, a.name.split(".")[0]) for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            out.append((node.lineno, node.module.split(".")[0]))
+            out += [(node.lineno, a.name, 0) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level == 0 and mod == "s1":
+                out += [(node.lineno, f"s1.{a.name}", 0) for a in node.names]
+            else:
+                out.append((node.lineno, mod, node.level))
+    return out
+
+
+def units(root: pathlib.Path) -> dict[str, list[pathlib.Path]]:
+    out = {}
+    for unit in RANK:
+        rel = pathlib.Path(*unit.split("."))
+        f = root / rel.with_suffix(".py")
+        out[unit] = [f] if f.is_file() else sorted((root / rel).rglob("*.py"))
     return out
 
 
 def violations(root: pathlib.Path) -> list[str]:
     bad = []
-    for pkg, rank in RANK.items():
-        files = [root / f"{pkg}.py"] if (root / f"{pkg}.py").is_file() else sorted((root / pkg).rglob("*.py"))
+    for unit, files in units(root).items():
+        rank = RANK[unit]
         for f in files:
-            for line, target in imported_packages(f):
-                if target == pkg or target not in RANK:
+            for line, mod, level in imports(f):
+                if level:
+                    bad.append(f"{f.relative_to(root)}:{line}: relative import")
                     continue
-                if RANK[target] >= rank:
+                target = _unit(mod)
+                if target is None or target == unit or target == "s1":
+                    continue
+                if target not in RANK:
+                    bad.append(f"{f.relative_to(root)}:{line}: imports {mod} (no layer)")
+                elif RANK[target] >= rank:
                     kind = "a peer" if RANK[target] == rank else "a higher layer"
                     bad.append(f"{f.relative_to(root)}:{line}: imports {target} ({kind})")
     return sorted(bad)
@@ -54,29 +89,71 @@ def test_no_import_points_upward():
 
 
 def test_every_package_has_a_layer():
-    pkgs = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests"}
+    pkgs = {f"s1.{p.parent.name}" for p in (ROOT / "s1").glob("*/__init__.py")}
     assert pkgs <= set(RANK), f"packages without a layer: {sorted(pkgs - set(RANK))}"
 
 
 def test_a_planted_upward_import_is_caught(tmp_path):
-    for pkg in ("kernels", "infer", "evaluation"):
+    for pkg in ("s1", "s1/kernels", "s1/infer", "s1/train", "s1/evaluation"):
         (tmp_path / pkg).mkdir()
         (tmp_path / pkg / "__init__.py").write_text("")
-    (tmp_path / "kernels" / "ok.py").write_text("import os\nimport torch\n")
-    (tmp_path / "infer" / "engine.py").write_text("from kernels import ok\n")
+    (tmp_path / "s1" / "kernels" / "ok.py").write_text("import os\nimport torch\n")
+    (tmp_path / "s1" / "infer" / "engine.py").write_text("from s1.kernels import ok\nfrom s1 import kernels\n")
     assert violations(tmp_path) == []
-    (tmp_path / "kernels" / "bad.py").write_text("def f():\n    from infer.engine import x\n")
-    (tmp_path / "infer" / "peer.py").write_text("import train.loop\n")
-    (tmp_path / "train").mkdir()
-    (tmp_path / "train" / "__init__.py").write_text("")
-    assert violations(tmp_path) == ["infer/peer.py:1: imports train (a peer)",
-                                    "kernels/bad.py:2: imports infer (a higher layer)"]
+    (tmp_path / "s1" / "kernels" / "bad.py").write_text("def f():\n    from s1.infer.engine import x\n")
+    (tmp_path / "s1" / "infer" / "peer.py").write_text("import s1.train.loop\nfrom s1 import train\n")
+    (tmp_path / "s1" / "train" / "rel.py").write_text("from .loop import x\n")
+    assert violations(tmp_path) == ["s1/infer/peer.py:1: imports s1.train (a peer)",
+                                    "s1/infer/peer.py:2: imports s1.train (a peer)",
+                                    "s1/kernels/bad.py:2: imports s1.infer (a higher layer)",
+                                    "s1/train/rel.py:1: relative import"]
+
+
+def python_files(root: pathlib.Path) -> list[pathlib.Path]:
+    skip = {".git", "build", "dist", ".venv", "venv"}
+    return sorted(p for p in root.rglob("*.py") if not skip & set(p.relative_to(root).parts)
+                  and not any(part.endswith(".egg-info") for part in p.parts))
+
+
+def old_name_imports(root: pathlib.Path) -> list[str]:
+    """Imports of the library's pre-move top-level names, anywhere in the repository, as code
+    (import statements) or as a module string given to importlib / `python -m` / importorskip."""
+    bad = []
+    for f in python_files(root):
+        for line, mod, level in imports(f):
+            if level == 0 and mod.split(".")[0] in OLD_TOP_LEVEL:
+                bad.append(f"{f.relative_to(root)}:{line}: import {mod}")
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+                    and isinstance(node.args[0].value, str):
+                fn = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                if fn in ("import_module", "importorskip", "find_spec") \
+                        and node.args[0].value.split(".")[0] in OLD_TOP_LEVEL:
+                    bad.append(f"{f.relative_to(root)}:{node.lineno}: {fn}({node.args[0].value!r})")
+            if isinstance(node, (ast.List, ast.Tuple)):
+                vals = [e.value if isinstance(e, ast.Constant) else None for e in node.elts]
+                for i, v in enumerate(vals[:-1]):
+                    nxt = vals[i + 1]
+                    if v == "-m" and isinstance(nxt, str) and nxt.split(".")[0] in OLD_TOP_LEVEL:
+                        bad.append(f"{f.relative_to(root)}:{node.lineno}: -m {nxt}")
+    return bad
+
+
+def test_no_import_of_the_old_top_level_names_remains():
+    assert old_name_imports(ROOT) == []
+
+
+def test_old_name_check_catches_each_spelling(tmp_path):
+    (tmp_path / "a.py").write_text("import kernels\nfrom infer.engine import X\nimport importlib\n"
+                                   "importlib.import_module('model.qwen2')\ncmd = ['python', '-m', 'train']\n"
+                                   "from s1 import kernels\nimport s1.infer\n")
+    assert old_name_imports(tmp_path) == ["a.py:1: import kernels", "a.py:2: import infer.engine",
+                                          "a.py:4: import_module('model.qwen2')", "a.py:5: -m train"]
 
 
 def test_grader_and_metrics_import_without_torch():
-    import subprocess
-    import sys
-    code = ("import sys; import evaluation.grader, evaluation.metrics, evaluation.tasks, evaluation.methods; "
-            "bad = [m for m in ('torch', 'infer.llm') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    code = ("import sys; import s1.evaluation.grader, s1.evaluation.metrics, s1.evaluation.tasks, "
+            "s1.evaluation.methods; bad = [m for m in ('torch', 's1.infer.llm') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import kernels
-from model.config import ConfigError, Qwen2Config
-from model.loading import CheckpointError, load_model, save_model, save_state_dict
+from s1 import kernels
+from s1.model.config import ConfigError, Qwen2Config
+from s1.model.loading import CheckpointError, load_model, save_model, save_state_dict
 from tests.hf_utils import random_hf_model
 
 
@@ -177,5 +177,5 @@ def test_real_qwen25_shapes_param_count():
     assert c05.num_params() == 494_032_768
     assert c7.num_params() == 7_615_616_512
     with torch.device("meta"):
-        from model.qwen2 import Qwen2ForCausalLM
+        from s1.model.qwen2 import Qwen2ForCausalLM
         assert sum(p.numel() for p in Qwen2ForCausalLM(c05).parameters()) == c05.num_params()

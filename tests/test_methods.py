@@ -1,6 +1,6 @@
-"""Test-time scaling methods comparison: evaluation/methods.py, curate/variants.py, the method
-transforms / rejection sampling of evaluation/sweep.py, the summary of evaluation/report.py, majority
-voting in evaluation/metrics.py, and the bench/methods.py smoke run.
+"""Test-time scaling methods comparison: s1/evaluation/methods.py, s1/curate/variants.py, the method
+transforms / rejection sampling of s1/evaluation/sweep.py, the summary of s1/evaluation/report.py, majority
+voting in s1/evaluation/metrics.py, and the bench/methods.py smoke run.
 
 Every expected value below is written out by hand from the documented rules, using a trivial
 tokenizer stub (one token per whitespace-separated word) wherever a tokenizer is needed, and a
@@ -13,13 +13,13 @@ import re
 
 import pytest
 
-from common.jsonl import write_jsonl
+from s1.common.jsonl import write_jsonl
 
-from curate import variants
-from pipelines import toy as synthetic
-from evaluation import methods, metrics, report, sweep
-from infer.sampling import SamplingParams
-from evaluation.tasks import TaskItem
+from s1.curate import variants
+from s1.pipelines import toy as synthetic
+from s1.evaluation import methods, metrics, report, sweep
+from s1.infer.sampling import SamplingParams
+from s1.evaluation.tasks import TaskItem
 
 
 class WordTok:
@@ -127,7 +127,7 @@ def test_token_trace_remaining_counts_by_hand():
 
 
 # ------------------------------------------------------------------------------------------
-# 1b. Training-data variants (curate/variants.py)
+# 1b. Training-data variants (s1/curate/variants.py)
 # ------------------------------------------------------------------------------------------
 
 
@@ -263,7 +263,7 @@ def test_variants_cli_with_real_tokenizer(digit_tokenizer, tmp_path, capsys):
     data = tmp_path / "in.jsonl"
     write_jsonl(data, [synthetic.make_row([3, 5, 1]), synthetic.make_row([9, 9])])
     out = tmp_path / "o" / "scc.jsonl"
-    from curate import cli as curate_cli    # `s1 curate variants ...` dispatches to variants.main
+    from s1.curate import cli as curate_cli    # `s1 curate variants ...` dispatches to variants.main
     rc = curate_cli.main(["variants", "--data", str(data), "--method", "scc", "--tokenizer", digit_tokenizer,
                           "--out", str(out), "--step-tokens", "3", "--no-progress"])
     assert rc == 0
@@ -284,7 +284,7 @@ def test_variants_cli_with_real_tokenizer(digit_tokenizer, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------
-# Methods -> engine requests (evaluation/sweep.py)
+# Methods -> engine requests (s1/evaluation/sweep.py)
 # ------------------------------------------------------------------------------------------
 
 

@@ -1,8 +1,8 @@
-"""Test-time-scaling metrics (evaluation/metrics.py) against hand-computed values."""
+"""Test-time-scaling metrics (s1/evaluation/metrics.py) against hand-computed values."""
 
 import pytest
 
-from evaluation import metrics
+from s1.evaluation import metrics
 
 
 def rec(qid, point, correct, think, max_t=None, min_t=0, sample=0, extracted="1", reference="1", kind="math"):

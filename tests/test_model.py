@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-import kernels
-from model.cache import ContiguousKVCache
-from model.qwen2 import Qwen2ForCausalLM
+from s1 import kernels
+from s1.model.cache import ContiguousKVCache
+from s1.model.qwen2 import Qwen2ForCausalLM
 from tests.hf_utils import our_config_from_hf, random_hf_model
 
 CONFIGS = {
@@ -129,7 +129,7 @@ def test_positions_required_with_cache():
 
 @pytest.mark.parametrize("causal", [True, False])
 def test_batched_reference_attention_equals_per_sequence(causal):
-    from kernels import reference
+    from s1.kernels import reference
     g = torch.Generator().manual_seed(9)
     lq = [5, 1, 0, 17, 3]
     lk = [5, 9, 0, 17, 30]   # q_len < k_len: queries are the last positions (prefill over a cached prefix)

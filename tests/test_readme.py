@@ -12,8 +12,8 @@ exactly one rule of RULES:
   test       another test runs it (the named test must exist);
   needs      not run: its README section must say why ("GPU" or "download");
   reference  a bare command name in prose; fragment: contains "...": its flags must exist.
-Every `s1 ...`, `python -m train|infer|curate|evaluation|pipelines.demo ...` and the part after
-`torchrun ... -m train` is also parsed by that command's own parser, so a renamed or removed flag
+Every `s1 ...`, `python -m s1.train|infer|curate|evaluation|pipelines.demo ...` and the part after
+`torchrun ... -m s1.train` is also parsed by that command's own parser, so a renamed or removed flag
 fails here even for the commands that are not run.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-import s1cli
+from s1 import cli as s1cli
 from tests.conftest import ROOT, require_shared_data
 
 README = ROOT / "README.md"
@@ -59,7 +59,7 @@ RULES = [   # (regex on the command, action, detail); first match wins
     (r"python -m <package>", "reference", None),
 ]
 PACKAGE_COMMAND = {"infer": "generate", "train": "train", "curate": "curate", "evaluation": "eval",
-                   "pipelines.demo": "demo", "bench": "bench", "serve": "serve"}
+                   "s1.pipelines.demo": "demo", "bench": "bench", "serve": "serve"}
 
 
 # ----------------------------------------------------------------------------- extraction
@@ -112,7 +112,7 @@ PLACEHOLDERS = {"DIR": "d", "PATH": "p", "N": "8", "K": "1", "FILE": "f.jsonl", 
 
 
 def command_and_args(cmd: str) -> tuple[str | None, list[str]]:
-    """-> (s1 subcommand, its arguments) for s1 / python -m / torchrun ... -m train commands."""
+    """-> (s1 subcommand, its arguments) for s1 / python -m / torchrun ... -m s1.train commands."""
     words = shlex.split(cmd)
     if words[0] == "s1" and len(words) > 1 and words[1] in s1cli.COMMANDS:
         return words[1], words[2:]

@@ -82,7 +82,7 @@ class Tok:
 
     @classmethod
     def load(cls, path) -> Tok:
-        from model.tokenizer import Tokenizer
+        from s1.model.tokenizer import Tokenizer
         tok = Tokenizer.from_pretrained(path)
 
         def one(text):
@@ -311,7 +311,7 @@ def read_step_contexts(cache, slot_tokens: torch.Tensor, input_ids, positions, k
     in `slot_tokens` (slot -> token id) and return, per packed row, (sequence context list, end):
     the row's context is ctx[:end] (its own token included), or None for a padding row.
 
-    Reads `cache.meta` (infer/paged_cache.py StepMeta): slot_mapping; prefill: cu_seqlens_q/k and
+    Reads `cache.meta` (s1/infer/paged_cache.py StepMeta): slot_mapping; prefill: cu_seqlens_q/k and
     gather_slots (None: the context is the new tokens themselves); decode: block_tables and
     context_lens. Checks that each row's position equals end - 1 and that no unwritten slot is read."""
     T = input_ids.shape[0]
@@ -516,8 +516,8 @@ def emulate_batch(t: Tok, book: ScriptBook, batch, max_model_len: int) -> list:
 def engine_batch(llm, runs, repeat: int = 1) -> None:
     """One generate call for the batch (per-prompt SamplingParams). A SamplingParams the engine
     refuses, an 'error' output or an engine exception is recorded on the runs it concerns."""
-    import kernels
-    from infer import SamplingParams
+    from s1 import kernels
+    from s1.infer import SamplingParams
     params, idx = [], []
     for i, r in enumerate(runs):
         s = r.scenario
@@ -661,7 +661,7 @@ def _tok(path) -> Tok:
 
 
 def _config(t: Tok):
-    from model.config import Qwen2Config
+    from s1.model.config import Qwen2Config
     return Qwen2Config(vocab_size=151936, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
                        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=MAX_POS,
                        torch_dtype="float32")
@@ -694,8 +694,8 @@ def _runs(path) -> dict:
     preempts and re-prefills) runs its batch twice."""
     if "runs" in _CACHE:
         return _CACHE["runs"]
-    import kernels
-    from infer import LLM
+    from s1 import kernels
+    from s1.infer import LLM
     t = _tok(path)
     emu = _emulated(path)
     cfg, book, timings = emu["cfg"], emu["book"], emu["timings"]
@@ -951,10 +951,10 @@ def test_engine_with_the_triton_rules_kernel_matches_s1_emulation(emulated, tok)
     import types
 
     pytest.importorskip("triton")
-    import kernels.sampling as triton_sampling
-    from infer import LLM
-    from kernels import force_state as fs
-    from kernels import reference
+    import s1.kernels.sampling as triton_sampling
+    from s1.infer import LLM
+    from s1.kernels import force_state as fs
+    from s1.kernels import reference
 
     def sample_and_force(logits, rows, tables, vocab_size, pad_id, given=None):
         if given is None:

@@ -1,5 +1,5 @@
-"""gumbel_argmax: the fused Triton sampler (kernels/sampling.py) vs the torch reference, and the
-reference vs the sort-based sampler of top-k/top-p rows (kernels/reference.py::filtered_choices).
+"""gumbel_argmax: the fused Triton sampler (s1/kernels/sampling.py) vs the torch reference, and the
+reference vs the sort-based sampler of top-k/top-p rows (s1/kernels/reference.py::filtered_choices).
 
 Without CUDA the kernel runs in Triton's interpreter (TRITON_INTERPRET=1, set below before triton
 is imported), so shapes stay small; odd on purpose: V not a multiple of the tile, padded ids
@@ -15,9 +15,9 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
-import kernels  # noqa: E402
-from infer import budget  # noqa: E402
-from kernels import reference as ref  # noqa: E402
+from s1 import kernels  # noqa: E402
+from s1.infer import budget  # noqa: E402
+from s1.kernels import reference as ref  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_triton = pytest.mark.skipif(not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1",
@@ -27,7 +27,7 @@ SEEDS = [0, 1, 2 ** 32 - 1, 2 ** 32, 2 ** 32 + 12345, 2 ** 62 + 977, 2 ** 63 - 1
 
 def _sampling():
     pytest.importorskip("triton")
-    from kernels import sampling
+    from s1.kernels import sampling
     return sampling
 
 

@@ -1,6 +1,6 @@
 """`s1 serve` (serve/): the OpenAI-compatible server, tested with the real `openai` client against a
 tiny random-weight checkpoint on CPU; the server runs in-process (uvicorn on a thread, a free
-loopback port) except for the SIGTERM test, which runs `python -m s1cli serve` as a subprocess.
+loopback port) except for the SIGTERM test, which runs `python -m s1 serve` as a subprocess.
 
 Greedy (and seeded) outputs are compared token for token with offline `LLM.generate` on the same
 checkpoint and settings; streamed deltas are compared with the non-streamed texts.
@@ -81,10 +81,10 @@ class Srv(types.SimpleNamespace):
 
 @pytest.fixture(scope="module")
 def srv(ckpt):
-    from infer.config import EngineConfig
-    from infer.engine import LLMEngine
-    from serve.app import ServerSettings, build_app
-    from serve.cli import serve_in_thread
+    from s1.infer.config import EngineConfig
+    from s1.infer.engine import LLMEngine
+    from s1.serve.app import ServerSettings, build_app
+    from s1.serve.cli import serve_in_thread
     engine = LLMEngine(EngineConfig(model=ckpt, **ENGINE_KW))
     app = build_app(engine, ServerSettings(served_model_name="tiny"))
     server, thread, port = serve_in_thread(app)
@@ -99,7 +99,7 @@ def srv(ckpt):
 
 @pytest.fixture(scope="module")
 def llm(ckpt):
-    from infer.llm import LLM
+    from s1.infer.llm import LLM
     with LLM(ckpt, **ENGINE_KW) as m:
         yield m
 
@@ -114,7 +114,7 @@ def idle(srv):
 
 
 def offline(llm, prompts, raw=False, **kw):
-    from infer.sampling import SamplingParams
+    from s1.infer.sampling import SamplingParams
     params = kw.pop("params", None) or SamplingParams(**kw)
     return llm.generate(prompts, params, raw=raw, use_tqdm=False)
 
@@ -151,7 +151,7 @@ def test_models_health_and_help(idle):
     assert r.status_code == 200 and r.json()["status"] == "ok"
     models = idle.client.models.list()
     assert [m.id for m in models.data] == ["tiny"]
-    from serve.cli import build_parser
+    from s1.serve.cli import build_parser
     flags = {o for a in build_parser()._actions for o in a.option_strings}
     assert {"--model", "--host", "--port", "--api-key", "--served-model-name", "--max-queue", "--max-body-bytes",
             "--device", "--dtype", "--max-num-seqs", "--max-model-len", "--gpu-memory-utilization",
@@ -189,7 +189,7 @@ def test_chat_greedy_equals_offline_generate(idle, llm, budget):
 
 
 def test_chat_system_prompt_and_multi_turn(idle, llm):
-    from model.tokenizer import THINK_START
+    from s1.model.tokenizer import THINK_START
     tok = idle.tok
     r = chat(idle.client, "What is 3+4?", system="Be brief.", temperature=0, max_thinking_tokens=4, max_tokens=8)
     assert r.usage.prompt_tokens == len(tok.encode(tok.render_prompt("What is 3+4?", "Be brief.")))
@@ -206,8 +206,8 @@ def test_chat_system_prompt_and_multi_turn(idle, llm):
 
 
 def test_n_choices_with_seed_equal_offline_seeds(idle, llm):
-    from infer.cli import request_seed
-    from infer.sampling import SamplingParams
+    from s1.infer.cli import request_seed
+    from s1.infer.sampling import SamplingParams
     q, kw = QUESTIONS[2], dict(temperature=1.0, top_k=50, max_thinking_tokens=6, max_tokens=14)
     r = chat(idle.client, q, n=3, seed=7, return_token_ids=True, **kw)
     assert r.choices[0].message.content
@@ -282,7 +282,7 @@ def test_stop_strings(idle):
     ans = base.message.content
     assert len(ans) > 12, ans
     multi = ans[8:12]                                  # a string that spans tokens: cut host-side
-    from serve.protocol import engine_stop_tokens
+    from s1.serve.protocol import engine_stop_tokens
     first = ans.index(multi)
     r = chat(idle.client, q, stop=[multi], **kw)
     c = r.choices[0]
@@ -299,7 +299,7 @@ def test_stop_strings(idle):
 
 
 def test_32_concurrent_streaming_clients(idle, llm):
-    from infer.sampling import SamplingParams
+    from s1.infer.sampling import SamplingParams
     rng = random.Random(0)
     jobs = []
     for i in range(32):
@@ -467,12 +467,12 @@ def test_full_queue_gets_503_with_retry_after(idle):
 
 # ----------------------------------------------------------------------------- text assembly
 def test_streamed_text_equals_make_output_on_random_tokens(srv):
-    """ChoiceText (serve/text.py) against the engine's own make_output, on random token streams
+    """ChoiceText (s1/serve/text.py) against the engine's own make_output, on random token streams
     full of byte tokens that split characters, with and without stop strings: every streamed
     prefix stays a prefix, and the concatenation is the final text exactly."""
-    from infer.engine import LLMEngine
-    from infer.request import RequestOutput
-    from serve.text import ChoiceText
+    from s1.infer.engine import LLMEngine
+    from s1.infer.request import RequestOutput
+    from s1.serve.text import ChoiceText
     tok = srv.tok
     rng = random.Random(0)
     split = tok.encode("héllo 世界 🙂🎉 ñandú ∑x² — “quoted” 𝔽") + tok.encode("🙂🙂")
@@ -522,7 +522,7 @@ def test_streamed_text_equals_make_output_on_random_tokens(srv):
 
 
 def test_protocol_fields_unit():
-    from serve import protocol as P
+    from s1.serve import protocol as P
     tok = types.SimpleNamespace(token_id=lambda s: {"<|im_end|>": 151645, "Wait": 14190}[s],
                                 decode=lambda ids: {151645: "<|im_end|>", 14190: "Wait"}[ids[0]])
     req = P.parse_completion({"prompt": "x", "stop": ["<|im_end|>", "Wait", "two words"], "top_k": -1, "n": 2,
@@ -530,7 +530,7 @@ def test_protocol_fields_unit():
     assert req.stop_strings == ("<|im_end|>", "Wait", "two words")
     assert req.params[0].stop == ("<|im_end|>", "Wait")              # single tokens also stop on the device
     assert req.params[0].top_k == 0 and req.params[0].max_thinking_tokens == "auto"
-    from infer.cli import request_seed
+    from s1.infer.cli import request_seed
     assert [p.seed for p in req.params] == [request_seed(3, 0), request_seed(3, 1)]
     assert req.params[0].temperature == 1.0                            # OpenAI's default
     with pytest.raises(P.APIError) as e:
@@ -539,10 +539,10 @@ def test_protocol_fields_unit():
 
 
 def test_engine_loop_sleeps_when_idle_and_fails_requests_when_the_engine_dies():
-    """serve/engine_loop.py with a fake engine: outputs reach the right queue, an idle engine
+    """s1/serve/engine_loop.py with a fake engine: outputs reach the right queue, an idle engine
     thread waits on its inbox (no polling), and an engine that raises fails every open request."""
-    from infer.request import RequestOutput
-    from serve.engine_loop import EngineFailure, EngineLoop
+    from s1.infer.request import RequestOutput
+    from s1.serve.engine_loop import EngineFailure, EngineLoop
 
     class FakeEngine:
         def __init__(self):
@@ -617,7 +617,7 @@ def _read_sse(resp) -> list:
 def test_sigterm_drains_then_exits_0(ckpt):
     """`s1 serve` in a subprocess: SIGTERM -> new requests get 503, a short open stream finishes,
     a long one is aborted after --shutdown-timeout (its stream still ends with [DONE]), exit 0."""
-    cmd = [sys.executable, "-m", "s1cli", "serve", "--model", ckpt, "--port", "0", "--device", "cpu",
+    cmd = [sys.executable, "-m", "s1", "serve", "--model", ckpt, "--port", "0", "--device", "cpu",
            "--max-model-len", "2048", "--max-num-seqs", "4", "--log-level", "warning", "--shutdown-timeout", "5"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     p = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
@@ -671,7 +671,7 @@ def test_sigterm_drains_then_exits_0(ckpt):
 
 # ----------------------------------------------------------------------------- the benchmark
 def test_bench_serve_smoke(tmp_path):
-    """bench/serve.py --smoke: starts `python -m serve` on a tiny checkpoint it makes, sends Poisson
+    """bench/serve.py --smoke: starts `python -m s1.serve` on a tiny checkpoint it makes, sends Poisson
     and all-at-once arrivals with budget forcing off and on, verifies every response, stops the
     server with SIGTERM (exit 0), writes JSON + markdown with the environment record."""
     require_shared_data()

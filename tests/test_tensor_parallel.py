@@ -1,4 +1,4 @@
-"""Tensor parallelism for inference (infer/tensor_parallel.py) on CPU with gloo.
+"""Tensor parallelism for inference (s1/infer/tensor_parallel.py) on CPU with gloo.
 
 In one process:
 - the head / vocabulary / MLP plan for every Qwen2.5 shape and TP 1-8 (uneven splits, replicated
@@ -25,11 +25,11 @@ import time
 import pytest
 import torch
 
-import kernels
-from infer import tensor_parallel as TP
-from model.config import SHAPES, Qwen2Config, shape_config
-from model.loading import CheckpointError, save_model, save_state_dict
-from model.qwen2 import Qwen2ForCausalLM
+from s1 import kernels
+from s1.infer import tensor_parallel as TP
+from s1.model.config import SHAPES, Qwen2Config, shape_config
+from s1.model.loading import CheckpointError, save_model, save_state_dict
+from s1.model.qwen2 import Qwen2ForCausalLM
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -354,10 +354,10 @@ def test_sharded_sampler_equals_the_unsharded_one(world):
     torch reference and the Triton kernels (interpreter) produce the same partials (one format:
     either stage 2 takes either's), and sample_and_force(id_offset=, gather=) -- the engine's
     call -- does the same."""
-    pytest.importorskip("kernels.triton_ops")          # no CUDA: turns on the interpreter before triton loads
+    pytest.importorskip("s1.kernels.triton_ops")          # no CUDA: turns on the interpreter before triton loads
     from tests.test_force_kernel import V, VOCAB, clone, random_logits, random_tables
-    from kernels import reference as ref
-    from kernels import sampling
+    from s1.kernels import reference as ref
+    from s1.kernels import sampling
     dev = "cuda" if torch.cuda.is_available() else "cpu"
 
     class tri:   # the Triton ops on `dev` (CUDA, or CPU tensors in the interpreter); results on the CPU
@@ -415,7 +415,7 @@ def test_sharded_sampler_equals_the_unsharded_one(world):
 
 
 def test_noise_of_a_shard_is_the_unsharded_noise():
-    from kernels import reference as ref
+    from s1.kernels import reference as ref
     seed, pos = torch.tensor([3, 2 ** 40 + 1]), torch.tensor([0, 17])
     full = ref.uniform_noise(seed, pos, 1000)
     assert torch.equal(ref.uniform_noise(seed, pos, 300, id_offset=600), full[:, 600:900])
@@ -435,7 +435,7 @@ def engine_checkpoint(path, tok_dir, seed: int = 0) -> str:
     ids win at about half the steps (extensions, natural ends, answer stops), and the 271 padded ids get +100 (they
     would win every step were they not excluded). 4 query / 2 KV heads: TP 4 replicates KV heads.
     Untied: 2 x 151,936 x 64 fp32 = 74 MiB of vocabulary tables (the per-rank memory check)."""
-    import kernels as K
+    from s1 import kernels as K
     cfg = Qwen2Config(vocab_size=151936, hidden_size=64, head_dim=16, num_attention_heads=4, num_key_value_heads=2,
                       intermediate_size=128, num_hidden_layers=2, max_position_embeddings=2048, rms_norm_eps=1e-6,
                       rope_theta=10000.0, tie_word_embeddings=False, torch_dtype="float32")
@@ -492,9 +492,9 @@ def engine_model(tmp_path_factory):
 def engine_ranks(engine_model, tmp_path_factory):
     """One launch of 4 ranks of tests/tp_engine_worker.py (TP 4, then TP 2 x DP 2, then rank 3
     dies mid-generation) and, meanwhile in this process, the same requests at TP 1."""
-    import kernels as K
-    from infer.llm import LLM
-    from infer.sampling import SamplingParams
+    from s1 import kernels as K
+    from s1.infer.llm import LLM
+    from s1.infer.sampling import SamplingParams
     model, tok = engine_model
     tmp = tmp_path_factory.mktemp("tp_engine_run")
     spec = dict(out=str(tmp), model=model, tokenizer=tok, requests=ENGINE_REQUESTS, tp_sizes=[4, 2],
@@ -609,12 +609,12 @@ def _torchrun(nproc: int, argv: list[str], module: str = "evaluation", timeout: 
 
 
 def test_data_parallel_eval_writes_the_single_process_records(engine_model, tmp_path):
-    """`torchrun --nproc-per-node 2 -m evaluation` (DP 2) and `torchrun --nproc-per-node 4 -m evaluation
+    """`torchrun --nproc-per-node 2 -m s1.evaluation` (DP 2) and `torchrun --nproc-per-node 4 -m s1.evaluation
     --tensor-parallel 2 --resume` (TP 2 x DP 2, resuming an interrupted data-parallel run: 3 records
     in samples.jsonl, 2 in group 1's samples.dp1.jsonl) write samples.jsonl and summary.json byte
     for byte as one process does; the part files are merged and removed."""
-    import kernels as K
-    from evaluation import cli
+    from s1 import kernels as K
+    from s1.evaluation import cli
     from tests.conftest import require_shared_data
     model, _ = engine_model
     common = ["--model", model, "--data-dir", str(require_shared_data() / "eval"), *EVAL_ARGS]
@@ -655,11 +655,11 @@ def test_data_parallel_eval_writes_the_single_process_records(engine_model, tmp_
 
 
 def test_generate_cli_under_torchrun_writes_the_single_process_records(engine_model, tmp_path, capsys):
-    """`torchrun --nproc-per-node 2 -m infer --tensor-parallel 2 ...` (seeded sampling, budget
+    """`torchrun --nproc-per-node 2 -m s1.infer --tensor-parallel 2 ...` (seeded sampling, budget
     forcing) writes --out byte for byte as one process does, from rank 0 alone; without torchrun
     --tensor-parallel 2 is refused with the command to run."""
-    import kernels as K
-    from infer.cli import generate_main
+    from s1 import kernels as K
+    from s1.infer.cli import generate_main
     model, _ = engine_model
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": q, "id": f"q{i}"}) + "\n" for i, q in
@@ -668,7 +668,7 @@ def test_generate_cli_under_torchrun_writes_the_single_process_records(engine_mo
             "--min-thinking-tokens", "2", "--max-answer-tokens", "4", "--temperature", "0.7", "--seed", "3",
             "--no-progress", "--threads", "1", "--num-pages", "64", "--max-model-len", "256"]
     assert generate_main(args + ["--out", str(tmp_path / "x.jsonl"), "--tensor-parallel", "2"]) == 2
-    assert "torchrun --nproc-per-node 2 -m infer --tensor-parallel 2" in capsys.readouterr().err
+    assert "torchrun --nproc-per-node 2 -m s1.infer --tensor-parallel 2" in capsys.readouterr().err
     with K.use_backend("torch"):
         assert generate_main(args + ["--out", str(tmp_path / "one.jsonl")]) == 0
     r = _torchrun(2, args + ["--out", str(tmp_path / "tp2.jsonl"), "--tensor-parallel", "2"], module="infer")

@@ -1,8 +1,8 @@
-"""The CPU thread policy (common/threads.py) and where the commands apply it."""
+"""The CPU thread policy (s1/common/threads.py) and where the commands apply it."""
 import pytest
 import torch
 
-from common.threads import ENV_VAR, TINY_PARAMS, choose_threads, configure_threads, estimate_params, is_tiny
+from s1.common.threads import ENV_VAR, TINY_PARAMS, choose_threads, configure_threads, estimate_params, is_tiny
 
 
 def test_policy_order_flag_then_env_then_work():
@@ -31,8 +31,8 @@ def test_bad_counts_name_the_flag_or_variable():
 
 
 def test_estimate_params_matches_the_model():
-    from model.config import shape_config
-    from model.qwen2 import Qwen2ForCausalLM
+    from s1.model.config import shape_config
+    from s1.model.qwen2 import Qwen2ForCausalLM
     for name, kw in [("smoke", {}), ("smoke", {"tie_word_embeddings": False}), ("0.5B", {})]:
         cfg = shape_config(name, **kw)
         with torch.device("meta"):
@@ -52,8 +52,8 @@ def test_configure_threads_sets_torch(monkeypatch):
 
 def test_s1_demo_applies_the_policy_before_running(monkeypatch, capsys):
     """`s1 demo` (pipelines.demo.main) sets the thread count before its first stage runs."""
-    import s1cli
-    from pipelines import demo
+    from s1 import cli as s1cli
+    from s1.pipelines import demo
     seen = []
     monkeypatch.setattr(demo, "run", lambda s, out, progress=True: seen.append((s["threads"], torch.get_num_threads())))
     monkeypatch.delenv(ENV_VAR, raising=False)

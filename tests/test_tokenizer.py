@@ -1,7 +1,7 @@
 """The Qwen2.5 tokenizer and the s1 rendering."""
 import pytest
 
-from model.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer
+from s1.model.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer
 
 SEP = "\n__ggml_vocab_test__\n"
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from tests.test_train_utils import TINY, digit_rows, read_jsonl, write_json
-from train import TrainConfig, TrainingDiverged, train
-from train.checkpoint import latest_checkpoint, list_checkpoints
-from train.loop import lr_lambda
+from s1.train import TrainConfig, TrainingDiverged, train
+from s1.train.checkpoint import latest_checkpoint, list_checkpoints
+from s1.train.loop import lr_lambda
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "train_tiny.json")
 
@@ -104,7 +104,7 @@ def test_sigkill_then_resume_reproduces_uninterrupted_run(tmp_path, qwen_tokeniz
             "--lr", "1e-3", "--warmup-ratio", "0.2", "--seed", "3", "--save-every", "1", "--no-progress",
             "--loss-weighting", "token"]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.Popen([sys.executable, "-m", "train", *args], cwd=root, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "s1.train", *args], cwd=root, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300
@@ -129,7 +129,7 @@ def test_masked_tokens_contribute_nothing_every_answer_token_counts(tmp_path, qw
     """Step-1 training loss (lr 0: the exported model is the initial one) == mean CE over exactly
     the assistant tokens, computed independently with HF transformers' logits."""
     transformers = pytest.importorskip("transformers")
-    from model.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer
+    from s1.model.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer
     tok = Tokenizer.from_pretrained(qwen_tokenizer_dir)
     rows = digit_rows(4, seed=2)
     r = train(_cfg(tmp_path, qwen_tokenizer_dir, "mask", rows, lr=0.0, epochs=1, micro_batch_size=4))
@@ -154,8 +154,8 @@ def test_masked_tokens_contribute_nothing_every_answer_token_counts(tmp_path, qw
 
 def test_sequence_weighting_is_mean_of_per_sequence_means(tmp_path, qwen_tokenizer_dir):
     transformers = pytest.importorskip("transformers")
-    from train.data import tokenize_rows
-    from model.tokenizer import Tokenizer
+    from s1.train.data import tokenize_rows
+    from s1.model.tokenizer import Tokenizer
     tok = Tokenizer.from_pretrained(qwen_tokenizer_dir)
     rows = digit_rows(4, seed=5)
     r = train(_cfg(tmp_path, qwen_tokenizer_dir, "seqw", rows, lr=0.0, epochs=1, loss_weighting="sequence"))
@@ -177,8 +177,8 @@ def test_packed_equals_unpacked(tmp_path, qwen_tokenizer_dir):
     rows = digit_rows(6, seed=4)
     kw = dict(epochs=2, warmup_ratio=0.0, lr=1e-3)
     un = train(_cfg(tmp_path, qwen_tokenizer_dir, "un", rows, global_batch_size=6, micro_batch_size=3, **kw))
-    from train.data import make_samples, tokenize_rows
-    from model.tokenizer import Tokenizer
+    from s1.train.data import make_samples, tokenize_rows
+    from s1.model.tokenizer import Tokenizer
     ex, _ = tokenize_rows(rows, Tokenizer.from_pretrained(qwen_tokenizer_dir), 256)
     n_blocks = len(make_samples(ex, 256, pack=True))
     assert 1 < n_blocks < 6  # packing really puts several sequences in a block
@@ -216,7 +216,7 @@ def test_golden_loss_curve(tmp_path, qwen_tokenizer_dir):
 
 def test_export_loads_in_transformers_with_identical_logits(tmp_path, qwen_tokenizer_dir):
     transformers = pytest.importorskip("transformers")
-    from model.loading import load_model
+    from s1.model.loading import load_model
     rows = digit_rows(4, seed=6)
     train(_cfg(tmp_path, qwen_tokenizer_dir, "exp", rows, epochs=1, warmup_ratio=0.0, lr=1e-2,
                grad_ckpt=True, micro_batch_size=4))
@@ -234,8 +234,8 @@ def test_export_loads_in_transformers_with_identical_logits(tmp_path, qwen_token
 
 
 def _init_weights():
-    from model.config import Qwen2Config
-    from model.qwen2 import Qwen2ForCausalLM
+    from s1.model.config import Qwen2Config
+    from s1.model.qwen2 import Qwen2ForCausalLM
     m = Qwen2ForCausalLM(Qwen2Config.from_dict(TINY))
     m.init_weights(seed=3)
     return m.state_dict()
@@ -256,7 +256,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, qwen_toke
 
 
 def test_cli_errors(tmp_path, qwen_tokenizer_dir, capsys):
-    from train.cli import main
+    from s1.train.cli import main
     rows = digit_rows(3)
     del rows[1]["attempt"]
     data = write_json(tmp_path / "bad.json", rows)

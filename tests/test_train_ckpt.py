@@ -19,11 +19,11 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
-from pipelines import toy as synthetic
+from s1.pipelines import toy as synthetic
 from tests.test_train import RESUME_KW, _cfg, _curve, _same_export
-from train import checkpoint as ck
-from train import train
-from train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from s1.train import checkpoint as ck
+from s1.train import train
+from s1.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 
 # The crash-point test saves and loads plain modules without a process group (DCP warns).
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning")
@@ -218,7 +218,7 @@ ROWS = synthetic.generate_pool(9, seed=1)  # 9 rows / batch 4: the last step of 
 def small_tok(tmp_path_factory):
     d = tmp_path_factory.mktemp("bpe")
     synthetic.build_tokenizer(synthetic.generate_pool(200, seed=0) + ROWS, str(d), vocab_size=512)
-    from model.tokenizer import Tokenizer
+    from s1.model.tokenizer import Tokenizer
     return d, Tokenizer.from_pretrained(d).vocab_size
 
 
@@ -318,7 +318,7 @@ def test_fresh_run_in_used_dir_owns_the_latest_checkpoint(tmp_path, small_tok, r
 
 # ----------------------------------------------------------------------------- MFU formula
 def _qwen_cfg(tied: bool):
-    from model.config import Qwen2Config
+    from s1.model.config import Qwen2Config
     return Qwen2Config.from_dict(dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                       num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied,
                                       torch_dtype="float32"))
@@ -330,7 +330,7 @@ def test_train_flops_by_hand(tied):
     of 5 and 7 tokens packed. Counted (PaLM appendix B / torchtitan): every matmul weight,
     lm_head included even when tied (it is a [T, 64] x [64, 256] matmul either way), the
     embedding lookup excluded (a gather), norms and biases excluded (not matmuls, negligible)."""
-    from train.metrics import dense_params, flops_per_token, train_flops
+    from s1.train.metrics import dense_params, flops_per_token, train_flops
     cfg = _qwen_cfg(tied)
     q, k, v, o = 64 * 64, 64 * 32, 64 * 32, 64 * 64  # 4 heads x 16 = 64; 2 kv heads x 16 = 32
     mlp = 3 * 64 * 128  # gate, up, down
@@ -356,8 +356,8 @@ def test_dense_flops_equal_torch_flop_counter(tied):
     (aten.mm / addmm; the CPU attention kernel is not among its counted ops, and that part is
     checked by hand above). Untied counts the same: the lm_head matmul happens either way."""
     from torch.utils.flop_counter import FlopCounterMode
-    from model.qwen2 import Qwen2ForCausalLM
-    from train.metrics import dense_params
+    from s1.model.qwen2 import Qwen2ForCausalLM
+    from s1.train.metrics import dense_params
     cfg = _qwen_cfg(tied)
     m = Qwen2ForCausalLM(cfg)
     m.init_weights(seed=0)
@@ -376,10 +376,10 @@ def test_dense_flops_equal_torch_flop_counter(tied):
 def test_loop_logs_flops_of_each_packed_sequence(tmp_path, small_tok):
     """The logged TFLOP/s and MFU use train_flops over the step's individual sequences (not its
     packed blocks): one packed step over 6 examples, peak set to 1 TFLOP/s."""
-    from model.config import Qwen2Config
-    from model.tokenizer import Tokenizer
-    from train.data import make_samples, tokenize_rows
-    from train.metrics import read_metrics, train_flops
+    from s1.model.config import Qwen2Config
+    from s1.model.tokenizer import Tokenizer
+    from s1.train.data import make_samples, tokenize_rows
+    from s1.train.metrics import read_metrics, train_flops
     tok_dir, vocab = small_tok
     ex, _ = tokenize_rows(ROWS[:6], Tokenizer.from_pretrained(tok_dir), 256)
     blocks = make_samples(ex, 256, pack=True)
@@ -401,10 +401,10 @@ def test_export_serves_in_engine_with_naive_greedy_tokens(tmp_path, small_tok):
     """Train (24 steps), export, and serve the export with infer.LLM(export_dir): its greedy
     tokens equal naive greedy decoding (full recompute every step, argmax of the last logits over
     the real vocabulary) with model.loading.load_model of the same export."""
-    import kernels
-    from infer import LLM, SamplingParams
-    from model.loading import load_model
-    from model.tokenizer import Tokenizer
+    from s1 import kernels
+    from s1.infer import LLM, SamplingParams
+    from s1.model.loading import load_model
+    from s1.model.tokenizer import Tokenizer
     tok_dir, vocab = small_tok
     r = train(_run_cfg(tmp_path, small_tok, "exp", lr=2e-2, warmup_ratio=0.0, epochs=8, micro_batch_size=4))
     out = tmp_path / "exp"

@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from tests.test_train_utils import digit_rows
-from train.data import (IGNORE_INDEX, BatchPlan, DataError, Example, collate, extract_fields, load_rows,
+from s1.train.data import (IGNORE_INDEX, BatchPlan, DataError, Example, collate, extract_fields, load_rows,
                         make_samples, pack_best_fit, shift_labels, tokenize_rows)
 
 
 @pytest.fixture
 def tok(qwen_tokenizer_dir):
-    from model.tokenizer import Tokenizer
+    from s1.model.tokenizer import Tokenizer
     return Tokenizer.from_pretrained(qwen_tokenizer_dir)
 
 
@@ -113,7 +113,7 @@ def test_load_formats_agree(tmp_path):
 
 # ----------------------------------------------------------------------------- labels and masking
 def test_labels_shift_and_mask_cover_exactly_the_assistant_part(tok):
-    from model.tokenizer import DEFAULT_SYSTEM_PROMPT
+    from s1.model.tokenizer import DEFAULT_SYSTEM_PROMPT
     rows = digit_rows(4)
     examples, stats = tokenize_rows(rows, tok, block_size=4096)
     assert stats.examples == 4 and stats.truncated == stats.dropped == 0
@@ -220,8 +220,8 @@ def test_batch_plan_deterministic_and_complete():
 
 def test_packed_micro_batch_never_attends_across_sequences():
     """Summed CE of a packed micro-batch == sum over the sequences run one at a time."""
-    from model.config import Qwen2Config
-    from model.qwen2 import Qwen2ForCausalLM
+    from s1.model.config import Qwen2Config
+    from s1.model.qwen2 import Qwen2ForCausalLM
     cfg = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, torch_dtype="float32")
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.test_train_utils import TINY, digit_rows, read_jsonl, write_json
-from train import TrainConfig, train
+from s1.train import TrainConfig, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,7 +24,7 @@ def _free_port() -> int:
 def _torchrun(args, nproc=2):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "train", *args]
+           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "s1.train", *args]
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, f"torchrun failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}"
     return p.stdout + p.stderr
@@ -69,8 +69,8 @@ def test_two_rank_fsdp_equals_one_rank(tmp_path, qwen_tokenizer_dir):
     worst = max((wa[k] - wb[k]).abs().max().item() for k in wa)
     assert worst < 1e-5, worst
     # And they moved: training happened in both runs.
-    from model.config import Qwen2Config
-    from model.qwen2 import Qwen2ForCausalLM
+    from s1.model.config import Qwen2Config
+    from s1.model.qwen2 import Qwen2ForCausalLM
     m = Qwen2ForCausalLM(Qwen2Config.from_dict(TINY))
     m.init_weights(seed=5)
     assert not torch.equal(m.state_dict()["model.norm.weight"], wa["model.norm.weight"])

@@ -1,9 +1,9 @@
-"""Trainer options with s1's defaults (train/loop.py): each sequence weighs the same by default,
+"""Trainer options with s1's defaults (s1/train/loop.py): each sequence weighs the same by default,
 and --resume without a checkpoint is an error instead of a silent fresh start."""
 import pytest
 
 from tests.test_train_utils import TINY, digit_rows
-from train import TrainConfig, train
+from s1.train import TrainConfig, train
 
 
 def _cfg(tmp_path, **kw):

@@ -12,7 +12,7 @@ TINY = dict(vocab_size=151936, hidden_size=64, intermediate_size=128, num_hidden
 
 
 def digit_rows(n: int, seed: int = 0, list_traces: bool = True) -> list[dict]:
-    """s1K-format rows for a running digit-sum-mod-10 task (the demo task of pipelines/toy.py)."""
+    """s1K-format rows for a running digit-sum-mod-10 task (the demo task of s1/pipelines/toy.py)."""
     rng = random.Random(seed)
     rows = []
     for _ in range(n):

@@ -21,10 +21,10 @@ import time
 
 import torch
 
-from infer import tensor_parallel as TP
-from infer.llm import LLM
-from infer.sampling import SamplingParams
-from model.tokenizer import Tokenizer
+from s1.infer import tensor_parallel as TP
+from s1.infer.llm import LLM
+from s1.infer.sampling import SamplingParams
+from s1.model.tokenizer import Tokenizer
 
 
 def _status_mib(key: str) -> float:
@@ -64,8 +64,8 @@ def main() -> None:
     prompts = [p for p, _ in spec["requests"]]
     params = [SamplingParams(**kw) for _, kw in spec["requests"]]
     runs, memory = [], None
-    from model.config import Qwen2Config
-    from model.qwen2 import Qwen2ForCausalLM
+    from s1.model.config import Qwen2Config
+    from s1.model.qwen2 import Qwen2ForCausalLM
     with torch.device("meta"):   # imports the meta kernels (~150 MB of Python) before the baseline
         Qwen2ForCausalLM(Qwen2Config.from_pretrained(spec["model"]))
     for n in spec["tp_sizes"]:

@@ -21,10 +21,10 @@ import time
 import torch
 import torch.distributed as dist
 
-from infer import tensor_parallel as TP
-from model import loading
-from model.cache import ContiguousKVCache
-from model.config import Qwen2Config
+from s1.infer import tensor_parallel as TP
+from s1.model import loading
+from s1.model.cache import ContiguousKVCache
+from s1.model.config import Qwen2Config
 
 LENS = [5, 1, 7]   # packed prefill: three prompts, one of a single token
 DECODE_STEPS = 3
@@ -113,7 +113,7 @@ def measure_load_memory(path: str, rank: int, world: int) -> dict:
     is this exec's own peak; ru_maxrss would keep the parent's). Building any model on the meta
     device first imports the meta kernels (~150 MB of Python, independent of the model): that is
     paid before the baseline. No collectives: a TPGroup without a process group suffices to load."""
-    from model.qwen2 import Qwen2ForCausalLM
+    from s1.model.qwen2 import Qwen2ForCausalLM
     with torch.device("meta"):
         Qwen2ForCausalLM(Qwen2Config.from_pretrained(path))
     base = _status_mib("VmRSS")

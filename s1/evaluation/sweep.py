@@ -1,0 +1,545 @@
+"""Evaluation sweeps: the settings of a run (methods x thinking budgets x extensions x samples), the
+engine requests they become, and running them through the engine with every result written as
+soon as its request finishes.
+
+    points = make_points(["budget_forcing"], [500, 1000, "auto"], [0])
+    summary = run_eval(llm, items, points, out_dir="runs/aime24")        # resume=True continues
+
+A sweep point (`EvalPoint`) is one setting. Every request of the sweep, (question, point, sample),
+goes to ONE `LLM.generate` call, so the engine batches across points and questions (K samples x
+questions for majority voting included). With an output folder, each finished request is appended
+to samples.jsonl (one flushed line), so an interrupted run keeps every finished record and
+`resume=True` skips them; config.json (written first) must match for a resume. At the end the
+records are sorted (point, question, sample), scored and summarized (s1/evaluation/report.py).
+
+Methods: `METHODS` is the one list of method names. Each maps (question, point) to the question
+shown to the model and the engine's budget-forcing settings:
+  budget_forcing  the bare question; the engine caps thinking at the budget (a number, or "auto":
+                  s1's cap from the context, resolved by the engine) and replaces up to num_wait
+                  early ends by the extension string ("Wait")
+  tcc, tcc+bf     "Think for up to N tokens." in the prompt (s1/evaluation/methods.py); without /
+                  with budget forcing at N
+  scc, scc+bf     "Think for up to S steps.", S = N // step_tokens; without / with forcing at N tokens
+  ccc             the short and long thinking prompts, plus the bare question ("default") whose
+                  mean thinking tokens is their bound: short should stay at or below it, long at
+                  or above it (a fixed bound replaces the default run)
+  rs              rejection sampling: temperature 1, thinking capped at N; a sample that reached
+                  the cap (did not end its thinking by itself within N tokens) is rejected and the
+                  question sampled again, up to max_attempts
+  majority        K samples per question at one budget (with extensions), voted for k = 1, 2, 4..K
+The prompt-only methods (tcc, scc, ccc) run under the engine's "auto" cap, as s1's runs did; their
+stated budget is only the limit Control measures against.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from typing import Callable
+
+from s1.common.jsonl import JsonlAppender, read_jsonl
+from s1.evaluation import methods
+from s1.evaluation.report import meta_of, score_record, summarize, write_outputs
+from s1.evaluation.tasks import TaskItem, choice_options
+
+AUTO = "auto"
+
+# --------------------------------------------------------------------------------------------
+# Parsing budget lists (CLI, demo, benchmarks)
+# --------------------------------------------------------------------------------------------
+
+
+def parse_int_list(text: str, flag: str) -> list[int]:
+    """"0,1,2" -> [0, 1, 2]; ValueError naming `flag` for anything else (negatives included)."""
+    out = []
+    for tok in str(text).split(","):
+        tok = tok.strip()
+        try:
+            v = int(tok)
+        except ValueError:
+            raise ValueError(f"{flag}: {tok!r} is not an integer") from None
+        if v < 0:
+            raise ValueError(f"{flag}: {v} is negative")
+        out.append(v)
+    if not out:
+        raise ValueError(f"{flag}: empty list")
+    return out
+
+
+def parse_budgets(text: str, flag: str = "--budgets") -> list[int | str | None]:
+    """Thinking budgets: integers, "auto" (the engine's s1 cap) and "none" (no cap)."""
+    out: list[int | str | None] = []
+    for tok in str(text).split(","):
+        low = tok.strip().lower()
+        if low == AUTO:
+            out.append(AUTO)
+        elif low in ("none", "inf", "-1"):
+            out.append(None)
+        else:
+            out += parse_int_list(tok, flag)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Sweep points and methods
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalPoint:
+    """One setting of a sweep. `max_thinking_tokens`: an int, "auto" or None (no cap).
+
+    max/min_thinking_tokens are the point's *nominal* limits (its budget): Control is measured
+    against them ("auto": the cap the engine resolved), and prompt-based methods state them in the
+    prompt. Whether the engine also enforces them is the method's choice (METHODS). Method
+    settings live here too, so config.json records them: `variant` (scc step count, ccc class,
+    rs / majority settings), `samples` (majority: K), `temperature` (None: the sweep's),
+    `max_attempts` (rs).
+    """
+
+    method: str = "budget_forcing"
+    max_thinking_tokens: int | str | None = None
+    min_thinking_tokens: int = 0
+    num_wait: int = 0
+    variant: str = ""
+    samples: int = 1
+    temperature: float | None = None
+    max_attempts: int = 1
+
+    @property
+    def name(self) -> str:
+        cap = "none" if self.max_thinking_tokens is None else str(self.max_thinking_tokens)
+        s = f"{self.method}/max={cap}/wait={self.num_wait}"
+        s += f"/min={self.min_thinking_tokens}" if self.min_thinking_tokens else ""
+        return s + (f"/{self.variant}" if self.variant else "")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self) | {"name": self.name}
+
+
+def _forcing(point: EvalPoint) -> dict:
+    return {"max_thinking_tokens": point.max_thinking_tokens,
+            "min_thinking_tokens": point.min_thinking_tokens, "num_wait": point.num_wait}
+
+
+# s1 ran its prompt-only methods with max_tokens_thinking=auto: no budget forcing below that cap.
+_PROMPT_ONLY = {"max_thinking_tokens": AUTO, "min_thinking_tokens": 0, "num_wait": 0}
+
+
+def _need_budget(point: EvalPoint) -> int:
+    b = point.max_thinking_tokens
+    if not isinstance(b, int):
+        raise ValueError(f"{point.method} needs a number of thinking tokens as its budget, not {b!r}")
+    return b
+
+
+def _steps(point: EvalPoint) -> int:
+    if not point.variant.startswith("steps="):
+        raise ValueError(f"step-conditional point {point.name!r} has no steps=N variant (use make_points)")
+    return int(point.variant.split("=", 1)[1])
+
+
+def budget_forcing(question: str, point: EvalPoint) -> tuple[str, dict]:
+    return question, _forcing(point)
+
+
+def token_conditional(question: str, point: EvalPoint) -> tuple[str, dict]:
+    return methods.render_tcc(question, _need_budget(point)), dict(_PROMPT_ONLY)
+
+
+def token_conditional_bf(question: str, point: EvalPoint) -> tuple[str, dict]:
+    return methods.render_tcc(question, _need_budget(point)), _forcing(point)
+
+
+def step_conditional(question: str, point: EvalPoint) -> tuple[str, dict]:
+    return methods.render_scc(question, _steps(point)), dict(_PROMPT_ONLY)
+
+
+def step_conditional_bf(question: str, point: EvalPoint) -> tuple[str, dict]:
+    return methods.render_scc(question, _steps(point)), _forcing(point)
+
+
+def class_conditional(question: str, point: EvalPoint) -> tuple[str, dict]:
+    shown = question if point.variant == "default" else methods.render_ccc(question, point.variant)
+    return shown, dict(_PROMPT_ONLY)
+
+
+def rejection_sampling(question: str, point: EvalPoint) -> tuple[str, dict]:
+    return question, {"max_thinking_tokens": _need_budget(point), "min_thinking_tokens": 0, "num_wait": 0}
+
+
+def majority(question: str, point: EvalPoint) -> tuple[str, dict]:
+    return question, _forcing(point)
+
+
+# The one list of methods (`s1 eval --methods`), in the order reports list them:
+# name -> transform(question, point) -> (question shown to the model, SamplingParams fields).
+METHODS: dict[str, Callable[[str, EvalPoint], tuple[str, dict]]] = {
+    "budget_forcing": budget_forcing,
+    "tcc": token_conditional,
+    "tcc+bf": token_conditional_bf,
+    "scc": step_conditional,
+    "scc+bf": step_conditional_bf,
+    "ccc": class_conditional,
+    "rs": rejection_sampling,
+    "majority": majority,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodOptions:
+    """Settings of the methods other than budget forcing (CLI: --step-tokens, --ccc-bound, --rs-*,
+    --majority-*). Defaults are s1's runs: rejection sampling at temperature 1 (s1 resamples
+    without limit; 64 attempts here), majority voting over 64 samples at temperature 1."""
+
+    step_tokens: int = methods.DEFAULT_STEP_TOKENS
+    ccc_bound: int | None = None             # None: the mean thinking tokens of the ccc default run
+    rs_max_attempts: int = 64
+    rs_temperature: float = 1.0
+    majority_k: int = 64
+    majority_budget: int | str | None = AUTO
+    majority_num_wait: int = 0
+    majority_temperature: float = 1.0
+
+
+def make_points(methods_: list[str], budgets: list[int | str | None], num_waits: list[int],
+                min_thinking_tokens: int = 0, opts: MethodOptions | None = None) -> list[EvalPoint]:
+    """Sweep points. budget_forcing crosses every budget with num_waits; tcc+bf and scc+bf cross the
+    numeric budgets with num_waits; tcc, scc and rs take the numeric budgets ("auto" and "none"
+    state no number); ccc has the points default, short and long (short and long only, with
+    opts.ccc_bound); majority is one K-sample point (expanded to k = 1, 2, 4..K in summaries)."""
+    opts = opts or MethodOptions()
+    for m in methods_:
+        if m not in METHODS:
+            raise ValueError(f"--methods: unknown method {m!r}; known: {', '.join(METHODS)}")
+    for flag, v in (("--step-tokens", opts.step_tokens), ("--rs-max-attempts", opts.rs_max_attempts),
+                    ("--majority-k", opts.majority_k)):
+        if v < 1:
+            raise ValueError(f"{flag} must be >= 1, got {v}")
+    if opts.majority_num_wait < 0:
+        raise ValueError(f"--majority-num-wait must be >= 0, got {opts.majority_num_wait}")
+    numeric = [b for b in budgets if isinstance(b, int)]
+    pts = []
+    for m in methods_:
+        if m in ("tcc", "tcc+bf", "scc", "scc+bf", "rs") and not numeric:
+            raise ValueError(f"--methods {m} needs numeric --budgets (it states or checks a number of "
+                             f"thinking tokens); got only {', '.join(str(b).lower() for b in budgets)}")
+        if m == "budget_forcing":
+            pts += [EvalPoint(m, b, min_thinking_tokens, w) for b in budgets for w in num_waits]
+        elif m == "tcc+bf":
+            pts += [EvalPoint(m, b, min_thinking_tokens, w) for b in numeric for w in num_waits]
+        elif m == "scc+bf":
+            pts += [EvalPoint(m, b, min_thinking_tokens, w,
+                              f"steps={methods.steps_for_budget(b, opts.step_tokens)}")
+                    for b in numeric for w in num_waits]
+        elif m == "tcc":
+            pts += [EvalPoint(m, b) for b in numeric]
+        elif m == "scc":
+            pts += [EvalPoint(m, b, variant=f"steps={methods.steps_for_budget(b, opts.step_tokens)}")
+                    for b in numeric]
+        elif m == "rs":
+            pts += [EvalPoint(m, b, temperature=opts.rs_temperature, max_attempts=opts.rs_max_attempts,
+                              variant=f"attempts<={opts.rs_max_attempts}") for b in numeric]
+        elif m == "ccc":
+            if opts.ccc_bound is None:
+                pts += [EvalPoint(m, variant="default"), EvalPoint(m, variant="short"),
+                        EvalPoint(m, variant="long")]
+            else:
+                if opts.ccc_bound < 0:
+                    raise ValueError(f"--ccc-bound must be >= 0, got {opts.ccc_bound}")
+                pts += [EvalPoint(m, opts.ccc_bound, variant="short"),
+                        EvalPoint(m, None, opts.ccc_bound, variant="long")]
+        elif m == "majority":
+            pts.append(EvalPoint(m, opts.majority_budget, 0, opts.majority_num_wait, f"K={opts.majority_k}",
+                                 samples=opts.majority_k, temperature=opts.majority_temperature))
+    names = [p.name for p in pts]
+    if len(set(names)) != len(names):
+        raise ValueError("duplicate sweep points (repeated values in --budgets / --num-wait?)")
+    return pts
+
+
+def request_seed(seed: int, qid: str, point: str, sample: int) -> int:
+    """Per-request sampling seed, stable across batch composition (hash of the request identity)."""
+    h = hashlib.sha256(f"{seed}|{qid}|{point}|{sample}".encode()).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+
+
+# --------------------------------------------------------------------------------------------
+# Requests
+# --------------------------------------------------------------------------------------------
+
+
+def build_requests(items: list[TaskItem], points: list[EvalPoint], samples: int, temperature: float,
+                   seed: int, base_params: dict, sampling_params_cls) -> tuple[list[str], list, list[dict]]:
+    """All (question, point, sample) requests -> prompts, SamplingParams, and record stubs.
+
+    A point with samples > 1 (majority) draws that many samples, others `samples`; a point's own
+    temperature (rs, majority) overrides the sweep's. Stubs carry the point's nominal limits
+    (Control is measured against them) and the cap requested from the engine separately."""
+    prompts, params, stubs = [], [], []
+    for point in points:
+        transform = METHODS[point.method]
+        n_samples = point.samples if point.samples > 1 else samples
+        temp = temperature if point.temperature is None else point.temperature
+        for item in items:
+            question, overrides = transform(item.question, point)
+            for s in range(n_samples):
+                kw = dict(base_params)
+                kw.update(overrides)
+                kw["temperature"] = temp
+                kw["seed"] = request_seed(seed, item.id, point.name, s)
+                prompts.append(question)
+                params.append(sampling_params_cls(**kw))
+                stubs.append({
+                    "qid": item.id, "point": point.name, "method": point.method, "sample": s,
+                    "reference": item.answer, "kind": item.kind,
+                    "max_thinking_tokens": point.max_thinking_tokens,
+                    "min_thinking_tokens": point.min_thinking_tokens,
+                    "engine_max_thinking_tokens": kw.get("max_thinking_tokens"),
+                    "num_wait": kw.get("num_wait", 0),
+                })
+                if item.kind == "choice":  # lets the grader map an answer naming an option's text
+                    stubs[-1]["choices"] = choice_options(item.question)
+    return prompts, params, stubs
+
+
+def output_fields(out) -> dict:
+    """The record fields taken from one engine output (GenerationOutput)."""
+    ids = getattr(out, "output_token_ids", None)
+    return {
+        "text": getattr(out, "text", ""),
+        "thinking": getattr(out, "thinking", None),
+        "answer_text": getattr(out, "answer", None),
+        "thinking_tokens": int(getattr(out, "num_thinking_tokens", 0)),
+        "applied_max_thinking_tokens": getattr(out, "max_thinking_tokens", None),  # "auto" resolved
+        "output_tokens": len(ids) if ids is not None else None,
+        "waits_used": int(getattr(out, "num_waits_used", 0)),
+        "finish_reason": getattr(out, "finish_reason", None),
+        "error": getattr(out, "error", None),
+    }
+
+
+def rs_fits(rec: dict) -> bool:
+    """A rejection-sampling sample is accepted when its thinking ended by itself within the budget
+    N: fewer than N thinking tokens (at N the engine forced the end: s1's vLLM call with max_tokens
+    N stopped "length" there and the sample was drawn again)."""
+    return rec["finish_reason"] != "error" and rec["thinking_tokens"] < rec["max_thinking_tokens"]
+
+
+def _key(r: dict) -> tuple:
+    return r["qid"], r["point"], r["sample"]
+
+
+# --------------------------------------------------------------------------------------------
+# The run folder
+# --------------------------------------------------------------------------------------------
+
+
+def sweep_config(items: list[TaskItem], points: list[EvalPoint], *, samples: int, temperature: float,
+                 seed: int, base_params: dict, task: str, model: str) -> dict:
+    """config.json: everything that defines the sweep's records (a resume must match it)."""
+    digest = hashlib.sha256(json.dumps([[i.id, i.question, i.answer] for i in items]).encode()).hexdigest()
+    return json.loads(json.dumps({
+        "task": task, "model": model, "num_questions": len(items), "questions_sha256": digest,
+        "samples": samples, "temperature": temperature, "seed": seed, "base_params": base_params,
+        "points": [p.to_dict() for p in points]}))
+
+
+def part_files(out_dir: str) -> list[str]:
+    """The records files of data-parallel groups 1.. of an unfinished run (samples.dp<k>.jsonl;
+    group 0 appends to samples.jsonl itself); merged into samples.jsonl when the run ends."""
+    if not os.path.isdir(out_dir):
+        return []
+    names = [n for n in os.listdir(out_dir) if n.startswith("samples.dp") and n.endswith(".jsonl")
+             and n[len("samples.dp"):-len(".jsonl")].isdigit()]
+    return [os.path.join(out_dir, n) for n in sorted(names, key=lambda n: int(n[len("samples.dp"):-len(".jsonl")]))]
+
+
+def check_resume(out_dir: str, config: dict) -> list[dict]:
+    """The finished records of an earlier run of the same sweep in out_dir ([] when there is none):
+    samples.jsonl and the data-parallel groups' samples.dp<k>.jsonl. ValueError when out_dir holds
+    a different sweep (naming the settings that differ)."""
+    cfg_path, samples_path = os.path.join(out_dir, "config.json"), os.path.join(out_dir, "samples.jsonl")
+    files = ([samples_path] if os.path.exists(samples_path) else []) + part_files(out_dir)
+    if not os.path.exists(cfg_path):
+        if files:
+            raise ValueError(f"--resume: {out_dir} has {os.path.basename(files[0])} but no config.json; "
+                             "not an s1 eval run")
+        return []
+    with open(cfg_path) as f:
+        old = json.load(f)
+    diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+    if diff:
+        raise ValueError(f"--resume: {out_dir} holds a different sweep (differs in {', '.join(diff)}); "
+                         "use another --out, or --overwrite to replace it")
+    return [r for path in files for r in read_jsonl(path, tolerate_truncated_tail=True)]
+
+
+# --------------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------------
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _quiet(msg: str) -> None:
+    """The log of data-parallel ranks other than 0."""
+
+
+def run_eval(llm, items: list[TaskItem], points: list[EvalPoint], *, samples: int = 1, temperature: float = 0.0,
+             seed: int = 0, base_params: dict | None = None, out_dir: str | None = None, task: str = "?",
+             model: str = "?", sampling_params_cls=None, resume: bool = False, progress: bool = True,
+             log: Callable[[str], None] = _log, dp=None) -> dict | None:
+    """Generate every request (one batched engine call, plus one per rejection-sampling round),
+    writing each record as its request finishes; score, summarize and write the outputs.
+
+    Returns the summary with a "_timing" entry (also written to timing.json, kept out of
+    summary.json so that a re-score reproduces summary.json byte for byte).
+
+    dp: data parallelism (s1/infer/tensor_parallel.py::DataParallel; torchrun with N = DP x TP ranks):
+    each DP group runs the requests still to do that fall to it (an interleaved share: `dp.shard`)
+    through its own engine (`llm`, tensor-parallel or not), with the "auto" cap still resolved
+    from the longest prompt of the WHOLE sweep. Global rank 0 reads an earlier run (resume) and
+    writes config.json first; each group's leader appends its finished records as they come
+    (group 0: samples.jsonl, group k: samples.dp<k>.jsonl, so an interrupted run keeps them and a
+    resume, with any number of groups, reads them all). At the end rank 0 gathers every group's
+    records and writes the outputs exactly as a single process would (the part files are then
+    removed) and returns the summary; the other ranks return None."""
+    writer = dp is None or dp.writer
+    leader = dp is None or dp.leader
+    if not writer:
+        log = _quiet
+        progress = False
+    if samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {samples}")
+    if not items:
+        raise ValueError("no questions to evaluate")
+    if sampling_params_cls is None:
+        from s1.infer import SamplingParams as sampling_params_cls
+    base_params = dict(base_params or {})
+    config = sweep_config(items, points, samples=samples, temperature=temperature, seed=seed,
+                          base_params=base_params, task=task, model=model)
+    prompts, params, stubs = build_requests(items, points, samples, temperature, seed, base_params,
+                                            sampling_params_cls)
+    by_key = {_key(s): i for i, s in enumerate(stubs)}
+    records: dict[tuple, dict] = {}
+    new_records: list[dict] = []
+    appender = None
+    if out_dir is not None:
+        earlier = None
+        if writer:
+            os.makedirs(out_dir, exist_ok=True)
+            earlier = check_resume(out_dir, config) if resume else []
+            if not earlier:
+                with open(os.path.join(out_dir, "config.json"), "w") as f:
+                    json.dump(config, f, indent=2)
+                for path in [os.path.join(out_dir, "samples.jsonl")] + part_files(out_dir):
+                    if os.path.exists(path):
+                        os.remove(path)
+        if dp is not None:   # after rank 0's clean-up: the other groups open their files below
+            earlier = dp.broadcast(earlier)
+        records = {_key(r): r for r in earlier if _key(r) in by_key}
+        if leader:
+            os.makedirs(out_dir, exist_ok=True)
+            name = "samples.jsonl" if dp is None or dp.rank == 0 else f"samples.dp{dp.rank}.jsonl"
+            appender = JsonlAppender(os.path.join(out_dir, name))
+    todo = [i for i, s in enumerate(stubs) if _key(s) not in records]
+    n_todo = len(todo)
+    if dp is not None and dp.size > 1:
+        todo = dp.shard(todo)
+    max_attempts = {p.name: p.max_attempts for p in points if p.method == "rs"}
+    log(f"eval {task}: {len(items)} questions x {len(points)} points = {len(prompts)} requests"
+        + (f"; {len(records)} finished earlier (--resume), {n_todo} to run" if resume else "")
+        + (f" over {dp.size} data-parallel engines (interleaved shares)" if dp is not None and dp.size > 1
+           else " in one batch"))
+
+    def finish(i: int, out, attempt: int, earlier_tts: list[int]) -> list[int] | None:
+        """Score and write request i's output; for a rejected rs sample that may try again,
+        return the thinking tokens of its attempts so far instead."""
+        rec = score_record(stubs[i] | output_fields(out))
+        if rec["point"] in max_attempts:
+            tts = earlier_tts + [rec["thinking_tokens"]]
+            rec.update(attempts=attempt, attempt_thinking_tokens=tts, rs_accepted=rs_fits(rec))
+            if not rec["rs_accepted"] and attempt < max_attempts[rec["point"]]:
+                return tts
+        records[_key(rec)] = rec
+        new_records.append(rec)
+        if appender is not None:
+            appender.write(rec)
+        return None
+
+    t0 = time.perf_counter()
+    rounds, generated, out_tokens = 0, 0, 0
+    pending = [(i, 1, []) for i in todo]       # (request, attempt, thinking tokens of earlier attempts)
+    # s1's "auto" cap subtracts the longest prompt of the whole sweep: fixed here, so a resumed run
+    # or a rejection-sampling round (which run subsets) resolves it exactly as one call would
+    gen_kw = {}
+    if hasattr(llm, "prompt_length") and any(getattr(p, "max_thinking_tokens", None) == "auto" for p in params):
+        gen_kw["auto_prompt_len"] = max(llm.prompt_length(q) for q in set(prompts))
+    try:
+        while pending:
+            rounds += 1
+            batch_params = [params[i] if a == 1 else dataclasses.replace(params[i], seed=request_seed(
+                seed, stubs[i]["qid"], f"{stubs[i]['point']}/attempt={a}", stubs[i]["sample"]))
+                for i, a, _ in pending]
+            if rounds > 1:
+                log(f"rejection sampling: round {rounds} for {len(pending)} sample(s) over their budget")
+            retry, seen = [], set()
+
+            def on_output(j: int, out) -> None:
+                nonlocal generated, out_tokens
+                seen.add(j)
+                generated += 1
+                out_tokens += len(getattr(out, "output_token_ids", None) or [])
+                i, a, tts = pending[j]
+                again = finish(i, out, a, tts)
+                if again is not None:
+                    retry.append((i, a + 1, again))
+
+            outs = llm.generate([prompts[i] for i, _, _ in pending], batch_params, use_tqdm=progress,
+                                on_output=on_output, **gen_kw)
+            if len(outs) != len(pending):
+                raise RuntimeError(f"engine returned {len(outs)} outputs for {len(pending)} prompts")
+            for j, out in enumerate(outs):   # outputs the engine returned without a callback
+                if j not in seen:
+                    on_output(j, out)
+            pending = sorted(retry)
+    finally:
+        if appender is not None:
+            appender.close()
+    if dp is not None and dp.size > 1:
+        # every group's new records (its leader's: the other TP ranks hold the same) to rank 0
+        shares = dp.gather((new_records, generated, out_tokens, rounds) if leader else ([], 0, 0, 0))
+    if not writer:
+        return None
+    if dp is not None and dp.size > 1:
+        generated = sum(s[1] for s in shares)
+        out_tokens = sum(s[2] for s in shares)
+        rounds = max(s[3] for s in shares)
+        for share in shares:
+            records.update((_key(r), r) for r in share[0])
+    wall = time.perf_counter() - t0
+
+    order = {p.name: n for n, p in enumerate(points)}
+    qorder = {it.id: n for n, it in enumerate(items)}
+    final = sorted(records.values(), key=lambda r: (order[r["point"]], qorder[r["qid"]], r["sample"]))
+    errors = [r for r in final if r["finish_reason"] == "error"]
+    if errors:  # kept in the results (scored as wrong) but never silent
+        log(f"warning: {len(errors)} request(s) failed in the engine, e.g. {errors[0]['error']}")
+    summary = summarize(final, config["points"], meta_of(config))
+    timing = {"requests": len(prompts), "generated": generated, "finished_earlier": len(prompts) - n_todo,
+              "generate_wall_s": wall, "output_tokens": out_tokens,
+              "output_tokens_per_s": out_tokens / wall if wall > 0 else None,
+              "rejection_sampling_extra_rounds": max(0, rounds - 1)}
+    if out_dir is not None:
+        write_outputs(out_dir, final, config, summary)
+        for path in part_files(out_dir):   # merged into samples.jsonl
+            os.remove(path)
+        with open(os.path.join(out_dir, "timing.json"), "w") as f:
+            json.dump(timing, f, indent=2)
+    return dict(summary) | {"_timing": timing}

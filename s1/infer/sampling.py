@@ -1,0 +1,106 @@
+"""Per-request decoding settings: sampling and budget forcing, with s1's semantics token for token.
+
+Budget forcing (the device applies it every step, s1/kernels/force_state.py; s1's evaluation loop,
+lm-eval fork `vllm_causallms.py`, is the reference):
+- A question prompt ends with "<|im_start|>think" (no newline): the model writes the newline and
+  it counts as a thinking token. Thinking tokens are everything after the prompt until thinking
+  ends, inserted extension tokens included.
+- `max_thinking_tokens` caps their total (one cap over all extensions). At the cap the forced end
+  `end_thinking` follows ("\\n<|im_start|>answer\\nFinal Answer:"; its leading "\\n" only when the
+  thinking does not already end with a newline, as s1 does) and the model answers. A cap falling
+  inside an extension cuts the extension there. "auto" = s1's cap for runs without a budget:
+  context - longest prompt of the generate call - len("<|im_start|>answer\\nFinal Answer:") - 100.
+- The model ending thinking (<|im_start|>, <|im_end|> or <|endoftext|>: s1's vLLM run stops on
+  all three):
+  * thinking tokens < `min_thinking_tokens`: the end tokens are masked out (never sampled); top-k
+    / top-p then filter the renormalized distribution of the other tokens;
+  * else with extensions left (`num_wait`): the end token is dropped and `extension`'s token ids
+    follow ("Wait" -> one token); the first token generated after an extension may not be an end
+    token (s1's vLLM min_tokens=1 on every round, the first round included: with num_wait > 0 the
+    very first thinking token is never an end token either). An empty extension ("") drops the end
+    token and inserts nothing;
+  * else: the end token is replaced by "<|im_start|>answer" and the model continues the answer
+    (normally with a newline).
+- The answer ends at <|im_end|> or <|endoftext|> (plus `stop` tokens), is emitted, and is limited
+  only by the context unless `max_answer_tokens` caps the sampled answer tokens.
+- `max_tokens` caps all output tokens (generated + forced) in every mode; the context caps them
+  too (prompt + output <= the engine's max_model_len) -> finish "length".
+
+When is budget forcing on?  A question prompt (rendered by the tokenizer) always starts thinking. A
+raw prompt (raw=True string or token-id list) starts thinking iff `thinking_rules_set()`
+(max_thinking_tokens is not None, min_thinking_tokens > 0 or num_wait > 0); otherwise it is plain
+generation: stop at <|im_end|>/<|endoftext|> (unless ignore_eos) or max_tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from s1.model.tokenizer import FORCED_END
+
+DEFAULT_END_THINKING = FORCED_END
+AUTO = "auto"
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 0.0          # 0 -> greedy
+    top_k: int = 0                    # 0 -> no top-k
+    top_p: float = 1.0                # in (0, 1]
+    seed: int | None = None           # None -> drawn at random per request
+    max_thinking_tokens: int | str | None = None   # int, "auto" or None (no cap)
+    min_thinking_tokens: int = 0
+    num_wait: int = 0
+    extension: str = "Wait"
+    end_thinking: str = DEFAULT_END_THINKING
+    max_answer_tokens: int | None = None
+    max_tokens: int | None = None
+    ignore_eos: bool = False
+    stop: tuple[str, ...] = ()        # extra answer-phase stop tokens, by token name
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the offending field. Called on construction and by the engine."""
+        def bad(field, msg):
+            raise ValueError(f"SamplingParams.{field}={getattr(self, field)!r}: {msg}")
+
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if not isinstance(self.temperature, (int, float)) or isinstance(self.temperature, bool) \
+                or self.temperature < 0:
+            bad("temperature", "must be a number >= 0")
+        if not is_int(self.top_k) or self.top_k < 0:
+            bad("top_k", "must be an integer >= 0 (0 disables top-k)")
+        if not isinstance(self.top_p, (int, float)) or not (0.0 < self.top_p <= 1.0):
+            bad("top_p", "must lie in (0, 1]")
+        if self.seed is not None and (not is_int(self.seed) or self.seed < 0):
+            bad("seed", "must be a non-negative integer or None")
+        m = self.max_thinking_tokens
+        if m is not None and m != AUTO and (not is_int(m) or m < 0):
+            bad("max_thinking_tokens", 'must be a non-negative integer, "auto" or None')
+        for f in ("max_answer_tokens", "max_tokens"):
+            v = getattr(self, f)
+            if v is not None and (not is_int(v) or v < 0):
+                bad(f, "must be a non-negative integer or None")
+        for f in ("min_thinking_tokens", "num_wait"):
+            v = getattr(self, f)
+            if not is_int(v) or v < 0:
+                bad(f, "must be a non-negative integer")
+        if is_int(m) and self.min_thinking_tokens > m:
+            bad("min_thinking_tokens", f"exceeds max_thinking_tokens={m}")
+        if self.max_tokens == 0:
+            bad("max_tokens", "must be >= 1 when given")
+        if not isinstance(self.extension, str):
+            bad("extension", "must be a string")
+        if not isinstance(self.end_thinking, str) or not self.end_thinking:
+            bad("end_thinking", "must be a non-empty string")
+        if isinstance(self.stop, str):
+            self.stop = (self.stop,)
+        self.stop = tuple(self.stop)
+        if not all(isinstance(s, str) and s for s in self.stop):
+            bad("stop", "must be a tuple of token names")
+
+    def thinking_rules_set(self) -> bool:
+        return self.max_thinking_tokens is not None or self.min_thinking_tokens > 0 or self.num_wait > 0

@@ -1,0 +1,175 @@
+"""Qwen2 / Qwen2.5 configuration with exactly the field names of HF `config.json`.
+
+Only architecture lives here; run settings (learning rate, budgets, ...) belong to their stages.
+Both the transformers-4 spelling (`rope_theta`, `torch_dtype`) and the transformers-5 spelling
+(`rope_parameters`, `dtype`) are read; we write the v4 spelling, which both versions load.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from s1.common import dtypes
+
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class Qwen2Config:
+    vocab_size: int = 151936
+    hidden_size: int = 896
+    intermediate_size: int = 4864
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 14
+    num_key_value_heads: int = 2
+    head_dim: int | None = None  # absent in Qwen2 configs: hidden_size // num_attention_heads
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 32768
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 1000000.0
+    rope_scaling: dict | None = None
+    tie_word_embeddings: bool = False
+    torch_dtype: str = "bfloat16"
+    attention_dropout: float = 0.0
+    use_sliding_window: bool = False
+    sliding_window: int | None = None
+    max_window_layers: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list | None = None
+    pad_token_id: int | None = None
+    initializer_range: float = 0.02
+    model_type: str = "qwen2"
+    architectures: list = field(default_factory=lambda: ["Qwen2ForCausalLM"])
+    extra: dict = field(default_factory=dict, repr=False)  # unknown keys, kept for round trips
+
+    def __post_init__(self):
+        def need(cond, fld, msg):
+            if not cond:
+                raise ConfigError(f"config field {fld!r}: {msg} (got {getattr(self, fld)!r})")
+
+        for f in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                  "num_attention_heads", "num_key_value_heads", "max_position_embeddings"):
+            v = getattr(self, f)
+            need(isinstance(v, int) and not isinstance(v, bool) and v > 0, f, "must be a positive integer")
+        need(self.num_attention_heads % self.num_key_value_heads == 0, "num_key_value_heads",
+             f"must divide num_attention_heads={self.num_attention_heads}")
+        if self.head_dim is None:
+            need(self.hidden_size % self.num_attention_heads == 0, "hidden_size",
+                 f"must be divisible by num_attention_heads={self.num_attention_heads}")
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        need(self.head_dim % 2 == 0 and self.head_dim > 0, "head_dim", "must be positive and even for RoPE")
+        need(self.hidden_act == "silu", "hidden_act", "only 'silu' (SwiGLU) is supported")
+        need(self.rms_norm_eps > 0, "rms_norm_eps", "must be > 0")
+        need(self.rope_theta > 0, "rope_theta", "must be > 0")
+        need(self.rope_scaling is None or self.rope_scaling.get("rope_type", self.rope_scaling.get("type")) == "default",
+             "rope_scaling", "only default RoPE is supported (no Qwen2.5 checkpoint uses scaling)")
+        need(self.torch_dtype in dtypes.NAMES, "torch_dtype", f"must be one of {sorted(dtypes.NAMES)}")
+        need(not self.use_sliding_window, "use_sliding_window", "sliding-window attention is not supported")
+        need(self.model_type in ("qwen2",), "model_type", "only 'qwen2' checkpoints are supported")
+
+    # ---------------------------------------------------------------- derived
+    @property
+    def dtype(self) -> torch.dtype:
+        return dtypes.to_torch(self.torch_dtype)
+
+    @property
+    def q_size(self) -> int:
+        return self.num_attention_heads * self.head_dim
+
+    @property
+    def kv_size(self) -> int:
+        return self.num_key_value_heads * self.head_dim
+
+    def num_params(self, include_embedding: bool = True) -> int:
+        h, i, L = self.hidden_size, self.intermediate_size, self.num_hidden_layers
+        attn = h * self.q_size + self.q_size + 2 * (h * self.kv_size + self.kv_size) + self.q_size * h
+        per_layer = attn + 3 * h * i + 2 * h
+        n = L * per_layer + h
+        if include_embedding:
+            n += self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
+        return n
+
+    # ---------------------------------------------------------------- io
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Qwen2Config":
+        d = dict(d)
+        rp = d.pop("rope_parameters", None)
+        if rp is not None:
+            d.setdefault("rope_theta", rp.get("rope_theta", 1000000.0))
+            if rp.get("rope_type", "default") != "default":
+                d.setdefault("rope_scaling", rp)
+        if "dtype" in d and "torch_dtype" not in d:
+            d["torch_dtype"] = d.pop("dtype")
+        d.pop("dtype", None)
+        if isinstance(d.get("torch_dtype"), str) and d["torch_dtype"].startswith("torch."):
+            d["torch_dtype"] = d["torch_dtype"][len("torch."):]
+        if d.get("torch_dtype") is None:
+            d["torch_dtype"] = "bfloat16"
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in d.items() if k in names}
+        extra = {k: v for k, v in d.items() if k not in names}
+        extra.pop("layer_types", None)  # derivable (all full attention)
+        return cls(**known, extra=extra)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> "Qwen2Config":
+        path = os.fspath(path)
+        f = os.path.join(path, "config.json") if os.path.isdir(path) else path
+        if not os.path.exists(f):
+            raise FileNotFoundError(f"no config.json in {path!r}: not a Hugging Face checkpoint directory")
+        try:
+            with open(f) as fh:
+                d = json.load(fh)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{f}: invalid JSON ({e})") from e
+        return cls.from_dict(d)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        d.update(self.extra)
+        return d
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "config.json"), "w") as fh:
+            json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
+
+
+# Qwen2.5 model shapes (the published config.json files). Random-weight models of
+# these shapes serve the benchmarks; real checkpoints carry their own config.json. "smoke" is a
+# tiny stand-in with the real vocabulary, for CPU smoke runs of the same scripts.
+SHAPES: dict[str, dict[str, Any]] = {
+    "0.5B": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                 intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True),
+    "1.5B": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+                 intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True),
+    "3B": dict(hidden_size=2048, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
+               intermediate_size=11008, vocab_size=151936, tie_word_embeddings=True),
+    "7B": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+               intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False),
+    "14B": dict(hidden_size=5120, num_hidden_layers=48, num_attention_heads=40, num_key_value_heads=8,
+                intermediate_size=13824, vocab_size=152064, tie_word_embeddings=False),
+    "32B": dict(hidden_size=5120, num_hidden_layers=64, num_attention_heads=40, num_key_value_heads=8,
+                intermediate_size=27648, vocab_size=152064, tie_word_embeddings=False),
+    "smoke": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=128, vocab_size=151936, tie_word_embeddings=True),
+}
+
+
+def shape_config(name: str, **overrides) -> Qwen2Config:
+    """A Qwen2Config of a named shape (SHAPES), instruct-checkpoint defaults (rms_norm_eps 1e-6,
+    rope_theta 1e6, 32K positions, bf16), with any field overridden."""
+    if name not in SHAPES:
+        raise ValueError(f"unknown model shape {name!r}: one of {', '.join(SHAPES)}")
+    d = dict(rms_norm_eps=1e-6, rope_theta=1e6, max_position_embeddings=32768, torch_dtype="bfloat16")
+    d.update(SHAPES[name])
+    d.update(overrides)
+    return Qwen2Config(**d)

@@ -1,0 +1,5 @@
+import sys
+
+from s1.serve.cli import main
+
+sys.exit(main())

@@ -1,0 +1,405 @@
+"""The ASGI app (FastAPI): OpenAI's /v1/models, /v1/completions and /v1/chat/completions, plus
+/health, over one engine running on its own thread (s1/serve/engine_loop.py).
+
+    app = build_app(engine, ServerSettings(served_model_name="s1"))
+    uvicorn.run(app, host="127.0.0.1", port=8000)
+
+A request: auth (with an API key) -> refused with 503 while draining -> body read with a size limit
+(413) -> JSON (400) -> fields checked (s1/serve/protocol.py, 400 naming the field) -> each choice's
+prompt tokenized and checked against the context (400) -> 503 + Retry-After when the requests still
+waiting for their first token would exceed `max_queue` -> the choices join the engine together.
+Streaming answers are server-sent events (`data: {chunk}` ... `data: [DONE]`); a client that goes
+away (stream or not) has its engine requests aborted at once, which frees their KV pages.
+
+Shutdown (`ServerState.drain`): new requests get 503, open ones finish; after `shutdown_timeout`
+seconds whatever is still open is aborted (streams end with finish_reason "abort" and [DONE]).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from s1.infer.engine import Prepared
+from s1.serve import protocol as P
+from s1.serve.engine_loop import EngineFailure, EngineLoop
+from s1.serve.text import ChoiceText
+
+log = logging.getLogger("s1.serve")
+
+
+@dataclass
+class ServerSettings:
+    served_model_name: str = "s1"
+    api_key: str | None = None
+    max_queue: int = 1024              # requests waiting for their first token before 503
+    max_body_bytes: int = 4 << 20      # larger request bodies get 413
+    shutdown_timeout: float = 30.0     # SIGTERM: seconds open requests may take before they are aborted
+    retry_after_s: int = 1             # the Retry-After of a 503
+
+
+class ServerState:
+    """What the handlers share: the engine loop, the settings, the draining flag."""
+
+    def __init__(self, engine, settings: ServerSettings):
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
+        self.settings = settings
+        self.loop = EngineLoop(engine)
+        self.draining = False
+        self.open_requests = 0             # HTTP requests generating right now
+        self.created = int(time.time())
+        # ids that end an answer (and so are dropped from a completion's text when last)
+        self.answer_stop_ids = tuple(engine.special.answer_stop_ids)
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Refuse new requests, wait for the open ones; after `timeout` abort them. True when
+        everything finished by itself."""
+        self.draining = True
+        timeout = self.settings.shutdown_timeout if timeout is None else timeout
+        t_end = time.monotonic() + timeout
+        while self.open_requests and time.monotonic() < t_end:
+            await asyncio.sleep(0.02)
+        if not self.open_requests:
+            return True
+        n = self.loop.abort_all()
+        log.warning("shutdown: %d request(s) still open after %.0fs: aborted", n, timeout)
+        t_end = time.monotonic() + 10
+        while self.open_requests and time.monotonic() < t_end:
+            await asyncio.sleep(0.02)
+        return False
+
+
+# ----------------------------------------------------------------------------- helpers
+def _error_response(e: P.APIError) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+
+def _check_auth(state: ServerState, request: Request) -> None:
+    key = state.settings.api_key
+    if not key:
+        return
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+        raise P.APIError(401, "Incorrect or missing API key: send the header 'Authorization: Bearer <key>'",
+                         code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+
+def _unavailable(state: ServerState, message: str, code: str) -> P.APIError:
+    return P.APIError(503, message, code=code, headers={"Retry-After": str(state.settings.retry_after_s)})
+
+
+async def _read_json(state: ServerState, request: Request):
+    limit = state.settings.max_body_bytes
+    cl = request.headers.get("content-length")
+    too_big = P.APIError(413, f"request body larger than the limit of {limit} bytes (--max-body-bytes)",
+                         code="request_too_large")
+    if cl is not None and cl.isdigit() and int(cl) > limit:
+        raise too_big
+    buf = bytearray()
+    async for part in request.stream():
+        buf += part
+        if len(buf) > limit:
+            raise too_big
+    try:
+        return json.loads(bytes(buf))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise P.bad(None, f"malformed JSON in the request body: {e}", "invalid_json") from None
+
+
+_PARAM_WORDS = ("extension", "end_thinking", "stop", "max_thinking_tokens", "min_thinking_tokens", "num_wait",
+                "max_tokens", "max_answer_tokens")
+
+
+def _engine_refusal(e: ValueError, prompt_param: str) -> P.APIError:
+    """A ValueError from the engine's checks -> 400 naming the field."""
+    msg = str(e)
+    if re.search(r"prompt has \d+ tokens", msg):
+        return P.bad(prompt_param, f"'{prompt_param}': {msg}", "context_length_exceeded")
+    if "prompt" in msg:
+        return P.bad(prompt_param, f"'{prompt_param}': {msg}", "invalid_value")
+    param = next((w for w in _PARAM_WORDS if w in msg), None)
+    return P.bad(param, msg, "invalid_value")
+
+
+def _sse(obj) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while True:
+        msg = await request.receive()
+        if msg["type"] == "http.disconnect":
+            return
+
+
+# ----------------------------------------------------------------------------- one generation request
+class Generation:
+    """The choices of one request in the engine: their Streams, texts and final outputs."""
+
+    def __init__(self, state: ServerState, req: P.GenRequest, preps: list):
+        self.state, self.req, self.preps = state, req, preps
+        stop_ids = () if req.params[0].ignore_eos else state.answer_stop_ids
+        tok = state.tokenizer
+        stop_ids = tuple(stop_ids) + tuple(tok.token_id(s) for s in req.params[0].stop)
+        self.texts = [ChoiceText(tok, req.kind, req.stop_strings, stop_ids, thinking=p.thinking) for p in preps]
+        self.outputs = [None] * len(preps)
+        self.pending_ids = [[] for _ in preps]
+        self.streams: list = []
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.prompt_tokens = sum(len(preps[i * req.n].ids) for i in range(len(req.prompts)))
+        self.stop_aborted: set[int] = set()
+        self.closed = False
+
+    async def start(self) -> None:
+        loop = self.state.loop
+        auto = max(len(p.ids) for p in self.preps)
+        self.streams = await loop.submit(self.preps, auto_prompt_len=auto, queue=self.queue)
+
+    def abort_open(self) -> None:
+        for s in self.streams:
+            self.state.loop.abort(s)
+
+    def close(self) -> None:
+        """The HTTP request is over (answered, failed or gone): abort what is still running, which
+        frees its KV pages at once (idempotent)."""
+        if not self.closed:
+            self.closed = True
+            self.abort_open()
+            self.state.open_requests -= 1
+
+    async def events(self):
+        """Yields (choice index, deltas, finished) as outputs arrive, until every choice finished."""
+        remaining = len(self.streams)
+        by_rid = {s.rid: s for s in self.streams}
+        while remaining:
+            ro = await self.queue.get()
+            if isinstance(ro, BaseException):
+                raise ro
+            s = by_rid[ro.request_id]
+            i, txt = s.index, self.texts[s.index]
+            self.pending_ids[i] += ro.new_token_ids
+            deltas = txt.feed(ro)
+            if txt.stopped and not ro.finished and i not in self.stop_aborted:
+                self.stop_aborted.add(i)
+                self.state.loop.abort(s, forget=False)      # a stop string matched: end it now
+            if ro.finished:
+                self.outputs[i] = ro.output
+                deltas += txt.finish(ro.output)
+                remaining -= 1
+            yield i, deltas, ro.finished
+
+    def usage(self) -> dict:
+        outs = [o for o in self.outputs if o is not None]
+        return P.usage(self.prompt_tokens, sum(len(o.output_token_ids) for o in outs),
+                       sum(o.num_thinking_tokens for o in outs))
+
+    def finish_reason(self, i: int) -> str:
+        return self.texts[i].finish_reason(self.outputs[i])
+
+    # ---------------------------------------------------------------- non-streaming
+    def response(self) -> dict:
+        choices = []
+        for i, (txt, out) in enumerate(zip(self.texts, self.outputs)):
+            final = txt.final_texts(out)
+            if self.req.kind == "chat":
+                c = {"index": i, "message": {"role": "assistant", "content": final["content"],
+                                             "reasoning_content": final["reasoning"]},
+                     "logprobs": None, "finish_reason": self.finish_reason(i)}
+            else:
+                c = {"index": i, "text": final["text"], "logprobs": None, "finish_reason": self.finish_reason(i)}
+            if self.req.return_token_ids:
+                c["token_ids"] = list(out.output_token_ids)
+            choices.append(c)
+        return P.response(self.req, choices, self.usage())
+
+    # ---------------------------------------------------------------- streaming
+    def _choice(self, i: int, kind: str | None, text: str, finish_reason=None) -> dict:
+        if self.req.kind == "chat":
+            delta = {} if kind is None else {"reasoning_content" if kind == "reasoning" else "content": text}
+            c = {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        else:
+            c = {"index": i, "text": text, "logprobs": None, "finish_reason": finish_reason}
+        if self.req.return_token_ids:
+            c["token_ids"], self.pending_ids[i] = self.pending_ids[i], []
+        return c
+
+    async def sse(self):
+        req = self.req
+        try:
+            if req.kind == "chat":
+                for i in range(len(self.streams)):
+                    c = {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                         "finish_reason": None}
+                    yield _sse(P.chunk(req, [c]))
+            try:
+                async for i, deltas, finished in self.events():
+                    for kind, text in deltas:
+                        yield _sse(P.chunk(req, [self._choice(i, kind, text)]))
+                    if finished:
+                        yield _sse(P.chunk(req, [self._choice(i, None, "", self.finish_reason(i))]))
+            except EngineFailure as e:
+                yield _sse(P.APIError(500, str(e), code="engine_failure").body())
+                yield "data: [DONE]\n\n"
+                return
+            if req.include_usage:
+                yield _sse(P.chunk(req, [], self.usage()))
+            yield "data: [DONE]\n\n"
+        finally:
+            self.close()                # the client went away (or we failed): free the pages now
+
+
+class _SSEResponse(StreamingResponse):
+    """Server-sent events of a Generation; whatever ends the response (done, client gone before or
+    during the stream) closes the Generation."""
+
+    def __init__(self, gen: Generation):
+        super().__init__(gen.sse(), media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.gen = gen
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.gen.close()
+
+
+# ----------------------------------------------------------------------------- the app
+def build_app(engine, settings: ServerSettings | None = None) -> FastAPI:
+    """The FastAPI app over `engine` (an infer.engine.LLMEngine, used only by the engine thread that
+    the app's lifespan starts and stops). `app.state.s1` is the ServerState."""
+    state = ServerState(engine, settings or ServerSettings())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        state.loop.start(asyncio.get_running_loop())
+        try:
+            yield
+        finally:
+            state.loop.stop()
+
+    app = FastAPI(title="s1 serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.s1 = state
+
+    @app.exception_handler(P.APIError)
+    async def _api_error(request: Request, e: P.APIError):
+        return _error_response(e)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, e: StarletteHTTPException):
+        return _error_response(P.APIError(e.status_code, str(e.detail), code="not_found" if e.status_code == 404
+                                          else None, headers=getattr(e, "headers", None)))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, e: Exception):
+        log.exception("internal error")
+        return _error_response(P.APIError(500, f"internal error: {e!r}", code="internal_error"))
+
+    @app.get("/health")
+    async def health():
+        loop = state.loop
+        body = {"status": "ok", "num_running": engine.num_running if loop.alive else 0,
+                "num_waiting": loop.num_waiting, "open_requests": state.open_requests}
+        if not loop.alive:
+            body["status"] = "engine failed" if loop.error else "engine stopped"
+        elif state.draining:
+            body["status"] = "draining"
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        _check_auth(state, request)
+        return P.model_list(state.settings.served_model_name, state.created, engine.max_model_len)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        return await _generate(state, request, "completion")
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        return await _generate(state, request, "chat")
+
+    return app
+
+
+def _prepare(state: ServerState, req: P.GenRequest) -> list:
+    """One Prepared per choice (each prompt tokenized once)."""
+    eng, param = state.engine, "messages" if req.kind == "chat" else "prompt"
+    preps = []
+    for j, prompt in enumerate(req.prompts):
+        p0 = req.params[j * req.n]
+        try:
+            base = eng.prepare(prompt, p0, raw=True)
+        except ValueError as e:
+            err = _engine_refusal(e, param if len(req.prompts) == 1 else f"{param}[{j}]")
+            raise err from None
+        thinking = True if req.thinking else base.thinking
+        for k in range(req.n):
+            preps.append(Prepared(base.text, base.ids, req.params[j * req.n + k], thinking))
+    return preps
+
+
+async def _generate(state: ServerState, request: Request, kind: str):
+    _check_auth(state, request)
+    if state.draining:
+        raise _unavailable(state, "the server is shutting down", "server_shutting_down")
+    if not state.loop.alive:
+        raise _unavailable(state, "the engine is not running", "engine_failure")
+    state.open_requests += 1
+    gen, handed_off = None, False
+    try:
+        body = await _read_json(state, request)
+        parse = P.parse_chat if kind == "chat" else P.parse_completion
+        req = parse(body, state.settings.served_model_name, state.tokenizer)
+        preps = _prepare(state, req)
+        limit = state.settings.max_queue
+        if len(preps) > limit:
+            raise P.bad("n", f"{len(preps)} choices exceed the server's queue of {limit} (--max-queue)",
+                        "invalid_value")
+        if state.loop.num_waiting + len(preps) > limit:
+            raise _unavailable(state, f"the server is busy: {state.loop.num_waiting} requests are waiting "
+                                      f"(--max-queue {limit}); retry later", "queue_full")
+        gen = Generation(state, req, preps)
+        try:
+            await gen.start()
+        except ValueError as e:
+            raise _engine_refusal(e, "messages" if kind == "chat" else "prompt") from None
+        except EngineFailure as e:
+            raise _unavailable(state, str(e), "engine_failure") from None
+        if req.stream:
+            handed_off = True
+            return _SSEResponse(gen)
+        collect = asyncio.ensure_future(_drain_events(gen))
+        gone = asyncio.ensure_future(_wait_disconnect(request))
+        done, _ = await asyncio.wait({collect, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if collect not in done:             # the client went away: abort, answer nobody
+            collect.cancel()
+            return Response(status_code=499)
+        gone.cancel()
+        try:
+            collect.result()
+        except EngineFailure as e:
+            raise P.APIError(500, str(e), code="engine_failure") from None
+        return JSONResponse(gen.response())
+    finally:
+        if not handed_off:
+            if gen is not None:
+                gen.close()
+            else:
+                state.open_requests -= 1
+
+
+async def _drain_events(gen: Generation) -> None:
+    async for _ in gen.events():
+        pass

@@ -1,0 +1,386 @@
+"""Request bodies of the OpenAI API -> checked `GenRequest`s, and the response bodies.
+
+Pure Python (no torch, no web framework). Every problem is an `APIError` with an OpenAI-style body
+    {"error": {"message": ..., "type": ..., "param": <the field>, "code": ...}}
+so a client sees which field to fix. Fields:
+
+  both endpoints   model, stream, stream_options.include_usage, n, max_tokens (chat also
+                   max_completion_tokens), temperature (default 1.0, OpenAI's; 0 is greedy), top_p,
+                   top_k (-1 or 0: off), seed, stop (a string or a list of strings)
+  budget forcing   max_thinking_tokens (integer or "auto"), min_thinking_tokens, num_wait, extension,
+                   end_thinking, max_answer_tokens (s1/infer/sampling.py: s1's semantics)
+  extras           ignore_eos, return_token_ids (choices carry their output token ids)
+  chat             messages: [system] user, rendered in the s1 format (`Tokenizer.render_prompt`);
+                   longer conversations (user/assistant turns, ending with a user turn) with the
+                   tokenizer's chat template, then the thinking start
+  completions      prompt: a string, a list of token ids, or a list of either (one choice group per
+                   prompt); passed raw, so budget forcing is on iff one of its fields is given
+
+`stop` strings are matched on the answer text host-side (s1/serve/text.py); one that is a single
+token of the tokenizer also stops the engine on the device. Choice i of a request with `seed` S
+samples with seed hash(S, i), as `s1 generate --seed S` gives line i. Fields that this server
+cannot honour (logprobs, echo, suffix, tools, penalties, logit_bias, a non-text response_format)
+are refused when set; fields it does not know are ignored, as OpenAI clients send several.
+"""
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from s1.infer.sampling import AUTO, DEFAULT_END_THINKING, SamplingParams
+from s1.model.tokenizer import THINK_START
+
+MAX_N = 128
+MAX_STOP = 16
+ROLES = ("system", "developer", "user", "assistant")
+
+
+class APIError(Exception):
+    """An HTTP error with OpenAI's error body."""
+
+    TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
+             405: "invalid_request_error", 413: "invalid_request_error", 500: "server_error",
+             503: "server_error"}
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 type: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+        self.type = type or self.TYPES.get(status, "invalid_request_error")
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def bad(param: str | None, message: str, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+@dataclass
+class GenRequest:
+    """One checked request: len(prompts) * n choices; choice i runs prompts[i // n] with params[i]."""
+    kind: str                               # "chat" | "completion"
+    model: str
+    prompts: list                           # str (rendered chat prompt / raw text) or list[int]
+    params: list[SamplingParams]            # one per choice
+    n: int = 1
+    stream: bool = False
+    include_usage: bool = False
+    stop_strings: tuple[str, ...] = ()      # all of `stop`, matched host-side on the answer
+    return_token_ids: bool = False
+    thinking: bool | None = None            # chat: True (the prompt ends in the thinking start)
+    created: int = field(default_factory=lambda: int(time.time()))
+    id: str = ""
+
+    @property
+    def num_choices(self) -> int:
+        return len(self.params)
+
+
+# ----------------------------------------------------------------------------- field checks
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _get(body: dict, name: str, default=None):
+    v = body.get(name)
+    return default if v is None else v
+
+
+def _int_field(body, name, default=None, minimum=0, maximum=None):
+    if body.get(name) is None:
+        return default
+    v = body[name]
+    if not _is_int(v):
+        raise bad(name, f"'{name}' must be an integer, got {type(v).__name__} {v!r}", "invalid_type")
+    if v < minimum:
+        raise bad(name, f"'{name}' must be >= {minimum}, got {v}", "invalid_value")
+    if maximum is not None and v > maximum:
+        raise bad(name, f"'{name}' must be <= {maximum}, got {v}", "invalid_value")
+    return v
+
+
+def _num_field(body, name, default):
+    v = _get(body, name, default)
+    if not _is_num(v):
+        raise bad(name, f"'{name}' must be a number, got {type(v).__name__} {v!r}", "invalid_type")
+    return float(v) if isinstance(v, float) else v
+
+
+def _bool_field(body, name, default=False):
+    v = _get(body, name, default)
+    if not isinstance(v, bool):
+        raise bad(name, f"'{name}' must be a boolean, got {type(v).__name__} {v!r}", "invalid_type")
+    return v
+
+
+def _str_field(body, name, default, allow_empty=True):
+    v = _get(body, name, default)
+    if not isinstance(v, str):
+        raise bad(name, f"'{name}' must be a string, got {type(v).__name__} {v!r}", "invalid_type")
+    if not allow_empty and not v:
+        raise bad(name, f"'{name}' must not be empty", "invalid_value")
+    return v
+
+
+UNSUPPORTED = {   # field -> the values that mean "off" (anything else is refused)
+    "logprobs": (None, False, 0), "top_logprobs": (None, 0), "echo": (None, False), "suffix": (None, ""),
+    "logit_bias": (None, {}), "presence_penalty": (None, 0, 0.0), "frequency_penalty": (None, 0, 0.0),
+    "repetition_penalty": (None, 1, 1.0), "tools": (None, []), "functions": (None, []),
+    "tool_choice": (None, "none"), "function_call": (None, "none"), "prompt_logprobs": (None, 0),
+}
+
+
+def _refuse_unsupported(body: dict) -> None:
+    for name, off in UNSUPPORTED.items():
+        if name in body and body[name] not in off:
+            raise bad(name, f"'{name}' is not supported by this server", "unsupported_parameter")
+    rf = body.get("response_format")
+    if rf is not None and not (isinstance(rf, dict) and rf.get("type") == "text"):
+        raise bad("response_format", "'response_format' other than {\"type\": \"text\"} is not supported",
+                  "unsupported_parameter")
+    bo = body.get("best_of")
+    if bo is not None and bo != body.get("n", 1):
+        raise bad("best_of", "'best_of' is not supported (use n)", "unsupported_parameter")
+
+
+def check_model(body: dict, served: str) -> str:
+    m = body.get("model")
+    if m is None:
+        return served
+    if not isinstance(m, str):
+        raise bad("model", f"'model' must be a string, got {type(m).__name__}", "invalid_type")
+    if m != served:
+        raise bad("model", f"The model '{m}' does not exist; this server serves '{served}' (GET /v1/models)",
+                  "model_not_found")
+    return m
+
+
+def _stop(body: dict) -> tuple[str, ...]:
+    s = body.get("stop")
+    if s is None:
+        return ()
+    if isinstance(s, str):
+        s = [s]
+    if not isinstance(s, list) or not all(isinstance(x, str) for x in s):
+        raise bad("stop", "'stop' must be a string or a list of strings", "invalid_type")
+    if len(s) > MAX_STOP:
+        raise bad("stop", f"'stop' has {len(s)} entries; at most {MAX_STOP}", "invalid_value")
+    if any(not x for x in s):
+        raise bad("stop", "'stop' entries must not be empty", "invalid_value")
+    return tuple(dict.fromkeys(s))
+
+
+def _thinking_budget(body: dict):
+    v = body.get("max_thinking_tokens")
+    if v is None:
+        return None
+    if isinstance(v, str) and v.strip().lower() == AUTO:
+        return AUTO
+    if not _is_int(v):
+        raise bad("max_thinking_tokens", f"'max_thinking_tokens' must be a non-negative integer or \"auto\", "
+                                         f"got {type(v).__name__} {v!r}", "invalid_type")
+    if v < 0:
+        raise bad("max_thinking_tokens", f"'max_thinking_tokens' must be >= 0, got {v}", "invalid_value")
+    return v
+
+
+_FIELD = re.compile(r"SamplingParams\.(\w+)=")
+
+
+def _params(body: dict, stop_tokens: tuple[str, ...], n_choices: int, *, max_tokens_names) -> list[SamplingParams]:
+    """One SamplingParams per choice; seeds hash(seed, choice index) when `seed` is given."""
+    max_tokens = None
+    for name in max_tokens_names:
+        v = _int_field(body, name, None, minimum=1)
+        if v is not None:
+            max_tokens = v
+    top_k = body.get("top_k")
+    if _is_int(top_k) and top_k == -1:   # vLLM's "off"
+        top_k = 0
+    kw = dict(
+        temperature=_num_field(body, "temperature", 1.0),
+        top_p=_num_field(body, "top_p", 1.0),
+        top_k=_int_field({"top_k": top_k}, "top_k", 0, minimum=0),
+        max_thinking_tokens=_thinking_budget(body),
+        min_thinking_tokens=_int_field(body, "min_thinking_tokens", 0),
+        num_wait=_int_field(body, "num_wait", 0),
+        extension=_str_field(body, "extension", "Wait"),
+        end_thinking=_str_field(body, "end_thinking", DEFAULT_END_THINKING, allow_empty=False),
+        max_answer_tokens=_int_field(body, "max_answer_tokens", None),
+        max_tokens=max_tokens,
+        ignore_eos=_bool_field(body, "ignore_eos"),
+        stop=stop_tokens,
+    )
+    if kw["temperature"] < 0:
+        raise bad("temperature", f"'temperature' must be >= 0, got {kw['temperature']}", "invalid_value")
+    if not 0 < kw["top_p"] <= 1:
+        raise bad("top_p", f"'top_p' must lie in (0, 1], got {kw['top_p']}", "invalid_value")
+    seed = _int_field(body, "seed", None, minimum=0)
+    try:
+        if seed is None:
+            return [SamplingParams(**kw)] * n_choices
+        from s1.infer.cli import request_seed
+        return [SamplingParams(**kw, seed=request_seed(seed, i)) for i in range(n_choices)]
+    except ValueError as e:
+        m = _FIELD.search(str(e))
+        raise bad(m.group(1) if m else None, _FIELD.sub(lambda x: f"'{x.group(1)}'=", str(e)),
+                  "invalid_value") from None
+
+
+def engine_stop_tokens(stops: tuple[str, ...], tokenizer) -> tuple[str, ...]:
+    """The stop strings that are exactly one token (by name, and that token's text is the string):
+    the engine stops on them on the device, at once."""
+    out = []
+    for s in stops:
+        try:
+            i = tokenizer.token_id(s)
+        except KeyError:
+            continue
+        if tokenizer.decode([i]) == s:
+            out.append(s)
+    return tuple(out)
+
+
+def _common(body: dict, served: str, tokenizer, n_prompts: int, max_tokens_names) -> dict:
+    if not isinstance(body, dict):
+        raise bad(None, "the request body must be a JSON object", "invalid_type")
+    model = check_model(body, served)
+    _refuse_unsupported(body)
+    n = _int_field(body, "n", 1, minimum=1, maximum=MAX_N)
+    stream = _bool_field(body, "stream")
+    so = body.get("stream_options")
+    include_usage = False
+    if so is not None:
+        if not isinstance(so, dict):
+            raise bad("stream_options", "'stream_options' must be an object", "invalid_type")
+        if not stream:
+            raise bad("stream_options", "'stream_options' is only allowed with stream: true", "invalid_value")
+        include_usage = _bool_field(so, "include_usage")
+    stops = _stop(body)
+    params = _params(body, engine_stop_tokens(stops, tokenizer), n_prompts * n, max_tokens_names=max_tokens_names)
+    return dict(model=model, n=n, stream=stream, include_usage=include_usage, stop_strings=stops, params=params,
+                return_token_ids=_bool_field(body, "return_token_ids"))
+
+
+# ----------------------------------------------------------------------------- chat
+def _content(msg: dict, i: int) -> str:
+    c = msg.get("content")
+    where = f"messages[{i}].content"
+    if isinstance(c, str):
+        return c
+    if isinstance(c, list):
+        parts = []
+        for j, p in enumerate(c):
+            if not isinstance(p, dict) or p.get("type") != "text" or not isinstance(p.get("text"), str):
+                raise bad(f"{where}[{j}]", f"'{where}[{j}]': only text parts ({{\"type\": \"text\", \"text\": ...}}) "
+                                           "are supported", "invalid_value")
+            parts.append(p["text"])
+        return "".join(parts)
+    raise bad(where, f"'{where}' must be a string or a list of text parts, got {type(c).__name__}", "invalid_type")
+
+
+def render_chat(messages, tokenizer) -> str:
+    """The prompt text of a conversation: [system] user -> the s1 format (render_prompt); more turns
+    -> the tokenizer's chat template + the thinking start."""
+    if messages is None:
+        raise bad("messages", "'messages' is required", "missing_required_parameter")
+    if not isinstance(messages, list) or not messages:
+        raise bad("messages", "'messages' must be a non-empty list of {role, content} objects", "invalid_value")
+    turns = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise bad(f"messages[{i}]", f"'messages[{i}]' must be an object with role and content", "invalid_type")
+        role = m.get("role")
+        if role not in ROLES:
+            raise bad(f"messages[{i}].role", f"'messages[{i}].role' must be one of {', '.join(ROLES)}, got {role!r}",
+                      "invalid_value")
+        turns.append(("system" if role == "developer" else role, _content(m, i)))
+    if turns[-1][0] != "user":
+        raise bad("messages", "the last message must be a user message (the model answers it)", "invalid_value")
+    if not turns[-1][1].strip():
+        raise bad(f"messages[{len(turns) - 1}].content", "the user message is empty", "invalid_value")
+    if len(turns) == 1 or (len(turns) == 2 and turns[0][0] == "system"):
+        system = turns[0][1] if len(turns) == 2 else None
+        return tokenizer.render_prompt(turns[-1][1], system)
+    for i, (role, _) in enumerate(turns):
+        if role == "system" and i > 0:
+            raise bad(f"messages[{i}].role", "a system message may only come first", "invalid_value")
+    if not getattr(tokenizer, "chat_template", None):
+        raise bad("messages", "this model's tokenizer has no chat template, so only a [system] + user message "
+                              "can be rendered (the s1 format); send one question per request", "invalid_value")
+    try:
+        text = tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in turns],
+                                             add_generation_prompt=True)
+    except Exception as e:   # the template's own raise_exception, or a template error
+        raise bad("messages", f"the model's chat template cannot render these messages: {e}",
+                  "invalid_value") from None
+    return text + THINK_START
+
+
+def parse_chat(body, served: str, tokenizer) -> GenRequest:
+    if not isinstance(body, dict):
+        raise bad(None, "the request body must be a JSON object", "invalid_type")
+    c = _common(body, served, tokenizer, 1, ("max_tokens", "max_completion_tokens"))
+    prompt = render_chat(body.get("messages"), tokenizer)
+    return GenRequest(kind="chat", prompts=[prompt], thinking=True, id=f"chatcmpl-{uuid.uuid4().hex}", **c)
+
+
+# ----------------------------------------------------------------------------- completions
+def _prompts(p) -> list:
+    if p is None:
+        raise bad("prompt", "'prompt' is required", "missing_required_parameter")
+    if isinstance(p, str):
+        return [p]
+    if isinstance(p, list) and p:
+        if all(_is_int(x) for x in p):
+            return [list(p)]
+        if all(isinstance(x, str) for x in p):
+            return list(p)
+        if all(isinstance(x, list) and x and all(_is_int(t) for t in x) for x in p):
+            return [list(x) for x in p]
+    raise bad("prompt", "'prompt' must be a string, a list of token ids, or a non-empty list of either",
+              "invalid_type")
+
+
+def parse_completion(body, served: str, tokenizer) -> GenRequest:
+    if not isinstance(body, dict):
+        raise bad(None, "the request body must be a JSON object", "invalid_type")
+    prompts = _prompts(body.get("prompt"))
+    if len(prompts) > MAX_N:
+        raise bad("prompt", f"'prompt' has {len(prompts)} prompts; at most {MAX_N} per request", "invalid_value")
+    c = _common(body, served, tokenizer, len(prompts), ("max_tokens",))
+    return GenRequest(kind="completion", prompts=prompts, id=f"cmpl-{uuid.uuid4().hex}", **c)
+
+
+# ----------------------------------------------------------------------------- responses
+def usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "completion_tokens_details": {"reasoning_tokens": reasoning_tokens}}
+
+
+def model_list(served: str, created: int, max_model_len: int) -> dict:
+    return {"object": "list", "data": [{"id": served, "object": "model", "created": created, "owned_by": "s1",
+                                        "max_model_len": max_model_len}]}
+
+
+def chunk(req: GenRequest, choices: list[dict], usage_: dict | None = None) -> dict:
+    obj = "chat.completion.chunk" if req.kind == "chat" else "text_completion"
+    d = {"id": req.id, "object": obj, "created": req.created, "model": req.model, "choices": choices}
+    if usage_ is not None:
+        d["usage"] = usage_
+    return d
+
+
+def response(req: GenRequest, choices: list[dict], usage_: dict) -> dict:
+    obj = "chat.completion" if req.kind == "chat" else "text_completion"
+    return {"id": req.id, "object": obj, "created": req.created, "model": req.model, "choices": choices,
+            "usage": usage_}

@@ -1,5 +1,0 @@
-import sys
-
-from serve.cli import main
-
-sys.exit(main())
