@@ -13,8 +13,8 @@ import os
 import platform
 import subprocess
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CODE_DIRS = ("common", "kernels", "model", "train", "infer", "evaluation", "serve", "curate", "pipelines", "bench", "tests")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # s1/common/env.py -> the checkout
+CODE_DIRS = ("s1", "bench", "tests", "setup.py")
 NOT_CODE = ("bench/results/",)
 MAX_DIRTY_PATHS = 20
 

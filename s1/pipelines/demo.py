@@ -41,7 +41,6 @@ FULL = dict(pool_size=12000, select_size=8000, eval_size=256, max_digits=16, ste
             batch=64, lr=3e-3, budgets="0,6,12,18,24,30,36,42,48,54")
 QUICK = dict(pool_size=4000, select_size=2800, eval_size=128, max_digits=8, steps=1000,
              batch=32, lr=3e-3, budgets="0,6,12,18,24,30")
-_REPO = Path(__file__).resolve().parents[1]
 
 
 def build_parser() -> argparse.ArgumentParser:
