@@ -599,7 +599,7 @@ EVAL_ARGS = ["--task", "aime24", "--limit", "3", "--budgets", "4,12", "--num-wai
              "--no-progress", "--threads", "1"]
 
 
-def _torchrun(nproc: int, argv: list[str], module: str = "evaluation", timeout: float = 300):
+def _torchrun(nproc: int, argv: list[str], module: str = "s1.evaluation", timeout: float = 300):
     """`torchrun --standalone --nproc-per-node N -m MODULE ARGV` (gloo on CPU, torch kernels)."""
     env = dict(os.environ, S1_KERNELS="torch", OMP_NUM_THREADS="1",
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -671,7 +671,7 @@ def test_generate_cli_under_torchrun_writes_the_single_process_records(engine_mo
     assert "torchrun --nproc-per-node 2 -m s1.infer --tensor-parallel 2" in capsys.readouterr().err
     with K.use_backend("torch"):
         assert generate_main(args + ["--out", str(tmp_path / "one.jsonl")]) == 0
-    r = _torchrun(2, args + ["--out", str(tmp_path / "tp2.jsonl"), "--tensor-parallel", "2"], module="infer")
+    r = _torchrun(2, args + ["--out", str(tmp_path / "tp2.jsonl"), "--tensor-parallel", "2"], module="s1.infer")
     assert r.returncode == 0, r.stderr[-4000:]
     assert (tmp_path / "tp2.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
     assert r.stderr.count("record(s) ->") == 1          # rank 0 alone reports (and writes)
