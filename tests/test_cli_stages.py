@@ -56,39 +56,3 @@ def test_curate_teacher_as_hub_id_not_cached(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     assert main(["--pool", POOL, "--out", str(tmp_path / "run"), "--teacher", "Qwen/Qwen2.5-32B-Instruct"]) == 2
     assert "huggingface-cli download Qwen/Qwen2.5-32B-Instruct" in capsys.readouterr().err
-
-
-# ----------------------------------------------------------------------------- train
-def test_train_cli_defaults_are_the_trainer_defaults():
-    """Each flag with a default states the TrainConfig default (so --help tells the truth)."""
-    import dataclasses
-
-    from s1.train.cli import build_parser
-    from s1.train.loop import TrainConfig
-    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    p = build_parser()
-    checked = 0
-    for a in p._actions:
-        if a.dest in fields and a.default is not None and a.option_strings and not a.required:
-            want = fields[a.dest]
-            got = tuple(a.default) if isinstance(a.default, (list, tuple)) else a.default
-            if isinstance(a.default, bool):   # store_true flags: the config field is the opposite or the same
-                continue
-            assert got == want, f"--{a.dest.replace('_', '-')}: CLI default {got!r}, TrainConfig {want!r}"
-            checked += 1
-    assert checked >= 10
-
-
-def test_train_dtype_vocabulary_and_flag_errors(tmp_path, capsys):
-    from s1.train.cli import build_parser, main
-    p = build_parser()
-    base = ["--init-config", "c.json", "--data", "d", "--out", "o"]
-    assert p.parse_args(base + ["--dtype", "bf16"]).dtype == "bfloat16"
-    assert p.parse_args(base + ["--export-dtype", "fp16"]).export_dtype == "float16"
-    with pytest.raises(SystemExit):
-        p.parse_args(base + ["--export-dtype", "auto"])
-    cfg = tmp_path / "c.json"
-    cfg.write_text("{}")
-    assert main(["--init-config", str(cfg), "--tokenizer", str(tmp_path), "--data", "d", "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err
-    assert "--tokenizer" in err and "tokenizer.json" in err

@@ -13,7 +13,7 @@ from s1.curate.pipeline import STAGES
 from s1.common.jsonl import read_jsonl
 from s1.curate.store import derive_seed
 
-FIX = Path(__file__).parent / "fixtures" / "curate"
+FIX = Path(__file__).parents[1] / "fixtures" / "curate"
 # cheap engine calls: a few thinking/answer tokens per question, model stages on 6 questions
 TEACHER = {"max_thinking_tokens": 6, "max_answer_tokens": 4, "temperature": 0.8}
 GEN_SEED = 3

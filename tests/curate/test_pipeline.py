@@ -20,7 +20,7 @@ from s1.curate.pipeline import STAGES, Config, Pipeline
 from s1.curate.select import rank_weights, select
 from s1.curate.text import last_boxed, normalize, question_id, word_ngrams
 
-FIX = Path(__file__).parent / "fixtures" / "curate"
+FIX = Path(__file__).parents[1] / "fixtures" / "curate"
 POOL = str(FIX / "pool")
 EVAL = str(FIX / "eval")
 

@@ -26,8 +26,8 @@ from s1.evaluation import cli, report, sweep
 from s1.evaluation.tasks import TaskError, TaskItem, choice_options, gpqa_item, load_task
 from s1.infer.sampling import SamplingParams
 
-FIXTURES = pathlib.Path(__file__).parent / "fixtures"
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+FIXTURES = pathlib.Path(__file__).parents[1] / "fixtures"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @dataclasses.dataclass

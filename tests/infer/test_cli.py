@@ -11,7 +11,11 @@ import time
 import pytest
 import torch
 
+from s1.infer import LLM, SamplingParams
+from s1.model.loading import load_model
+from s1.model.tokenizer import Tokenizer
 from tests.conftest import ROOT, require_shared_data
+from tests.helpers import QUESTION, naive_greedy, think_end_ids
 
 QUESTIONS = ["What is 2+2?", "Name a prime number.", "What is the capital of France?"]
 
@@ -92,17 +96,8 @@ def test_out_file_is_in_prompt_order_with_index_and_id(tiny, tmp_path):
     assert [r["prompt"] for r in recs] == QUESTIONS
 
 
-def _engine_streams() -> bool:
-    import inspect
-
-    from s1.infer.llm import LLM
-    return "on_output" in inspect.signature(LLM.generate).parameters
-
-
 def test_sigint_keeps_the_finished_records(tiny, tmp_path):
     """Ctrl-C in the middle of a run: the records of the requests that finished are on disk."""
-    if not _engine_streams():
-        pytest.skip("the engine has no on_output callback yet (LLM.generate(..., on_output=...))")
     q = prompts_file(tmp_path / "q.jsonl", [f"Question {i}: add {i} and {i}." for i in range(40)])
     out = tmp_path / "o.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "s1", "generate", "--model", str(tiny), "--prompts", str(q),
@@ -235,3 +230,72 @@ def test_help_shows_every_flag_with_help_and_default():
     assert shown["num_wait"].endswith("(default: 0)") and shown["extension"].endswith("(default: Wait)")
     assert shown["gpu_memory_utilization"].endswith("(default: 0.9)")
     assert shown["end_thinking"].endswith("(default: '\\n<|im_start|>answer\\nFinal Answer:')")
+
+
+# ----------------------------------------------------------------------------- against the API
+# conftest.py's tiny checkpoint written by transformers (ckpt), its model and tokenizer (tok):
+# the CLI's records equal LLM.generate's outputs and the naive greedy reference
+@pytest.mark.usefixtures("torch_backend")
+def test_cli_generate(ckpt, tmp_path, capsys):
+    from s1.infer.cli import generate_main
+    _, d = ckpt
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text(json.dumps({"prompt": "Add 2 and 3."}) + "\n" + json.dumps({"prompt": "Hi"}) + "\n")
+    out = tmp_path / "out.jsonl"
+    rc = generate_main(["--model", str(d), "--prompts", str(qfile), "--max-thinking-tokens", "6",
+                        "--num-wait", "1", "--max-answer-tokens", "4", "--dtype", "float32",
+                        "--page-size", "4", "--out", str(out)])
+    assert rc == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2
+    for r in rows:
+        for k in ("prompt", "thinking", "answer", "text", "output_token_ids", "num_thinking_tokens",
+                  "num_waits_used", "finish_reason"):
+            assert k in r
+        assert r["num_thinking_tokens"] == 6
+    assert rows[0]["prompt"] == "Add 2 and 3."
+    # the same through the API
+    tok = Tokenizer.from_pretrained(d)
+    m = load_model(d, dtype=torch.float32)
+    api = LLM(model=m, tokenizer=tok, page_size=4).generate(
+        ["Add 2 and 3."], SamplingParams(max_thinking_tokens=6, num_wait=1, max_answer_tokens=4), use_tqdm=False)
+    assert api[0].output_token_ids == rows[0]["output_token_ids"]
+    # bad input: clear message, non-zero exit
+    rc = generate_main(["--model", str(d), "--prompt", "x", "--num-wait", "-1", "--out", str(tmp_path / "o2.jsonl")])
+    assert rc != 0
+    assert "--num-wait" in capsys.readouterr().err   # the flag, not the internal field
+
+
+@pytest.mark.usefixtures("torch_backend")
+def test_cli_generate_raw(ckpt, model, tok, tmp_path):
+    """`s1 generate --raw`: the rendered prompt is passed unchanged (== the question without
+    --raw, == the naive reference), and without thinking flags it is plain generation."""
+    from s1.infer.cli import generate_main
+    _, d = ckpt
+    rendered = tok.render_prompt(QUESTION)
+    ids = tok.encode(rendered)
+
+    def run(name, *args):
+        out = tmp_path / f"{name}.jsonl"
+        rc = generate_main(["--model", str(d), "--dtype", "float32", "--device", "cpu", "--page-size", "4",
+                            "--max-num-seqs", "4", "--no-progress", "--out", str(out), *args])
+        assert rc == 0
+        (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+        return row
+
+    think_flags = ["--max-thinking-tokens", "4", "--max-answer-tokens", "3"]
+    question = run("question", "--prompt", QUESTION, *think_flags)
+    raw = run("raw", "--prompt", rendered, "--raw", *think_flags)
+    plain = run("plain", "--prompt", rendered, "--raw", "--max-tokens", "6")
+
+    V = tok.vocab_size
+    think = naive_greedy(model, ids, 4, V)
+    expected = think + tok.encode(SamplingParams().end_thinking)
+    expected += naive_greedy(model, ids + expected, 3, V)
+    assert question["output_token_ids"] == raw["output_token_ids"] == expected
+    assert raw["prompt"] == rendered and raw["num_thinking_tokens"] == question["num_thinking_tokens"] == 4
+    ref = naive_greedy(model, ids, 6, V)
+    assert not think_end_ids(tok) & set(ref)
+    assert plain["output_token_ids"] == ref and plain["finish_reason"] == "length"
+    assert plain["num_thinking_tokens"] == 0 and plain["thinking"] == ""
+    assert plain["answer"] == plain["text"] == tok.decode(ref)

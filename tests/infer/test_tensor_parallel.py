@@ -5,7 +5,7 @@ In one process:
   KV heads), and the exact per-rank parameter bytes of the 7B and 32B shapes (meta device);
 - sharded loading: every rank's parameters equal its ranges of the full model, and it reads
   exactly those bytes (also from a multi-file checkpoint, bf16 on disk -> fp32).
-In one launch of 4 processes (torchrun's environment variables, gloo; tests/tp_worker.py):
+In one launch of 4 processes (torchrun's environment variables, gloo; tests/infer/tp_worker.py):
 - each rank's peak RSS while loading its TP-4 shard of a 70 MiB checkpoint grows by its quarter;
 - TP 4 and TP 2 x DP 2 logits of a packed prefill and of decode steps through a KV cache equal
   TP 1 (fp32), greedy tokens identical, one all-reduce per attention and per MLP block (+1 for the
@@ -31,7 +31,8 @@ from s1.model.config import SHAPES, Qwen2Config, shape_config
 from s1.model.loading import CheckpointError, save_model, save_state_dict
 from s1.model.qwen2 import Qwen2ForCausalLM
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))   # the rank workers tp_worker.py, tp_engine_worker.py
+ROOT = os.path.dirname(os.path.dirname(HERE))
 
 # name -> (config overrides); all fp32, 2 layers, tiny. Heads q/kv and what TP 2 / TP 4 do with them.
 CASES = {
@@ -234,7 +235,7 @@ def _rank_reports(tmp, res) -> list[dict]:
 
 
 def _launch(world: int, spec: dict, tmp_path, worker: str = "tp_worker.py") -> list[subprocess.Popen]:
-    """WORLD_SIZE processes of tests/<worker> with torchrun's environment variables."""
+    """WORLD_SIZE processes of tests/infer/<worker> with torchrun's environment variables."""
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec))
     port = str(_free_port())
@@ -243,7 +244,7 @@ def _launch(world: int, spec: dict, tmp_path, worker: str = "tp_worker.py") -> l
         env = dict(os.environ, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=port, OMP_NUM_THREADS="1", S1_KERNELS="torch",
                    PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", worker), str(spec_file)],
+        procs.append(subprocess.Popen([sys.executable, os.path.join(HERE, worker), str(spec_file)],
                                       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return procs
 
@@ -253,7 +254,7 @@ FAILURE_TIMEOUT_S = 3
 
 @pytest.fixture(scope="module")
 def four_ranks(checkpoints, medium_checkpoint, tmp_path_factory):
-    """One launch of 4 ranks (see tests/tp_worker.py): memory, parity, then a dead and a hung rank.
+    """One launch of 4 ranks (see tests/infer/tp_worker.py): memory, parity, then a dead and a hung rank.
     Returns (per-rank reports, [(returncode, stdout, stderr)] per rank, seconds to the end of 0, 2, 3)."""
     tmp = tmp_path_factory.mktemp("tp4")
     spec = dict(out=str(tmp), cases=list(checkpoints.values()), tp_sizes=[4, 2], memory_case=medium_checkpoint,
@@ -355,7 +356,7 @@ def test_sharded_sampler_equals_the_unsharded_one(world):
     either stage 2 takes either's), and sample_and_force(id_offset=, gather=) -- the engine's
     call -- does the same."""
     pytest.importorskip("s1.kernels.triton_ops")          # no CUDA: turns on the interpreter before triton loads
-    from tests.test_force_kernel import V, VOCAB, clone, random_logits, random_tables
+    from tests.kernels.helpers import V, VOCAB, clone, random_logits, random_tables
     from s1.kernels import reference as ref
     from s1.kernels import sampling
     dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -490,7 +491,7 @@ def engine_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine_ranks(engine_model, tmp_path_factory):
-    """One launch of 4 ranks of tests/tp_engine_worker.py (TP 4, then TP 2 x DP 2, then rank 3
+    """One launch of 4 ranks of tests/infer/tp_engine_worker.py (TP 4, then TP 2 x DP 2, then rank 3
     dies mid-generation) and, meanwhile in this process, the same requests at TP 1."""
     from s1 import kernels as K
     from s1.infer.llm import LLM
@@ -599,7 +600,7 @@ EVAL_ARGS = ["--task", "aime24", "--limit", "3", "--budgets", "4,12", "--num-wai
              "--no-progress", "--threads", "1"]
 
 
-def _torchrun(nproc: int, argv: list[str], module: str = "evaluation", timeout: float = 300):
+def _torchrun(nproc: int, argv: list[str], module: str = "s1.evaluation", timeout: float = 300):
     """`torchrun --standalone --nproc-per-node N -m MODULE ARGV` (gloo on CPU, torch kernels)."""
     env = dict(os.environ, S1_KERNELS="torch", OMP_NUM_THREADS="1",
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -671,7 +672,7 @@ def test_generate_cli_under_torchrun_writes_the_single_process_records(engine_mo
     assert "torchrun --nproc-per-node 2 -m s1.infer --tensor-parallel 2" in capsys.readouterr().err
     with K.use_backend("torch"):
         assert generate_main(args + ["--out", str(tmp_path / "one.jsonl")]) == 0
-    r = _torchrun(2, args + ["--out", str(tmp_path / "tp2.jsonl"), "--tensor-parallel", "2"], module="infer")
+    r = _torchrun(2, args + ["--out", str(tmp_path / "tp2.jsonl"), "--tensor-parallel", "2"], module="s1.infer")
     assert r.returncode == 0, r.stderr[-4000:]
     assert (tmp_path / "tp2.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
     assert r.stderr.count("record(s) ->") == 1          # rank 0 alone reports (and writes)

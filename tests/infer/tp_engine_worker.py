@@ -1,4 +1,4 @@
-"""One rank of the tensor-parallel ENGINE tests: tests/test_tensor_parallel.py starts 4 of these with
+"""One rank of the tensor-parallel ENGINE tests: tests/infer/test_tensor_parallel.py starts 4 of these with
 torchrun's environment variables. argv[1]: a JSON spec {"out", "model", "tokenizer", "requests":
 [[prompt, SamplingParams fields], ...], "tp_sizes", "engine" (LLM settings), "failure_timeout_s",
 "die_after_steps"}. In order:

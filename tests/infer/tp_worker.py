@@ -1,4 +1,4 @@
-"""One rank of the tensor-parallel tests: tests/test_tensor_parallel.py starts 4 of these with
+"""One rank of the tensor-parallel tests: tests/infer/test_tensor_parallel.py starts 4 of these with
 torchrun's environment variables. argv[1]: a JSON spec {"out", "cases", "tp_sizes", "memory_case",
 "failure_timeout_s"}. In order:
 

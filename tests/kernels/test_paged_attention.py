@@ -1,33 +1,14 @@
-"""Triton paged decode attention and K/V page store vs their PyTorch references.
+"""Triton paged decode attention vs its PyTorch reference, and the reference vs dense attention.
 
 Run in the Triton interpreter (TRITON_INTERPRET=1). The flag must be set before Triton compiles
 the kernels, so when this pytest process was started without it the checks run in a child
-process (this file executed as a script) with the flag set.
+process with the flag set (tests/helpers.py::in_interpreter).
 """
-import os
-import subprocess
-import sys
-
-import pytest
 import torch
 
+from tests.helpers import in_interpreter
+
 TOL = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
-
-
-def _interp() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def _in_interpreter(name: str, *args: str) -> None:
-    if _interp():
-        globals()[name](*args)
-        return
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    r = subprocess.run([sys.executable, os.path.abspath(__file__), name, *args], cwd=root, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, f"{name}{args} failed in the interpreter:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    print(r.stdout)
 
 
 # ---------------------------------------------------------------------------- checks (interpreter)
@@ -73,91 +54,15 @@ def check_paged_attention(dtype_name: str) -> None:
     print(f"paged_attention {dtype_name}: worst abs error vs fp64 {worst:.2e}")
 
 
-def check_kv_store(dtype_name: str) -> None:
-    from s1.kernels.kv_store import kv_store_triton
-    from s1.kernels.reference import kv_store as kv_store_reference
-    dtype = getattr(torch, dtype_name)
-    g = torch.Generator().manual_seed(1)
-    P, page, Hk, D = 6, 4, 2, 48
-    kc = torch.randn(P, page, Hk, D, generator=g).to(dtype)
-    vc = torch.randn(P, page, Hk, D, generator=g).to(dtype)
-    # k/v as strided views of a fused qkv projection, as the model produces them
-    qkv = torch.randn(5, 3, Hk, D, generator=g).to(dtype)
-    k, v = qkv[:, 1], qkv[:, 2]
-    slots = torch.tensor([0, 23, -1, 9, 10])
-    a, b = kc.clone(), vc.clone()
-    kv_store_triton(k, v, a, b, slots)
-    c, d = kc.clone(), vc.clone()
-    kv_store_reference(k, v, c, d, slots)
-    assert torch.equal(a, c) and torch.equal(b, d)
-    assert not torch.equal(a, kc)
-
-
-def context_model(seed: int):
-    """(tiny random Qwen2 with the real 151,936 vocabulary, Qwen2.5 tokenizer) whose attention and
-    MLP weights are scaled up so that the context decides the next token (with the default init
-    the model just repeats its input token, and an engine comparison would prove nothing)."""
-    from s1.model.config import Qwen2Config
-    from s1.model.qwen2 import Qwen2ForCausalLM
-    from s1.model.tokenizer import Tokenizer
-    from tests.conftest import SHARED_DATA
-    tok = Tokenizer.from_pretrained(SHARED_DATA / "qwen2.5-tokenizer")
-    cfg = Qwen2Config(vocab_size=151936, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                      tie_word_embeddings=True, torch_dtype="float32")
-    m = Qwen2ForCausalLM(cfg)
-    m.init_weights(seed=seed)
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if "proj" in name and name.endswith("weight"):
-                p.mul_(10.0)
-        m.model.embed_tokens.weight.mul_(4.0)
-    return m.eval(), tok
-
-
-def check_engine_with_triton_cache() -> None:
-    """The engine with the Triton store + paged-attention kernels == with the references."""
-    from s1 import kernels
-    from s1.infer import LLM, SamplingParams
-    m, tok = context_model(seed=0)
-    prompts = [[5, 6, 7, 8, 9], [100, 200, 300], [42] * 11, [1, 2, 3, 300]]
-    sp = SamplingParams(max_tokens=10, ignore_eos=True)
-    outs = {}
-    import types
-
-    import s1.kernels.triton_ops as tops
-    from s1.kernels import reference
-    # the reference ops with the Triton cache kernels swapped in (the engine passes its ops down)
-    mixed = types.SimpleNamespace(**{k: getattr(reference, k) for k in dir(reference) if not k.startswith("_")})
-    mixed.kv_store, mixed.paged_attention = tops.kv_store, tops.paged_attention
-    for use_triton in (False, True):
-        llm = LLM(model=m, tokenizer=tok, page_size=4, num_pages=32, max_model_len=128, kernels="torch")
-        if use_triton:
-            llm.runner.ops = mixed
-        outs[use_triton] = [o.output_token_ids for o in llm.generate(prompts, sp, use_tqdm=False)]
-    assert outs[True] == outs[False], outs
-    # the comparison means something: outputs are not a repeated last token, and the same last
-    # token after another context gives other tokens (the paged attention matters)
-    assert all(len(set(o)) > 1 for o in outs[False]), outs[False]
-    assert outs[False][1] != outs[False][3], outs[False]
-    print("engine with Triton cache kernels matches the reference path")
-
-
 # ---------------------------------------------------------------------------- tests
-def check_all_kernels() -> None:
+def check_all_dtypes() -> None:
     for dtype in ("float32", "float16", "bfloat16"):
         check_paged_attention(dtype)
-    for dtype in ("float32", "float16"):
-        check_kv_store(dtype)
 
 
-def test_paged_attention_and_kv_store_triton_vs_reference():
+def test_paged_attention_triton_vs_reference():
     """fp32, fp16, bf16 (one interpreter process for all: start-up dominates)."""
-    _in_interpreter("check_all_kernels")
-
-
-def test_engine_with_triton_cache_kernels(shared_data):
-    _in_interpreter("check_engine_with_triton_cache")
+    in_interpreter(check_all_dtypes)
 
 
 def test_paged_attention_reference_matches_dense_attention():
@@ -182,7 +87,3 @@ def test_paged_attention_reference_matches_dense_attention():
         want = torch.softmax((q[b][:, None, :] @ kk.transpose(1, 2)) * 0.25, -1) @ vv
         torch.testing.assert_close(out[b], want[:, 0], rtol=1e-5, atol=1e-5)
 
-
-if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    globals()[sys.argv[1]](*sys.argv[2:])

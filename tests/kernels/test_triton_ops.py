@@ -1,4 +1,6 @@
-"""Triton kernels vs the PyTorch references (s1/kernels/reference.py), forward and backward.
+"""Triton kernels vs the PyTorch references (s1/kernels/reference.py), forward and backward: the
+ops of s1/kernels/triton_ops.py (varlen and padded-batch attention, RMSNorm, RoPE, SwiGLU, fused
+linear cross-entropy) and the whole model on them.
 
 On a machine without CUDA every kernel runs in Triton's CPU interpreter (TRITON_INTERPRET=1,
 set below before anything imports triton) in fp32 and fp16; on CUDA the same tests also run in
@@ -208,6 +210,102 @@ def test_attention_flops_formula():
     assert flash_attn.attention_flops([4], [4], 1, 8, True) == 4 * 10 * 8
     assert flash_attn.attention_flops([2], [5], 2, 8, True) == 4 * (2 * 3 + 3) * 8 * 2
     assert flash_attn.attention_flops([3], [3], 1, 8, False, backward=True) == 2.5 * 4 * 9 * 8
+
+
+# ------------------------------------------------------------------------------------ attention_padded
+def _set_tiles(monkeypatch, tiles):
+    if tiles and os.environ.get("TRITON_INTERPRET") == "1":
+        tiles = dict(tiles)
+        monkeypatch.setattr(flash_attn, "INTERPRET_KEYS_AS_ROWS", tiles.pop("keys_as_rows", True))
+        monkeypatch.setattr(flash_attn, "INTERPRET_TILES", tiles)
+
+
+def _padded_inputs(seed, B, Sq, Sk, Hq, Hk, D, dtype, sdpa_layout=False):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, Sq, Hq, D, generator=gen)
+    k = torch.randn(B, Sk, Hk, D, generator=gen)
+    v = torch.randn(B, Sk, Hk, D, generator=gen)
+    do = torch.randn(B, Sq, Hq, D, generator=gen).to(device=DEVICE, dtype=dtype)
+    if sdpa_layout:  # [B, S, H, D] views of [B, H, S, D] storage: non-contiguous token strides
+        bases = [leaf(t.transpose(1, 2).clone(memory_format=torch.contiguous_format), dtype) for t in (q, k, v)]
+        q, k, v = (t.transpose(1, 2) for t in bases)
+        return q, k, v, do, bases
+    q, k, v = leaf(q, dtype), leaf(k, dtype), leaf(v, dtype)
+    return q, k, v, do, [q, k, v]
+
+
+def _check_padded(tag, dtype, out, grads_got, want, grads_want, Hq, Hk):
+    assert out.dtype == dtype
+    assert_close(out, want, dtype, f"{tag} out")
+    g = (Hq // Hk) ** 0.5  # dk/dv sum over the group's query heads (as attention_case)
+    for name, a, b, s in zip(("dq", "dk", "dv"), grads_got, grads_want, (1.0, 2 * g, 2 * g)):
+        assert_close(a, b, dtype, f"{tag} {name}", scale=s)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", [
+    # (name, B, Sq, Sk, Hq, Hk, D, causal, interpreter tiles)
+    ("prefix_gqa6_hd64", 2, 19, 37, 6, 1, 64, True,
+     {"fwd": (16, 16), "dkdv": (16, 16), "dq": (16, 16)}),
+    ("square_gqa6_hd64_qrows", 3, 29, 29, 6, 1, 64, True,
+     {"fwd": (16, 32), "dkdv": (32, 16), "dq": (16, 16), "keys_as_rows": False}),
+    ("noncausal_gqa6_hd64", 2, 13, 21, 6, 1, 64, False, None),
+], ids=lambda c: c[0] if isinstance(c, tuple) else None)
+def test_attention_padded_fwd_bwd(case, dtype, monkeypatch):
+    name, B, Sq, Sk, Hq, Hk, D, causal, tiles = case
+    _set_tiles(monkeypatch, tiles)
+    q, k, v, do, _ = _padded_inputs(zlib.crc32(name.encode()), B, Sq, Sk, Hq, Hk, D, dtype)
+    with poisoned_allocations():  # out, lse, delta, dq, dk, dv all start as NaN
+        out = flash_attn.attention_padded(q, k, v, causal=causal)
+        got = torch.autograd.grad(out, (q, k, v), do)
+    assert out.shape == (B, Sq, Hq, D)
+    q64, k64, v64 = leaf64(q), leaf64(k), leaf64(v)
+    want = ref.attention(q64.reshape(B * Sq, Hq, D), k64.reshape(B * Sk, Hk, D), v64.reshape(B * Sk, Hk, D),
+                         cu([Sq] * B), cu([Sk] * B), Sq, Sk, D ** -0.5, causal).view(B, Sq, Hq, D)
+    rgrads = torch.autograd.grad(want, (q64, k64, v64), do.double())
+    _check_padded(f"attention_padded {name} B={B} Sq={Sq} Sk={Sk} Hq={Hq} Hk={Hk} D={D} causal={causal}",
+                  dtype, out, got, want, rgrads, Hq, Hk)
+
+
+def _dense_reference(q, k, v, scale, causal):
+    """[B, S, H, D] attention from scratch (independent of s1/kernels/reference.py): GQA by
+    repeat_interleave, bottom-right causal mask; rows that see no key give 0 (FlashAttention)."""
+    B, Sq, Hq, D = q.shape
+    Sk, Hk = k.shape[1], k.shape[2]
+    qh = q.transpose(1, 2)
+    kh = k.transpose(1, 2).repeat_interleave(Hq // Hk, dim=1)
+    vh = v.transpose(1, 2).repeat_interleave(Hq // Hk, dim=1)
+    s = qh @ kh.transpose(-1, -2) * scale
+    if causal:
+        vis = torch.arange(Sk)[None, :] <= torch.arange(Sq)[:, None] + (Sk - Sq)
+        s = s.masked_fill(~vis.to(s.device), float("-inf"))
+        p = torch.where(vis.any(-1, keepdim=True).to(s.device), torch.softmax(s, -1).nan_to_num(0.0), 0.0)
+    else:
+        p = torch.softmax(s, -1)
+    return (p @ vh).transpose(1, 2)
+
+
+def test_attention_padded_strided_inputs_and_empty_rows(monkeypatch):
+    # (a) q/k/v as [B, S, H, D] views of SDPA-layout [B, H, S, D] tensors (the wrapper's reshape
+    # must copy, and gradients must reach the original storage); (b) Sq > Sk with causal: the
+    # first Sq - Sk query rows see no key and must be exactly 0, with zero gradient.
+    dtype = torch.float32
+    _set_tiles(monkeypatch, {"fwd": (16, 16), "dkdv": (16, 16), "dq": (16, 16)})
+    for tag, (B, Sq, Sk, Hq, Hk, D) in (("sdpa_layout", (2, 23, 31, 6, 1, 64)), ("sq_gt_sk", (2, 21, 13, 6, 1, 64))):
+        q, k, v, do, leaves = _padded_inputs(zlib.crc32(tag.encode()), B, Sq, Sk, Hq, Hk, D, dtype,
+                                             sdpa_layout=tag == "sdpa_layout")
+        with poisoned_allocations():
+            out = flash_attn.attention_padded(q, k, v, causal=True)
+            got = torch.autograd.grad(out, leaves, do)
+        l64 = [leaf64(t) for t in leaves]
+        q64, k64, v64 = (t.transpose(1, 2) for t in l64) if tag == "sdpa_layout" else l64
+        want = _dense_reference(q64, k64, v64, D ** -0.5, True)
+        rgrads = torch.autograd.grad(want, l64, do.double())
+        _check_padded(f"attention_padded {tag} B={B} Sq={Sq} Sk={Sk} Hq={Hq} Hk={Hk} D={D}",
+                      dtype, out, got, want, rgrads, Hq, Hk)
+        if tag == "sq_gt_sk":
+            assert out[:, : Sq - Sk].abs().max() == 0, "rows with no visible key must be exactly 0"
+            assert got[0][:, : Sq - Sk].abs().max() == 0, "dq of rows with no visible key must be 0"
 
 
 # ------------------------------------------------------------------------------------ rms_norm

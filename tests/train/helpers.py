@@ -1,8 +1,13 @@
-"""Shared helpers for the trainer tests (no tests here): a tiny model config and s1K-style rows."""
+"""Shared helpers for the trainer tests (no tests here): a tiny model config, s1K-style rows, the
+run configuration of the resume / checkpoint tests and how they compare runs."""
 from __future__ import annotations
 
 import json
 import random
+
+import torch
+
+from s1.train import TrainConfig
 
 # Tiny Qwen2 with the real vocabulary (the real tokenizer's ids reach 151,664): ~9.8M parameters,
 # almost all of them the tied embedding. fp32 so CPU runs are exact and comparable.
@@ -37,3 +42,26 @@ def write_json(path, obj):
 def read_jsonl(path) -> list[dict]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def train_config(tmp, tok_dir, name, rows, **kw):
+    base = dict(data=rows, out=str(tmp / name), init_config=dict(TINY), tokenizer=str(tok_dir),
+                block_size=512, global_batch_size=4, micro_batch_size=1, epochs=2, lr=1e-3,
+                warmup_ratio=0.2, seed=3, progress=False, loss_weighting="token")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def metrics_curve(path):
+    return [(r["step"], r["loss"], r["grad_norm"], r["lr"], r["trained_tokens"]) for r in read_jsonl(path)]
+
+
+RESUME_ROWS = dict(n=9, seed=1)  # 9 rows / batch 4: the last step of each epoch is short
+RESUME_KW = dict(micro_batch_size=2)  # 2 micro-batches of 2 per step: gradient accumulation
+
+
+def same_export(a_dir, b_dir):
+    from safetensors.torch import load_file
+    a = load_file(str(a_dir / "model.safetensors"))
+    b = load_file(str(b_dir / "model.safetensors"))
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -1,5 +1,5 @@
-"""Trainer checkpoints under forced failures, the MFU formula by hand, and the HF export served
-by our engine.
+"""Trainer checkpoints under forced failures; on the same small-vocabulary runs, the logged FLOPs
+of packed steps and the HF export served by our engine.
 
 Kills are simulated deterministically: `Tripwire` intercepts every filesystem mutation a save
 makes (os.mkdir/rename/replace/unlink/remove/rmdir, torch.save to a file, and dcp.save itself,
@@ -20,7 +20,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 
 from s1.pipelines import toy as synthetic
-from tests.test_train import RESUME_KW, _cfg, _curve, _same_export
+from tests.train.helpers import RESUME_KW, metrics_curve, same_export, train_config
 from s1.train import checkpoint as ck
 from s1.train import train
 from s1.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
@@ -229,7 +229,7 @@ def _mcfg(vocab: int) -> dict:
 
 def _run_cfg(tmp, small_tok, name, **kw):
     tok_dir, vocab = small_tok
-    return _cfg(tmp, tok_dir, name, ROWS, init_config=_mcfg(vocab), **{**RESUME_KW, **kw})
+    return train_config(tmp, tok_dir, name, ROWS, init_config=_mcfg(vocab), **{**RESUME_KW, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -267,8 +267,8 @@ def _resume_matches_reference(tmp, small_tok, name, ref_run, from_step):
     ref_dir, ref_losses = ref_run
     res = train(_run_cfg(tmp, small_tok, name, save_every=2, resume=True))
     assert res["losses"] == ref_losses[from_step:]  # exact, not approximate
-    assert _curve(tmp / name / "metrics.jsonl") == _curve(ref_dir / "metrics.jsonl")
-    assert _same_export(ref_dir, tmp / name)
+    assert metrics_curve(tmp / name / "metrics.jsonl") == metrics_curve(ref_dir / "metrics.jsonl")
+    assert same_export(ref_dir, tmp / name)
     # Whatever the kill left (truncated shards, a .tmp, a marker-less or .old directory) is gone.
     assert sorted(os.listdir(tmp / name / "checkpoints")) == ["step_00000006"]
 
@@ -316,63 +316,7 @@ def test_fresh_run_in_used_dir_owns_the_latest_checkpoint(tmp_path, small_tok, r
     _resume_matches_reference(tmp_path, small_tok, "f", ref_run, 2)
 
 
-# ----------------------------------------------------------------------------- MFU formula
-def _qwen_cfg(tied: bool):
-    from s1.model.config import Qwen2Config
-    return Qwen2Config.from_dict(dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied,
-                                      torch_dtype="float32"))
-
-
-@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
-def test_train_flops_by_hand(tied):
-    """hidden 64, 2 layers, 4 heads x 16, 2 kv heads, intermediate 128, vocab 256; two sequences
-    of 5 and 7 tokens packed. Counted (PaLM appendix B / torchtitan): every matmul weight,
-    lm_head included even when tied (it is a [T, 64] x [64, 256] matmul either way), the
-    embedding lookup excluded (a gather), norms and biases excluded (not matmuls, negligible)."""
-    from s1.train.metrics import dense_params, flops_per_token, train_flops
-    cfg = _qwen_cfg(tied)
-    q, k, v, o = 64 * 64, 64 * 32, 64 * 32, 64 * 64  # 4 heads x 16 = 64; 2 kv heads x 16 = 32
-    mlp = 3 * 64 * 128  # gate, up, down
-    lm_head = 256 * 64
-    n = 2 * (q + k + v + o + mlp) + lm_head
-    assert n == 2 * (12288 + 24576) + 16384 == 90112
-    assert dense_params(cfg) == n
-    # Per layer and sequence of s tokens, forward: QK^T is s x s x 16 multiply-adds per head
-    # (2 s^2 16 FLOPs), PV the same: 4 s^2 H d for full attention, 2 s^2 H d causal; forward +
-    # backward = 3x. Per sequence, not per packed block: no attention across the two sequences.
-    attn_fwd_causal = sum(2 * 2 * s * s * 4 * 16 / 2 for s in (5, 7))  # 9472 per layer
-    want = 6 * n * 12 + 3 * 2 * attn_fwd_causal
-    assert want == 6488064 + 56832 == 6544896
-    assert train_flops(cfg, [5, 7]) == want
-    assert train_flops(cfg, [12]) == 6 * n * 12 + 3 * 2 * 2 * 2 * 144 * 64 / 2 != want  # one 12-token sequence
-    assert flops_per_token(cfg, 7) == train_flops(cfg, [7]) / 7
-
-
-@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
-def test_dense_flops_equal_torch_flop_counter(tied):
-    """Independent check of 6 N T: torch's FlopCounterMode over a real forward + backward of our
-    model (fused linear cross-entropy loss) counts exactly 6 * dense_params * tokens in matmuls
-    (aten.mm / addmm; the CPU attention kernel is not among its counted ops, and that part is
-    checked by hand above). Untied counts the same: the lm_head matmul happens either way."""
-    from torch.utils.flop_counter import FlopCounterMode
-    from s1.model.qwen2 import Qwen2ForCausalLM
-    from s1.train.metrics import dense_params
-    cfg = _qwen_cfg(tied)
-    m = Qwen2ForCausalLM(cfg)
-    m.init_weights(seed=0)
-    g = torch.Generator().manual_seed(0)
-    ids, labels = torch.randint(0, 256, (12,), generator=g), torch.randint(0, 256, (12,), generator=g)
-    cu = torch.tensor([0, 5, 12], dtype=torch.int32)
-    with FlopCounterMode(display=False) as fc:
-        m(ids, cu_seqlens=cu, max_seqlen=7, labels=labels).backward()
-    counts = {str(k): v for k, v in fc.get_flop_counts()["Global"].items()}
-    assert sum(v for k, v in counts.items() if k in ("aten.mm", "aten.addmm")) == 6 * dense_params(cfg) * 12
-    # what dense_params counts == the weights of the model's matmuls (lm_head is the embedding when tied)
-    lin = sum(mod.weight.numel() for mod in m.modules() if isinstance(mod, torch.nn.Linear))
-    assert lin + (cfg.vocab_size * cfg.hidden_size if tied else 0) == dense_params(cfg)
-
-
+# ----------------------------------------------------------------------------- logged FLOPs
 def test_loop_logs_flops_of_each_packed_sequence(tmp_path, small_tok):
     """The logged TFLOP/s and MFU use train_flops over the step's individual sequences (not its
     packed blocks): one packed step over 6 examples, peak set to 1 TFLOP/s."""
@@ -384,7 +328,7 @@ def test_loop_logs_flops_of_each_packed_sequence(tmp_path, small_tok):
     ex, _ = tokenize_rows(ROWS[:6], Tokenizer.from_pretrained(tok_dir), 256)
     blocks = make_samples(ex, 256, pack=True)
     assert 1 < len(blocks) < 6
-    r = train(_cfg(tmp_path, tok_dir, "mfu", ROWS[:6], init_config=_mcfg(vocab), pack=True, block_size=256,
+    r = train(train_config(tmp_path, tok_dir, "mfu", ROWS[:6], init_config=_mcfg(vocab), pack=True, block_size=256,
                    global_batch_size=len(blocks), epochs=1, export=False, peak_tflops=1.0))
     (rec,) = read_metrics(r["metrics_file"])
     mcfg = Qwen2Config.from_dict(_mcfg(vocab))

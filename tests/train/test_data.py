@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from tests.test_train_utils import digit_rows
+from tests.train.helpers import digit_rows
 from s1.train.data import (IGNORE_INDEX, BatchPlan, DataError, Example, collate, extract_fields, load_rows,
                         make_samples, pack_best_fit, shift_labels, tokenize_rows)
 

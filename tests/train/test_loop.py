@@ -1,5 +1,6 @@
 """Trainer loop (in-process, world size 1, CPU fp32): resume, loss normalization, packing,
-golden curve, HF export, divergence stop, atomic checkpoints."""
+golden curve, HF export, divergence stop, atomic checkpoints, and the options with s1's defaults
+(each sequence weighs the same; --resume without a checkpoint is an error)."""
 import json
 import math
 import os
@@ -8,24 +9,13 @@ import shutil
 import pytest
 import torch
 
-from tests.test_train_utils import TINY, digit_rows, read_jsonl, write_json
 from s1.train import TrainConfig, TrainingDiverged, train
 from s1.train.checkpoint import latest_checkpoint, list_checkpoints
 from s1.train.loop import lr_lambda
+from tests.train.helpers import (RESUME_KW, RESUME_ROWS, TINY, digit_rows, metrics_curve, read_jsonl, same_export,
+                                 train_config, write_json)
 
-GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "train_tiny.json")
-
-
-def _cfg(tmp, tok_dir, name, rows, **kw):
-    base = dict(data=rows, out=str(tmp / name), init_config=dict(TINY), tokenizer=str(tok_dir),
-                block_size=512, global_batch_size=4, micro_batch_size=1, epochs=2, lr=1e-3,
-                warmup_ratio=0.2, seed=3, progress=False, loss_weighting="token")
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-def _curve(path):
-    return [(r["step"], r["loss"], r["grad_norm"], r["lr"], r["trained_tokens"]) for r in read_jsonl(path)]
+GOLDEN = os.path.join(os.path.dirname(os.path.dirname(__file__)), "golden", "train_tiny.json")
 
 
 def test_lr_schedule_matches_hf():
@@ -40,33 +30,22 @@ def test_lr_schedule_matches_hf():
     assert math.ceil(0.05 * 315) == 16  # s1: 5% warmup of 315 steps = 16 steps
 
 
-RESUME_ROWS = dict(n=9, seed=1)  # 9 rows / batch 4: the last step of each epoch is short
-RESUME_KW = dict(micro_batch_size=2)  # 2 micro-batches of 2 per step: gradient accumulation
-
-
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, request):
     """The uninterrupted 6-step reference run that the resume tests must reproduce exactly."""
     from tests.conftest import require_shared_data
     tok_dir = require_shared_data() / "qwen2.5-tokenizer"
     tmp = tmp_path_factory.mktemp("full")
-    r = train(_cfg(tmp, tok_dir, "full", digit_rows(**RESUME_ROWS), **RESUME_KW))
+    r = train(train_config(tmp, tok_dir, "full", digit_rows(**RESUME_ROWS), **RESUME_KW))
     assert r["total_steps"] == 6 and len(r["losses"]) == 6
     return tmp / "full", r["losses"]
-
-
-def _same_export(a_dir, b_dir):
-    from safetensors.torch import load_file
-    a = load_file(str(a_dir / "model.safetensors"))
-    b = load_file(str(b_dir / "model.safetensors"))
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_reproduces_uninterrupted_run_exactly(tmp_path, qwen_tokenizer_dir, full_run):
     full_dir, full_losses = full_run
     rows = digit_rows(**RESUME_ROWS)
     # Stopped after step 4 (checkpoints at 2 and 4), then resumed.
-    part = train(_cfg(tmp_path, qwen_tokenizer_dir, "res", rows, save_every=2, stop_after=4, **RESUME_KW))
+    part = train(train_config(tmp_path, qwen_tokenizer_dir, "res", rows, save_every=2, stop_after=4, **RESUME_KW))
     assert part["steps"] == 4 and not part["exported"]
     ck = tmp_path / "res" / "checkpoints"
     assert [s for s, _ in list_checkpoints(ck)] == [4]  # keep_checkpoints=1: step 2 was replaced
@@ -76,15 +55,15 @@ def test_resume_reproduces_uninterrupted_run_exactly(tmp_path, qwen_tokenizer_di
     os.makedirs(ck / "step_00000006")
     assert latest_checkpoint(str(ck)).endswith("step_00000004")
     shutil.rmtree(ck / "step_00000006")
-    res = train(_cfg(tmp_path, qwen_tokenizer_dir, "res", rows, save_every=2, resume=True, **RESUME_KW))
+    res = train(train_config(tmp_path, qwen_tokenizer_dir, "res", rows, save_every=2, resume=True, **RESUME_KW))
     assert res["losses"] == full_losses[4:]  # exact, not approximate
-    assert _curve(tmp_path / "res" / "metrics.jsonl") == _curve(full_dir / "metrics.jsonl")
-    assert _same_export(full_dir, tmp_path / "res")
+    assert metrics_curve(tmp_path / "res" / "metrics.jsonl") == metrics_curve(full_dir / "metrics.jsonl")
+    assert same_export(full_dir, tmp_path / "res")
     # Changing a trajectory setting on resume is refused.
     with pytest.raises(ValueError, match="settings differ"):
-        train(_cfg(tmp_path, qwen_tokenizer_dir, "res", rows, save_every=2, resume=True, lr=2e-3, **RESUME_KW))
+        train(train_config(tmp_path, qwen_tokenizer_dir, "res", rows, save_every=2, resume=True, lr=2e-3, **RESUME_KW))
     with pytest.raises(ValueError, match="data_fingerprint"):  # different data
-        train(_cfg(tmp_path, qwen_tokenizer_dir, "res", rows[:8], save_every=2, resume=True, **RESUME_KW))
+        train(train_config(tmp_path, qwen_tokenizer_dir, "res", rows[:8], save_every=2, resume=True, **RESUME_KW))
 
 
 def test_sigkill_then_resume_reproduces_uninterrupted_run(tmp_path, qwen_tokenizer_dir, full_run):
@@ -103,7 +82,7 @@ def test_sigkill_then_resume_reproduces_uninterrupted_run(tmp_path, qwen_tokeniz
             "--block-size", "512", "--global-batch-size", "4", "--micro-batch-size", "2", "--epochs", "2",
             "--lr", "1e-3", "--warmup-ratio", "0.2", "--seed", "3", "--save-every", "1", "--no-progress",
             "--loss-weighting", "token"]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.Popen([sys.executable, "-m", "s1.train", *args], cwd=root, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -119,10 +98,10 @@ def test_sigkill_then_resume_reproduces_uninterrupted_run(tmp_path, qwen_tokeniz
         proc.wait()
     last = latest_checkpoint(str(out / "checkpoints"))
     assert last is not None and 3 <= int(last[-8:]) <= 6
-    res = train(_cfg(tmp_path, qwen_tokenizer_dir, "killed", rows, save_every=1, resume=True, **RESUME_KW))
+    res = train(train_config(tmp_path, qwen_tokenizer_dir, "killed", rows, save_every=1, resume=True, **RESUME_KW))
     assert res["losses"] == full_losses[int(last[-8:]):]
-    assert _curve(out / "metrics.jsonl") == _curve(full_dir / "metrics.jsonl")
-    assert _same_export(full_dir, out)
+    assert metrics_curve(out / "metrics.jsonl") == metrics_curve(full_dir / "metrics.jsonl")
+    assert same_export(full_dir, out)
 
 
 def test_masked_tokens_contribute_nothing_every_answer_token_counts(tmp_path, qwen_tokenizer_dir):
@@ -132,7 +111,7 @@ def test_masked_tokens_contribute_nothing_every_answer_token_counts(tmp_path, qw
     from s1.model.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer
     tok = Tokenizer.from_pretrained(qwen_tokenizer_dir)
     rows = digit_rows(4, seed=2)
-    r = train(_cfg(tmp_path, qwen_tokenizer_dir, "mask", rows, lr=0.0, epochs=1, micro_batch_size=4))
+    r = train(train_config(tmp_path, qwen_tokenizer_dir, "mask", rows, lr=0.0, epochs=1, micro_batch_size=4))
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "mask"), dtype=torch.float32).eval()
     nll, count = 0.0, 0
     for row in rows:
@@ -158,7 +137,7 @@ def test_sequence_weighting_is_mean_of_per_sequence_means(tmp_path, qwen_tokeniz
     from s1.model.tokenizer import Tokenizer
     tok = Tokenizer.from_pretrained(qwen_tokenizer_dir)
     rows = digit_rows(4, seed=5)
-    r = train(_cfg(tmp_path, qwen_tokenizer_dir, "seqw", rows, lr=0.0, epochs=1, loss_weighting="sequence"))
+    r = train(train_config(tmp_path, qwen_tokenizer_dir, "seqw", rows, lr=0.0, epochs=1, loss_weighting="sequence"))
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "seqw"), dtype=torch.float32).eval()
     examples, _ = tokenize_rows(rows, tok, 512)
     means = []
@@ -168,7 +147,7 @@ def test_sequence_weighting_is_mean_of_per_sequence_means(tmp_path, qwen_tokeniz
         means.append(float(torch.nn.functional.cross_entropy(logits, torch.tensor(e.labels))))  # HF mean
     assert abs(r["losses"][0] - sum(means) / len(means)) < 1e-5
     with pytest.raises(ValueError, match="one sequence per micro-batch"):
-        _cfg(tmp_path, qwen_tokenizer_dir, "x", rows, loss_weighting="sequence", pack=True)
+        train_config(tmp_path, qwen_tokenizer_dir, "x", rows, loss_weighting="sequence", pack=True)
 
 
 def test_packed_equals_unpacked(tmp_path, qwen_tokenizer_dir):
@@ -176,13 +155,13 @@ def test_packed_equals_unpacked(tmp_path, qwen_tokenizer_dir):
     same loss curve (same tokens, same global-token normalization, no cross-sequence attention)."""
     rows = digit_rows(6, seed=4)
     kw = dict(epochs=2, warmup_ratio=0.0, lr=1e-3)
-    un = train(_cfg(tmp_path, qwen_tokenizer_dir, "un", rows, global_batch_size=6, micro_batch_size=3, **kw))
+    un = train(train_config(tmp_path, qwen_tokenizer_dir, "un", rows, global_batch_size=6, micro_batch_size=3, **kw))
     from s1.train.data import make_samples, tokenize_rows
     from s1.model.tokenizer import Tokenizer
     ex, _ = tokenize_rows(rows, Tokenizer.from_pretrained(qwen_tokenizer_dir), 256)
     n_blocks = len(make_samples(ex, 256, pack=True))
     assert 1 < n_blocks < 6  # packing really puts several sequences in a block
-    pk = train(_cfg(tmp_path, qwen_tokenizer_dir, "pk", rows, pack=True, block_size=256,
+    pk = train(train_config(tmp_path, qwen_tokenizer_dir, "pk", rows, pack=True, block_size=256,
                     global_batch_size=n_blocks, **kw))
     assert len(un["losses"]) == len(pk["losses"]) == 2
     for a, b in zip(un["losses"], pk["losses"]):
@@ -196,7 +175,7 @@ def test_golden_loss_curve(tmp_path, qwen_tokenizer_dir):
     """A tiny fixed configuration's loss / grad-norm curve, checked into tests/golden.
     Regenerate (after an intended change only) with S1_UPDATE_GOLDEN=1."""
     rows = digit_rows(8, seed=11)
-    r = train(_cfg(tmp_path, qwen_tokenizer_dir, "golden", rows, epochs=4, lr=5e-3, warmup_ratio=0.25,
+    r = train(train_config(tmp_path, qwen_tokenizer_dir, "golden", rows, epochs=4, lr=5e-3, warmup_ratio=0.25,
                    seed=0, export=False, micro_batch_size=2))
     recs = read_jsonl(tmp_path / "golden" / "metrics.jsonl")
     got = {"config": "TINY 2x64, digit_rows(8, seed=11), gb 4, mb 2, epochs 4, lr 5e-3, warmup 0.25, seed 0",
@@ -218,7 +197,7 @@ def test_export_loads_in_transformers_with_identical_logits(tmp_path, qwen_token
     transformers = pytest.importorskip("transformers")
     from s1.model.loading import load_model
     rows = digit_rows(4, seed=6)
-    train(_cfg(tmp_path, qwen_tokenizer_dir, "exp", rows, epochs=1, warmup_ratio=0.0, lr=1e-2,
+    train(train_config(tmp_path, qwen_tokenizer_dir, "exp", rows, epochs=1, warmup_ratio=0.0, lr=1e-2,
                grad_ckpt=True, micro_batch_size=4))
     out = tmp_path / "exp"
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
@@ -243,7 +222,7 @@ def _init_weights():
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, qwen_tokenizer_dir):
     rows = digit_rows(8, seed=7)
-    cfg = _cfg(tmp_path, qwen_tokenizer_dir, "nan", rows, lr=1e30, warmup_ratio=0.0, save_every=1,
+    cfg = train_config(tmp_path, qwen_tokenizer_dir, "nan", rows, lr=1e30, warmup_ratio=0.0, save_every=1,
                max_grad_norm=0.0, micro_batch_size=4)
     with pytest.raises(TrainingDiverged, match=r"step \d+: (loss|gradient norm) is (nan|inf).*Last good "
                                                 r"checkpoint: .*step_0000000\d"):
@@ -255,31 +234,14 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, qwen_toke
     assert not os.path.exists(tmp_path / "nan" / "model.safetensors")  # no export of a diverged run
 
 
-def test_cli_errors(tmp_path, qwen_tokenizer_dir, capsys):
-    from s1.train.cli import main
-    rows = digit_rows(3)
-    del rows[1]["attempt"]
-    data = write_json(tmp_path / "bad.json", rows)
-    cfgf = write_json(tmp_path / "cfg.json", TINY)
-    rc = main(["--init-config", cfgf, "--tokenizer", str(qwen_tokenizer_dir), "--data", data,
-               "--out", str(tmp_path / "o"), "--no-progress"])
-    assert rc == 2 and "row 1: missing column 'attempt'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["--init-config", cfgf, "--data", data, "--out", str(tmp_path / "o"), "--block-size", "0"])
-    with pytest.raises(SystemExit):
-        main(["--model", "m", "--init-config", cfgf, "--data", data, "--out", "o"])
-    rc = main(["--init-config", cfgf, "--data", data, "--out", str(tmp_path / "o"), "--no-progress"])
-    assert rc == 2 and "--tokenizer" in capsys.readouterr().err
-
-
 def test_bf16_compute_keeps_fp32_master_weights(tmp_path, qwen_tokenizer_dir):
     """FSDP2 MixedPrecisionPolicy(param_dtype=bf16): compute in bf16, update fp32 masters. An
     AdamW step of lr 1e-5 is far below bf16's resolution at |w| ~ 0.02 (ulp ~1.2e-4), so only fp32
     master weights can record it."""
     rows = digit_rows(4, seed=8)
-    r = train(_cfg(tmp_path, qwen_tokenizer_dir, "bf16", rows, dtype="bf16", lr=1e-5, warmup_ratio=0.0,
+    r = train(train_config(tmp_path, qwen_tokenizer_dir, "bf16", rows, dtype="bf16", lr=1e-5, warmup_ratio=0.0,
                    epochs=1, micro_batch_size=4, weight_decay=0.0, export_dtype="fp32"))
-    ref = train(_cfg(tmp_path, qwen_tokenizer_dir, "fp32", rows, lr=1e-5, warmup_ratio=0.0, epochs=1,
+    ref = train(train_config(tmp_path, qwen_tokenizer_dir, "fp32", rows, lr=1e-5, warmup_ratio=0.0, epochs=1,
                      micro_batch_size=4, weight_decay=0.0, export_dtype="fp32"))
     assert abs(r["losses"][0] - ref["losses"][0]) < 2e-2  # bf16 forward vs fp32 forward
     from safetensors.torch import load_file
@@ -289,3 +251,30 @@ def test_bf16_compute_keeps_fp32_master_weights(tmp_path, qwen_tokenizer_dir):
     step = (w - w0).abs()
     assert 0.5e-5 < step.max().item() < 2e-5  # Adam's first step moves each weight by ~lr
     assert not torch.equal(w, w.to(torch.bfloat16).float())  # not bf16-representable: fp32 masters
+
+
+# ----------------------------------------------------------------------------- s1's defaults
+def _options_cfg(tmp_path, **kw):
+    return TrainConfig(**dict(data=digit_rows(4), out=str(tmp_path / "out"), init_config=dict(TINY),
+                              block_size=256, progress=False) | kw)
+
+
+def test_sequence_weighting_is_the_default(tmp_path):
+    """s1 trains one sequence per GPU, each weighing the same: the default; token-mean stays an option."""
+    cfg = _options_cfg(tmp_path)
+    assert (cfg.loss_weighting, cfg.micro_batch_size, cfg.pack) == ("sequence", 1, False)
+    assert _options_cfg(tmp_path, loss_weighting="token", micro_batch_size=4, global_batch_size=4).loss_weighting == "token"
+    with pytest.raises(ValueError, match="micro_batch_size=4 .*use loss_weighting='token' \\(--loss-weighting token\\)"):
+        _options_cfg(tmp_path, micro_batch_size=4, global_batch_size=4)
+    with pytest.raises(ValueError, match="packing"):
+        _options_cfg(tmp_path, pack=True)
+
+
+def test_resume_without_a_checkpoint_is_an_error_naming_the_folder(tmp_path, qwen_tokenizer_dir):
+    """`train --resume` into an --out with no complete checkpoint stops before any work (no model
+    built, --out not even created) with a message naming the checkpoints folder."""
+    cfg = _options_cfg(tmp_path, tokenizer=str(qwen_tokenizer_dir), resume=True)
+    with pytest.raises(ValueError, match=r"--resume: no complete checkpoint in .*out/checkpoints") as e:
+        train(cfg)
+    assert "run without --resume" in str(e.value)
+    assert not (tmp_path / "out").exists()

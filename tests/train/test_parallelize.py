@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 
-from tests.test_train_utils import TINY, digit_rows, read_jsonl, write_json
+from tests.train.helpers import TINY, digit_rows, read_jsonl, write_json
 from s1.train import TrainConfig, train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _free_port() -> int:
