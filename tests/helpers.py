@@ -3,7 +3,8 @@
 - the engine tests' oracle and set-up (tests/infer/, tests/bench/): a small LLM over a model and
   tokenizer, random prompts, naive full-recompute greedy decoding, the context-sensitive tiny model;
 - `in_interpreter`: run a check in Triton's CPU interpreter (a child process when this one was
-  started without TRITON_INTERPRET=1).
+  started without TRITON_INTERPRET=1);
+- `WordTok`: a token counter (one token per word) for the tests of trace rewrites and renderings.
 """
 from __future__ import annotations
 
@@ -83,3 +84,11 @@ def in_interpreter(check, *args: str) -> None:
                        timeout=600)
     assert r.returncode == 0, f"{check.__name__}{args} failed in the interpreter:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     print(r.stdout)
+
+
+class WordTok:
+    """Tokenizer stub: one token per whitespace-separated word (newlines cost nothing). Not an engine
+    tokenizer (encode only): the stand-in for the engine is bench/standin.py."""
+
+    def encode(self, text):
+        return [0] * len(text.split())

@@ -11,9 +11,9 @@ def _git(root, *args):
 def test_env_dirty_counts_untracked_code(tmp_path):
     from s1.common.env import environment, git_state
     root = tmp_path / "repo"
-    (root / "kernels").mkdir(parents=True)
+    (root / "s1" / "kernels").mkdir(parents=True)
     (root / "bench" / "results").mkdir(parents=True)
-    (root / "kernels" / "a.py").write_text("x = 1\n")
+    (root / "s1" / "kernels" / "a.py").write_text("x = 1\n")
     (root / "bench" / "results" / "r.json").write_text("{}\n")
     (root / ".gitignore").write_text("*.pyc\n")
     _git(root, "init", "-q")
@@ -24,21 +24,21 @@ def test_env_dirty_counts_untracked_code(tmp_path):
     assert commit and dirty is False and paths == []
     # not code: untracked outside the code folders, ignored files, a rewritten benchmark result
     (root / "notes.txt").write_text("scratch\n")
-    (root / "kernels" / "a.pyc").write_bytes(b"\0")
+    (root / "s1" / "kernels" / "a.pyc").write_bytes(b"\0")
     (root / "bench" / "results" / "r.json").write_text('{"new": 1}\n')
     (root / "bench" / "results" / "new.json").write_text("{}\n")
     assert git_state(root)[1:] == (False, [])
     # new, never-committed code: dirty, and named
-    (root / "kernels" / "new_kernel.py").write_text("y = 2\n")
-    (root / "model").mkdir()
-    (root / "model" / "__init__.py").write_text('"""m"""\n')
+    (root / "s1" / "kernels" / "new_kernel.py").write_text("y = 2\n")
+    (root / "s1" / "model").mkdir()
+    (root / "s1" / "model" / "__init__.py").write_text('"""m"""\n')
     env = environment(root=root)
     assert env["commit"] == commit and env["dirty"] is True
     assert env["dirty_paths"] == ["?? s1/kernels/new_kernel.py", "?? s1/model/__init__.py"]
     # a tracked file that differs from HEAD (unstaged or staged) is dirty too
-    os.remove(root / "kernels" / "new_kernel.py")
-    os.remove(root / "model" / "__init__.py")
-    (root / "kernels" / "a.py").write_text("x = 3\n")
+    os.remove(root / "s1" / "kernels" / "new_kernel.py")
+    os.remove(root / "s1" / "model" / "__init__.py")
+    (root / "s1" / "kernels" / "a.py").write_text("x = 3\n")
     assert git_state(root)[1:] == (True, ["M s1/kernels/a.py"])
     _git(root, "add", "s1/kernels/a.py")
     assert git_state(root)[1:] == (True, ["M s1/kernels/a.py"])

@@ -1,19 +1,24 @@
 """`s1 curate` through its CLI entry point (curate.cli.main) with tiny random-weight checkpoints
 as teacher and two students, run through the real engine: every output format, the report,
 teacher (not imported) traces reproducible from the engine, both students recorded, cached
-reruns, single-stage reruns, and clear errors for bad checkpoint paths."""
+reruns, single-stage reruns, and clear errors for bad checkpoint paths; then model-free runs as a
+new user meets them: what is missing is said up front, a model-free curation runs as the README
+writes it, an empty result is a clear message, whole and single-stage runs."""
 import json
+import time
 from pathlib import Path
 
 import pytest
 
 from bench.curate import make_tiny_checkpoint
+from s1.common.jsonl import read_jsonl
 from s1.curate.cli import main
 from s1.curate.pipeline import STAGES
-from s1.common.jsonl import read_jsonl
 from s1.curate.store import derive_seed
+from tests.conftest import ROOT
 
 FIX = Path(__file__).parents[1] / "fixtures" / "curate"
+EVAL = str(FIX / "eval")
 # cheap engine calls: a few thinking/answer tokens per question, model stages on 6 questions
 TEACHER = {"max_thinking_tokens": 6, "max_answer_tokens": 4, "temperature": 0.8}
 GEN_SEED = 3
@@ -171,3 +176,81 @@ def test_missing_checkpoint_fails_before_any_stage_runs(tmp_path):
                "--teacher", str(tmp_path / "nope"), "--size", "3", "--no-progress"])
     assert rc != 0
     assert not (out / "stages").exists() or not any((out / "stages").iterdir())
+
+
+# ----------------------------------------------------------------------------- model-free runs
+POOL = str(ROOT / "tests" / "fixtures" / "curate" / "pool")
+
+
+MATH_TEST = str(ROOT / "tests" / "fixtures" / "curate" / "pool" / "math_test")
+
+
+def test_curate_without_traces_says_what_is_missing_before_any_stage(tmp_path, capsys):
+    from s1.curate.cli import main
+    t0 = time.perf_counter()
+    assert main(["--pool", POOL, "--out", str(tmp_path / "run"), "--size", "3", "--no-progress"]) == 1
+    assert time.perf_counter() - t0 < 5
+    err = capsys.readouterr().err
+    for option in ("--teacher CKPT", "--traces FILE", "--traces pool-solutions"):
+        assert option in err, err
+    assert not (tmp_path / "run" / "stages").exists()        # no stage ran
+
+
+def test_curate_model_free_with_pool_solutions(tmp_path, shared_data):
+    from s1.common.jsonl import read_jsonl
+    from s1.curate.cli import main
+    out = tmp_path / "run"
+    assert main(["--pool", POOL, "--out", str(out), "--size", "3", "--traces", "pool-solutions", "--no-progress"]) == 0
+    rows = read_jsonl(out / "s1k.jsonl")
+    assert len(rows) == 3
+    for r in rows:   # the reference solution (or, without one, the answer) stands in for the trace
+        assert r["thinking_trajectories"][0] in (r["solution"], f"The answer is {r['answer']}.")
+        assert r["attempt"] == "\\boxed{%s}" % r["answer"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["traces"] == ["pool-solutions"]
+    assert main(["--out", str(out), "--no-progress"]) == 0   # settings come back from config.json, all up to date
+
+
+def test_curate_nothing_survives_is_a_clear_message(tmp_path, capsys):
+    """Every question is in the evaluation set: decontamination removes all of them. The run stops
+    there with a message naming the stage (it used to end in datasets' "Keys mismatch")."""
+    from s1.curate.cli import main
+    args = ["--pool", MATH_TEST, "--eval", MATH_TEST, "--out", str(tmp_path / "run"), "--size", "3",
+            "--traces", "pool-solutions", "--no-progress"]
+    for _ in range(2):                                        # the rerun says the same
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert "no question survives the decontam stage" in err and "Keys mismatch" not in err, err
+    assert not (tmp_path / "run" / "dataset").exists()
+
+
+def test_curate_teacher_as_hub_id_not_cached(tmp_path, monkeypatch, capsys):
+    from s1.curate.cli import main
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert main(["--pool", POOL, "--out", str(tmp_path / "run"), "--teacher", "Qwen/Qwen2.5-32B-Instruct"]) == 2
+    assert "huggingface-cli download Qwen/Qwen2.5-32B-Instruct" in capsys.readouterr().err
+
+
+def test_cli_whole_and_single_stages(tmp_path, shared_data, capsys):
+    from bench.curate import build_trace_file
+    from s1.curate.cli import main
+
+    traces = tmp_path / "traces.jsonl"
+    build_trace_file([POOL], traces)
+    out = tmp_path / "run"
+    base = ["--out", str(out), "--no-progress"]
+    assert main(["sources", *base, "--pool", POOL]) == 0
+    assert main(["traces", *base]) == 1                       # decontam has not run yet
+    assert "run `s1 curate decontam" in capsys.readouterr().err
+    assert main(["decontam", *base, "--eval", EVAL]) == 0
+    assert main(["traces", *base]) == 1                       # neither teacher nor traces file
+    assert main(["traces", *base, "--traces", str(traces)]) == 0
+    assert main([*base, "--size", "5", "--seed", "1"]) == 0   # the rest; settings come from config.json
+    assert len((out / "s1k.jsonl").read_text().splitlines()) == 5
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["pool"] == [POOL] and cfg["size"] == 5
+    capsys.readouterr()
+    assert main([*base]) == 0                                   # everything up to date
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"seconds": {}}
+    assert main(["select", *base, "--selector", "longest"]) == 0
+    assert main(["bogus", *base]) == 2

@@ -1,5 +1,5 @@
-"""`s1 eval` (s1/evaluation/sweep.py, s1/evaluation/report.py, s1/evaluation/cli.py, s1/evaluation/tasks.py,
-s1/evaluation/plots.py).
+"""`s1 eval`'s sweep (s1/evaluation/sweep.py and its summary, s1/evaluation/report.py); the CLI,
+tasks and plots have their own test files.
 
 Two levels:
 - a fake engine whose behaviour is known exactly (answers right iff the budget reaches a
@@ -9,8 +9,6 @@ Two levels:
   `--rescore` must reproduce summary.json exactly; an interrupted run (SIGINT) keeps its finished
   records and `--resume` completes it with the summary of an uninterrupted run.
 """
-import argparse
-import dataclasses
 import json
 import math
 import os
@@ -23,53 +21,12 @@ import time
 import pytest
 
 from s1.evaluation import cli, report, sweep
-from s1.evaluation.tasks import TaskError, TaskItem, choice_options, gpqa_item, load_task
+from s1.evaluation.tasks import TaskItem
 from s1.infer.sampling import SamplingParams
+from tests.evaluation.helpers import FakeLLM
 
 FIXTURES = pathlib.Path(__file__).parents[1] / "fixtures"
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-@dataclasses.dataclass
-class FakeOut:
-    prompt: str
-    thinking: str
-    answer: str
-    text: str
-    output_token_ids: list
-    num_thinking_tokens: int
-    num_waits_used: int
-    finish_reason: str
-    max_thinking_tokens: int | None = None
-
-
-class FakeLLM:
-    """Question i needs `need[q]` thinking tokens; with a budget >= need it answers right, else 0.
-    Without a cap it thinks `need` tokens (+100 per Wait); "auto" resolves to AUTO_CAP. Reports
-    outputs through on_output in reverse order (completion order differs from prompt order) and
-    records how often generate() is called."""
-
-    AUTO_CAP = 1000
-
-    def __init__(self, need: dict, answers: dict):
-        self.need, self.answers, self.calls = need, answers, 0
-
-    def generate(self, prompts, params, use_tqdm=True, on_output=None):
-        self.calls += 1
-        outs = []
-        for q, p in zip(prompts, params):
-            assert isinstance(p, SamplingParams)
-            cap = self.AUTO_CAP if p.max_thinking_tokens == "auto" else p.max_thinking_tokens
-            want = self.need[q] + 100 * p.num_wait
-            used = want if cap is None else min(want, cap)
-            ans = self.answers[q] if used >= self.need[q] else "0"
-            answer = f"Final Answer: $\\boxed{{{ans}}}$"
-            outs.append(FakeOut(q, "t" * used, answer, "t" * used + "\n<|im_start|>answer\n" + answer,
-                                [1] * (used + 5), used, p.num_wait, "stop", cap))
-        if on_output is not None:
-            for i in reversed(range(len(outs))):
-                on_output(i, outs[i])
-        return outs
 
 
 def test_fake_engine_sweep_matches_hand_computation(tmp_path):
@@ -166,139 +123,6 @@ def test_budget_lists_parse_with_flag_names():
         sweep.parse_int_list("-1", "--num-wait")
 
 
-def test_tasks_load_every_local_format(shared_data):
-    d = shared_data / "eval"
-    expect = {"aime24": (30, "integer"), "aime25": (30, "integer"), "math500": (500, "math"), "amc23": (40, "math")}
-    for name, (n, kind) in expect.items():
-        items = load_task(name, data_dir=d)
-        assert len(items) == n and {i.kind for i in items} == {kind}
-    amc = load_task("amc23", data_dir=d, limit=3)
-    assert [i.answer for i in amc] == ["27", "36", "45"]  # floats 27.0 -> "27"
-    assert load_task("aime24", data_dir=d)[7].answer == "025"  # graded as integers: "25" is right
-
-
-def test_gpqa_fixture_shuffle_is_seeded_and_correct_letter_points_to_the_right_option():
-    items = load_task("gpqa_diamond", data_file=FIXTURES / "gpqa_synthetic.jsonl")
-    rows = [json.loads(x) for x in open(FIXTURES / "gpqa_synthetic.jsonl")]
-    assert len(items) == len(rows) >= 6
-    letters = set()
-    for it, row in zip(items, rows):
-        lines = it.question.split("\n")
-        assert it.question.startswith(row["Question"] + "\n\nA) ")
-        options = {ln[0]: ln[3:] for ln in lines[-4:]}
-        assert list(options) == ["A", "B", "C", "D"]
-        assert options[it.answer] == row["Correct Answer"]
-        assert sorted(options.values()) == sorted([row["Correct Answer"]] + [row[f"Incorrect Answer {k}"] for k in (1, 2, 3)])
-        letters.add(it.answer)
-        assert choice_options(it.question) == [options[k] for k in "ABCD"]
-    assert len(letters) > 1  # shuffled, not always "A"
-    again = load_task("gpqa_diamond", data_file=FIXTURES / "gpqa_synthetic.jsonl", limit=2)
-    assert again == items[:2]  # per-question seeding: --limit does not change the order
-    other = [gpqa_item(r, i, seed=1) for i, r in enumerate(rows)]
-    assert [o.answer for o in other] != [i.answer for i in items]
-
-
-def test_task_errors_are_clear(tmp_path, monkeypatch):
-    with pytest.raises(TaskError, match="unknown task"):
-        load_task("aime99")
-    with pytest.raises(TaskError, match="does not exist"):
-        load_task("aime24", data_dir=tmp_path)
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"Question": "x", "Correct Answer": "y"}\n')
-    with pytest.raises(TaskError, match="Incorrect Answer 1"):
-        load_task("gpqa_diamond", data_file=bad)
-    import datasets
-
-    def boom(*a, **k):
-        raise ConnectionError("offline")
-
-    monkeypatch.setattr(datasets, "load_dataset", boom)
-    with pytest.raises(TaskError, match="gated"):
-        load_task("gpqa_diamond")
-
-
-def test_cli_errors(tmp_path, capsys):
-    assert cli.main(["--rescore", str(tmp_path)]) == 2
-    assert "missing config.json" in capsys.readouterr().err
-    assert cli.main(["--model", str(tmp_path), "--task", "aime24", "--out", str(tmp_path / "o"),
-                     "--budgets", "12x"]) == 2
-    assert "--budgets: '12x' is not an integer" in capsys.readouterr().err
-    assert cli.main(["--model", str(tmp_path), "--task", "nope", "--out", str(tmp_path / "o")]) == 2
-    assert "unknown task" in capsys.readouterr().err
-    for flag, value, want in (("--top-p", "1.5", "--top-p must be in (0, 1], got 1.5"),
-                              ("--temperature", "-1", "--temperature must be >= 0"),
-                              ("--max-answer-tokens", "0", "--max-answer-tokens must be >= 1"),
-                              ("--gpu-memory-utilization", "1.5", "--gpu-memory-utilization must be in (0, 1]")):
-        assert cli.main(["--model", str(tmp_path), "--task", "aime24", "--out", str(tmp_path / "o"),
-                         flag, value]) == 2
-        assert want in capsys.readouterr().err, flag
-    assert cli.main(["--model", str(tmp_path), "--task", "aime24", "--out", str(tmp_path / "o"),
-                     "--budgets", "100,500", "--min-thinking-tokens", "200"]) == 2
-    assert "--min-thinking-tokens 200 exceeds --budgets value 100" in capsys.readouterr().err
-    with pytest.raises(SystemExit):   # one dtype vocabulary: choices of s1/common/dtypes.py
-        cli.main(["--model", str(tmp_path), "--task", "aime24", "--out", str(tmp_path / "o"), "--dtype", "f64"])
-
-
-def test_cli_defaults_are_s1s_command_lines():
-    """s1's evaluation: budgets 500..16000 plus auto, greedy, float32, "Wait", no waits, and no cap on
-    the answer (only the context limits it)."""
-    a = cli.build_parser().parse_args([])
-    assert sweep.parse_budgets(a.budgets) == [500, 1000, 2000, 4000, 8000, 16000, "auto"]
-    assert (a.temperature, a.dtype, a.extension, a.num_wait, a.max_answer_tokens, a.max_tokens) == \
-        (0.0, "float32", "Wait", "0", None, None)
-    assert (a.rs_max_attempts, a.rs_temperature, a.majority_k, a.majority_budget) == (64, 1.0, 64, "auto")
-    assert cli.build_parser().parse_args(["--dtype", "bf16"]).dtype == "bfloat16"
-
-
-def test_every_eval_flag_has_help_and_the_help_shows_defaults(capsys):
-    parser = cli.build_parser()
-    for action in parser._actions:
-        if isinstance(action, argparse._HelpAction):
-            continue
-        assert action.help and action.help.strip(), action.option_strings
-    text = " ".join(parser.format_help().split())
-    assert "(default: 500,1000,2000,4000,8000,16000,auto)" in text and "(default: float32)" in text
-    assert "--gpu-memory-utilization" in text and "--gpu-memory-fraction" not in text
-    for flag in ("--system-prompt", "--threads", "--resume", "--overwrite", "--extension"):
-        assert flag in text
-    assert "issue" not in text.lower() and "shared/docs" not in text
-
-
-def test_eval_help_and_sweep_modules_import_without_torch():
-    """`s1 eval --help`, the sweep definition and the reports need no torch (fast CLI, rescoring)."""
-    code = ("import sys; import evaluation.cli, evaluation.sweep, evaluation.report; "
-            "evaluation.cli.build_parser().format_help(); "
-            "bad = [m for m in ('torch', 's1.infer.llm') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
-    r = subprocess.run([sys.executable, "-m", "s1.evaluation", "--help"], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0 and "--resume" in r.stdout
-
-
-def test_eval_refuses_a_non_empty_folder_before_loading_the_model(tmp_path, capsys):
-    """An earlier run's folder: without --resume or --overwrite the command refuses, naming both
-    flags, and loads nothing (the model folder here is not even a checkpoint)."""
-    out = tmp_path / "run"
-    out.mkdir()
-    (out / "samples.jsonl").write_text('{"qid": "x"}\n')
-    model = tmp_path / "not_a_model"
-    model.mkdir()
-    argv = ["--model", str(model), "--task", "gpqa_diamond", "--data-file", str(FIXTURES / "gpqa_synthetic.jsonl"),
-            "--out", str(out)]
-    t0 = time.perf_counter()
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err
-    assert "--resume" in err and "--overwrite" in err and str(out) in err
-    assert time.perf_counter() - t0 < 10
-    assert (out / "samples.jsonl").read_text() == '{"qid": "x"}\n'   # untouched
-    assert cli.main(argv + ["--resume", "--overwrite"]) == 2
-    assert "exclude each other" in capsys.readouterr().err
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    assert cli.main(argv[:-1] + [str(blocker / "sub")]) == 2
-    assert "cannot be written" in capsys.readouterr().err
-
-
 def test_resume_refuses_a_different_sweep(tmp_path):
     items = [TaskItem("a", "qa", "7", "integer")]
     pts = sweep.make_points(["budget_forcing"], [100], [0])
@@ -349,34 +173,6 @@ def test_interrupted_run_keeps_finished_records_and_resume_runs_only_the_rest(tm
     assert summ["_timing"]["generated"] == 7 and summ["_timing"]["finished_earlier"] == 5
     assert (run / "summary.json").read_text() == (tmp_path / "whole" / "summary.json").read_text()
     assert (run / "samples.jsonl").read_text() == (tmp_path / "whole" / "samples.jsonl").read_text()
-
-
-def test_scaling_plot_is_readable(tmp_path):
-    """Budget 0 is not drawn at x = 2^0: the axis is linear from 0 to the smallest positive value
-    (0 sits left of it); no two point labels overlap; the caption says what the small numbers are;
-    the x label names only what is plotted."""
-    from s1.evaluation.plots import draw_scaling
-
-    items = [TaskItem(str(i), f"q{i}", str(10 + i), "integer") for i in range(4)]
-    llm = FakeLLM({"q0": 1, "q1": 2, "q2": 3, "q3": 4}, {f"q{i}": str(10 + i) for i in range(4)})
-    points = sweep.make_points(["budget_forcing"], [0, 1, 2, 3, 4, 6, 8], [0])
-    summ = sweep.run_eval(llm, items, points, task="fake", model="fake", sampling_params_cls=SamplingParams,
-                          out_dir=str(tmp_path))
-    assert summ["points"][0]["compute"] == 0.0
-    fig, ax, labels = draw_scaling(summ)
-    assert ax.get_xscale() == "symlog"
-    x0 = ax.transData.transform((0.0, 0.0))[0]
-    x1 = ax.transData.transform((1.0, 0.0))[0]
-    assert x0 < x1 - 10   # 0 is drawn left of 1, not on top of it
-    assert "majority" not in ax.get_xlabel() and "rs" not in ax.get_xlabel()
-    assert "thinking tokens" in ax.get_xlabel()
-    r = fig.canvas.get_renderer()
-    boxes = [t.get_window_extent(r) for t in labels]
-    assert len(boxes) == 7
-    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
-    caption = " ".join(t.get_text() for t in fig.texts)
-    assert "cap on thinking tokens" in caption
-    assert (tmp_path / "scaling.png").stat().st_size > 0
 
 
 # ------------------------------------------------------------------------------------------
@@ -472,26 +268,3 @@ def test_sigint_keeps_finished_records_and_resume_finishes_the_run(tiny_model_di
     timing = json.loads((run / "timing.json").read_text())
     assert timing["finished_earlier"] == len(kept) and timing["generated"] == 6 - len(kept)
     assert (run / "summary.json").read_text() == (tmp_path / "whole" / "summary.json").read_text()
-
-
-def test_bench_eval_sweep_smoke(shared_data, capsys):
-    """The GPU benchmark script's CPU smoke mode runs (tiny model, 4 MATH-500 questions)."""
-    from s1 import kernels
-    from bench import eval_sweep
-
-    with kernels.use_backend("torch"):
-        assert eval_sweep.main(["--smoke"]) == 0
-    out = capsys.readouterr().out
-    result = json.loads(out.strip().splitlines()[-1])
-    assert result["requests"] == 8 and result["mean_thinking_tokens"] == [8.0, 16.0]
-    assert 0 <= result["harness_fraction"] < 1
-
-
-def test_default_eval_dir_follows_s1_shared_data(monkeypatch, tmp_path):
-    """S1_SHARED_DATA (README, tests) also moves the eval sets; S1_EVAL_DATA wins over it."""
-    from s1.evaluation.tasks import default_data_dir
-    monkeypatch.delenv("S1_EVAL_DATA", raising=False)
-    monkeypatch.setenv("S1_SHARED_DATA", str(tmp_path))
-    assert default_data_dir() == tmp_path / "eval"
-    monkeypatch.setenv("S1_EVAL_DATA", str(tmp_path / "e"))
-    assert default_data_dir() == tmp_path / "e"

@@ -667,22 +667,3 @@ def test_sigterm_drains_then_exits_0(ckpt):
         assert json.loads(ev[-2])["choices"][0]["finish_reason"] == reason, (name, ev[-2])
     text = "".join(lines)
     assert "draining" in text and "aborted" in text
-
-
-# ----------------------------------------------------------------------------- the benchmark
-def test_bench_serve_smoke(tmp_path):
-    """bench/serve.py --smoke: starts `python -m s1.serve` on a tiny checkpoint it makes, sends Poisson
-    and all-at-once arrivals with budget forcing off and on, verifies every response, stops the
-    server with SIGTERM (exit 0), writes JSON + markdown with the environment record."""
-    require_shared_data()
-    from bench import serve as B
-    out = tmp_path / "serve_smoke"
-    rc = B.main(["--smoke", "--num-prompts", "6", "--rates", "20,inf", "--output-len", "4:16", "--out", str(out)])
-    assert rc == 0
-    rec = json.loads(out.with_suffix(".json").read_text())
-    assert rec["server_exit_code"] == 0 and rec["lost_or_corrupted"] == 0
-    assert [(r["mode"], r["rate"]) for r in rec["rows"]] == [("off", 20.0), ("off", "inf"), ("on", 20.0), ("on", "inf")]
-    for r in rec["rows"]:
-        assert r["completed"] == 6 and r["ttft_ms"]["p99"] > 0 and r["output_tok_per_s"] > 0
-    assert {"device", "commit", "torch", "date"} <= set(rec)
-    assert "| on | inf |" in out.with_suffix(".md").read_text()
