@@ -79,17 +79,12 @@ def test_load_model_and_tokenizer_take_a_cached_hub_id(tmp_path, monkeypatch, qw
     """The one resolver behind load_model, Tokenizer.from_pretrained, s1 generate and s1 train."""
     import shutil
 
-    import torch
-
-    from s1.model.config import shape_config
-    from s1.model.loading import load_model, save_model
-    from s1.model.qwen2 import Qwen2ForCausalLM
+    from s1.model.loading import load_model, save_random_checkpoint
     from s1.model.tokenizer import Tokenizer
     repo = tmp_path / "hub" / "models--org--tiny"
     snap = repo / "snapshots" / REV
-    torch.manual_seed(0)
-    save_model(Qwen2ForCausalLM(shape_config("smoke", hidden_size=32, intermediate_size=64,
-                                             torch_dtype="float32")), snap, tokenizer_dir=qwen_tokenizer_dir)
+    save_random_checkpoint(snap, "smoke", tokenizer_dir=qwen_tokenizer_dir, hidden_size=32, intermediate_size=64,
+                           torch_dtype="float32")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(REV)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))

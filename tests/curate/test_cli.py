@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.curate import make_tiny_checkpoint
 from s1.common.jsonl import read_jsonl
 from s1.curate.cli import main
 from s1.curate.pipeline import STAGES
 from s1.curate.store import derive_seed
+from tests._tiny import make_tiny_checkpoint
 from tests.conftest import ROOT
 
 FIX = Path(__file__).parents[1] / "fixtures" / "curate"
@@ -51,8 +51,9 @@ def ckpts(tmp_path_factory):
 
     tok = require_shared_data() / "qwen2.5-tokenizer"
     d = tmp_path_factory.mktemp("curate_cli_models")
-    return (make_tiny_checkpoint(d / "teacher", tok, 0),
-            [make_tiny_checkpoint(d / "student_a", tok, 1), make_tiny_checkpoint(d / "student_b", tok, 2)])
+    return (make_tiny_checkpoint(d / "teacher", tok, 0, max_positions=8192),
+            [make_tiny_checkpoint(d / "student_a", tok, 1, max_positions=8192),
+             make_tiny_checkpoint(d / "student_b", tok, 2, max_positions=8192)])
 
 
 def test_cli_teacher_students_end_to_end(ckpts, tmp_path, capsys, monkeypatch):

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.curate import make_tiny_checkpoint
 from s1.common.jsonl import read_jsonl
 from s1.curate import sources
 from s1.curate.pipeline import STAGES, Config, Pipeline
+from tests._tiny import make_tiny_checkpoint
 
 FIX = Path(__file__).parents[1] / "fixtures" / "curate"
 POOL = str(FIX / "pool")
@@ -165,7 +165,9 @@ def tiny_models(tmp_path_factory):
 
     tok = require_shared_data() / "qwen2.5-tokenizer"
     d = tmp_path_factory.mktemp("curate_models")
-    return make_tiny_checkpoint(d / "teacher", tok, 0), make_tiny_checkpoint(d / "student", tok, 1)
+    # 8192 positions: the MSC classification prompt is ~4.5K tokens
+    return (make_tiny_checkpoint(d / "teacher", tok, 0, max_positions=8192),
+            make_tiny_checkpoint(d / "student", tok, 1, max_positions=8192))
 
 
 class KillAfter:

@@ -182,24 +182,11 @@ def test_interrupted_run_keeps_finished_records_and_resume_runs_only_the_rest(tm
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    import torch
-
-    from s1.model.config import Qwen2Config
-    from s1.model.loading import save_model
-    from s1.model.qwen2 import Qwen2ForCausalLM
+    from tests._tiny import make_tiny_checkpoint
     from tests.conftest import require_shared_data
 
-    tok_dir = require_shared_data() / "qwen2.5-tokenizer"
-    cfg = Qwen2Config(vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                      tie_word_embeddings=True, torch_dtype="float32")
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.05)
     d = tmp_path_factory.mktemp("tiny_eval_model")
-    save_model(model, d, tokenizer_dir=tok_dir)
+    make_tiny_checkpoint(d, require_shared_data() / "qwen2.5-tokenizer", seed=0, max_positions=2048)
     return d
 
 

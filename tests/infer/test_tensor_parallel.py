@@ -28,7 +28,7 @@ import torch
 from s1 import kernels
 from s1.infer import tensor_parallel as TP
 from s1.model.config import SHAPES, Qwen2Config, shape_config
-from s1.model.loading import CheckpointError, save_model, save_state_dict
+from s1.model.loading import CheckpointError, save_model, save_random_checkpoint, save_state_dict
 from s1.model.qwen2 import Qwen2ForCausalLM
 
 HERE = os.path.dirname(os.path.abspath(__file__))   # the rank workers tp_worker.py, tp_engine_worker.py
@@ -86,10 +86,7 @@ def medium_checkpoint(tmp_path_factory):
     d = tmp_path_factory.mktemp("tp_medium")
     cfg = tiny_config(hidden_size=256, head_dim=32, num_attention_heads=8, num_key_value_heads=4,
                       intermediate_size=1024, vocab_size=32000, tie_word_embeddings=False)
-    m = Qwen2ForCausalLM(cfg)
-    m.init_weights(seed=3)
-    save_model(m, d)
-    return str(d)
+    return save_random_checkpoint(d, cfg, seed=3)
 
 
 # ------------------------------------------------------------------------------ plan, one process

@@ -72,6 +72,35 @@ def test_sharded_save_and_load(hf_ckpt, tmp_path):
         torch.testing.assert_close(hf2(IDS).logits, hf(IDS).logits, rtol=1e-5, atol=1e-5)
 
 
+def test_random_checkpoint_is_the_models_own_init(tmp_path):
+    """save_random_checkpoint: a shape name and overrides, the model's init_weights (unit norms,
+    zero biases, normal(0, std) matrices from the seed, std recorded in config.json), the
+    config's dtype, shards; the same seed writes the same weights, another seed others."""
+    from s1.model.config import shape_config
+    from s1.model.loading import save_random_checkpoint
+    from s1.model.qwen2 import Qwen2ForCausalLM
+    kw = dict(hidden_size=32, intermediate_size=64, torch_dtype="float32")
+    assert save_random_checkpoint(tmp_path / "a", "smoke", seed=1, std=0.05, **kw) == str(tmp_path / "a")
+    a = load_model(tmp_path / "a")
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["initializer_range"] == 0.05
+    ref = Qwen2ForCausalLM(shape_config("smoke", initializer_range=0.05, **kw))
+    ref.init_weights(seed=1)
+    for (n, p), (_, q) in zip(a.named_parameters(), ref.named_parameters()):
+        assert torch.equal(p, q), n
+    norm = a.model.layers[0].input_layernorm.weight
+    assert torch.equal(norm, torch.ones_like(norm)) and not a.model.layers[0].self_attn.q_proj.bias.any()
+    assert 0.04 < a.model.embed_tokens.weight.std().item() < 0.06
+    save_random_checkpoint(tmp_path / "b", shape_config("smoke", **kw), seed=1, std=0.05, max_shard_size="40KB")
+    assert len([f for f in os.listdir(tmp_path / "b") if f.endswith(".safetensors")]) > 2
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), load_model(tmp_path / "b").parameters()))
+    save_random_checkpoint(tmp_path / "c", "smoke", seed=2, num_hidden_layers=1, torch_dtype="bfloat16")
+    c = load_model(tmp_path / "c")
+    assert c.config.num_hidden_layers == 1 and c.config.hidden_size == 64 and c.config.initializer_range == 0.02
+    assert next(c.parameters()).dtype == torch.bfloat16
+    save_random_checkpoint(tmp_path / "d", "smoke", seed=2, std=0.05, **kw)
+    assert not torch.equal(load_model(tmp_path / "d").model.embed_tokens.weight, a.model.embed_tokens.weight)
+
+
 def test_loads_transformers_sharded_checkpoint(tmp_path):
     hf = random_hf_model(seed=8, tie_word_embeddings=False)
     hf.save_pretrained(tmp_path, max_shard_size="100KB")
