@@ -1,6 +1,7 @@
-"""`s1 generate` as a user runs it: stdout is JSONL only, a bad --out fails before the
-model loads, records are written as requests finish (Ctrl-C keeps them), per-request seeds,
-errors that name flags, the chat template and --system-prompt, complete --help."""
+"""`s1 generate` (s1/infer/cli.py) as a user runs it: stdout is JSONL only, a bad --out fails
+before the model loads, records are written as requests finish (Ctrl-C keeps them), per-request
+seeds, errors that name flags, the chat template and --system-prompt, complete --help; and its
+records equal LLM.generate's and naive greedy decoding (--raw included)."""
 import json
 import os
 import signal

@@ -28,7 +28,7 @@ function (`ScriptBook.logits`): the engine through `ContextLogitsModel`, which r
 row's context from the paged-KV-cache metadata (so the engine's paging is checked too), the
 emulation on its plain token list. Scenarios are seeded (S1_EMULATION_SEED overrides the seed).
 
-Run: TRITON_INTERPRET=1 python -m pytest -q tests/test_s1_emulation.py
+Run: TRITON_INTERPRET=1 python -m pytest -q tests/infer/test_s1_emulation.py
 """
 from __future__ import annotations
 
@@ -946,7 +946,7 @@ def test_engine_with_the_triton_rules_kernel_matches_s1_emulation(emulated, tok)
     """The same scenarios through the engine with budget forcing applied by the fused Triton
     kernel (its rules pass, in the interpreter) instead of the torch reference: the sampling
     candidates come from the reference sampler (the kernel's sampling pass over a 151,936-id
-    vocabulary is too slow for the interpreter here; tests/test_force_kernel.py checks it against
+    vocabulary is too slow for the interpreter here; tests/kernels/test_sampling.py checks it against
     the reference), the rules from the kernel. One batch of scenarios."""
     import types
 

@@ -1,6 +1,9 @@
-"""Random budget-forcing tables and logits for the sample_and_force op (s1/kernels/force_state.py
-layout): shared by tests/kernels/test_sampling.py and the sharded sampler of
-tests/infer/test_tensor_parallel.py."""
+"""Helpers of the kernel tests: NaN-poisoned torch.empty (tests/kernels/test_triton_ops.py,
+test_sampling.py), and random budget-forcing tables and logits for the sample_and_force op
+(s1/kernels/force_state.py layout), shared by tests/kernels/test_sampling.py and the sharded
+sampler of tests/infer/test_tensor_parallel.py."""
+import contextlib
+
 import torch
 
 from s1.kernels import force_state as fs
@@ -66,3 +69,23 @@ def random_logits(B: int, seed: int) -> torch.Tensor:
 
 def clone(t: fs.ForceTables, device="cpu") -> fs.ForceTables:
     return fs.ForceTables(*(x.clone().to(device) for x in t))
+
+
+@contextlib.contextmanager
+def poisoned_allocations():
+    """torch.empty / empty_like return NaN-filled (float) or huge-valued (int) tensors."""
+    real_empty, real_empty_like = torch.empty, torch.empty_like
+
+    def fill(t):
+        if t.is_floating_point():
+            t.fill_(float("nan"))
+        elif t.dtype in (torch.int32, torch.int64):
+            t.fill_(2 ** 30)
+        return t
+
+    torch.empty = lambda *a, **k: fill(real_empty(*a, **k))
+    torch.empty_like = lambda *a, **k: fill(real_empty_like(*a, **k))
+    try:
+        yield
+    finally:
+        torch.empty, torch.empty_like = real_empty, real_empty_like

@@ -20,7 +20,8 @@ from s1 import kernels  # noqa: E402
 from s1.infer import budget  # noqa: E402
 from s1.kernels import force_state as fs  # noqa: E402
 from s1.kernels import reference as ref  # noqa: E402
-from tests.kernels.helpers import END_IDS, VOCAB, V, clone, random_logits, random_tables  # noqa: E402
+from tests.kernels.helpers import (END_IDS, VOCAB, V, clone, poisoned_allocations, random_logits,  # noqa: E402
+                                  random_tables)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_triton = pytest.mark.skipif(not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1",
@@ -163,7 +164,6 @@ CASES = [  # B, V, vocab_size, dtype, block_v, num_chunks
 @pytest.mark.parametrize("B,V,vocab,dtype,block_v,num_chunks", CASES,
                          ids=[f"B{c[0]}-V{c[1]}-vocab{c[2]}-{str(c[3])[6:]}-blk{c[4]}-S{c[5]}" for c in CASES])
 def test_kernel_matches_reference(B, V, vocab, dtype, block_v, num_chunks):
-    from test_kernels import poisoned_allocations
     sampling = _sampling()
     logits, inv_t, seed, pos, mask = _case(B, V, vocab, dtype)
     want = ref.gumbel_argmax(logits, inv_t, seed, pos, vocab, mask)

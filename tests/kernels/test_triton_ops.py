@@ -16,7 +16,6 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first triton import
 
-import contextlib  # noqa: E402
 import random  # noqa: E402
 import zlib  # noqa: E402
 
@@ -31,6 +30,7 @@ from s1.kernels import flash_attn  # noqa: E402
 from s1.kernels import reference as ref  # noqa: E402
 from s1.kernels import triton_ops as tri  # noqa: E402
 from s1.kernels.cross_entropy import fused_linear_cross_entropy_fwd  # noqa: E402
+from tests.kernels.helpers import poisoned_allocations  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if DEVICE == "cuda" else [])
@@ -56,26 +56,6 @@ def assert_close(got: torch.Tensor, want: torch.Tensor, dtype, what: str, scale:
         raise AssertionError(f"{what} ({dtype}): {int(bad.sum())}/{g.numel()} elements out of tolerance "
                              f"(atol={atol:g}, rtol={rtol:g}); worst at {idx}: got {g.flatten()[i]:.6g}, "
                              f"want {w.flatten()[i]:.6g}; max abs err {torch.nan_to_num(err, nan=float('inf')).max():.3g}")
-
-
-@contextlib.contextmanager
-def poisoned_allocations():
-    """torch.empty / empty_like return NaN-filled (float) or huge-valued (int) tensors."""
-    real_empty, real_empty_like = torch.empty, torch.empty_like
-
-    def fill(t):
-        if t.is_floating_point():
-            t.fill_(float("nan"))
-        elif t.dtype in (torch.int32, torch.int64):
-            t.fill_(2 ** 30)
-        return t
-
-    torch.empty = lambda *a, **k: fill(real_empty(*a, **k))
-    torch.empty_like = lambda *a, **k: fill(real_empty_like(*a, **k))
-    try:
-        yield
-    finally:
-        torch.empty, torch.empty_like = real_empty, real_empty_like
 
 
 def grads(out, inputs, grad_out):
