@@ -6,7 +6,6 @@ from s1.infer.block_manager import BlockManager
 from s1.infer.request import Sequence
 
 
-# ------------------------------------------------------------------ block manager
 def _revive_seconds(num_pages: int, n_revive: int = 500) -> float:
     """Time taking `n_revive` pages out of the middle of a free list of `num_pages` pages: what
     reviving a cached page does (allocate() on a prefix hit whose page is free)."""
