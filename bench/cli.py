@@ -9,7 +9,7 @@ import sys
 import bench
 from s1.common.cli import HelpFormatter
 
-_NOT_SCRIPTS = {"cli", "env", "__main__"}
+_NOT_SCRIPTS = {"cli", "env", "standin", "__main__"}   # modules, not scripts
 
 
 def scripts() -> list[str]:

@@ -29,23 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_tiny_checkpoint(path, tok_dir, seed=0):
-    import torch
-
-    from s1.model.config import shape_config
-    from s1.model.loading import save_model
-    from s1.model.qwen2 import Qwen2ForCausalLM
-
-    # 8192 positions: the MSC classification prompt is ~4.5K tokens
-    cfg = shape_config("smoke", hidden_size=32, intermediate_size=64, max_position_embeddings=8192,
-                       torch_dtype="float32")
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.05)
-    save_model(model, path, tokenizer_dir=tok_dir)
-    return str(path)
+# --e2e's tiny random-weight teacher and student (s1.model.loading.save_random_checkpoint); 8192
+# positions: the MSC classification prompt is ~4.5K tokens
+TINY = dict(std=0.05, hidden_size=32, intermediate_size=64, max_position_embeddings=8192, torch_dtype="float32")
 
 
 def build_trace_file(pool: list[str], path: Path) -> int:
@@ -69,15 +55,16 @@ def run_e2e(args) -> int:
 
     from s1.common.env import environment
     from s1.curate.pipeline import SHARED, STAGES, Config, Pipeline
+    from s1.model.loading import save_random_checkpoint
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     tok = SHARED / "qwen2.5-tokenizer"
     teacher, student = work / "tiny_teacher", work / "tiny_student"
     if not (teacher / "config.json").exists():
-        make_tiny_checkpoint(teacher, tok, seed=0)
+        save_random_checkpoint(teacher, "smoke", tokenizer_dir=tok, seed=0, **TINY)
     if not (student / "config.json").exists():
-        make_tiny_checkpoint(student, tok, seed=1)
+        save_random_checkpoint(student, "smoke", tokenizer_dir=tok, seed=1, **TINY)
     cfg = Config(out=str(work / "run"), pool=[str(SHARED / "pool")], teacher=str(teacher), students=[str(student)],
                  teacher_params={"max_thinking_tokens": 16, "max_answer_tokens": 8, "temperature": 0.7},
                  student_params={"max_thinking_tokens": 16, "max_answer_tokens": 8},

@@ -43,49 +43,13 @@ import time
 
 import torch
 
+from bench.standin import load_tokenizer
 from s1.common import dtypes
-from s1.model.tokenizer import ANSWER_DELIMITER, FORCED_END
-
-
-class IdTokenizer:
-    """Stand-in when the Qwen2.5 tokenizer folder is absent: the engine needs special ids and the
-    few strings budget forcing inserts (ids from the real tokenizer); prompts are raw ids anyway."""
-    vocab_size = 151665
-    eos_id, pad_id = 151645, 151643
-    _ids = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645}
-    _enc = {ANSWER_DELIMITER: [151644, 9217], "Wait": [14190], "\n": [198],
-            FORCED_END.lstrip("\n"): [151644, 9217, 198, 19357, 21806, 25],
-            FORCED_END: [198, 151644, 9217, 198, 19357, 21806, 25]}
-
-    def newline_table(self):
-        return bytes(1 if i in (198, 271) else 0 for i in range(self.vocab_size))
-
-    def token_id(self, name):
-        return self._ids[name]
-
-    def encode(self, text):
-        if text not in self._enc:
-            raise KeyError(f"IdTokenizer cannot encode {text!r}")
-        return list(self._enc[text])
-
-    def decode(self, ids, skip_special_tokens=False):
-        return " ".join(map(str, ids))
-
-    def render_prompt(self, q, system=None):
-        raise NotImplementedError("raw token-id prompts only")
-
-
-def load_tokenizer():
-    import pathlib
-    shared = os.environ.get("S1_SHARED_DATA") or pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
-    d = pathlib.Path(shared) / "qwen2.5-tokenizer"
-    if (d / "tokenizer.json").exists():
-        from s1.model.tokenizer import Tokenizer
-        return Tokenizer.from_pretrained(d)
-    return IdTokenizer()
 
 
 def random_model(shape: dict, device, dtype, seed=0):
+    """A random-weight Qwen2 of `shape` on `device`: the model's own init (HF's), drawn on the device
+    (drawing on the CPU is too slow for 7B)."""
     import torch
     from s1.model.config import Qwen2Config
     from s1.model.qwen2 import Qwen2ForCausalLM
@@ -94,15 +58,8 @@ def random_model(shape: dict, device, dtype, seed=0):
     with torch.device("meta"):
         m = Qwen2ForCausalLM(cfg)
     m.to(dtype).to_empty(device=device)
-    g = torch.Generator(device=device).manual_seed(seed)
-    with torch.no_grad():  # HF init on device (init_weights draws on the CPU: too slow for 7B)
-        for name, p in m.named_parameters():
-            if name.endswith("norm.weight"):
-                p.fill_(1.0)
-            elif name.endswith(".bias"):
-                p.zero_()
-            else:
-                p.normal_(0.0, cfg.initializer_range, generator=g)
+    with torch.no_grad():
+        m.init_weights(seed=seed, device=device)
     return m.eval()
 
 

@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from bench.decode import load_tokenizer
+    from bench.standin import load_tokenizer
     from s1.common.env import environment
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     if device.type != "cuda" and not args.smoke:

@@ -28,30 +28,22 @@ import time
 
 
 def _tokenizer_dir() -> str:
-    import pathlib
+    from s1.common.paths import shared_data_dir
 
-    shared = os.environ.get("S1_SHARED_DATA") or pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
-    d = pathlib.Path(shared) / "qwen2.5-tokenizer"
+    d = shared_data_dir() / "qwen2.5-tokenizer"
     if not (d / "tokenizer.json").exists():
         raise SystemExit(f"bench.eval_sweep: needs the Qwen2.5 tokenizer at {d} (set S1_SHARED_DATA)")
     return str(d)
 
 
 def write_model(path: str, smoke: bool) -> None:
-    import torch
+    """A random-weight checkpoint (the model's own init, seed 0): Qwen2.5-0.5B-shaped in bf16, or
+    with --smoke a tiny fp32 one."""
+    from s1.model.loading import save_random_checkpoint
 
-    from s1.model.config import shape_config
-    from s1.model.loading import save_model
-    from s1.model.qwen2 import Qwen2ForCausalLM
-
-    cfg = (shape_config("smoke", hidden_size=32, intermediate_size=64, max_position_embeddings=2048,
-                        torch_dtype="float32") if smoke else shape_config("0.5B"))
-    with torch.device("meta"):
-        m = Qwen2ForCausalLM(cfg)
-    dtype = torch.float32 if smoke else torch.bfloat16
-    m.to(dtype).to_empty(device="cpu")
-    m.init_weights(seed=0)
-    save_model(m, path, tokenizer_dir=_tokenizer_dir())
+    tiny = dict(hidden_size=32, intermediate_size=64, max_position_embeddings=2048, torch_dtype="float32")
+    save_random_checkpoint(path, "smoke" if smoke else "0.5B", tokenizer_dir=_tokenizer_dir(), seed=0,
+                           **(tiny if smoke else {}))
 
 
 def main(argv: list[str] | None = None) -> int:

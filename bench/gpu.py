@@ -33,13 +33,14 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GPU_TESTS = ["tests/test_kernels.py", "tests/test_kernels_extra.py", "tests/test_sampling_kernel.py",
-             "tests/test_force_kernel.py", "tests/test_engine_kernels.py"]
+GPU_TESTS = ["tests/kernels/test_triton_ops.py", "tests/kernels/test_sampling.py", "tests/kernels/test_paged_attention.py",
+             "tests/kernels/test_kv_store.py", "tests/bench/test_kernels.py",
+             "tests/infer/test_engine.py::test_engine_with_triton_cache_kernels"]
 
 # name: (cap seconds, GPU argv, smoke argv)
 PARTS = {
     "tests": (150, [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *GPU_TESTS],
-              [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests/test_force_kernel.py",
+              [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests/kernels/test_sampling.py",
                "-k", "by_hand"]),
     "parity": (60, [sys.executable, "-m", "bench.engine_checks"],
                [sys.executable, "-m", "bench.engine_checks", "--smoke"]),

@@ -40,42 +40,9 @@ import statistics
 import sys
 import time
 
+from bench.standin import StandInTokenizer
+
 V = 1024                    # stub vocabulary (ids >= 259 are never produced)
-SPECIALS = {"<|endoftext|>": 256, "<|im_start|>": 257, "<|im_end|>": 258}
-
-
-class ByteTokenizer:
-    """Byte-level stand-in with the three special tokens the engine needs (old and new engines)."""
-    vocab_size = 259
-    eos_id, pad_id = 258, 256
-    system_prompt = None
-
-    def token_id(self, name):
-        if name not in SPECIALS:
-            raise KeyError(name)
-        return SPECIALS[name]
-
-    def encode(self, text):
-        out, i = [], 0
-        while i < len(text):
-            for name, tid in SPECIALS.items():
-                if text.startswith(name, i):
-                    out.append(tid)
-                    i += len(name)
-                    break
-            else:
-                out.extend(text[i].encode())
-                i += 1
-        return out
-
-    def decode(self, ids, skip_special_tokens=False):
-        return bytes(i for i in ids if i < 256).decode("latin-1")
-
-    def newline_table(self):
-        return bytes(1 if i == 10 else 0 for i in range(self.vocab_size))
-
-    def render_prompt(self, q, system=None):
-        raise NotImplementedError("raw token-id prompts only")
 
 
 def make_stub(torch, nn, max_len: int, max_rows: int):
@@ -191,7 +158,7 @@ def run(args) -> dict:
     t1, t2 = (4, 12) if smoke else (16, 112)     # 96 steps apart: the difference dwarfs timer noise
     plen, page = 64, 16
     max_rows = max(batches) * 2
-    tok = ByteTokenizer()
+    tok = StandInTokenizer.byte_level()   # the three special tokens the engine needs (old and new engines)
     model = make_stub(torch, nn, 4096, max_rows)
     num_pages = 4096 if smoke else 65536          # an H200-sized page pool (0.5B: ~61K pages)
 

@@ -17,16 +17,8 @@ import sys
 import tempfile
 
 def write_checkpoint(path: str, shard_size: str) -> None:
-    import torch
-    from s1.model.config import shape_config
-    from s1.model.loading import save_model
-    from s1.model.qwen2 import Qwen2ForCausalLM
-    cfg = shape_config("0.5B")
-    with torch.device("meta"):
-        m = Qwen2ForCausalLM(cfg)
-    m.to(torch.bfloat16).to_empty(device="cpu")
-    m.init_weights(seed=0)
-    save_model(m, path, max_shard_size=shard_size)
+    from s1.model.loading import save_random_checkpoint
+    save_random_checkpoint(path, "0.5B", seed=0, max_shard_size=shard_size)   # bf16, the model's own init
 
 
 def child(path: str) -> None:

@@ -293,18 +293,12 @@ def tokenizer_dir() -> str:
 
 
 def random_checkpoint(shape: str, path: str, tok: str, device: str) -> str:
-    from s1.model.config import shape_config
-    from s1.model.loading import save_model
-    from s1.model.qwen2 import Qwen2ForCausalLM
+    from s1.model.loading import save_random_checkpoint
     if shape == "tiny":
-        cfg = shape_config("smoke", hidden_size=32, intermediate_size=64, max_position_embeddings=4096,
-                           torch_dtype="float32")
-    else:
-        cfg = shape_config(shape, torch_dtype="bfloat16" if device.startswith("cuda") else "float32")
-    m = Qwen2ForCausalLM(cfg)
-    m.init_weights(seed=0)                       # HF's init, on the CPU: the checkpoint is saved from there
-    save_model(m.to(cfg.dtype), path, tokenizer_dir=tok)
-    return path
+        kw = dict(hidden_size=32, intermediate_size=64, max_position_embeddings=4096, torch_dtype="float32")
+        return save_random_checkpoint(path, "smoke", tokenizer_dir=tok, seed=0, **kw)
+    return save_random_checkpoint(path, shape, tokenizer_dir=tok, seed=0,
+                                  torch_dtype="bfloat16" if device.startswith("cuda") else "float32")
 
 
 class ServerProcess:

@@ -1,5 +1,6 @@
 """A tiny random-weight checkpoint for CLI tests: Qwen2 architecture, hidden 32, the real Qwen2.5
-tokenizer and chat template (from ../shared/data), written by our own saver (no transformers)."""
+tokenizer and chat template (from ../shared/data), written by the library's random-checkpoint
+writer (s1.model.loading.save_random_checkpoint; no transformers)."""
 from __future__ import annotations
 
 import json
@@ -7,19 +8,10 @@ import os
 
 
 def make_tiny_checkpoint(path, tok_dir, seed: int = 0, max_positions: int = 2048) -> str:
-    import torch
-
-    from s1.model.config import shape_config
-    from s1.model.loading import save_model
-    from s1.model.qwen2 import Qwen2ForCausalLM
-    torch.manual_seed(seed)
-    m = Qwen2ForCausalLM(shape_config("smoke", hidden_size=32, intermediate_size=64,
-                                      max_position_embeddings=max_positions, torch_dtype="float32"))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.normal_(0, 0.05)
-    save_model(m, path, tokenizer_dir=tok_dir)
-    return os.fspath(path)
+    from s1.model.loading import save_random_checkpoint
+    return save_random_checkpoint(path, "smoke", tokenizer_dir=tok_dir, seed=seed, std=0.05, hidden_size=32,
+                                  intermediate_size=64, max_position_embeddings=max_positions,
+                                  torch_dtype="float32")
 
 
 def write_s1k_rows(path, n: int = 4) -> str:

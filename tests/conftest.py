@@ -44,3 +44,42 @@ def _restore_torch_threads():
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
+
+
+# ----------------------------------------------------------------------------- the engine tests' model
+# (tests/infer/, tests/bench/): a tiny random Qwen2 checkpoint written by transformers with the real
+# Qwen2.5 tokenizer; the oracles and helpers that go with it are in tests/helpers.py.
+@pytest.fixture
+def torch_backend():
+    """The PyTorch reference kernels for the test (modules opt in: pytestmark = usefixtures)."""
+    from s1 import kernels
+    with kernels.use_backend("torch"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from s1.model.tokenizer import Tokenizer
+    return Tokenizer.from_pretrained(require_shared_data() / "qwen2.5-tokenizer")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, tok):
+    """(transformers model, its checkpoint folder): vocabulary 151,936, hidden 64, 2 layers."""
+    from tests.hf_utils import random_hf_model
+    from tests.helpers import VOCAB
+    hf = random_hf_model(seed=3, std=0.08, vocab_size=VOCAB, hidden_size=64, intermediate_size=128,
+                         num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
+                         max_position_embeddings=512)
+    d = tmp_path_factory.mktemp("tiny_qwen")
+    hf.save_pretrained(d)
+    tok.save_pretrained(d)
+    return hf, d
+
+
+@pytest.fixture(scope="module")
+def model(ckpt):
+    import torch
+
+    from s1.model.loading import load_model
+    return load_model(ckpt[1], dtype=torch.float32)

@@ -157,3 +157,49 @@ def test_grader_and_metrics_import_without_torch():
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _is_test_module(name: str) -> bool:
+    return any(part.startswith("test_") for part in name.split("."))
+
+
+def imports_of_test_modules(root: pathlib.Path) -> list[str]:
+    """Imports of a test module (tests/**/test_*.py) by another one, as import statements or as
+    importlib.import_module strings. Shared fixtures belong in a conftest.py, shared helpers in a
+    helpers module (tests/helpers.py, tests/<package>/helpers.py)."""
+    bad = []
+    for f in sorted((root / "tests").rglob("test_*.py")):
+        rel = f.relative_to(root)
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"), filename=str(f))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = "." * node.level + (node.module or "")
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+                    and isinstance(node.args[0].value, str) and getattr(node.func, "attr", None) == "import_module":
+                names = [node.args[0].value]
+            else:
+                continue
+            hits = [n for n in names if _is_test_module(n)]
+            if hits:
+                bad.append(f"{rel}:{node.lineno}: imports {hits[0].lstrip('.')}")
+    return bad
+
+
+def test_no_test_module_imports_another():
+    assert imports_of_test_modules(ROOT) == []
+
+
+def test_test_module_check_catches_each_spelling(tmp_path):
+    (tmp_path / "tests" / "infer").mkdir(parents=True)
+    (tmp_path / "tests" / "helpers.py").write_text("from tests.infer import test_engine\n")   # not a test module
+    (tmp_path / "tests" / "infer" / "test_a.py").write_text(
+        "from tests.helpers import make_llm\nfrom tests.infer.conftest import x\nimport tests.infer.test_b\n"
+        "from tests.infer import test_b\nfrom test_kernels import cu\nfrom .test_b import y\n"
+        "import importlib\nimportlib.import_module('tests.test_engine')\n")
+    assert imports_of_test_modules(tmp_path) == [
+        "tests/infer/test_a.py:3: imports tests.infer.test_b", "tests/infer/test_a.py:4: imports tests.infer.test_b",
+        "tests/infer/test_a.py:5: imports test_kernels", "tests/infer/test_a.py:6: imports test_b",
+        "tests/infer/test_a.py:8: imports tests.test_engine"]
+

@@ -45,8 +45,8 @@ RULES = [   # (regex on the command, action, detail); first match wins
     (r"s1 \w+ --model [A-Za-z0-9][\w.-]*/[\w.-]+( .*)?", "needs", "download"),  # a Hub id: download first
     (r'pip install -e "\.\[serve\]"', "ci", 'pip install -e ".[serve]"'),
     (r"s1 serve( .+)?", "help", None),                                  # a server: its --help, flags parsed
-    (r"s1 demo( --quick)?", "test", "tests/test_demo.py::test_demo_quick_run_accuracy_rises_with_thinking_budget"),
-    (r"S1_THREADS=\d+ s1 demo", "test", "tests/test_threads.py::test_s1_demo_applies_the_policy_before_running"),
+    (r"s1 demo( --quick)?", "test", "tests/pipelines/test_demo.py::test_demo_quick_run_accuracy_rises_with_thinking_budget"),
+    (r"S1_THREADS=\d+ s1 demo", "test", "tests/common/test_threads.py::test_s1_demo_applies_the_policy_before_running"),
     (r"s1 COMMAND --help", "test", "tests/test_cli.py::test_command_help_is_fast_and_imports_no_torch"),
     (r".* \.\.\.", "fragment", None),                                   # "s1 eval --methods ..."
     (r"python -m bench\.busy -- s1 demo --quick", "help", None),

@@ -93,7 +93,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     (key padding + bottom-right causal), then gathered back; differentiable. A Python loop over
     sequences costs more than the math for CPU batches of many short sequences (training, prefill
     of a batch of prompts); padding costs B * max_len^2 scores, so one sequence goes straight
-    through. Checked against `attention_per_sequence` in tests/test_model.py.
+    through. Checked against `attention_per_sequence` in tests/model/test_qwen2.py.
     """
     Tq, Hq, D = q.shape
     Hk = k.shape[1]
@@ -151,7 +151,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
 # `_uniform_noise_i64`): 32-bit values held in int64 and masked after every multiply. `uniform_noise`
 # computes the same bits in int32 (multiplies wrap mod 2^32; right shifts are arithmetic, so the
 # shifted-in sign bits are masked off), in place: ~2.4x faster on CPU (B=4, V=151,936, 1 thread);
-# tests/test_sampling_kernel.py checks the two bit for bit. s1/kernels/sampling.py does it in uint32.
+# tests/kernels/test_sampling.py checks the two bit for bit. s1/kernels/sampling.py does it in uint32.
 _M32 = 0xFFFFFFFF
 _MASKED_TOO_MANY = 16  # mask_ids longer than this are refused (the Triton kernel unrolls over them)
 

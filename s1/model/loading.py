@@ -7,6 +7,8 @@ Every checkpoint tensor must map to a parameter (`hf_name_map`), every parameter
 and every shape must match; anything else raises CheckpointError naming the tensor and file.
 `load_model` also takes a Hugging Face Hub id in the local HF cache: `resolve_model_path`
 (s1/common/hub.py, pure Python, re-exported here) is the one resolver every --model goes through.
+`save_random_checkpoint` writes a checkpoint of any shape with random weights (vLLM's "dummy"
+weights, as files): benchmarks and tests run the real loading path without downloading weights.
 
 Sharded loading (tensor parallelism, applied from outside: s1/infer/tensor_parallel.py): a `shard` plan
 resizes the meta model to this process's local shapes before anything is allocated and names,
@@ -24,7 +26,7 @@ import torch
 from safetensors.torch import save_file
 
 from s1.common.hub import ModelNotFound, resolve_model_path  # noqa: F401  (re-exported: the one --model resolver)
-from s1.model.config import Qwen2Config
+from s1.model.config import Qwen2Config, shape_config
 from s1.model.qwen2 import Qwen2ForCausalLM
 
 SINGLE_FILE = "model.safetensors"
@@ -325,3 +327,29 @@ def save_model(model: Qwen2ForCausalLM, path: str | os.PathLike, max_shard_size=
         dtype = next(model.parameters()).dtype
         cfg = Qwen2Config.from_dict({**cfg.to_dict(), "torch_dtype": str(dtype).removeprefix("torch.")})
     save_state_dict(sd, cfg, path, max_shard_size=max_shard_size, dtype=dtype, tokenizer_dir=tokenizer_dir)
+
+
+def save_random_checkpoint(path: str | os.PathLike, config: Qwen2Config | str,
+                           tokenizer_dir: str | os.PathLike | None = None, seed: int = 0, std: float | None = None,
+                           max_shard_size="5GB", **overrides) -> str:
+    """Write a checkpoint with random weights: config.json + safetensors (+ the tokenizer files of
+    `tokenizer_dir`), loadable like any other (load_model, `s1 generate`, `s1 serve`, transformers).
+
+    config: a Qwen2Config, or a shape name of s1.model.config.SHAPES ("0.5B", "7B", "smoke", ...);
+    `overrides` replace config fields (shape_config(name, **overrides)). The weights are the
+    model's own initialization (Qwen2ForCausalLM.init_weights, HF's: normal(0, std) matrices, zero
+    biases, unit norms) drawn on the CPU from `seed`, stored in the config's dtype; `std` (default
+    the config's initializer_range, 0.02) is recorded as initializer_range. The model is built on
+    the meta device and materialized once, so a large shape costs one copy of its weights.
+    Returns the path as a string.
+    """
+    cfg = shape_config(config, **overrides) if isinstance(config, str) else \
+        Qwen2Config.from_dict({**config.to_dict(), **overrides})
+    if std is not None:
+        cfg = Qwen2Config.from_dict({**cfg.to_dict(), "initializer_range": std})
+    with torch.device("meta"):
+        model = Qwen2ForCausalLM(cfg)
+    model.to(cfg.dtype).to_empty(device="cpu")
+    model.init_weights(seed=seed)
+    save_model(model, path, max_shard_size=max_shard_size, tokenizer_dir=tokenizer_dir)
+    return os.fspath(path)

@@ -11,7 +11,7 @@ Chat template: when the tokenizer folder has one (chat_template.jinja, or tokeni
 "chat_template"), `render_prompt` renders the conversation with it, as transformers'
 `apply_chat_template(..., add_generation_prompt=True)` does (jinja2 sandbox, trim_blocks,
 lstrip_blocks, tojson, raise_exception), then appends the thinking start; for Qwen2.5's template
-that is exactly the built-in s1 format above (tests/test_chat_template.py). Without a template the
+that is exactly the built-in s1 format above (tests/model/test_tokenizer.py). Without a template the
 built-in format is used. A system prompt: the `system` argument, else `Tokenizer.system_prompt`
 (set by `--system-prompt`), else the template's own default (Qwen's for the built-in format).
 """

@@ -10,7 +10,7 @@ that can no longer change, so the concatenated deltas equal the final texts exac
 
 - `IncrementalDecoder` re-decodes only from the last safe token boundary and holds back a trailing
   U+FFFD (a multi-byte character split across tokens is emitted whole, once its last byte arrives);
-  byte-level BPE decoding is then prefix-stable (tests/test_serve.py checks it on random tokens).
+  byte-level BPE decoding is then prefix-stable (tests/serve/test_app.py checks it on random tokens).
 - Stop strings (OpenAI's `stop`) are matched host-side on the answer text (the thinking is never
   cut: budget forcing's stop tokens are answer-phase too): the answer is cut before the first match
   and the caller aborts the engine request; while streaming, the last len(longest stop) - 1
@@ -171,7 +171,7 @@ class ChoiceText:
         for kind, final in self.final_texts(out).items():
             sent = self.sent[kind]
             if not final.startswith(sent):
-                self.mismatches += 1     # never expected (tests/test_serve.py): count it, send the tail
+                self.mismatches += 1     # never expected (tests/serve/test_app.py): count it, send the tail
             rest = final[len(sent):]
             if rest:
                 deltas.append((kind, rest))

@@ -1,0 +1,94 @@
+"""Plain helpers shared by test modules of several folders (fixtures live in conftest.py).
+
+- the engine tests' oracle and set-up (tests/infer/, tests/bench/): a small LLM over a model and
+  tokenizer, random prompts, naive full-recompute greedy decoding, the context-sensitive tiny model;
+- `in_interpreter`: run a check in Triton's CPU interpreter (a child process when this one was
+  started without TRITON_INTERPRET=1);
+- `WordTok`: a token counter (one token per word) for the tests of trace rewrites and renderings.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import torch
+
+from tests.conftest import ROOT
+
+VOCAB = 151936  # Qwen2.5 embedding rows (padded beyond the tokenizer's 151,665 tokens)
+QUESTION = "What is 2+2?"
+THINK_END_NAMES = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+
+
+def make_llm(model, tok, **kw):
+    from s1.infer import LLM
+    base = dict(model=model, tokenizer=tok, page_size=4, num_pages=256, max_model_len=512)
+    base.update(kw)
+    return LLM(**base)
+
+
+def prompts_of(lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, 150000, (n,), generator=g).tolist() for n in lengths]
+
+
+@torch.no_grad()
+def naive_greedy(model, ids, n, vocab_size):
+    ids = list(ids)
+    out = []
+    for _ in range(n):
+        logits = model(torch.tensor(ids))[-1]
+        t = int(logits[:vocab_size].argmax())
+        out.append(t)
+        ids.append(t)
+    return out
+
+
+def think_end_ids(tok):
+    return {tok.token_id(n) for n in THINK_END_NAMES}
+
+
+def context_model(seed: int):
+    """(tiny random Qwen2 with the real 151,936 vocabulary, Qwen2.5 tokenizer) whose attention and
+    MLP weights are scaled up so that the context decides the next token (with the default init
+    the model just repeats its input token, and an engine comparison would prove nothing)."""
+    from s1.model.config import Qwen2Config
+    from s1.model.qwen2 import Qwen2ForCausalLM
+    from s1.model.tokenizer import Tokenizer
+    from tests.conftest import SHARED_DATA
+    tok = Tokenizer.from_pretrained(SHARED_DATA / "qwen2.5-tokenizer")
+    cfg = Qwen2Config(vocab_size=151936, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      tie_word_embeddings=True, torch_dtype="float32")
+    m = Qwen2ForCausalLM(cfg)
+    m.init_weights(seed=seed)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "proj" in name and name.endswith("weight"):
+                p.mul_(10.0)
+        m.model.embed_tokens.weight.mul_(4.0)
+    return m.eval(), tok
+
+
+def in_interpreter(check, *args: str) -> None:
+    """Run `check(*args)` (a module-level function of a test module) in Triton's interpreter: here
+    when TRITON_INTERPRET=1 is set, else in a child process with it set (it must be set before
+    Triton compiles the kernels)."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        check(*args)
+        return
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    code = f"import sys, {check.__module__} as m; m.{check.__name__}(*sys.argv[1:])"
+    r = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, f"{check.__name__}{args} failed in the interpreter:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    print(r.stdout)
+
+
+class WordTok:
+    """Tokenizer stub: one token per whitespace-separated word (newlines cost nothing). Not an engine
+    tokenizer (encode only): the stand-in for the engine is bench/standin.py."""
+
+    def encode(self, text):
+        return [0] * len(text.split())
