@@ -69,11 +69,11 @@ def test_bad_out_fails_fast_before_the_model_loads(tiny, tmp_path, monkeypatch, 
     dt = time.perf_counter() - t0
     assert r.returncode == 2 and dt < 10, (dt, r.stderr)
     assert "--out" in r.stderr and "does not exist" in r.stderr and "Traceback" not in r.stderr
-    import s1.infer.llm
+    from s1.infer import llm as llm_module    # (`import s1.infer.llm` would shadow the s1() helper)
 
     def no_load(*a, **k):
         raise AssertionError("the model was loaded")
-    monkeypatch.setattr(s1.infer.llm, "LLM", no_load)
+    monkeypatch.setattr(llm_module, "LLM", no_load)
     assert gen(tiny, tmp_path, "--prompt", "hi") == 2                       # a folder
     assert "--out" in capsys.readouterr().err
     assert gen(tiny, tmp_path / "x" / "o.jsonl", "--prompt", "hi") == 2
@@ -92,17 +92,8 @@ def test_out_file_is_in_prompt_order_with_index_and_id(tiny, tmp_path):
     assert [r["prompt"] for r in recs] == QUESTIONS
 
 
-def _engine_streams() -> bool:
-    import inspect
-
-    from s1.infer.llm import LLM
-    return "on_output" in inspect.signature(LLM.generate).parameters
-
-
 def test_sigint_keeps_the_finished_records(tiny, tmp_path):
     """Ctrl-C in the middle of a run: the records of the requests that finished are on disk."""
-    if not _engine_streams():
-        pytest.skip("the engine has no on_output callback yet (LLM.generate(..., on_output=...))")
     q = prompts_file(tmp_path / "q.jsonl", [f"Question {i}: add {i} and {i}." for i in range(40)])
     out = tmp_path / "o.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "s1", "generate", "--model", str(tiny), "--prompts", str(q),
@@ -129,7 +120,7 @@ def test_sigint_keeps_the_finished_records(tiny, tmp_path):
 
 # ----------------------------------------------------------------------------- seeds
 def test_seed_gives_each_request_its_own_stream_and_reruns_repeat(tiny, tmp_path):
-    from s1.infer.cli import request_seed
+    from s1.infer.options import request_seed
     assert len({request_seed(1, i) for i in range(100)} | {request_seed(2, i) for i in range(100)}) == 200
     same = prompts_file(tmp_path / "same.jsonl", ["Pick a random word."] * 3)
     sampling = ["--temperature", 1.0, "--seed", 1, "--max-tokens", 12]

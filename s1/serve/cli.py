@@ -25,6 +25,7 @@ import sys
 from s1.common import dtypes
 from s1.common.cli import HelpFormatter
 from s1.common.threads import add_threads_argument
+from s1.infer.options import UsageError, resolve_device, resolve_inputs
 
 PROG = "s1 serve"
 
@@ -69,10 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs for decoding")
     add_threads_argument(en)
     return ap
-
-
-class UsageError(ValueError):
-    pass
 
 
 def check_args(a: argparse.Namespace) -> None:
@@ -192,15 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         missing = _need_extra()
         if missing:
             raise UsageError(missing)
-        from s1.infer.cli import UsageError as GenerateUsageError
-        from s1.infer.cli import resolve_device, resolve_inputs
-        try:
-            model_dir, tok_dir, cfg = resolve_inputs(a)
-            from s1.common.threads import configure_threads
-            device = resolve_device(a.device)
-            configure_threads(a.threads, work_hint=cfg, device=device)
-        except GenerateUsageError as e:
-            raise UsageError(str(e)) from None
+        model_dir, tok_dir, cfg = resolve_inputs(a.model, a.tokenizer)
+        from s1.common.threads import configure_threads
+        device = resolve_device(a.device)
+        configure_threads(a.threads, work_hint=cfg, device=device)
         try:
             sock = bind_socket(a.host, a.port)
         except OSError as e:
