@@ -401,7 +401,7 @@ def run_eval(llm, items: list[TaskItem], points: list[EvalPoint], *, samples: in
     Returns the summary with a "_timing" entry (also written to timing.json, kept out of
     summary.json so that a re-score reproduces summary.json byte for byte).
 
-    dp: data parallelism (s1/infer/tensor_parallel.py::DataParallel; torchrun with N = DP x TP ranks):
+    dp: data parallelism (s1/evaluation/data_parallel.py::DataParallel; torchrun with N = DP x TP ranks):
     each DP group runs the requests still to do that fall to it (an interleaved share: `dp.shard`)
     through its own engine (`llm`, tensor-parallel or not), with the "auto" cap still resolved
     from the longest prompt of the WHOLE sweep. Global rank 0 reads an earlier run (resume) and

@@ -15,8 +15,11 @@ are allowed, so e.g. Qwen2.5-7B's 28 query heads run on 8 ranks as 4,3,4,3,...):
   embedding   vocabulary-parallel rows [v0, v1): ids outside the range look up row 0 and are zeroed,
               then one all-reduce (exact: a sum of one row and zeros).
   LM head     vocabulary-parallel rows [v0, v1) (tied: the embedding shard itself): the model returns
-              LOCAL logits [T, v1 - v0]; full logits are never gathered on the hot path (the sampler
-              reduces per-rank (max, argmax) partials: `greedy_argmax`; `gather_logits` is for tests).
+              LOCAL logits [T, v1 - v0]; full logits are gathered only for top-k / top-p batches
+              (`gather_logits`, the sort pre-pass of s1/infer/budget.py); the sampler reduces
+              per-rank (score, id) winners instead (`sample_partials` / `force_from_partials` in
+              s1/kernels/). `greedy_argmax` does the same for plain argmax decoding with the model
+              alone (no engine).
   norms       replicated.
 So a forward runs 2 * layers + 1 all-reduces, each a plain `dist.all_reduce` on a device tensor
 (no host sync, no shape-dependent Python branching): NCCL captures them in CUDA graphs.
@@ -29,7 +32,7 @@ filled range by range from the safetensors files.
 The engine (s1/infer/engine.py, `EngineConfig.tensor_parallel_size`) builds on this: `load_model`,
 `cache_config`, the sampler's gather of per-rank (score, id) winners (`TPGroup.all_gather`,
 s1/kernels/*: `sample_partials` / `force_from_partials`), `all_gather_ints` for start-up agreement,
-`guard` around every step. `DataParallel` splits an evaluation sweep over DP x TP ranks.
+`guard` around every step.
 
 Failure: the process group has a timeout (`init_tensor_parallel(timeout_s=...)`). Under gloo a peer
 that exits breaks the connection and the next collective raises at once; one that hangs makes it
@@ -195,65 +198,6 @@ def init_tensor_parallel(tp_size: int | None = None, *, backend: str | None = No
             mine, cpu_mine = g, cg
     return TPGroup(rank=rank % tp_size, world_size=tp_size, group=mine, cpu_group=cpu_mine,
                    timeout_s=timeout_s, device=device, dp_rank=rank // tp_size, dp_size=world // tp_size)
-
-
-# DP groups finish their shares of a sweep at different times; the records gather waits for the
-# slowest (a peer that exits still fails it at once: its connections close).
-DP_GATHER_TIMEOUT_S = 7 * 24 * 3600.0
-
-
-class DataParallel:
-    """The data-parallel side of a torchrun world of dp_size x tp_size ranks (`init_tensor_parallel`:
-    consecutive ranks form a TP group; TP group k is DP rank k). Each DP group runs its own engine on
-    its share of the work (`shard`: an interleaved slice); host objects (records) travel over a
-    gloo group of the whole world with a long timeout (DP_GATHER_TIMEOUT_S).
-
-    leader: this rank is its TP group's rank 0 (writes its group's records as they finish);
-    writer: global rank 0 (writes the run's outputs). World 1: every method is a local no-op.
-    Every rank must construct it (group creation is collective), in the same order."""
-
-    def __init__(self, tp: TPGroup, timeout_s: float = DP_GATHER_TIMEOUT_S):
-        self.tp = tp
-        self.rank, self.size = tp.dp_rank, tp.dp_size
-        self.distributed = dist.is_initialized() and dist.get_world_size() > 1
-        self.global_rank = dist.get_rank() if self.distributed else 0
-        self.leader = tp.rank == 0
-        self.writer = self.global_rank == 0
-        self.group = (dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_s))
-                      if self.distributed else None)
-
-    def shard(self, items: list) -> list:
-        """This DP group's share: every size-th item from its rank (interleaved, so each group gets
-        a like mix of a point-major request list)."""
-        return list(items)[self.rank::self.size]
-
-    def broadcast(self, obj):
-        """Global rank 0's `obj` on every rank (pickled)."""
-        if not self.distributed:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0, group=self.group)
-        return box[0]
-
-    def all_gather(self, obj) -> list:
-        """Every rank's `obj` on every rank, in global rank order (pickled)."""
-        if not self.distributed:
-            return [obj]
-        out = [None] * dist.get_world_size()
-        dist.all_gather_object(out, obj, group=self.group)
-        return out
-
-    def gather(self, obj) -> list | None:
-        """Every rank's `obj` on global rank 0, in global rank order; None on the other ranks."""
-        if not self.distributed:
-            return [obj]
-        out = [None] * dist.get_world_size() if self.writer else None
-        dist.gather_object(obj, out, dst=0, group=self.group)
-        return out
-
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier(group=self.group)
 
 
 # ---------------------------------------------------------------------------------------- the plan
@@ -514,7 +458,8 @@ def load_model(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None 
 
 def greedy_argmax(local_logits: torch.Tensor, tp: TPGroup, vocab_size: int) -> torch.Tensor:
     """Global argmax [N] (int64 token ids) of logits split by vocabulary across ranks, from the
-    local [N, v1 - v0], without gathering them: every rank's (max, first argmax) pair goes through
+    local [N, v1 - v0], without gathering them (greedy decoding with the sharded model alone; the
+    engine's sampler does its own reduction): every rank's (max, first argmax) pair goes through
     ONE all-gather ([world, 2, N] fp32; ids < 2**24 are exact in fp32) and the first rank holding
     the maximum wins, so ties resolve to the lowest id exactly as torch.argmax over the full row.
     No host sync. (The engine's Gumbel race reduces the same way, with noise keyed by global id.)"""
@@ -529,8 +474,9 @@ def greedy_argmax(local_logits: torch.Tensor, tp: TPGroup, vocab_size: int) -> t
 
 
 def gather_logits(local_logits: torch.Tensor, tp: TPGroup, vocab_size: int) -> torch.Tensor:
-    """Full logits [N, vocab_size] on every rank from the local [N, v1 - v0]. For tests and
-    debugging only: the engine never materializes full logits under tensor parallelism."""
+    """Full logits [N, vocab_size] on every rank from the local [N, v1 - v0]: the engine's top-k /
+    top-p batches need them for their sort pre-pass (s1/infer/budget.py); every other batch samples
+    from the shards without gathering them."""
     if tp.world_size == 1:
         return local_logits
     width = -(-vocab_size // tp.world_size)  # the widest rank's range; narrower ones are padded
