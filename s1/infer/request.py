@@ -53,10 +53,6 @@ class Sequence:
         self._admission = -1              # the scheduler's admission counter (running order)
 
     @property
-    def num_prompt_tokens(self) -> int:
-        return len(self.prompt_ids)
-
-    @property
     def token_ids(self) -> list[int]:
         return self.prompt_ids + self.output_ids
 
