@@ -76,10 +76,6 @@ class GenRequest:
     created: int = field(default_factory=lambda: int(time.time()))
     id: str = ""
 
-    @property
-    def num_choices(self) -> int:
-        return len(self.params)
-
 
 # ----------------------------------------------------------------------------- field checks
 def _is_int(v) -> bool:
