@@ -35,10 +35,10 @@ def solution_traces(records: list[dict]) -> dict[str, dict]:
 def _rows_of(spec: str) -> list[dict]:
     p = Path(spec)
     if spec.startswith("hf:"):
-        import datasets
+        from s1.common.hub import load_hub_dataset
 
         name, _, split = spec[3:].partition(":")
-        return list(datasets.load_dataset(name, split=split or "train"))
+        return list(load_hub_dataset(name, split=split or "train"))
     if p.is_dir():
         import datasets
 

@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     io = ap.add_argument_group("input and output")
     io.add_argument("--model", required=True,
                     help="HF-format checkpoint folder, or a Hugging Face Hub id already in the local HF cache "
-                         "(e.g. Qwen/Qwen2.5-0.5B-Instruct; `huggingface-cli download ID` fetches one)")
+                         "(e.g. Qwen/Qwen2.5-0.5B-Instruct; `hf download ID` fetches one)")
     io.add_argument("--tokenizer", default=None,
                     help="folder (or cached Hub id) with tokenizer.json; default: the --model folder")
     src = io.add_mutually_exclusive_group(required=True)
