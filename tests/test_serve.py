@@ -84,7 +84,7 @@ def srv(ckpt):
     from s1.infer.config import EngineConfig
     from s1.infer.engine import LLMEngine
     from s1.serve.app import ServerSettings, build_app
-    from s1.serve.cli import serve_in_thread
+    from tests._lib_helpers import serve_in_thread
     engine = LLMEngine(EngineConfig(model=ckpt, **ENGINE_KW))
     app = build_app(engine, ServerSettings(served_model_name="tiny"))
     server, thread, port = serve_in_thread(app)

@@ -330,7 +330,7 @@ def test_train_flops_by_hand(tied):
     of 5 and 7 tokens packed. Counted (PaLM appendix B / torchtitan): every matmul weight,
     lm_head included even when tied (it is a [T, 64] x [64, 256] matmul either way), the
     embedding lookup excluded (a gather), norms and biases excluded (not matmuls, negligible)."""
-    from s1.train.metrics import dense_params, flops_per_token, train_flops
+    from s1.train.metrics import dense_params, train_flops
     cfg = _qwen_cfg(tied)
     q, k, v, o = 64 * 64, 64 * 32, 64 * 32, 64 * 64  # 4 heads x 16 = 64; 2 kv heads x 16 = 32
     mlp = 3 * 64 * 128  # gate, up, down
@@ -346,7 +346,6 @@ def test_train_flops_by_hand(tied):
     assert want == 6488064 + 56832 == 6544896
     assert train_flops(cfg, [5, 7]) == want
     assert train_flops(cfg, [12]) == 6 * n * 12 + 3 * 2 * 2 * 2 * 144 * 64 / 2 != want  # one 12-token sequence
-    assert flops_per_token(cfg, 7) == train_flops(cfg, [7]) / 7
 
 
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
@@ -379,14 +378,15 @@ def test_loop_logs_flops_of_each_packed_sequence(tmp_path, small_tok):
     from s1.model.config import Qwen2Config
     from s1.model.tokenizer import Tokenizer
     from s1.train.data import make_samples, tokenize_rows
-    from s1.train.metrics import read_metrics, train_flops
+    from s1.common.jsonl import read_jsonl
+    from s1.train.metrics import train_flops
     tok_dir, vocab = small_tok
     ex, _ = tokenize_rows(ROWS[:6], Tokenizer.from_pretrained(tok_dir), 256)
     blocks = make_samples(ex, 256, pack=True)
     assert 1 < len(blocks) < 6
     r = train(_cfg(tmp_path, tok_dir, "mfu", ROWS[:6], init_config=_mcfg(vocab), pack=True, block_size=256,
                    global_batch_size=len(blocks), epochs=1, export=False, peak_tflops=1.0))
-    (rec,) = read_metrics(r["metrics_file"])
+    (rec,) = read_jsonl(r["metrics_file"], tolerate_truncated_tail=True)
     mcfg = Qwen2Config.from_dict(_mcfg(vocab))
     want = train_flops(mcfg, [len(e) for e in ex])
     assert rec["tokens"] == sum(len(e) for e in ex)

@@ -255,42 +255,10 @@ def vocab_offset(tp: TPGroup, vocab_size: int) -> int:
 
 def cache_config(cfg: Qwen2Config, tp: TPGroup) -> Qwen2Config:
     """The config a KV cache on this rank is sized from: local query and KV head counts (the caches
-    read num_hidden_layers, num_key_value_heads and head_dim). E.g. ContiguousKVCache(cache_config(
-    cfg, tp), ...), PagedKVCache(cache_config(cfg, tp), ...), kv_bytes_per_token(cache_config(cfg, tp), dt)."""
+    read num_hidden_layers, num_key_value_heads and head_dim). E.g. PagedKVCache(cache_config(cfg, tp),
+    ...), kv_bytes_per_token(cache_config(cfg, tp), dt)."""
     h = head_shard(cfg, tp.world_size, tp.rank)
     return dataclasses.replace(cfg, num_attention_heads=h.num_q, num_key_value_heads=h.num_kv)
-
-
-def kv_cache_shape(cfg: Qwen2Config, tp: TPGroup, num_blocks: int, block_size: int) -> tuple[int, ...]:
-    """Per-rank shape of each of K and V: [layers, num_blocks, block_size, local KV heads, head_dim]."""
-    return (cfg.num_hidden_layers, num_blocks, block_size,
-            head_shard(cfg, tp.world_size, tp.rank).num_kv, cfg.head_dim)
-
-
-def full_shapes(cfg: Qwen2Config) -> dict[str, tuple[int, ...]]:
-    """Unsharded shape of every parameter / checkpoint tensor (HF names), from the config."""
-    H, V, I = cfg.hidden_size, cfg.vocab_size, cfg.intermediate_size
-    shapes = {}
-    for name in loading.hf_name_map(cfg):
-        leaf = name.rsplit(".", 2)[-2:]
-        if name in ("model.embed_tokens.weight", "lm_head.weight"):
-            s = (V, H)
-        elif name.endswith("norm.weight"):
-            s = (H,)
-        elif leaf[0] == "q_proj":
-            s = (cfg.q_size, H) if leaf[1] == "weight" else (cfg.q_size,)
-        elif leaf[0] in ("k_proj", "v_proj"):
-            s = (cfg.kv_size, H) if leaf[1] == "weight" else (cfg.kv_size,)
-        elif leaf[0] == "o_proj":
-            s = (H, cfg.q_size)
-        elif leaf[0] in ("gate_proj", "up_proj"):
-            s = (I, H)
-        elif leaf[0] == "down_proj":
-            s = (H, I)
-        else:
-            raise KeyError(f"unknown tensor {name!r}")
-        shapes[name] = s
-    return shapes
 
 
 class TPPlan:
@@ -324,19 +292,6 @@ class TPPlan:
             return (1, *self.ffn)
         raise KeyError(f"no tensor-parallel placement for tensor {hf_name!r}")
 
-    def local_numel(self) -> dict[str, int]:
-        """Elements of every parameter on this rank (HF names; tied: the embedding counted once)."""
-        out = {}
-        for name, shape in full_shapes(self.cfg).items():
-            shape = list(shape)
-            part = self.part(name)
-            if part is not None:
-                shape[part[0]] = part[2] - part[1]
-            n = 1
-            for d in shape:
-                n *= d
-            out[name] = n
-        return out
 
 class RowParallelLinear(nn.Linear):
     """Row-parallel linear (o_proj, down_proj): this rank's input columns; the partial products of
@@ -483,8 +438,3 @@ def gather_logits(local_logits: torch.Tensor, tp: TPGroup, vocab_size: int) -> t
     parts = tp.all_gather(F.pad(local_logits, (0, width - local_logits.shape[-1])))  # [world, N, width]
     sizes = [b - a for a, b in (split(vocab_size, tp.world_size, r) for r in range(tp.world_size))]
     return torch.cat([parts[r, ..., :n] for r, n in enumerate(sizes)], dim=-1)
-
-
-def param_bytes(model: nn.Module) -> int:
-    """Bytes of the model's parameters on this rank (a tied embedding counted once)."""
-    return sum(p.numel() * p.element_size() for p in model.parameters())

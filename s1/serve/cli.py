@@ -164,24 +164,6 @@ def make_server(app, sock, log_level: str = "info", access_log: bool = True):
     return DrainingServer(config)
 
 
-def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
-                    timeout: float = 60.0):
-    """Run `app` under uvicorn on a background thread (tests, benchmarks): -> (server, thread, port).
-    Stop it with `server.should_exit = True; thread.join()`."""
-    import threading
-    import time
-    sock = bind_socket(host, port)
-    server = make_server(app, sock, log_level=log_level, access_log=False)
-    th = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="s1-serve", daemon=True)
-    th.start()
-    t_end = time.monotonic() + timeout
-    while not server.started:
-        if not th.is_alive() or time.monotonic() > t_end:
-            raise RuntimeError("the server did not start")
-        time.sleep(0.02)
-    return server, th, sock.getsockname()[1]
-
-
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
