@@ -1,7 +1,7 @@
 """Traces stage: thinking_trajectories + attempt for every question.
 
 Two ways, combined: import from a file/dataset with s1K columns (matched by question id), and
-generate the rest with a teacher checkpoint through our engine (infer.LLM), budget-forcing
+generate the rest with a teacher checkpoint through our engine (s1.infer.LLM), budget-forcing
 settings passed through as SamplingParams fields. Teacher outputs are cached per question id in
 <out>/cache/traces_<teacher key>.jsonl, so a stopped run continues where it stopped.
 """

@@ -387,7 +387,7 @@ def shard_model(model: Qwen2ForCausalLM, tp: TPGroup) -> Qwen2ForCausalLM:
 
 
 class _ShardLoading:
-    """The `shard` argument of model.loading.load_model: the plan is made from the model's config
+    """The `shard` argument of s1.model.loading.load_model: the plan is made from the model's config
     (so the path may be anything the loader resolves), the surgery done on the meta model."""
 
     def __init__(self, tp: TPGroup):

@@ -101,7 +101,7 @@ def _resolve(a: argparse.Namespace) -> None:
 
 
 def _parse(argv: list[str] | None):
-    """-> (TrainConfig, the parsed flags); train.loop is imported here, so `--help` loads no torch."""
+    """-> (TrainConfig, the parsed flags); s1.train.loop is imported here, so `--help` loads no torch."""
     p = build_parser()
     a = p.parse_args(argv)
     for name in ("block_size", "epochs", "global_batch_size", "micro_batch_size"):
