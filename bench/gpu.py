@@ -19,9 +19,9 @@ Parts (default order = priority; `--list` shows them with their caps):
   train     bench.train (ours vs transformers, MFU, memory)
 Each part is a subprocess with its own timeout = min(its cap, time left - a margin); a part that
 times out or fails does not stop the next. A part whose test-only dependency is not installed
-(tests: pytest, from pip install -e ".[test]") is skipped with a note, and the others run. Logs: bench/results/gpu/<part>.log; the summary
-(device, commit, versions, date, per part: status, seconds, the result files it wrote):
-bench/results/gpu/summary.json and .md.
+(tests: pytest, from pip install -e ".[test]") is skipped with a note, and the others run.
+Logs: bench/results/gpu/<part>.log; the summary (device, commit, versions, date, per part: status,
+seconds, the result files it wrote): bench/results/gpu/summary.json and .md.
 """
 from __future__ import annotations
 

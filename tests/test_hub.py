@@ -112,7 +112,8 @@ def test_hub_address_and_offline_flags():
     from s1.common.hub import hub_address, hub_offline
     assert hub_address({}) == ("huggingface.co", 443)
     assert hub_address({"HF_ENDPOINT": "http://127.0.0.1:9"}) == ("127.0.0.1", 9)
-    assert hub_address({"HTTPS_PROXY": "http://proxy.local:3128", "HF_ENDPOINT": "https://x.org"}) == ("proxy.local", 3128)
+    proxied = {"HTTPS_PROXY": "http://proxy.local:3128", "HF_ENDPOINT": "https://x.org"}
+    assert hub_address(proxied) == ("proxy.local", 3128)
     assert hub_offline({"HF_HUB_OFFLINE": "1"}) and hub_offline({"HF_DATASETS_OFFLINE": "true"})
     assert not hub_offline({}) and not hub_offline({"HF_HUB_OFFLINE": "0"})
 
