@@ -7,7 +7,9 @@ from setuptools import find_packages, setup
 VERSION = re.search(r'^__version__ = "([^"]+)"', (Path(__file__).parent / "s1" / "__init__.py").read_text(),
                     re.M).group(1)
 
-SERVE = ["fastapi>=0.110", "uvicorn>=0.29"]
+# httpx: the HTTP client of `python -m bench.serve` (async streaming, many connections) and of
+# FastAPI's TestClient; fastapi and uvicorn do not bring it (huggingface_hub 1.x uses httpx2)
+SERVE = ["fastapi>=0.110", "uvicorn>=0.29", "httpx>=0.27"]
 
 setup(
     name="s1-lowlevel",

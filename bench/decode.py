@@ -23,7 +23,9 @@
     throughput holds steady call after call (prompts repeat: prefix-cache revivals every call).
 (4) transformers `generate` (static cache, SDPA, greedy) on the same GPU: batch-1 tok/s and
     workload (2) in left-padded batches (every sequence decodes the batch's longest output;
-    only the requested tokens count).
+    only the requested tokens count). transformers is a test-only dependency (pip install -e
+    ".[test]"): without it (4) is skipped with a note; (1)-(3) of each model are printed (and
+    written to the JSON file) before (4) starts, so a failure there loses nothing.
 
     python -m bench.decode                     # GPU: 0.5B, 1.5B, 7B; HF side by side for 0.5B
     python -m bench.decode --models 0.5B --skip-hf
@@ -35,6 +37,7 @@ commit, versions and date.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import random
@@ -221,10 +224,17 @@ def bench_model(name, shape, device, dtype, args, tok, results):
     elif not ok:
         print("bench.decode: WARNING: workload (3) did not run as designed", file=sys.stderr)
 
+    results.append(row)
+    save(results, args)                          # our numbers are out before transformers runs
     # (4) transformers side by side
     if not args.skip_hf and (name in args.hf_models or smoke):
-        row.update(bench_hf(m, shape, device, dtype, prompt, n_short, n_long, prompts, out_lens, args))
-    results.append(row)
+        try:
+            row.update(bench_hf(m, shape, device, dtype, prompt, n_short, n_long, prompts, out_lens, args))
+        except Exception as e:                   # noqa: BLE001 - (1)-(3) stand without it
+            print(f"bench.decode: {name}: transformers side by side failed ({type(e).__name__}: {e}); "
+                  f"the engine's numbers above stand", file=sys.stderr)
+        else:
+            save(results, args)
     del m
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -273,6 +283,22 @@ def bench_hf(m, shape, device, dtype, prompt, n_short, n_long, prompts, out_lens
     return out
 
 
+def save(results: list[dict], args) -> None:
+    """The latest model's row as a JSON line on stderr; the whole record to --json (GPU default
+    bench/results/decode.json), rewritten after every part, so an interrupted run keeps its rows."""
+    print(f"bench.decode: {json.dumps(results[-1])}", file=sys.stderr, flush=True)
+    path = args.json or (None if args.smoke else "bench/results/decode.json")
+    if path:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(record_of(results, args), f, indent=2)
+
+
+def record_of(results: list[dict], args) -> dict:
+    return {"bench": "decode", "smoke": args.smoke, "bandwidth_GB_s": args.bandwidth, "results": results,
+            **args.env}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="0.5B,1.5B,7B")
@@ -298,6 +324,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     args.hf_models = args.hf_models.split(",")
+    if not args.skip_hf and importlib.util.find_spec("transformers") is None:
+        print("bench.decode: transformers is not installed (a test-only dependency: pip install transformers, "
+              "or pip install -e \".[test]\"); skipping the transformers side by side (4)", file=sys.stderr)
+        args.skip_hf = True
+    args.env = environment()
     args.bandwidth = hbm_bandwidth_gbs(device) if device.type == "cuda" else None
     tok = load_tokenizer()
     from s1.model.config import SHAPES
@@ -307,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.decode: {name} ...", file=sys.stderr)
         bench_model(name, shape, device, dtype, args, tok, results)
 
-    env = environment()
+    env = args.env
     cols = ["model", "b1_tok_s", "b1_GB_s", "b1_pct_bw", "offline_tok_s", "budget_tok_s",
             "budget_overhead_pct", "budget_overhead_spread_pct", "avg_waits", "hf_b1_tok_s", "hf_offline_tok_s"]
     print(f"\n{env['device']}, commit {env['commit']}, torch {env['torch']}, triton {env['triton']}"
@@ -316,13 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print("| " + " | ".join(f"{r[c]:.1f}" if isinstance(r.get(c), float) else str(r.get(c, "-"))
                                 for c in cols) + " |")
-    record = {"bench": "decode", "smoke": args.smoke, "bandwidth_GB_s": args.bandwidth, "results": results, **env}
-    print(json.dumps(record))
-    path = args.json or (None if args.smoke else "bench/results/decode.json")
-    if path:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(record, f, indent=2)
+    print(json.dumps(record_of(results, args)))
     return 0
 
 

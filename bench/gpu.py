@@ -18,13 +18,15 @@ Parts (default order = priority; `--list` shows them with their caps):
   kernels   bench.kernels (attention vs SDPA backends, elementwise % of bandwidth, fused CE)
   train     bench.train (ours vs transformers, MFU, memory)
 Each part is a subprocess with its own timeout = min(its cap, time left - a margin); a part that
-times out or fails does not stop the next. Logs: bench/results/gpu/<part>.log; the summary
-(device, commit, versions, date, per part: status, seconds, the result files it wrote):
-bench/results/gpu/summary.json and .md.
+times out or fails does not stop the next. A part whose test-only dependency is not installed
+(tests: pytest, from pip install -e ".[test]") is skipped with a note, and the others run.
+Logs: bench/results/gpu/<part>.log; the summary (device, commit, versions, date, per part: status,
+seconds, the result files it wrote): bench/results/gpu/summary.json and .md.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -55,7 +57,10 @@ PARTS = {
     "kernels": (120, [sys.executable, "-m", "bench.kernels"], None),
     "train": (120, [sys.executable, "-m", "bench.train", "--steps", "3"], None),
 }
+# parts that need a module the package does not install (test-only dependencies)
+NEEDS = {"tests": "pytest"}
 MARGIN = 5
+OK = ("ok", "skipped (GPU only)")
 
 
 def run_part(name: str, argv: list[str], timeout: float, log_dir: str) -> dict:
@@ -132,6 +137,12 @@ def main(argv=None) -> int:
         if argv_ is None:
             results.append({"part": name, "status": "skipped (GPU only)"})
             continue
+        need = NEEDS.get(name)
+        if need and importlib.util.find_spec(need) is None:
+            why = f"skipped (needs {need}: pip install {need}, or pip install -e \".[test]\")"
+            print(f"bench.gpu: --- {name}: {why} ---", flush=True)
+            results.append({"part": name, "status": why})
+            continue
         if left < 10:
             results.append({"part": name, "status": "skipped (deadline)"})
             continue
@@ -148,7 +159,7 @@ def main(argv=None) -> int:
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(f"# bench.gpu — {env['device']}, commit {env['commit']}, {env['date']}\n\n" + "\n".join(md) + "\n")
     print("\n".join(md), flush=True)
-    return 0 if all(r["status"] in ("ok", "skipped (GPU only)") for r in results) else 1
+    return 0 if all(r["status"] in OK or r["status"].startswith("skipped (needs ") for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ Pipeline (one script, every stage timed):
                 single model serves every method (budget forcing, rs and majority use the plain
                 prompt it was also trained on);
   4. eval       `s1 eval`'s sweep (s1/pipelines/tiny.py, s1/evaluation/sweep.py) over every method of
-                evaluation.sweep.METHODS on the same budget sweep: summary.md (per-point table +
+                s1.evaluation.sweep.METHODS on the same budget sweep: summary.md (per-point table +
                 the comparison table: Control, Control (runs), Scaling, Performance, mean thinking
                 tokens per point) and scaling.png (every method's accuracy vs thinking tokens).
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import math
 import os
@@ -381,6 +382,10 @@ def main(argv: list[str] | None = None) -> int:
         a.max_model_len = min(a.max_model_len, 1024)
     if a.duration is not None and a.concurrency is None:
         print("bench.serve: --duration needs --concurrency", file=sys.stderr)
+        return 2
+    missing = [m for m in ("httpx",) + (() if a.url else ("fastapi", "uvicorn")) if importlib.util.find_spec(m) is None]
+    if missing:   # before a checkpoint is written and a server started
+        print(f"bench.serve: needs {', '.join(missing)}: pip install -e \".[serve]\"", file=sys.stderr)
         return 2
 
     from s1.common.env import environment

@@ -2,7 +2,7 @@
 README section says it needs a GPU or a download: the README cannot drift from the code.
 
 Commands are the lines of ```bash blocks (continuations joined, `&&` split) and every inline code
-span whose first word is a program (s1, python, torchrun, pip, huggingface-cli). Each must match
+span whose first word is a program (s1, python, torchrun, pip, hf). Each must match
 exactly one rule of RULES:
   run        executed in-process with small arguments appended or substituted (placeholders such
              as DIR, N, K, "..." get real values; a tiny random-weight checkpoint stands in for DIR);
@@ -33,14 +33,16 @@ from tests.conftest import ROOT, require_shared_data
 
 README = ROOT / "README.md"
 CI = ROOT / ".ci" / "run"
-PROGRAMS = ("s1", "python", "torchrun", "pip", "huggingface-cli")
+PROGRAMS = ("s1", "python", "torchrun", "pip", "hf")
 
 RULES = [   # (regex on the command, action, detail); first match wins
     (r"pip install torch==2\.13\.0", "ci", "pip install torch==2.13.0"),
     (r"pip install -e \.", "ci", 'pip install -e ".[test]"'),            # .ci/run installs the superset
     (r'pip install -e "\.\[test\]"', "ci", 'pip install -e ".[test]"'),
+    (r"pip install openai", "ci", 'pip install -e ".[test]"'),            # the test extra brings openai
     (r"TRITON_INTERPRET=1 python -m pytest -q tests", "ci", "TRITON_INTERPRET=1 python -m pytest -q tests"),
-    (r"huggingface-cli download .+", "needs", "download"),
+    (r"hf download .+", "needs", "download"),                            # huggingface_hub's CLI (1.x: no huggingface-cli)
+    (r"hf auth login", "needs", "download"),
     (r"torchrun .+", "needs", "GPU"),
     (r"s1 \w+ --model [A-Za-z0-9][\w.-]*/[\w.-]+( .*)?", "needs", "download"),  # a Hub id: download first
     (r'pip install -e "\.\[serve\]"', "ci", 'pip install -e ".[serve]"'),
@@ -56,10 +58,11 @@ RULES = [   # (regex on the command, action, detail); first match wins
     (r"s1 bench NAME", "run", None),
     (r"s1 --version", "run", None),
     (r"s1 (generate|eval|train|curate|bench|demo|serve)", "reference", None),
-    (r"python -m <package>", "reference", None),
+    (r"s1", "reference", None),                                         # the command / the import name
+    (r"python -m s1(\.<package>)?", "reference", None),
 ]
-PACKAGE_COMMAND = {"infer": "generate", "train": "train", "curate": "curate", "evaluation": "eval",
-                   "s1.pipelines.demo": "demo", "bench": "bench", "serve": "serve"}
+PACKAGE_COMMAND = {"s1.infer": "generate", "s1.train": "train", "s1.curate": "curate", "s1.evaluation": "eval",
+                   "s1.pipelines": "demo", "s1.pipelines.demo": "demo", "s1.serve": "serve", "bench": "bench"}
 
 
 # ----------------------------------------------------------------------------- extraction

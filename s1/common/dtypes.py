@@ -25,10 +25,6 @@ def canonical(name: str, allow_auto: bool = False) -> str:
     raise ValueError(f"unknown dtype {name!r}: use one of {accepted} (or fp32, bf16, fp16)")
 
 
-def canonical_or_auto(name: str) -> str:
-    return canonical(name, allow_auto=True)
-
-
 def arg_type(allow_auto: bool = True):
     """An argparse `type=`: normalizes the name, and a bad one is an error naming the accepted ones."""
     import argparse

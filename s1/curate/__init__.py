@@ -1,4 +1,4 @@
-"""curate/: the s1K selection pipeline (s1 paper §2).
+"""s1/curate/: the s1K selection pipeline (s1 paper §2).
 
 Stages, in order (each one reads the previous stage's records from disk, see pipeline.py):
 

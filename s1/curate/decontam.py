@@ -22,11 +22,11 @@ def load_eval_questions(paths: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for spec in paths:
         if spec.startswith("hf:"):
-            import datasets
+            from s1.common.hub import load_hub_dataset
 
             name, _, rest = spec[3:].partition(":")
             config, _, split = rest.rpartition(":") if ":" in rest else ("", "", rest)
-            ds = datasets.load_dataset(name, config or None, split=split or "train")
+            ds = load_hub_dataset(name, config or None, split=split or "train")
             out[spec] = [next(r[k] for k in _EVAL_TEXT_KEYS if k in r) for r in ds]
             continue
         p = Path(spec)

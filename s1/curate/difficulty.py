@@ -1,7 +1,7 @@
 """Difficulty stage (s1 §2.1, step 3).
 
 1. Students: each student checkpoint attempts every question through our engine; the offline
-   grader (evaluation.grader) compares the extracted answer with the reference answer. A question is
+   grader (s1.evaluation.grader) compares the extracted answer with the reference answer. A question is
    kept only if EVERY student gets it wrong (s1: Qwen2.5-7B and -32B-Instruct). Attempts are
    cached per (student, question id) in <out>/cache/student_<key>.jsonl.
 2. Trace length: tokens of the thinking trajectory under the Qwen2.5 tokenizer, recorded as

@@ -19,7 +19,7 @@ from s1.curate.store import fingerprint
 
 STAGES = ("sources", "decontam", "traces", "quality", "difficulty", "domains", "select", "output")
 SHARED = shared_data_dir()
-SOLUTION_TRACES = "pool-solutions"   # == curate.traces.SOLUTION_TRACES (the --traces value of a model-free run)
+SOLUTION_TRACES = "pool-solutions"   # == s1.curate.traces.SOLUTION_TRACES (the --traces value of a model-free run)
 TRACES_NEEDED = (
     "the traces stage needs reasoning traces, and the pool has none. Give one of:\n"
     "  --teacher CKPT            generate them through our engine (a checkpoint folder or a cached Hugging Face "

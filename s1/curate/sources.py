@@ -259,8 +259,10 @@ def _iter_hf(spec: str):
     import datasets  # lazy: only hub / on-disk datasets need it
 
     if spec.startswith("hf:"):
+        from s1.common.hub import load_hub_dataset
+
         name, _, split = spec[3:].partition(":")
-        ds = datasets.load_dataset(name, split=split or "train")
+        ds = load_hub_dataset(name, split=split or "train")
     else:
         name, split = Path(spec).name, None
         ds = datasets.load_from_disk(spec)

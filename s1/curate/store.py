@@ -82,9 +82,6 @@ def lazy_engine(llm):
 
 
 def sampling_params(**kw):
-    """infer.SamplingParams (public API); falls back to infer.sampling while s1/infer/__init__.py is absent."""
-    try:
-        from s1.infer import SamplingParams
-    except ImportError:
-        from s1.infer.sampling import SamplingParams
+    """s1.infer.SamplingParams(**kw), imported on first use (the sampling module is pure Python)."""
+    from s1.infer import SamplingParams
     return SamplingParams(**kw)

@@ -1,7 +1,7 @@
 """Traces stage: thinking_trajectories + attempt for every question.
 
 Two ways, combined: import from a file/dataset with s1K columns (matched by question id), and
-generate the rest with a teacher checkpoint through our engine (infer.LLM), budget-forcing
+generate the rest with a teacher checkpoint through our engine (s1.infer.LLM), budget-forcing
 settings passed through as SamplingParams fields. Teacher outputs are cached per question id in
 <out>/cache/traces_<teacher key>.jsonl, so a stopped run continues where it stopped.
 """
@@ -35,10 +35,10 @@ def solution_traces(records: list[dict]) -> dict[str, dict]:
 def _rows_of(spec: str) -> list[dict]:
     p = Path(spec)
     if spec.startswith("hf:"):
-        import datasets
+        from s1.common.hub import load_hub_dataset
 
         name, _, split = spec[3:].partition(":")
-        return list(datasets.load_dataset(name, split=split or "train"))
+        return list(load_hub_dataset(name, split=split or "train"))
     if p.is_dir():
         import datasets
 

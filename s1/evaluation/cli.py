@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch
 
-        from s1.infer.tensor_parallel import DataParallel, init_tensor_parallel
+        from s1.evaluation.data_parallel import DataParallel
+        from s1.infer.tensor_parallel import init_tensor_parallel
         dev = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
         tp = init_tensor_parallel(a.tensor_parallel, timeout_s=a.tp_timeout,
                                   backend="nccl" if dev.startswith("cuda") else "gloo")

@@ -401,7 +401,7 @@ def run_eval(llm, items: list[TaskItem], points: list[EvalPoint], *, samples: in
     Returns the summary with a "_timing" entry (also written to timing.json, kept out of
     summary.json so that a re-score reproduces summary.json byte for byte).
 
-    dp: data parallelism (s1/infer/tensor_parallel.py::DataParallel; torchrun with N = DP x TP ranks):
+    dp: data parallelism (s1/evaluation/data_parallel.py::DataParallel; torchrun with N = DP x TP ranks):
     each DP group runs the requests still to do that fall to it (an interleaved share: `dp.shard`)
     through its own engine (`llm`, tensor-parallel or not), with the "auto" cap still resolved
     from the longest prompt of the WHOLE sweep. Global rank 0 reads an earlier run (resume) and
@@ -489,11 +489,10 @@ def run_eval(llm, items: list[TaskItem], points: list[EvalPoint], *, samples: in
                 for i, a, _ in pending]
             if rounds > 1:
                 log(f"rejection sampling: round {rounds} for {len(pending)} sample(s) over their budget")
-            retry, seen = [], set()
+            retry = []
 
             def on_output(j: int, out) -> None:
                 nonlocal generated, out_tokens
-                seen.add(j)
                 generated += 1
                 out_tokens += len(getattr(out, "output_token_ids", None) or [])
                 i, a, tts = pending[j]
@@ -501,13 +500,8 @@ def run_eval(llm, items: list[TaskItem], points: list[EvalPoint], *, samples: in
                 if again is not None:
                     retry.append((i, a + 1, again))
 
-            outs = llm.generate([prompts[i] for i, _, _ in pending], batch_params, use_tqdm=progress,
-                                on_output=on_output, **gen_kw)
-            if len(outs) != len(pending):
-                raise RuntimeError(f"engine returned {len(outs)} outputs for {len(pending)} prompts")
-            for j, out in enumerate(outs):   # outputs the engine returned without a callback
-                if j not in seen:
-                    on_output(j, out)
+            llm.generate([prompts[i] for i, _, _ in pending], batch_params, use_tqdm=progress,
+                         on_output=on_output, **gen_kw)          # every output comes through on_output
             pending = sorted(retry)
     finally:
         if appender is not None:

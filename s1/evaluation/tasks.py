@@ -135,19 +135,22 @@ def choice_options(question: str) -> list[str]:
     return [opts[k] for k in CHOICE_LETTERS if k in opts]
 
 
+GPQA_HINT = ("GPQA is gated: accept its terms on huggingface.co/datasets/Idavidrein/gpqa, log in "
+             "(`hf auth login`, or set HF_TOKEN), then either run online once or fetch the file with  "
+             "hf download --repo-type dataset Idavidrein/gpqa gpqa_diamond.csv --local-dir data/gpqa  "
+             "and pass --data-file data/gpqa/gpqa_diamond.csv.")
+
+
 def _load_hub(name: str, config: str | None, split: str | None) -> list[dict]:
+    from s1.common.hub import DatasetUnavailable, load_hub_dataset
+    hint = GPQA_HINT if name == "Idavidrein/gpqa" else ""
     try:
-        import datasets
-    except ImportError as e:  # pragma: no cover - datasets is a dependency
-        raise TaskError(f"loading {name!r} from the hub needs the `datasets` package ({e})") from None
-    try:
-        ds = datasets.load_dataset(name, config) if config else datasets.load_dataset(name)
+        ds = load_hub_dataset(name, config, hint=hint)
+    except DatasetUnavailable as e:
+        raise TaskError(str(e)) from None
     except Exception as e:
-        hint = ""
-        if name == "Idavidrein/gpqa":
-            hint = (" GPQA is gated: accept its terms on huggingface.co/datasets/Idavidrein/gpqa and log in "
-                    "(HF_TOKEN or `huggingface-cli login`), or pass --data-file with a local gpqa_diamond.csv.")
-        raise TaskError(f"could not load hub dataset {name!r} (config {config!r}): {type(e).__name__}: {e}.{hint}") from None
+        raise TaskError(f"could not load hub dataset {name!r} (config {config!r}): {type(e).__name__}: {e}."
+                        + (" " + hint if hint else "")) from None
     if split is None:
         split = "test" if "test" in ds else ("train" if "train" in ds else next(iter(ds)))
     if split not in ds:

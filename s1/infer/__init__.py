@@ -1,7 +1,7 @@
 """The inference engine: paged KV cache, continuous batching, budget forcing on the device.
 
 Public API: `LLM`, `SamplingParams`, `GenerationOutput`. Imported lazily, so that
-`import infer.sampling` (or a package above this one that only needs the parameter class) does
+`import s1.infer.sampling` (or a package above this one that only needs the parameter class) does
 not load torch and the model code.
 """
 from __future__ import annotations
@@ -16,4 +16,4 @@ __all__ = list(_EXPORTS)
 def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'infer' has no attribute {name!r}")
+    raise AttributeError(f"module 's1.infer' has no attribute {name!r}")

@@ -96,10 +96,8 @@ class BlockManager:
     def allocate(self, seq: Sequence) -> None:
         """Give seq pages for all its tokens; sets seq.num_cached_tokens from prefix hits."""
         assert not seq.block_table, "sequence already holds pages"
-        if seq.num_known_tokens != seq.num_tokens:
-            raise RuntimeError("allocate() needs every token of the sequence on the host")
-        hits = getattr(seq, "_hits", None)
-        hits = self._lookup(seq) if hits is None else hits
+        assert seq.num_known_tokens == seq.num_tokens, "admitted with tokens still on the device"
+        hits = self._lookup(seq) if seq._hits is None else seq._hits   # can_allocate() looked them up
         seq._hits = None
         for p in hits:
             if p in self.free:

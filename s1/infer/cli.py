@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import inspect
 import json
 import os
 import re
@@ -34,6 +32,7 @@ import time
 from s1.common import dtypes
 from s1.common.cli import HelpFormatter
 from s1.common.threads import add_threads_argument
+from s1.infer.options import UsageError, request_seed, resolve_device, resolve_inputs
 from s1.infer.sampling import DEFAULT_END_THINKING   # pure Python: no torch before a command needs it
 
 PROG = "s1 generate"
@@ -63,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     io = ap.add_argument_group("input and output")
     io.add_argument("--model", required=True,
                     help="HF-format checkpoint folder, or a Hugging Face Hub id already in the local HF cache "
-                         "(e.g. Qwen/Qwen2.5-0.5B-Instruct; `huggingface-cli download ID` fetches one)")
+                         "(e.g. Qwen/Qwen2.5-0.5B-Instruct; `hf download ID` fetches one)")
     io.add_argument("--tokenizer", default=None,
                     help="folder (or cached Hub id) with tokenizer.json; default: the --model folder")
     src = io.add_mutually_exclusive_group(required=True)
@@ -122,10 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------------------- checks (no torch)
-class UsageError(ValueError):
-    """A bad flag value or path: the message names the flag."""
-
-
 def flagify(msg: str) -> str:
     """'SamplingParams.top_p=1.5: must lie in (0, 1]' -> '--top-p 1.5: must lie in (0, 1]';
     'exceeds max_thinking_tokens=4' -> 'exceeds --max-thinking-tokens 4'."""
@@ -188,13 +183,6 @@ def make_params(a: argparse.Namespace, n: int):
         raise UsageError(flagify(str(e))) from None
 
 
-def request_seed(seed: int, index: int) -> int:
-    """The seed of request `index` under --seed `seed`: a hash, so neighbouring requests (and
-    neighbouring --seed values) get unrelated noise streams."""
-    h = hashlib.sha256(f"s1-generate|{seed}|{index}".encode()).digest()
-    return int.from_bytes(h[:8], "little") >> 2          # < 2**62, the engine's seed range
-
-
 def read_prompts(path: str) -> list[dict]:
     from s1.common.jsonl import JsonlError, read_jsonl
     try:
@@ -209,62 +197,6 @@ def read_prompts(path: str) -> list[dict]:
     if not rows:
         raise UsageError(f"--prompts {path}: no prompts")
     return rows
-
-
-def resolve_inputs(a: argparse.Namespace) -> tuple[str, str, dict]:
-    """(model folder, tokenizer folder, config.json dict); UsageError naming --model / --tokenizer."""
-    from s1.common.hub import ModelNotFound, resolve_model_path
-    try:
-        model = resolve_model_path(a.model, "--model")
-        tok = resolve_model_path(a.tokenizer, "--tokenizer") if a.tokenizer else model
-    except ModelNotFound as e:
-        raise UsageError(str(e)) from None
-    cfg_path = os.path.join(model, "config.json")
-    if not os.path.isfile(cfg_path):
-        raise UsageError(f"--model {a.model}: no config.json in {model} (not an HF-format checkpoint)")
-    try:
-        with open(cfg_path) as f:
-            cfg = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise UsageError(f"--model {a.model}: unreadable config.json ({e})") from None
-    if not os.path.isfile(os.path.join(tok, "tokenizer.json")):
-        if a.tokenizer:
-            raise UsageError(f"--tokenizer {a.tokenizer}: no tokenizer.json in {tok}")
-        raise UsageError(f"--model {a.model}: no tokenizer.json in {model}; pass --tokenizer DIR "
-                         f"(a folder with the model's tokenizer.json, e.g. the base model's)")
-    return model, tok, cfg
-
-
-def resolve_device(name: str) -> str:
-    """'auto' -> cuda/cpu; a CUDA device on a build or machine without one -> UsageError."""
-    import torch
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device {name}: not a device (cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda":
-        if torch.version.cuda is None:
-            raise UsageError(f"--device {name}: this torch build ({torch.__version__}) has no CUDA support; "
-                             f"use --device cpu or install a CUDA build of torch")
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {name}: no CUDA device is visible "
-                             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type != "cpu":
-        raise UsageError(f"--device {name}: the engine runs on cpu or cuda")
-    return name
-
-
-def _accepts(fn, name: str) -> bool:
-    """Whether `fn` takes keyword `name` (explicitly or through **settings)."""
-    try:
-        ps = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in ps or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in ps.values())
 
 
 # ----------------------------------------------------------------------------- output
@@ -332,7 +264,7 @@ def _generate(argv: list[str]) -> int:
         check_args(a)
         rows = [{"prompt": a.prompt}] if a.prompt is not None else read_prompts(a.prompts)
         params = make_params(a, len(rows))
-        model_dir, tok_dir, cfg = resolve_inputs(a)
+        model_dir, tok_dir, cfg = resolve_inputs(a.model, a.tokenizer)
         from s1.common.threads import configure_threads
         device = resolve_device(a.device)            # imports torch
         threads = configure_threads(a.threads, work_hint=cfg, device=device)
@@ -399,17 +331,10 @@ def _run(a, rows, params, model_dir, tok_dir, cfg, device, threads, tp, rank0: b
         sink.write(i, make_record(i, rows[i], o, seeds[i]))
 
     prompts = [r["prompt"] for r in rows]
-    gen_kw = dict(raw=a.raw, use_tqdm=not a.no_progress and rank0)
-    streaming = _accepts(llm.generate, "on_output")
-    if streaming:
-        gen_kw["on_output"] = on_output
     t1 = time.perf_counter()
     try:
         with contextlib.redirect_stdout(sys.stderr):   # whatever the engine prints is not a record
-            outs = llm.generate(prompts, params, **gen_kw)
-        for i, o in enumerate(outs):                 # without streaming (or anything not yet written)
-            if i not in sink.records:
-                on_output(i, o)
+            llm.generate(prompts, params, raw=a.raw, use_tqdm=not a.no_progress and rank0, on_output=on_output)
     except KeyboardInterrupt:
         sink.close()
         say(f"\n{PROG}: interrupted; {len(sink.records)} of {len(rows)} records were written"

@@ -1,4 +1,4 @@
-"""Paged KV cache implementing the model's cache protocol (s1/model/cache.py).
+"""Paged KV cache implementing the model's cache protocol (s1/model/qwen2.py's docstring).
 
 Storage per layer: k, v [num_pages, page_size, Hk, D] (one tensor [L, P, page, Hk, D] each).
 The runner fills one `StepMeta` before each forward (nano-vllm's "context"); every layer's

@@ -39,7 +39,7 @@ class Sequence:
         self.block_table: list[int] = []
         self.num_cached_tokens = 0        # tokens whose KV came from the prefix cache this prefill
         self.slot: int | None = None      # row of the device budget-forcing tables while admitted
-        self.rules = rules                # infer.budget.RequestRules
+        self.rules = rules                # s1.infer.budget.RequestRules
         self.prompt_text = prompt_text
         self.max_thinking_tokens = max_thinking_tokens   # the cap applied ("auto" resolved)
         self.finish_reason: str | None = None
@@ -51,10 +51,6 @@ class Sequence:
         self._hits = None                 # prefix-cache lookup of this scheduling step
         self._due_at = -1                 # the scheduler's next look at it (decode step number)
         self._admission = -1              # the scheduler's admission counter (running order)
-
-    @property
-    def num_prompt_tokens(self) -> int:
-        return len(self.prompt_ids)
 
     @property
     def token_ids(self) -> list[int]:

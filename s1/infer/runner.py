@@ -150,7 +150,7 @@ class ModelRunner:
             ids, pos, meta, logits_idx = self.prepare_prefill(seqs)
             logits = self._forward(ids, pos, meta, logits_idx)
             return budget.step(logits, rows, filtered)
-        if self.use_cuda_graphs and len(seqs) <= self.max_num_seqs:
+        if self.use_cuda_graphs:            # a decode batch is the running set: <= max_num_seqs rows
             return self._replay(seqs, filtered)
         # the attention's bound: the longest context, from the host (reading it back would sync)
         return self._decode_step(self.decode_inputs(seqs), filtered, max(s.num_tokens for s in seqs))

@@ -15,8 +15,11 @@ are allowed, so e.g. Qwen2.5-7B's 28 query heads run on 8 ranks as 4,3,4,3,...):
   embedding   vocabulary-parallel rows [v0, v1): ids outside the range look up row 0 and are zeroed,
               then one all-reduce (exact: a sum of one row and zeros).
   LM head     vocabulary-parallel rows [v0, v1) (tied: the embedding shard itself): the model returns
-              LOCAL logits [T, v1 - v0]; full logits are never gathered on the hot path (the sampler
-              reduces per-rank (max, argmax) partials: `greedy_argmax`; `gather_logits` is for tests).
+              LOCAL logits [T, v1 - v0]; full logits are gathered only for top-k / top-p batches
+              (`gather_logits`, the sort pre-pass of s1/infer/budget.py); the sampler reduces
+              per-rank (score, id) winners instead (`sample_partials` / `force_from_partials` in
+              s1/kernels/). `greedy_argmax` does the same for plain argmax decoding with the model
+              alone (no engine).
   norms       replicated.
 So a forward runs 2 * layers + 1 all-reduces, each a plain `dist.all_reduce` on a device tensor
 (no host sync, no shape-dependent Python branching): NCCL captures them in CUDA graphs.
@@ -29,7 +32,7 @@ filled range by range from the safetensors files.
 The engine (s1/infer/engine.py, `EngineConfig.tensor_parallel_size`) builds on this: `load_model`,
 `cache_config`, the sampler's gather of per-rank (score, id) winners (`TPGroup.all_gather`,
 s1/kernels/*: `sample_partials` / `force_from_partials`), `all_gather_ints` for start-up agreement,
-`guard` around every step. `DataParallel` splits an evaluation sweep over DP x TP ranks.
+`guard` around every step.
 
 Failure: the process group has a timeout (`init_tensor_parallel(timeout_s=...)`). Under gloo a peer
 that exits breaks the connection and the next collective raises at once; one that hangs makes it
@@ -197,65 +200,6 @@ def init_tensor_parallel(tp_size: int | None = None, *, backend: str | None = No
                    timeout_s=timeout_s, device=device, dp_rank=rank // tp_size, dp_size=world // tp_size)
 
 
-# DP groups finish their shares of a sweep at different times; the records gather waits for the
-# slowest (a peer that exits still fails it at once: its connections close).
-DP_GATHER_TIMEOUT_S = 7 * 24 * 3600.0
-
-
-class DataParallel:
-    """The data-parallel side of a torchrun world of dp_size x tp_size ranks (`init_tensor_parallel`:
-    consecutive ranks form a TP group; TP group k is DP rank k). Each DP group runs its own engine on
-    its share of the work (`shard`: an interleaved slice); host objects (records) travel over a
-    gloo group of the whole world with a long timeout (DP_GATHER_TIMEOUT_S).
-
-    leader: this rank is its TP group's rank 0 (writes its group's records as they finish);
-    writer: global rank 0 (writes the run's outputs). World 1: every method is a local no-op.
-    Every rank must construct it (group creation is collective), in the same order."""
-
-    def __init__(self, tp: TPGroup, timeout_s: float = DP_GATHER_TIMEOUT_S):
-        self.tp = tp
-        self.rank, self.size = tp.dp_rank, tp.dp_size
-        self.distributed = dist.is_initialized() and dist.get_world_size() > 1
-        self.global_rank = dist.get_rank() if self.distributed else 0
-        self.leader = tp.rank == 0
-        self.writer = self.global_rank == 0
-        self.group = (dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_s))
-                      if self.distributed else None)
-
-    def shard(self, items: list) -> list:
-        """This DP group's share: every size-th item from its rank (interleaved, so each group gets
-        a like mix of a point-major request list)."""
-        return list(items)[self.rank::self.size]
-
-    def broadcast(self, obj):
-        """Global rank 0's `obj` on every rank (pickled)."""
-        if not self.distributed:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0, group=self.group)
-        return box[0]
-
-    def all_gather(self, obj) -> list:
-        """Every rank's `obj` on every rank, in global rank order (pickled)."""
-        if not self.distributed:
-            return [obj]
-        out = [None] * dist.get_world_size()
-        dist.all_gather_object(out, obj, group=self.group)
-        return out
-
-    def gather(self, obj) -> list | None:
-        """Every rank's `obj` on global rank 0, in global rank order; None on the other ranks."""
-        if not self.distributed:
-            return [obj]
-        out = [None] * dist.get_world_size() if self.writer else None
-        dist.gather_object(obj, out, dst=0, group=self.group)
-        return out
-
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier(group=self.group)
-
-
 # ---------------------------------------------------------------------------------------- the plan
 
 def split(items: int, parts: int, index: int) -> tuple[int, int]:
@@ -311,42 +255,10 @@ def vocab_offset(tp: TPGroup, vocab_size: int) -> int:
 
 def cache_config(cfg: Qwen2Config, tp: TPGroup) -> Qwen2Config:
     """The config a KV cache on this rank is sized from: local query and KV head counts (the caches
-    read num_hidden_layers, num_key_value_heads and head_dim). E.g. ContiguousKVCache(cache_config(
-    cfg, tp), ...), PagedKVCache(cache_config(cfg, tp), ...), kv_bytes_per_token(cache_config(cfg, tp), dt)."""
+    read num_hidden_layers, num_key_value_heads and head_dim). E.g. PagedKVCache(cache_config(cfg, tp),
+    ...), kv_bytes_per_token(cache_config(cfg, tp), dt)."""
     h = head_shard(cfg, tp.world_size, tp.rank)
     return dataclasses.replace(cfg, num_attention_heads=h.num_q, num_key_value_heads=h.num_kv)
-
-
-def kv_cache_shape(cfg: Qwen2Config, tp: TPGroup, num_blocks: int, block_size: int) -> tuple[int, ...]:
-    """Per-rank shape of each of K and V: [layers, num_blocks, block_size, local KV heads, head_dim]."""
-    return (cfg.num_hidden_layers, num_blocks, block_size,
-            head_shard(cfg, tp.world_size, tp.rank).num_kv, cfg.head_dim)
-
-
-def full_shapes(cfg: Qwen2Config) -> dict[str, tuple[int, ...]]:
-    """Unsharded shape of every parameter / checkpoint tensor (HF names), from the config."""
-    H, V, I = cfg.hidden_size, cfg.vocab_size, cfg.intermediate_size
-    shapes = {}
-    for name in loading.hf_name_map(cfg):
-        leaf = name.rsplit(".", 2)[-2:]
-        if name in ("model.embed_tokens.weight", "lm_head.weight"):
-            s = (V, H)
-        elif name.endswith("norm.weight"):
-            s = (H,)
-        elif leaf[0] == "q_proj":
-            s = (cfg.q_size, H) if leaf[1] == "weight" else (cfg.q_size,)
-        elif leaf[0] in ("k_proj", "v_proj"):
-            s = (cfg.kv_size, H) if leaf[1] == "weight" else (cfg.kv_size,)
-        elif leaf[0] == "o_proj":
-            s = (H, cfg.q_size)
-        elif leaf[0] in ("gate_proj", "up_proj"):
-            s = (I, H)
-        elif leaf[0] == "down_proj":
-            s = (H, I)
-        else:
-            raise KeyError(f"unknown tensor {name!r}")
-        shapes[name] = s
-    return shapes
 
 
 class TPPlan:
@@ -380,19 +292,6 @@ class TPPlan:
             return (1, *self.ffn)
         raise KeyError(f"no tensor-parallel placement for tensor {hf_name!r}")
 
-    def local_numel(self) -> dict[str, int]:
-        """Elements of every parameter on this rank (HF names; tied: the embedding counted once)."""
-        out = {}
-        for name, shape in full_shapes(self.cfg).items():
-            shape = list(shape)
-            part = self.part(name)
-            if part is not None:
-                shape[part[0]] = part[2] - part[1]
-            n = 1
-            for d in shape:
-                n *= d
-            out[name] = n
-        return out
 
 class RowParallelLinear(nn.Linear):
     """Row-parallel linear (o_proj, down_proj): this rank's input columns; the partial products of
@@ -488,7 +387,7 @@ def shard_model(model: Qwen2ForCausalLM, tp: TPGroup) -> Qwen2ForCausalLM:
 
 
 class _ShardLoading:
-    """The `shard` argument of model.loading.load_model: the plan is made from the model's config
+    """The `shard` argument of s1.model.loading.load_model: the plan is made from the model's config
     (so the path may be anything the loader resolves), the surgery done on the meta model."""
 
     def __init__(self, tp: TPGroup):
@@ -514,7 +413,8 @@ def load_model(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None 
 
 def greedy_argmax(local_logits: torch.Tensor, tp: TPGroup, vocab_size: int) -> torch.Tensor:
     """Global argmax [N] (int64 token ids) of logits split by vocabulary across ranks, from the
-    local [N, v1 - v0], without gathering them: every rank's (max, first argmax) pair goes through
+    local [N, v1 - v0], without gathering them (greedy decoding with the sharded model alone; the
+    engine's sampler does its own reduction): every rank's (max, first argmax) pair goes through
     ONE all-gather ([world, 2, N] fp32; ids < 2**24 are exact in fp32) and the first rank holding
     the maximum wins, so ties resolve to the lowest id exactly as torch.argmax over the full row.
     No host sync. (The engine's Gumbel race reduces the same way, with noise keyed by global id.)"""
@@ -529,16 +429,12 @@ def greedy_argmax(local_logits: torch.Tensor, tp: TPGroup, vocab_size: int) -> t
 
 
 def gather_logits(local_logits: torch.Tensor, tp: TPGroup, vocab_size: int) -> torch.Tensor:
-    """Full logits [N, vocab_size] on every rank from the local [N, v1 - v0]. For tests and
-    debugging only: the engine never materializes full logits under tensor parallelism."""
+    """Full logits [N, vocab_size] on every rank from the local [N, v1 - v0]: the engine's top-k /
+    top-p batches need them for their sort pre-pass (s1/infer/budget.py); every other batch samples
+    from the shards without gathering them."""
     if tp.world_size == 1:
         return local_logits
     width = -(-vocab_size // tp.world_size)  # the widest rank's range; narrower ones are padded
     parts = tp.all_gather(F.pad(local_logits, (0, width - local_logits.shape[-1])))  # [world, N, width]
     sizes = [b - a for a, b in (split(vocab_size, tp.world_size, r) for r in range(tp.world_size))]
     return torch.cat([parts[r, ..., :n] for r, n in enumerate(sizes)], dim=-1)
-
-
-def param_bytes(model: nn.Module) -> int:
-    """Bytes of the model's parameters on this rank (a tied embedding counted once)."""
-    return sum(p.numel() * p.element_size() for p in model.parameters())

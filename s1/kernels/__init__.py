@@ -1,7 +1,7 @@
 """Kernels and the one backend switch.
 
-Every op exists twice with one signature: `kernels.reference` (plain PyTorch, HF numerics) and
-`kernels.triton_ops` (Triton). The model resolves `get_ops(device)` once per forward (or uses the
+Every op exists twice with one signature: `s1.kernels.reference` (plain PyTorch, HF numerics) and
+`s1.kernels.triton_ops` (Triton). The model resolves `get_ops(device)` once per forward (or uses the
 namespace its caller passes: the inference engine decides once, at construction) and never
 branches on the backend itself.
 

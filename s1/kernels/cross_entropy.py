@@ -15,7 +15,7 @@ so peak extra memory is one [C, V] chunk (+ the [V, H] weight-grad accumulator) 
 [N, V] logits, their fp32 copy, and the softmax. The gradients are computed in the forward (while
 the chunk is live); backward only scales them by grad_output.
 
-Numerics (documented choice, = HF / kernels.reference): logits are produced in the input dtype
+Numerics (documented choice, = HF / s1.kernels.reference): logits are produced in the input dtype
 (bf16 matmul with fp32 accumulation, rounded to bf16), then upcast to fp32 for the softmax/loss.
 dlogits is rounded to the input dtype before the two gradient matmuls (as Liger); grad_weight is
 accumulated in the weight's dtype (fp32 for fp32 weights). Expected agreement with the reference:

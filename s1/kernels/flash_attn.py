@@ -493,7 +493,7 @@ class FlashAttnVarlenFunction(torch.autograd.Function):
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
               cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor,
               max_seqlen_q: int, max_seqlen_k: int, scale: float, causal: bool = True) -> torch.Tensor:
-    """Varlen FlashAttention-2; same contract as kernels.reference.attention."""
+    """Varlen FlashAttention-2; same contract as s1.kernels.reference.attention."""
     _check_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     return FlashAttnVarlenFunction.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q),
                                          int(max_seqlen_k), float(scale), bool(causal))

@@ -147,11 +147,12 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
 
 # ----------------------------------------------------------------------------------------- sampling
 # u(seed, pos, id) in (0, 1]: a counter-based hash, so a request's samples depend only on its own
-# seed and output position (see s1/infer/budget.py). The spec is the int64 form (`_h32`,
-# `_uniform_noise_i64`): 32-bit values held in int64 and masked after every multiply. `uniform_noise`
-# computes the same bits in int32 (multiplies wrap mod 2^32; right shifts are arithmetic, so the
-# shifted-in sign bits are masked off), in place: ~2.4x faster on CPU (B=4, V=151,936, 1 thread);
-# tests/kernels/test_sampling.py checks the two bit for bit. s1/kernels/sampling.py does it in uint32.
+# seed and output position (see s1/infer/budget.py). The spec is the int64 form (`_h32`; the whole
+# int64 noise is tests/_lib_helpers.py's uniform_noise_i64): 32-bit values held in int64 and masked
+# after every multiply. `uniform_noise` computes the same bits in int32 (multiplies wrap mod 2^32;
+# right shifts are arithmetic, so the shifted-in sign bits are masked off), in place: ~2.4x faster on
+# CPU (B=4, V=151,936, 1 thread); tests/kernels/test_sampling.py checks the two bit for bit.
+# s1/kernels/sampling.py does it in uint32.
 _M32 = 0xFFFFFFFF
 _MASKED_TOO_MANY = 16  # mask_ids longer than this are refused (the Triton kernel unrolls over them)
 
@@ -183,11 +184,6 @@ def _h32_i32_(x: torch.Tensor, tmp: torch.Tensor | None = None) -> torch.Tensor:
     return x
 
 
-def _h32_i32(x: torch.Tensor) -> torch.Tensor:
-    """`_h32` on int32 bit patterns (out of place)."""
-    return _h32_i32_(x.clone())
-
-
 _IDX_HASH: dict = {}
 
 
@@ -216,13 +212,6 @@ def _row_key(seed: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """Per-row key [B] (int64 holding 32 bits) from all 64 bits of the seed and the low 32 of pos."""
     k1 = _h32(_h32(seed & _M32) ^ _h32(pos + 0x632BE5AB))
     return _h32(k1 ^ _h32((seed >> 32) + 0x9E3779B9))
-
-
-def _uniform_noise_i64(seed: torch.Tensor, pos: torch.Tensor, vocab: int) -> torch.Tensor:
-    """The int64 spec of `uniform_noise` (s1/infer/budget.py's original code), kept as the oracle."""
-    k1 = _row_key(seed, pos)
-    x = _h32(_hashed_ids(vocab, seed.device)[None, :] ^ k1[:, None])
-    return ((x >> 9).to(torch.float32) + 0.5) * (1.0 / (1 << 23))
 
 
 def uniform_noise(seed: torch.Tensor, pos: torch.Tensor, vocab: int, id_offset: int = 0) -> torch.Tensor:

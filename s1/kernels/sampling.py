@@ -46,10 +46,6 @@ from s1.kernels.triton_utils import check_device, interpreting
 MAX_MASK_IDS = 16          # mask ids are unrolled in the kernel (the engine passes 3)
 _NO_ID = 2 ** 31 - 1       # "no candidate seen" id in the running pairs and partials
 
-# Interpreter / test knobs (None: defaults). On GPU the config comes from `_config`.
-INTERPRET_BLOCK_V = None   # default min(1024, next_pow2(n))
-INTERPRET_CHUNKS = None    # default 1
-
 
 @triton.jit
 def _lowbias32(x):
@@ -166,8 +162,8 @@ def _num_sms(index: int) -> int:
 def _config(B: int, n: int, device, block_v: int | None, num_chunks: int | None):
     """(BLOCK_V, S, tiles_per_chunk, num_warps)."""
     if interpreting():
-        block_v = block_v or INTERPRET_BLOCK_V or min(1024, triton.next_power_of_2(n))
-        num_chunks = num_chunks or INTERPRET_CHUNKS or 1
+        block_v = block_v or min(1024, triton.next_power_of_2(n))
+        num_chunks = num_chunks or 1
         warps = 1
     else:
         block_v = block_v or 1024                  # 8 fp32 per thread at 4 warps: two 16-byte loads

@@ -4,7 +4,7 @@ Each op is a torch.autograd.Function over Triton kernels (forward and backward),
 own file: flash_attn.py, rmsnorm.py, rope.py, swiglu.py, cross_entropy.py; the inference ops (no
 gradient) in kv_store.py, paged_attention.py and sampling.py (gumbel_argmax, sample_and_force). On CUDA they compile for the GPU; on a machine without CUDA this
 module turns on Triton's CPU interpreter (TRITON_INTERPRET=1) *before* the kernels are defined,
-so `kernels.use_backend("triton")` works on CPU tensors (slowly: for tests). Set TRITON_INTERPRET
+so `s1.kernels.use_backend("triton")` works on CPU tensors (slowly: for tests). Set TRITON_INTERPRET
 yourself to override.
 """
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Qwen2 model: config, modules, KV caches, checkpoint loading, tokenizer (import the submodules)."""
+"""Qwen2 model: config, modules, checkpoint loading, tokenizer (import the submodules)."""

@@ -5,8 +5,14 @@ Layout: tokens of all sequences are packed along one dimension ([T] ids, [T, hid
 packing, prefill of a batch of prompts and decoding all share one code path. Parameter names are
 exactly HF's (`model.layers.3.self_attn.q_proj.weight`, ...), so HF checkpoints map one-to-one.
 
-Hot ops go through `kernels.get_ops(device)`: the PyTorch reference on CPU, Triton on CUDA.
+Hot ops go through `s1.kernels.get_ops(device)`: the PyTorch reference on CPU, Triton on CUDA.
 Parallelism, activation checkpointing and compile are applied from outside (s1/train/parallelize.py).
+
+KV cache protocol (decoding): each attention layer calls `kv_cache.attend(layer_idx, q, k, v, scale,
+ops) -> out`, with q [T, Hq, D] and k, v [T, Hk, D] for the step's packed tokens; the cache stores
+k, v and returns the attention of q over everything cached for each token's sequence (causal,
+bottom-right aligned). The cache, not `cu_seqlens`, knows the step's batch layout: the engine's
+paged cache (s1/infer/paged_cache.py) is filled by its runner before each forward.
 """
 from __future__ import annotations
 
@@ -155,12 +161,12 @@ class Qwen2ForCausalLM(nn.Module):
         input_ids: [T] packed tokens (or [B, S]: B unpadded sequences of equal length).
         positions: [T] RoPE positions; default restarts at 0 for every sequence in cu_seqlens.
         cu_seqlens: [B+1] int32 boundaries (default: one sequence). Not used with a kv_cache: the
-            cache (see s1/model/cache.py) carries the batch layout of the step (the engine's call is
+            cache (the protocol above) carries the batch layout of the step (the engine's call is
             `model(input_ids, positions, kv_cache=cache, logits_indices=..., ops=...)`).
         labels: [T] targets (-100 = ignored) -> returns the *summed* token cross-entropy (fp32
             scalar) through the fused linear-cross-entropy op; logits are never materialized.
         logits_indices: [N] rows whose logits to return (e.g. each sequence's last token).
-        ops: the kernel namespace (kernels.get_ops); default: the switch's choice for the device,
+        ops: the kernel namespace (s1.kernels.get_ops); default: the switch's choice for the device,
             resolved once per forward. The engine passes the one it decided at construction.
         Returns logits [T or N, vocab] (model dtype), [B, S, vocab] for 2-D input, or the loss.
         """

@@ -6,13 +6,13 @@ Stages (each with a progress bar; a summary with per-stage wall and CPU time at 
   1. pool       a synthetic pool of reasoning problems in s1K schema (s1/pipelines/toy.py: running
                 digit sum mod 10, traces that list every intermediate sum) + a held-out eval set;
   2. tokenizer  a small byte-level BPE trained on the rendered pool, tokenizer.json format;
-  3. curate     the s1 pipeline (curate/): sources -> 8-gram decontamination against the eval set
+  3. curate     the s1 pipeline (s1/curate/): sources -> 8-gram decontamination against the eval set
                 + exact dedup -> traces (imported: the pool carries them) -> quality -> difficulty
                 (no student models: trace length only) -> MSC domains -> s1 selection (uniform
                 domain, then p ∝ 2^-rank by trace length) -> s1K-schema dataset;
-  4. train      a tiny Qwen2-architecture model FROM SCRATCH with the SFT trainer (train/,
+  4. train      a tiny Qwen2-architecture model FROM SCRATCH with the SFT trainer (s1/train/,
                 through s1/pipelines/tiny.py);
-  5. eval       a thinking-budget sweep with budget forcing through the engine (infer.LLM) and the
+  5. eval       a thinking-budget sweep with budget forcing through the engine (s1.infer.LLM) and the
                 eval harness (s1/evaluation/sweep.py): table (budget, mean thinking tokens, accuracy;
                 Control / Scaling / Performance) and the scaling-curve PNG.
 

@@ -4,7 +4,7 @@
     model_dir, res = train_tiny(rows, tokenizer, out / "model", {"steps": 1000, "batch": 32, "lr": 3e-3})
     summary = sweep(model_dir, items, make_points(["budget_forcing"], [0, 6, 12], [0]), out_dir=out / "eval")
 
-`train_tiny` runs the SFT trainer (train/) on s1K-format rows with a model built by
+`train_tiny` runs the SFT trainer (s1/train/) on s1K-format rows with a model built by
 s1/pipelines/toy.py's `tiny_config` (its defaults: the demo's 3-layer, width-96 model), fp32, the
 whole global batch in one micro-batch and the token-mean loss (a tiny model learns the toy task
 fastest that way); `sweep` loads the exported checkpoint into the engine and runs an evaluation

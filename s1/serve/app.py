@@ -277,7 +277,7 @@ class _SSEResponse(StreamingResponse):
 
 # ----------------------------------------------------------------------------- the app
 def build_app(engine, settings: ServerSettings | None = None) -> FastAPI:
-    """The FastAPI app over `engine` (an infer.engine.LLMEngine, used only by the engine thread that
+    """The FastAPI app over `engine` (an s1.infer.engine.LLMEngine, used only by the engine thread that
     the app's lifespan starts and stops). `app.state.s1` is the ServerState."""
     state = ServerState(engine, settings or ServerSettings())
 

@@ -25,6 +25,7 @@ import sys
 from s1.common import dtypes
 from s1.common.cli import HelpFormatter
 from s1.common.threads import add_threads_argument
+from s1.infer.options import UsageError, resolve_device, resolve_inputs
 
 PROG = "s1 serve"
 
@@ -69,10 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs for decoding")
     add_threads_argument(en)
     return ap
-
-
-class UsageError(ValueError):
-    pass
 
 
 def check_args(a: argparse.Namespace) -> None:
@@ -167,24 +164,6 @@ def make_server(app, sock, log_level: str = "info", access_log: bool = True):
     return DrainingServer(config)
 
 
-def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
-                    timeout: float = 60.0):
-    """Run `app` under uvicorn on a background thread (tests, benchmarks): -> (server, thread, port).
-    Stop it with `server.should_exit = True; thread.join()`."""
-    import threading
-    import time
-    sock = bind_socket(host, port)
-    server = make_server(app, sock, log_level=log_level, access_log=False)
-    th = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="s1-serve", daemon=True)
-    th.start()
-    t_end = time.monotonic() + timeout
-    while not server.started:
-        if not th.is_alive() or time.monotonic() > t_end:
-            raise RuntimeError("the server did not start")
-        time.sleep(0.02)
-    return server, th, sock.getsockname()[1]
-
-
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -192,15 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         missing = _need_extra()
         if missing:
             raise UsageError(missing)
-        from s1.infer.cli import UsageError as GenerateUsageError
-        from s1.infer.cli import resolve_device, resolve_inputs
-        try:
-            model_dir, tok_dir, cfg = resolve_inputs(a)
-            from s1.common.threads import configure_threads
-            device = resolve_device(a.device)
-            configure_threads(a.threads, work_hint=cfg, device=device)
-        except GenerateUsageError as e:
-            raise UsageError(str(e)) from None
+        model_dir, tok_dir, cfg = resolve_inputs(a.model, a.tokenizer)
+        from s1.common.threads import configure_threads
+        device = resolve_device(a.device)
+        configure_threads(a.threads, work_hint=cfg, device=device)
         try:
             sock = bind_socket(a.host, a.port)
         except OSError as e:

@@ -91,7 +91,7 @@ class EngineLoop:
     # ------------------------------------------------------------------ asyncio side
     async def submit(self, preps: list, auto_prompt_len: int | None = None,
                      queue: asyncio.Queue | None = None) -> list[Stream]:
-        """Add prepared requests (infer.engine.Prepared) as one group; returns their Streams once the
+        """Add prepared requests (s1.infer.engine.Prepared) as one group; returns their Streams once the
         engine thread has taken them. ValueError (nothing added) if the engine refuses one."""
         if self.error is not None or self._stop:
             raise EngineFailure(f"the engine is not running ({self.error!r})" if self.error else "the engine stopped")

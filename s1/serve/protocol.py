@@ -29,6 +29,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from s1.infer.options import request_seed
 from s1.infer.sampling import AUTO, DEFAULT_END_THINKING, SamplingParams
 from s1.model.tokenizer import THINK_START
 
@@ -74,10 +75,6 @@ class GenRequest:
     thinking: bool | None = None            # chat: True (the prompt ends in the thinking start)
     created: int = field(default_factory=lambda: int(time.time()))
     id: str = ""
-
-    @property
-    def num_choices(self) -> int:
-        return len(self.params)
 
 
 # ----------------------------------------------------------------------------- field checks
@@ -227,7 +224,6 @@ def _params(body: dict, stop_tokens: tuple[str, ...], n_choices: int, *, max_tok
     try:
         if seed is None:
             return [SamplingParams(**kw)] * n_choices
-        from s1.infer.cli import request_seed
         return [SamplingParams(**kw, seed=request_seed(seed, i)) for i in range(n_choices)]
     except ValueError as e:
         m = _FIELD.search(str(e))

@@ -1,6 +1,6 @@
 """SFT trainer: s1's recipe on FSDP2. `train(TrainConfig)` in-process, `s1 train` /
 `torchrun -m s1.train` from the shell. The names below load lazily, so `s1 train --help` (which
-imports train.cli) does not import torch."""
+imports s1.train.cli) does not import torch."""
 from __future__ import annotations
 
 import importlib

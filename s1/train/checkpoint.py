@@ -194,7 +194,7 @@ def load_checkpoint(path: str, model, optimizer) -> dict:
 def export_hf(model, cfg, path: str, tokenizer=None, dtype: torch.dtype | None = None,
               max_shard_size="5GB") -> None:
     """Collective: gather the full state dict (rank 0, CPU) and write an HF checkpoint directory
-    loadable by transformers and model.loading.load_model, plus the tokenizer files."""
+    loadable by transformers and s1.model.loading.load_model, plus the tokenizer files."""
     from s1.model.loading import save_state_dict
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     rank = dist.get_rank() if dist.is_initialized() else 0

@@ -3,7 +3,7 @@
 Defaults are s1's recipe (s1 paper §D / its s1/train/sft.py): AdamW lr 1e-5, betas (0.9, 0.95), weight decay 1e-4,
 5 epochs, global batch 16, 5% warmup then cosine, grad clip 1.0, block size 32768.
 --model takes a checkpoint folder or a Hugging Face Hub id already in the local HF cache
-(`huggingface-cli download Qwen/Qwen2.5-32B-Instruct` fetches s1's base model).
+(`hf download Qwen/Qwen2.5-32B-Instruct` fetches s1's base model).
 """
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def _resolve(a: argparse.Namespace) -> None:
 
 
 def _parse(argv: list[str] | None):
-    """-> (TrainConfig, the parsed flags); train.loop is imported here, so `--help` loads no torch."""
+    """-> (TrainConfig, the parsed flags); s1.train.loop is imported here, so `--help` loads no torch."""
     p = build_parser()
     a = p.parse_args(argv)
     for name in ("block_size", "epochs", "global_batch_size", "micro_batch_size"):

@@ -89,9 +89,9 @@ def load_rows(source, split: str = "train") -> list[dict]:
                         "save_to_disk directory)")
     if path.lower().endswith((".json", ".jsonl", ".parquet")) or path.startswith((".", "/", "~")):
         raise DataError(f"{path}: no such file or directory")
-    import datasets  # a hub name such as simplescaling/s1K
+    from s1.common.hub import load_hub_dataset   # a hub name such as simplescaling/s1K
     try:
-        ds = datasets.load_dataset(path, split=split)
+        ds = load_hub_dataset(path, split=split)
     except Exception as e:
         raise DataError(f"{path!r} is not a local path, and loading it from the hub failed: {e}") from e
     return [dict(r) for r in ds]

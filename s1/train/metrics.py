@@ -17,7 +17,6 @@ import os
 import torch
 
 from s1.model.config import Qwen2Config
-from s1.common.jsonl import read_jsonl
 
 # Dense bf16 peak (no sparsity), per GPU, from the vendors' datasheets.
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "A800": 312.0,
@@ -39,10 +38,6 @@ def train_flops(cfg: Qwen2Config, seq_lens) -> float:
     tokens = sum(seq_lens)
     attn = sum(6.0 * s * s * cfg.num_attention_heads * cfg.head_dim for s in seq_lens) * cfg.num_hidden_layers
     return 6.0 * dense_params(cfg) * tokens + attn
-
-
-def flops_per_token(cfg: Qwen2Config, seq_len: int) -> float:
-    return train_flops(cfg, [seq_len]) / seq_len
 
 
 def peak_flops(device: torch.device, override_tflops: float | None = None) -> float | None:
@@ -77,7 +72,3 @@ class MetricsLog:
         if self.f is not None:
             self.f.close()
             self.f = None
-
-
-def read_metrics(path: str) -> list[dict]:
-    return read_jsonl(path, tolerate_truncated_tail=True)

@@ -64,7 +64,7 @@ def test_absent_model_names_the_download_command(tmp_path):
         resolve_model_path("Qwen/Qwen2.5-0.5B-Instruct", environ=env)
     msg = str(e.value)
     assert "--model Qwen/Qwen2.5-0.5B-Instruct" in msg and str(tmp_path) in msg
-    assert "huggingface-cli download Qwen/Qwen2.5-0.5B-Instruct" in msg
+    assert "hf download Qwen/Qwen2.5-0.5B-Instruct" in msg and "huggingface-cli" not in msg   # hf: huggingface_hub 1.x
     with pytest.raises(ModelNotFound, match="--revision v2"):
         resolve_model_path("org/m@v2", environ=env)
     with pytest.raises(ModelNotFound, match="no such folder"):
@@ -91,7 +91,7 @@ def test_load_model_and_tokenizer_take_a_cached_hub_id(tmp_path, monkeypatch, qw
     m = load_model("org/tiny")
     assert m.config.hidden_size == 32
     assert Tokenizer.from_pretrained("org/tiny").path == str(snap)
-    with pytest.raises(FileNotFoundError, match="huggingface-cli download org/absent"):
+    with pytest.raises(FileNotFoundError, match="hf download org/absent"):
         load_model("org/absent")
     # s1 train resolves --model before anything loads
     from s1.train.cli import parse_args
@@ -100,3 +100,42 @@ def test_load_model_and_tokenizer_take_a_cached_hub_id(tmp_path, monkeypatch, qw
     from s1.train.cli import main
     assert main(["--model", "org/absent", "--data", "d.json", "--out", str(tmp_path / "o")]) == 2
     shutil.rmtree(tmp_path / "o", ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- datasets offline
+def test_hub_address_and_offline_flags():
+    from s1.common.hub import hub_address, hub_offline
+    assert hub_address({}) == ("huggingface.co", 443)
+    assert hub_address({"HF_ENDPOINT": "http://127.0.0.1:9"}) == ("127.0.0.1", 9)
+    proxied = {"HTTPS_PROXY": "http://proxy.local:3128", "HF_ENDPOINT": "https://x.org"}
+    assert hub_address(proxied) == ("proxy.local", 3128)
+    assert hub_offline({"HF_HUB_OFFLINE": "1"}) and hub_offline({"HF_DATASETS_OFFLINE": "true"})
+    assert not hub_offline({}) and not hub_offline({"HF_HUB_OFFLINE": "0"})
+
+
+@pytest.mark.parametrize("offline", ["HF_HUB_OFFLINE", "unreachable"])
+def test_uncached_gpqa_fails_at_once_naming_the_fetch_command(tmp_path, offline):
+    """GPQA (a Hub dataset) not in the cache and no Hub: an error at once (it used to retry the
+    network for ~25 s), naming `hf auth login` (gated) and the `hf download` command; no network
+    is used (an empty cache; the Hub's address is a closed local port, or offline mode is set)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY",
+                        "https_proxy", "ALL_PROXY", "all_proxy", "HF_TOKEN")}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9", PYTHONPATH=str(ROOT))
+    if offline == "HF_HUB_OFFLINE":
+        env["HF_HUB_OFFLINE"] = "1"
+    code = ("import time, datasets; from s1.evaluation.tasks import TaskError, load_task\n"
+            "t = time.perf_counter()\n"
+            "try:\n    load_task('gpqa_diamond')\nexcept TaskError as e:\n    print(repr(str(e)))\n"
+            "print(time.perf_counter() - t)")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    msg, seconds = r.stdout.strip().splitlines()[-2:]
+    assert float(seconds) < 5, (seconds, msg)
+    assert "not in the local datasets cache" in msg and "out of reach" in msg, msg
+    assert "hf auth login" in msg and "hf download --repo-type dataset Idavidrein/gpqa gpqa_diamond.csv" in msg, msg
+    assert "--data-file" in msg and "huggingface-cli" not in msg, msg

@@ -229,7 +229,7 @@ def test_curate_teacher_as_hub_id_not_cached(tmp_path, monkeypatch, capsys):
     from s1.curate.cli import main
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     assert main(["--pool", POOL, "--out", str(tmp_path / "run"), "--teacher", "Qwen/Qwen2.5-32B-Instruct"]) == 2
-    assert "huggingface-cli download Qwen/Qwen2.5-32B-Instruct" in capsys.readouterr().err
+    assert "hf download Qwen/Qwen2.5-32B-Instruct" in capsys.readouterr().err
 
 
 def test_cli_whole_and_single_stages(tmp_path, shared_data, capsys):

@@ -125,7 +125,7 @@ def test_sigint_keeps_the_finished_records(tiny, tmp_path):
 
 # ----------------------------------------------------------------------------- seeds
 def test_seed_gives_each_request_its_own_stream_and_reruns_repeat(tiny, tmp_path):
-    from s1.infer.cli import request_seed
+    from s1.infer.options import request_seed
     assert len({request_seed(1, i) for i in range(100)} | {request_seed(2, i) for i in range(100)}) == 200
     same = prompts_file(tmp_path / "same.jsonl", ["Pick a random word."] * 3)
     sampling = ["--temperature", 1.0, "--seed", 1, "--max-tokens", 12]

@@ -22,7 +22,7 @@ def _record_steps(llm):
 
     def recording_run(seqs, is_prefill):
         n = [s.num_tokens - s.num_cached_tokens if is_prefill else 1 for s in seqs]
-        steps.append((is_prefill, n, [s.num_prompt_tokens for s in seqs]))
+        steps.append((is_prefill, n, [len(s.prompt_ids) for s in seqs]))
         return run(seqs, is_prefill)
 
     llm.runner.run = recording_run

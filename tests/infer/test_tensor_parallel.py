@@ -30,6 +30,7 @@ from s1.infer import tensor_parallel as TP
 from s1.model.config import SHAPES, Qwen2Config, shape_config
 from s1.model.loading import CheckpointError, save_model, save_random_checkpoint, save_state_dict
 from s1.model.qwen2 import Qwen2ForCausalLM
+from tests._lib_helpers import param_bytes, plan_numel, uniform_noise_i64
 
 HERE = os.path.dirname(os.path.abspath(__file__))   # the rank workers tp_worker.py, tp_engine_worker.py
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -127,7 +128,7 @@ def test_split_is_balanced_and_contiguous():
 
 
 def _rank_bytes(cfg: Qwen2Config, n: int, itemsize: int = 2) -> list[int]:
-    return [sum(TP.TPPlan(cfg, TP.TPGroup(rank=r, world_size=n)).local_numel().values()) * itemsize
+    return [sum(plan_numel(TP.TPPlan(cfg, TP.TPGroup(rank=r, world_size=n))).values()) * itemsize
             for r in range(n)]
 
 
@@ -168,7 +169,7 @@ def test_sharded_load_reads_only_its_ranges(case, checkpoints, tmp_path):
     path = checkpoints[case]
     full = TP.load_model(path)
     fp = dict(full.named_parameters())
-    full_bytes = TP.param_bytes(full)
+    full_bytes = param_bytes(full)
     # The same weights as a 3-file checkpoint in bf16 (not the parameter dtype: the buffered path).
     bf = tmp_path / "bf16_sharded"
     save_state_dict(dict(full.named_parameters()), full.config, bf, max_shard_size=full_bytes // 6,
@@ -189,7 +190,7 @@ def test_sharded_load_reads_only_its_ranges(case, checkpoints, tmp_path):
                 want = fp[name] if part is None else fp[name].narrow(part[0], part[1], part[2] - part[1])
                 assert torch.equal(p, want), (n, r, name)
                 assert torch.equal(p, rp[name]), (n, r, name)
-            assert stats["bytes_read"] == TP.param_bytes(m) == sum(plan.local_numel().values()) * 4
+            assert stats["bytes_read"] == param_bytes(m) == sum(plan_numel(plan).values()) * 4
             read.append(stats["bytes_read"])
             st16: dict = {}
             m16 = TP.load_model(bf, dtype=torch.float32, tp=tp, stats=st16)
@@ -278,7 +279,7 @@ def four_ranks(checkpoints, medium_checkpoint, tmp_path_factory):
 
 def test_each_rank_loads_a_quarter_of_the_weights_into_memory(four_ranks, medium_checkpoint):
     reports, _, _ = four_ranks
-    full_mib = TP.param_bytes(TP.load_model(medium_checkpoint)) / 2**20
+    full_mib = param_bytes(TP.load_model(medium_checkpoint)) / 2**20
     mem = [rep["memory"] for rep in reports]
     for m in mem:
         assert m["bytes_read"] == m["weights_mib"] * 2**20 and m["weights_mib"] < full_mib / 4 * 1.02, m
@@ -417,7 +418,7 @@ def test_noise_of_a_shard_is_the_unsharded_noise():
     seed, pos = torch.tensor([3, 2 ** 40 + 1]), torch.tensor([0, 17])
     full = ref.uniform_noise(seed, pos, 1000)
     assert torch.equal(ref.uniform_noise(seed, pos, 300, id_offset=600), full[:, 600:900])
-    assert torch.equal(ref._uniform_noise_i64(seed, pos, 1000), full)
+    assert torch.equal(uniform_noise_i64(seed, pos, 1000), full)
 
 
 # ----------------------------------------------------------------- the engine, several processes
@@ -505,7 +506,7 @@ def engine_ranks(engine_model, tmp_path_factory):
                                 use_tqdm=False)
             tp1 = dict(outputs=[{k: getattr(o, k) for k in ("output_token_ids", "num_thinking_tokens", "num_waits_used",
                                                             "finish_reason", "answer", "max_thinking_tokens", "error")}
-                                for o in outs], full_weights_mib=TP.param_bytes(llm.model) / 2**20)
+                                for o in outs], full_weights_mib=param_bytes(llm.model) / 2**20)
         res = []
         for p in procs:
             try:

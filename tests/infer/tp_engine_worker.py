@@ -25,6 +25,7 @@ from s1.infer import tensor_parallel as TP
 from s1.infer.llm import LLM
 from s1.infer.sampling import SamplingParams
 from s1.model.tokenizer import Tokenizer
+from tests._lib_helpers import param_bytes
 
 
 def _status_mib(key: str) -> float:
@@ -78,7 +79,7 @@ def main() -> None:
         eng = llm.engine
         if measure:
             memory = dict(tp=n, peak_growth_mib=_status_mib("VmHWM") - base,
-                          weights_mib=TP.param_bytes(eng.model) / 2**20,
+                          weights_mib=param_bytes(eng.model) / 2**20,
                           kv_cache_mib=(eng.cache.k.numel() + eng.cache.v.numel()) * eng.cache.k.element_size() / 2**20)
         build_s = time.time() - t0
         t0 = time.time()

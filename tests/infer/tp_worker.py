@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from s1.infer import tensor_parallel as TP
 from s1.model import loading
-from s1.model.cache import ContiguousKVCache
+from tests._lib_helpers import ContiguousKVCache, kv_cache_shape, param_bytes, plan_numel
 from s1.model.config import Qwen2Config
 
 LENS = [5, 1, 7]   # packed prefill: three prompts, one of a single token
@@ -61,8 +61,8 @@ def run_case(path: str, tp: TP.TPGroup) -> dict:
     plan = TP.TPPlan(cfg, tp)
     out = dict(case=os.path.basename(path), tp=tp.world_size, rank=tp.rank, dp_rank=tp.dp_rank,
                heads_q=plan.heads.num_q, heads_kv=plan.heads.num_kv, vocab=list(plan.vocab),
-               bytes_read=stats["bytes_read"], param_bytes=TP.param_bytes(model),
-               plan_bytes=sum(plan.local_numel().values()) * 4, full_bytes=TP.param_bytes(ref))
+               bytes_read=stats["bytes_read"], param_bytes=param_bytes(model),
+               plan_bytes=sum(plan_numel(plan).values()) * 4, full_bytes=param_bytes(ref))
 
     # Packed prefill, no cache: all positions' logits.
     ids = _ids(cfg, sum(LENS), seed=11)
@@ -81,7 +81,7 @@ def run_case(path: str, tp: TP.TPGroup) -> dict:
     c_ref = ContiguousKVCache(cfg, len(LENS), 32, dtype=torch.float32)
     c_tp = ContiguousKVCache(TP.cache_config(cfg, tp), len(LENS), 32, dtype=torch.float32)
     out["cache_shape"] = list(c_tp.k.shape)
-    assert tuple(c_tp.k.shape) == TP.kv_cache_shape(cfg, tp, len(LENS), 32)
+    assert tuple(c_tp.k.shape) == kv_cache_shape(cfg, tp, len(LENS), 32)
     last = cu[1:].long() - 1
     num_new, step_ids, diffs, tokens, greedy_equal = list(LENS), ids, [], [], True
     for step in range(1 + DECODE_STEPS):
@@ -120,7 +120,7 @@ def measure_load_memory(path: str, rank: int, world: int) -> dict:
     assert _status_mib("VmHWM") - base < 8, "the baseline must be the peak so far"
     stats: dict = {}
     m = TP.load_model(path, tp=TP.TPGroup(rank=rank, world_size=world), stats=stats)
-    out = dict(peak_growth_mib=_status_mib("VmHWM") - base, weights_mib=TP.param_bytes(m) / 2**20,
+    out = dict(peak_growth_mib=_status_mib("VmHWM") - base, weights_mib=param_bytes(m) / 2**20,
                bytes_read=stats["bytes_read"])
     del m
     return out

@@ -22,6 +22,7 @@ from s1.kernels import force_state as fs  # noqa: E402
 from s1.kernels import reference as ref  # noqa: E402
 from tests.kernels.helpers import (END_IDS, VOCAB, V, clone, poisoned_allocations, random_logits,  # noqa: E402
                                   random_tables)
+from tests._lib_helpers import h32_i32, uniform_noise_i64  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_triton = pytest.mark.skipif(not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1",
@@ -40,14 +41,14 @@ def test_int32_hash_is_bit_identical_to_int64():
     g = torch.Generator().manual_seed(0)
     x = torch.cat([torch.randint(0, 2 ** 32, (200_000,), generator=g, dtype=torch.int64),
                    torch.tensor([0, 1, 2 ** 15, 2 ** 16 - 1, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 2, 2 ** 32 - 1])])
-    assert torch.equal(ref._h32_i32(ref._to_i32(x)), ref._to_i32(ref._h32(x)))
+    assert torch.equal(h32_i32(ref._to_i32(x)), ref._to_i32(ref._h32(x)))
     assert torch.equal(ref._to_i32(x).long() & ref._M32, x)
 
 
 def test_uniform_noise_int32_matches_int64_spec():
     seed = torch.tensor(SEEDS + [-1, -(2 ** 63), -(2 ** 32)])
     pos = torch.tensor([0, 1, 2, 3, 2 ** 31 - 1, 2 ** 31, 2 ** 32 + 5, 10 ** 12, 7, 0, 9])
-    a, b = ref._uniform_noise_i64(seed, pos, 4099), ref.uniform_noise(seed, pos, 4099)
+    a, b = uniform_noise_i64(seed, pos, 4099), ref.uniform_noise(seed, pos, 4099)
     assert torch.equal(a, b)
     assert a.dtype == torch.float32 and bool(((a > 0) & (a < 1)).all())
     # one noise function: the engine's budget state has no sampler of its own

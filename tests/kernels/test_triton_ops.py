@@ -445,7 +445,7 @@ def test_model_kv_cache_prefill_over_prefix_triton_matches_no_cache():
     # chunked prefill through the KV cache: the second chunk's queries are the last tokens of a
     # longer key sequence (q_len < k_len, bottom-right causal); its logits must equal one
     # cache-free pass over the whole sequence (reference backend).
-    from s1.model.cache import ContiguousKVCache
+    from tests._lib_helpers import ContiguousKVCache
     from s1.model.config import Qwen2Config
     from s1.model.qwen2 import Qwen2ForCausalLM
     cfg = Qwen2Config(vocab_size=200, hidden_size=128, intermediate_size=160, num_hidden_layers=2,

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from s1 import kernels
-from s1.model.cache import ContiguousKVCache
 from s1.model.qwen2 import Qwen2ForCausalLM
+from tests._lib_helpers import ContiguousKVCache
 from tests.hf_utils import our_config_from_hf, random_hf_model
 
 CONFIGS = {

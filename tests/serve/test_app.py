@@ -84,7 +84,7 @@ def srv(ckpt):
     from s1.infer.config import EngineConfig
     from s1.infer.engine import LLMEngine
     from s1.serve.app import ServerSettings, build_app
-    from s1.serve.cli import serve_in_thread
+    from tests._lib_helpers import serve_in_thread
     engine = LLMEngine(EngineConfig(model=ckpt, **ENGINE_KW))
     app = build_app(engine, ServerSettings(served_model_name="tiny"))
     server, thread, port = serve_in_thread(app)
@@ -206,7 +206,7 @@ def test_chat_system_prompt_and_multi_turn(idle, llm):
 
 
 def test_n_choices_with_seed_equal_offline_seeds(idle, llm):
-    from s1.infer.cli import request_seed
+    from s1.infer.options import request_seed
     from s1.infer.sampling import SamplingParams
     q, kw = QUESTIONS[2], dict(temperature=1.0, top_k=50, max_thinking_tokens=6, max_tokens=14)
     r = chat(idle.client, q, n=3, seed=7, return_token_ids=True, **kw)
@@ -530,7 +530,7 @@ def test_protocol_fields_unit():
     assert req.stop_strings == ("<|im_end|>", "Wait", "two words")
     assert req.params[0].stop == ("<|im_end|>", "Wait")              # single tokens also stop on the device
     assert req.params[0].top_k == 0 and req.params[0].max_thinking_tokens == "auto"
-    from s1.infer.cli import request_seed
+    from s1.infer.options import request_seed
     assert [p.seed for p in req.params] == [request_seed(3, 0), request_seed(3, 1)]
     assert req.params[0].temperature == 1.0                            # OpenAI's default
     with pytest.raises(P.APIError) as e:
