@@ -17,6 +17,7 @@ sort-based torch pre-pass (`filtered_choices`) and then the same rules.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -138,6 +139,17 @@ class BudgetState:
                 raise ValueError(f"{name} is {len(ids)} tokens; at most {self.lmax} are supported")
         if len(r.stop_ids) > self.smax:
             raise ValueError(f"{len(r.stop_ids)} stop tokens; at most {self.smax} are supported")
+        # the row must fit the tables (int64 state, fp32 parameters): checked when the request is
+        # added, so admission inside a step cannot fail on it
+        row, fps = self.row_values(r)
+        names = {fs.MAX_THINK: "max_thinking_tokens", fs.MIN_THINK: "min_thinking_tokens",
+                 fs.MAX_ANSWER: "max_answer_tokens", fs.MAX_TOKENS: "max_tokens", fs.WAITS_LEFT: "num_wait",
+                 fs.TOP_K: "top_k", fs.SEED: "seed"}
+        for col, v in enumerate(row):
+            if not -2 ** 63 <= v < 2 ** 63:
+                raise ValueError(f"{names.get(col, f'state column {col}')}={v} does not fit the device tables")
+        if not all(math.isfinite(torch.tensor(v, dtype=torch.float32).item()) for v in fps):
+            raise ValueError(f"temperature={r.temperature!r} / top_p={r.top_p!r}: not finite in fp32")
 
     def row_values(self, r: RequestRules) -> tuple[list[int], list[float]]:
         """The initial state row and fparams row of a request (host values)."""

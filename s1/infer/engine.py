@@ -266,7 +266,7 @@ class LLMEngine:
             num_wait=p.num_wait, extension_ids=tok.encode(p.extension) if p.extension else [],
             end_ids=end_ids, end_skip_newline=end_skip, max_answer=p.max_answer_tokens,
             max_tokens=room if p.max_tokens is None else min(p.max_tokens, room), stop_ids=stop_ids,
-            temperature=p.temperature, top_k=p.top_k, top_p=p.top_p, seed=seed,
+            temperature=0.0 if p.greedy else float(p.temperature), top_k=p.top_k, top_p=p.top_p, seed=seed,
             last_prompt_token=prep.ids[-1])
         self.budget.check(rules)
         return rules, (cap if prep.thinking else None)
