@@ -260,7 +260,7 @@ class LLMEngine:
         cap = p.max_thinking_tokens
         if cap == AUTO:   # s1: context - longest prompt - forced end (without its "\n") - 100
             longest = max(auto_prompt_len or 0, len(prep.ids))
-            cap = max(0, self.max_model_len - longest - (len(end_ids) - int(end_skip)) - AUTO_MARGIN)
+            cap = max(0, self.scheduler.max_len - longest - (len(end_ids) - int(end_skip)) - AUTO_MARGIN)
         room = self.scheduler.max_len - len(prep.ids)              # the context bounds every output
         seed = p.seed if p.seed is not None else int(torch.randint(0, 2 ** 62, (), generator=self._seed_rng))
         rules = RequestRules(
