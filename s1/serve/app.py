@@ -317,7 +317,8 @@ def _health(state: ServerState) -> tuple[dict, int]:
     body = {"status": "ok", "num_running": engine.num_running if loop.alive else 0,
             "num_waiting": loop.num_waiting, "open_requests": state.open_requests,
             "step_failures": engine.counters["step_failures"] if loop.alive else None,
-            "consecutive_step_failures": engine.consecutive_step_failures if loop.alive else None}
+            "consecutive_step_failures": engine.consecutive_step_failures if loop.alive else None,
+            "kv_pages": engine.num_pages, "kv_pages_free": engine.block_manager.num_free if loop.alive else None}
     if not loop.alive:
         body["status"] = "engine failed" if loop.error else "engine stopped"
         if loop.error is not None:
