@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         a.verify = True
         a.shape = a.shape or "tiny"
         a.device = "cpu" if a.device == "auto" else a.device
-        if not a.load_test:
+        if not a.load_test and not a.faults:
             a.num_prompts = min(a.num_prompts, 16)
             a.rates = [8.0, math.inf] if a.rates == build_parser().get_default("rates") else a.rates
         if a.input_len == (100, 1024):
