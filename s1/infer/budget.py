@@ -91,7 +91,9 @@ class StepResult(NamedTuple):
 
     @classmethod
     def from_host(cls, t: torch.Tensor) -> "StepResult":
-        return cls(*t.tolist())
+        r = t.tolist()                         # rows named by s1/kernels/force_state.py R_*
+        return cls(token=r[fs.R_TOKEN], emitted=r[fs.R_EMITTED], done=r[fs.R_DONE], finish=r[fs.R_FINISH],
+                   thinking_tokens=r[fs.R_THINK_USED], waits_used=r[fs.R_WAITS_USED], phase=r[fs.R_PHASE])
 
     @property
     def any_done(self) -> bool:
