@@ -22,6 +22,12 @@ response counts as corrupted.
     python -m bench.serve --model DIR --concurrency 32 --num-prompts 512
     python -m bench.serve --url http://127.0.0.1:8000 --rates 2,8       # a server already running
     python -m bench.serve --smoke --load-test --concurrency 16 --duration 30   # N clients for T seconds
+    python -m bench.serve --smoke --faults 0.05,0.05 --num-prompts 600 --rates inf --budget-forcing on
+
+--faults DROP,BAD (issue 24): a fraction DROP of the clients goes away mid-stream (after a random
+number of chunks) and a fraction BAD sends a bad request instead (one of BAD_BODIES: huge integers,
+NaN, a misspelled field, wrong types...), which must get a 400 naming a field. Every other request
+must still be answered exactly (--verify); afterwards /health must be ok with every KV page free.
 
 Without --url the script starts `python -m s1.serve` itself on a free loopback port (a random-weight
 checkpoint of --shape written to a temporary folder with the Qwen2.5 tokenizer from ../shared/data,
@@ -105,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "num_wait 2); default: off,on (--load-test: on)")
     wl.add_argument("--seed", type=int, default=0, help="seed of the prompts and the arrivals")
     wl.add_argument("--verify", action="store_true", help="check every response (see above)")
+    wl.add_argument("--faults", default=None, metavar="DROP,BAD",
+                    help="fractions of clients that drop mid-stream / send bad requests (e.g. 0.05,0.05)")
     out = ap.add_argument_group("modes and output")
     out.add_argument("--smoke", action="store_true",
                      help="CPU check of the script: tiny random checkpoint, 16 short prompts, rates 8,inf")
@@ -166,8 +174,35 @@ class Result:
     done: bool = False
 
 
-async def send(client, req: Req, body: dict) -> Result:
+# (body fields replacing a good request's, the field the 400 must name)
+BAD_BODIES = [({"max_thinking_tokens": 9223372036854775808}, "max_thinking_tokens"),
+              ({"min_thinking_tokens": 2 ** 63}, "min_thinking_tokens"), ({"num_wait": 2 ** 64}, "num_wait"),
+              ({"max_answer_tokens": 2 ** 63}, "max_answer_tokens"), ({"top_k": 2 ** 63}, "top_k"),
+              ({"seed": 2 ** 64}, "seed"), ({"temperature": float("nan")}, "temperature"),
+              ({"temperature": 1e-39, "top_p": float("inf")}, "top_p"), ({"max_thinking_token": 5}, "max_thinking_token"),
+              ({"n": 10 ** 6}, "n"), ({"stop": ["x"] * 100}, "stop"), ({"prompt": [2 ** 40]}, "prompt"),
+              ({"max_tokens": -1}, "max_tokens"), ({"stream": "yes"}, "stream")]
+
+
+async def send_bad(client, req: Req, body: dict, k: int) -> Result:
+    """A bad request: it must get a 400 whose error names the field (then `ok`)."""
+    fields, param = BAD_BODIES[k % len(BAD_BODIES)]
     res = Result(req.index)
+    try:
+        r = await client.post("/v1/completions", content=json.dumps({**body, **fields}).encode(),
+                              headers={"content-type": "application/json"})
+        err = r.json().get("error", {}) if r.status_code == 400 else {}
+        res.ok = r.status_code == 400 and err.get("param") == param
+        res.error = None if res.ok else f"bad request {fields}: HTTP {r.status_code} {r.text[:200]}"
+    except Exception as e:
+        res.error = f"bad request {fields}: {type(e).__name__}: {e}"
+    return res
+
+
+async def send(client, req: Req, body: dict, drop_after: int | None = None) -> Result:
+    """drop_after: go away after that many chunks (a client that drops mid-stream)."""
+    res = Result(req.index)
+    chunks = 0
     t0 = time.perf_counter()
     t_first = t_last = None
     usage = None
@@ -189,6 +224,10 @@ async def send(client, req: Req, body: dict) -> Result:
                     break
                 if obj.get("usage"):
                     usage = obj["usage"]
+                chunks += 1
+                if drop_after is not None and chunks >= drop_after:
+                    res.error = "dropped"
+                    return res                 # leaving the block closes the connection mid-stream
                 for c in obj.get("choices", []):
                     if c.get("token_ids") or c.get("text"):
                         now = time.perf_counter()
@@ -233,9 +272,34 @@ def _stats(xs: list[float]) -> dict:
     return {"mean": 1e3 * statistics.fmean(s), "median": 1e3 * statistics.median(s), "p99": 1e3 * p99}
 
 
+def _fault_plan(reqs: list[Req], faults, seed: int) -> dict:
+    """request index -> ("drop", after k chunks) | ("bad", which bad body); seeded."""
+    if not faults:
+        return {}
+    rng, plan = random.Random(seed + 24), {}
+    for req in reqs:
+        u = rng.random()
+        if u < faults[0]:
+            plan[req.index] = ("drop", rng.randint(1, max(1, req.max_tokens // 2)))
+        elif u < faults[0] + faults[1]:
+            plan[req.index] = ("bad", rng.randrange(len(BAD_BODIES)))
+    return plan
+
+
 async def run_one(url: str, model: str, reqs: list[Req], bf: bool, rate: float | None, concurrency: int | None,
-                  duration: float | None, seed: int, api_key: str | None, tok, verify: bool, seen: dict) -> dict:
+                  duration: float | None, seed: int, api_key: str | None, tok, verify: bool, seen: dict,
+                  faults=None) -> dict:
     import httpx
+    plan = _fault_plan(reqs, faults, seed)
+
+    def request(client, req):
+        f = plan.get(req.index)
+        if f is None:
+            return send(client, req, body_of(req, model, bf))
+        if f[0] == "drop":
+            return send(client, req, body_of(req, model, bf), drop_after=f[1])
+        return send_bad(client, req, body_of(req, model, bf), f[1])
+
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     results: list[tuple[Result, Req]] = []
@@ -250,7 +314,7 @@ async def run_one(url: str, model: str, reqs: list[Req], bf: bool, rate: float |
                     delay = t0 + t - time.perf_counter()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                tasks.append(asyncio.ensure_future(send(client, req, body_of(req, model, bf))))
+                tasks.append(asyncio.ensure_future(request(client, req)))
             for req, r in zip(reqs, await asyncio.gather(*tasks)):
                 results.append((r, req))
         else:
@@ -263,15 +327,28 @@ async def run_one(url: str, model: str, reqs: list[Req], bf: bool, rate: float |
                     if (t_stop is None and k >= len(reqs)) or (t_stop is not None and time.perf_counter() >= t_stop):
                         return
                     req = reqs[k % len(reqs)]
-                    results.append((await send(client, req, body_of(req, model, bf)), req))
+                    results.append((await request(client, req), req))
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
         dur = time.perf_counter() - t0
-    bad = {}
+    bad, kinds = {}, {"dropped": 0, "bad_requests": 0, "bad_answered_400": 0}
+    normal = []
     for r, req in results:
+        f = plan.get(req.index)
+        if f is not None and f[0] == "drop":
+            kinds["dropped"] += 1
+            continue
+        if f is not None:
+            kinds["bad_requests"] += 1
+            kinds["bad_answered_400"] += r.ok
+            if not r.ok:
+                bad[f"bad-{r.index}"] = r.error
+            continue
+        normal.append((r, req))
         why = check(r, req, tok, seen) if verify else (None if r.ok else (r.error or "no [DONE]"))
         if why:
             bad[r.index] = why
+    results = normal
     good = [r for r, _ in results if r.ok]
     out_tok = sum(r.output_tokens for r in good)
     return {"mode": "on" if bf else "off", "rate": "inf" if rate is not None and not math.isfinite(rate) else rate,
@@ -281,7 +358,7 @@ async def run_one(url: str, model: str, reqs: list[Req], bf: bool, rate: float |
             "input_tokens": sum(req.input_len for _, req in results), "output_tokens": out_tok,
             "ttft_ms": _stats([r.ttft for r in good if r.ttft is not None]),
             "tpot_ms": _stats([r.tpot for r in good if r.tpot is not None]),
-            "latency_ms": _stats([r.latency for r in good])}
+            "latency_ms": _stats([r.latency for r in good]), **({"faults": kinds} if plan else {})}
 
 
 # ----------------------------------------------------------------------------- the server it starts
@@ -330,6 +407,17 @@ class ServerProcess:
             return -9
 
 
+def _settled_health(url: str, headers: dict, timeout: float = 30) -> dict:
+    """/health once no request is open any more (dropped streams are aborted at once)."""
+    import httpx
+    t_end = time.monotonic() + timeout
+    while True:
+        h = httpx.get(url + "/health", headers=headers, timeout=30).json()
+        if (h.get("open_requests") == 0 and h.get("kv_pages_free") == h.get("kv_pages")) or time.monotonic() > t_end:
+            return h
+        time.sleep(0.1)
+
+
 def _device(name: str) -> str:
     if name != "auto":
         return name
@@ -371,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         a.verify = True
         a.shape = a.shape or "tiny"
         a.device = "cpu" if a.device == "auto" else a.device
-        if not a.load_test:
+        if not a.load_test and not a.faults:
             a.num_prompts = min(a.num_prompts, 16)
             a.rates = [8.0, math.inf] if a.rates == build_parser().get_default("rates") else a.rates
         if a.input_len == (100, 1024):
@@ -380,6 +468,15 @@ def main(argv: list[str] | None = None) -> int:
             a.output_len = (8, 48)
         a.max_num_seqs = min(a.max_num_seqs, 32)
         a.max_model_len = min(a.max_model_len, 1024)
+    faults = None
+    if a.faults:
+        try:
+            faults = tuple(float(x) for x in a.faults.split(","))
+            assert len(faults) == 2 and all(0 <= x <= 1 for x in faults) and sum(faults) <= 1
+        except (ValueError, AssertionError):
+            print(f"bench.serve: --faults {a.faults}: expected DROP,BAD fractions, e.g. 0.05,0.05", file=sys.stderr)
+            return 2
+        a.verify = True
     if a.duration is not None and a.concurrency is None:
         print("bench.serve: --duration needs --concurrency", file=sys.stderr)
         return 2
@@ -435,7 +532,13 @@ def main(argv: list[str] | None = None) -> int:
             bf_seen = seen.setdefault(mode, {})
             for rate, conc in settings:
                 row = asyncio.run(run_one(url, model, reqs, mode == "on", rate, conc, a.duration, a.seed,
-                                          a.api_key, tok, a.verify, bf_seen))
+                                          a.api_key, tok, a.verify, bf_seen, faults))
+                if faults:
+                    row["health_after"] = _settled_health(url, headers)
+                    h = row["health_after"]
+                    if not (h.get("status") == "ok" and h.get("kv_pages_free") == h.get("kv_pages")):
+                        row["corrupted_or_lost"] += 1
+                        row["problems"]["health"] = h
                 rows.append(row)
                 print(f"bench.serve: bf {mode}, rate {row['rate']}, clients {conc}: {row['completed']}/"
                       f"{row['requests']} in {row['duration_s']:.1f}s, {row['output_tok_per_s']:.1f} tok/s, "
@@ -445,16 +548,23 @@ def main(argv: list[str] | None = None) -> int:
         if tmp is not None:
             tmp.cleanup()
     md = table(rows)
+    for r in rows:
+        if "faults" in r:
+            f = r["faults"]
+            md += (f"\n\nfaults ({a.faults}), bf {r['mode']}, rate {r['rate']}: {f['dropped']} clients dropped "
+                   f"mid-stream, {f['bad_requests']} bad requests ({f['bad_answered_400']} answered 400 naming "
+                   f"the field), {r['completed']}/{r['requests']} good requests answered exactly, "
+                   f"{r['corrupted_or_lost']} lost or corrupted; /health after: {r['health_after']}")
     print(md)
     lost = sum(r["corrupted_or_lost"] for r in rows)
     rec = {"bench": "serve", "smoke": a.smoke, "load_test": a.load_test, "url": a.url, "model": a.model,
            "shape": None if a.url or a.model else (a.shape or "0.5B"), "input_len": a.input_len,
            "output_len": a.output_len, "dataset": a.dataset, "num_prompts": a.num_prompts, "seed": a.seed,
            "max_num_seqs": a.max_num_seqs, "max_model_len": a.max_model_len, "verify": a.verify,
-           "server_exit_code": exit_code, "lost_or_corrupted": lost, "rows": rows, **env}
+           "server_exit_code": exit_code, "lost_or_corrupted": lost, "faults": a.faults, "rows": rows, **env}
     print(json.dumps({k: rec[k] for k in ("bench", "lost_or_corrupted", "server_exit_code")}))
     if a.out != "none":
-        kind = "load" if a.load_test else "smoke" if a.smoke else tag
+        kind = ("load" if a.load_test else "smoke" if a.smoke else tag) + ("_faults" if faults else "")
         suffix = "_cpu" if "CPU" in (env.get("device") or "") else ""
         base = a.out or os.path.join(ROOT, "bench", "results", f"serve_{kind}{suffix}")
         os.makedirs(os.path.dirname(os.path.abspath(base)), exist_ok=True)

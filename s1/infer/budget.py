@@ -17,6 +17,7 @@ sort-based torch pre-pass (`filtered_choices`) and then the same rules.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -90,7 +91,9 @@ class StepResult(NamedTuple):
 
     @classmethod
     def from_host(cls, t: torch.Tensor) -> "StepResult":
-        return cls(*t.tolist())
+        r = t.tolist()                         # rows named by s1/kernels/force_state.py R_*
+        return cls(token=r[fs.R_TOKEN], emitted=r[fs.R_EMITTED], done=r[fs.R_DONE], finish=r[fs.R_FINISH],
+                   thinking_tokens=r[fs.R_THINK_USED], waits_used=r[fs.R_WAITS_USED], phase=r[fs.R_PHASE])
 
     @property
     def any_done(self) -> bool:
@@ -131,13 +134,27 @@ class BudgetState:
         self._any_filtered = False   # some admitted slot (ever) samples with top-k / top-p
 
     # ------------------------------------------------------------------ admission
-    def check(self, r: RequestRules) -> None:
-        """ValueError when a request's rules do not fit the tables."""
+    def check(self, r: RequestRules) -> bool:
+        """ValueError when a request's rules do not fit the tables. Returns whether the request
+        starts in the answer phase (plain generation, or a zero thinking cap with nothing to
+        force): its answer starts at output index 0."""
         for name, ids in (("extension", r.extension_ids), ("end_thinking", r.end_ids)):
             if len(ids) > self.lmax:
                 raise ValueError(f"{name} is {len(ids)} tokens; at most {self.lmax} are supported")
         if len(r.stop_ids) > self.smax:
             raise ValueError(f"{len(r.stop_ids)} stop tokens; at most {self.smax} are supported")
+        # the row must fit the tables (int64 state, fp32 parameters): checked when the request is
+        # added, so admission inside a step cannot fail on it
+        row, fps = self.row_values(r)
+        names = {fs.MAX_THINK: "max_thinking_tokens", fs.MIN_THINK: "min_thinking_tokens",
+                 fs.MAX_ANSWER: "max_answer_tokens", fs.MAX_TOKENS: "max_tokens", fs.WAITS_LEFT: "num_wait",
+                 fs.TOP_K: "top_k", fs.SEED: "seed"}
+        for col, v in enumerate(row):
+            if not -2 ** 63 <= v < 2 ** 63:
+                raise ValueError(f"{names.get(col, f'state column {col}')}={v} does not fit the device tables")
+        if not all(math.isfinite(torch.tensor(v, dtype=torch.float32).item()) for v in fps):
+            raise ValueError(f"temperature={r.temperature!r} / top_p={r.top_p!r}: not finite in fp32")
+        return row[fs.PHASE] == fs.ANSWER or row[fs.FINISH] == fs.FIN_ANSWER_LEN
 
     def row_values(self, r: RequestRules) -> tuple[list[int], list[float]]:
         """The initial state row and fparams row of a request (host values)."""
@@ -168,12 +185,10 @@ class BudgetState:
         inv_t = 1.0 / r.temperature if r.temperature > 0 else 0.0
         return row, [inv_t, float(r.top_p)]
 
-    def admit(self, slots: list[int], rules: list[RequestRules]) -> list[bool]:
-        """Write the rows of newly admitted requests (one batched copy per table). Returns, per
-        request, whether it starts in the answer phase (plain generation, or a zero thinking cap
-        with nothing to force)."""
+    def admit(self, slots: list[int], rules: list[RequestRules]) -> None:
+        """Write the rows of newly admitted requests (one batched copy per table)."""
         if not slots:
-            return []
+            return
         k = len(slots)
         rows, fps = zip(*(self.row_values(r) for r in rules))
         forced = torch.zeros(k, 3, self.lmax, dtype=torch.int64)
@@ -191,7 +206,6 @@ class BudgetState:
         t.fparams.index_copy_(0, idx, torch.tensor(fps, dtype=torch.float32).to(self.device))
         t.forced.index_copy_(0, idx, forced.to(self.device))
         t.stop.index_copy_(0, idx, stop.to(self.device))
-        return [row[fs.PHASE] == fs.ANSWER or row[fs.FINISH] == fs.FIN_ANSWER_LEN for row in rows]
 
     def filtered(self, slots) -> bool:
         """Does any of these slots sample with top-k / top-p (the sort pre-pass)?"""

@@ -158,6 +158,8 @@ class LLMEngine:
                 tp.check_peers()
         self._seed_rng = torch.Generator().manual_seed(seed0)
         self.counters = collections.Counter()
+        self.consecutive_step_failures = 0    # steps failed in a row (0 after any step that ran)
+        self.last_step_error: str | None = None
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
@@ -243,7 +245,7 @@ class LLMEngine:
                              f"(prompt + at least one generated token must fit)")
         return Prepared(text, ids, p, thinking)
 
-    def _rules(self, prep: Prepared, auto_prompt_len: int | None) -> tuple[RequestRules, int | None]:
+    def _rules(self, prep: Prepared, auto_prompt_len: int | None) -> tuple[RequestRules, int | None, bool]:
         p, tok, sp = prep.params, self.tokenizer, self.special
         stop_ids = []
         for name in p.stop:
@@ -258,7 +260,7 @@ class LLMEngine:
         cap = p.max_thinking_tokens
         if cap == AUTO:   # s1: context - longest prompt - forced end (without its "\n") - 100
             longest = max(auto_prompt_len or 0, len(prep.ids))
-            cap = max(0, self.max_model_len - longest - (len(end_ids) - int(end_skip)) - AUTO_MARGIN)
+            cap = max(0, self.scheduler.max_len - longest - (len(end_ids) - int(end_skip)) - AUTO_MARGIN)
         room = self.scheduler.max_len - len(prep.ids)              # the context bounds every output
         seed = p.seed if p.seed is not None else int(torch.randint(0, 2 ** 62, (), generator=self._seed_rng))
         rules = RequestRules(
@@ -266,10 +268,10 @@ class LLMEngine:
             num_wait=p.num_wait, extension_ids=tok.encode(p.extension) if p.extension else [],
             end_ids=end_ids, end_skip_newline=end_skip, max_answer=p.max_answer_tokens,
             max_tokens=room if p.max_tokens is None else min(p.max_tokens, room), stop_ids=stop_ids,
-            temperature=p.temperature, top_k=p.top_k, top_p=p.top_p, seed=seed,
+            temperature=0.0 if p.greedy else float(p.temperature), top_k=p.top_k, top_p=p.top_p, seed=seed,
             last_prompt_token=prep.ids[-1])
-        self.budget.check(rules)
-        return rules, (cap if prep.thinking else None)
+        starts_in_answer = self.budget.check(rules)
+        return rules, (cap if prep.thinking else None), starts_in_answer
 
     def add_prepared(self, prep: Prepared, request_id=None, auto_prompt_len: int | None = None,
                      stream: bool = True):
@@ -278,12 +280,12 @@ class LLMEngine:
         token (else only the finished request). Returns the request id."""
         if self.closed:
             raise RuntimeError("the engine is closed")
-        rules, cap = self._rules(prep, auto_prompt_len)
+        rules, cap, starts_in_answer = self._rules(prep, auto_prompt_len)
         rid = next(self._ids) if request_id is None else request_id
         if rid in self._requests:
             raise ValueError(f"request id {rid!r} is already in use")
-        seq = Sequence(rid, prep.ids, self.page_size, rules=rules, prompt_text=prep.text, max_thinking_tokens=cap)
-        seq.stream = stream
+        seq = Sequence(rid, prep.ids, self.page_size, rules=rules, prompt_text=prep.text, max_thinking_tokens=cap,
+                       starts_in_answer=starts_in_answer, stream=stream)
         self._requests[rid] = seq
         self.scheduler.add(seq)
         return rid
@@ -327,7 +329,12 @@ class LLMEngine:
         outputs, self._aborted = self._aborted, []
         sched = self.scheduler
         seqs, is_prefill = sched.schedule()                      # 1. schedule
-        self._admit(sched)
+        failed = self._admit(sched)
+        if failed:                                               # those fail alone (error outputs)
+            outputs += [self._report(s, 0) for s in failed]
+            seqs = [s for s in seqs if not s.is_finished]
+            if not seqs:
+                return outputs
         if not seqs:
             if self._pending:
                 return outputs + self._process(self._pending.popleft())
@@ -337,24 +344,59 @@ class LLMEngine:
             return outputs
         if is_prefill:
             self.counters["prefill_tokens"] += sum(s.num_tokens - s.num_cached_tokens for s in seqs)
-        result = self.runner.run(seqs, is_prefill)               # 2. forward + sample_and_force
-        sched.launched(seqs)
-        self.counters["steps"] += 1
-        self.counters["peak_pages_used"] = max(self.counters["peak_pages_used"], self.block_manager.num_used)
-        self._pending.append(self._read_back(seqs, result))
-        # 3. postprocess: asynchronous mode keeps one step in flight, otherwise applies at once
-        while len(self._pending) > (1 if self.async_output else 0):
-            outputs += self._process(self._pending.popleft())
+        try:
+            result = self.runner.run(seqs, is_prefill)           # 2. forward + sample_and_force
+            sched.launched(seqs)
+            self.counters["steps"] += 1
+            self.counters["peak_pages_used"] = max(self.counters["peak_pages_used"], self.block_manager.num_used)
+            self._pending.append(self._read_back(seqs, result))
+            # 3. postprocess: asynchronous mode keeps one step in flight, otherwise applies at once
+            while len(self._pending) > (1 if self.async_output else 0):
+                outputs += self._process(self._pending.popleft())
+        except Exception as e:
+            if self.tp.enabled:          # the ranks must stay in lockstep: stop them all (TPGroup.guard)
+                raise
+            outputs += self._fail_step(seqs, is_prefill, e)
+        else:
+            self.consecutive_step_failures = 0
         return outputs
 
-    def _admit(self, sched: Scheduler) -> None:
-        """Write the rules of requests admitted for the first time into their device slots."""
-        if sched.admitted:
-            starts = self.budget.admit([s.slot for s in sched.admitted], [s.rules for s in sched.admitted])
-            for s, starts_in_answer in zip(sched.admitted, starts):
-                if starts_in_answer:
-                    s.answer_start = 0
-            sched.admitted.clear()
+    def _fail_step(self, seqs: list[Sequence], is_prefill: bool, e: Exception) -> list[RequestOutput]:
+        """A step failed as a whole (out of memory, a kernel error, a bug): its requests -- and
+        those of a step still in flight -- finish with "error" and free their pages and slots;
+        the others and the engine go on from a clean state (every device row a later request
+        uses is rewritten when it is admitted). `consecutive_step_failures` lets a server stop
+        trusting an engine that fails every step (a dead device)."""
+        import traceback
+        self.counters["step_failures"] += 1
+        self.consecutive_step_failures += 1
+        self.last_step_error = "".join(traceback.format_exception_only(type(e), e)).strip()
+        msg = f"the engine step failed: {self.last_step_error}"
+        failed = self.scheduler.fail(seqs, msg, is_prefill)
+        while self._pending:
+            failed += self.scheduler.fail(self._pending.popleft()[0], msg, False)
+        return [self._report(s, 0) for s in failed]
+
+    def _admit(self, sched: Scheduler) -> list[Sequence]:
+        """Write the rules of requests admitted for the first time into their device slots.
+        Returns the requests that failed here (each alone: an error output, pages and slot freed)."""
+        admitted, sched.admitted = sched.admitted, []
+        if not admitted:
+            return []
+        try:
+            self.budget.admit([s.slot for s in admitted], [s.rules for s in admitted])
+            return []
+        except Exception:
+            if self.tp.enabled:
+                raise
+        failed = []
+        for s in admitted:                  # find the culprit(s): one request at a time
+            try:
+                self.budget.admit([s.slot], [s.rules])
+            except Exception as e:
+                sched.fail([s], f"the request could not be admitted: {e!r}", True)
+                failed.append(s)
+        return failed
 
     def _read_back(self, seqs, result: torch.Tensor) -> tuple:
         """(seqs, host copy of the step result, event to wait on or None). On CUDA the copy is
@@ -406,4 +448,5 @@ class LLMEngine:
                                 num_thinking_tokens=s.num_thinking_tokens if r.thinking else 0,
                                 num_waits_used=s.num_waits_used, finish_reason=s.finish_reason,
                                 prompt_token_ids=list(s.prompt_ids), num_preemptions=s.num_preemptions,
-                                max_thinking_tokens=s.max_thinking_tokens, request_id=s.request_id)
+                                max_thinking_tokens=s.max_thinking_tokens, request_id=s.request_id,
+                                error=getattr(s, "error", None))

@@ -151,7 +151,7 @@ class LLM:
                                         refresh=False)
                     last = now
         except BaseException as e:
-            if isinstance(e, TPError):      # a peer rank is gone: this engine cannot step any more
+            if isinstance(e, TPError) or eng.tp.enabled:   # the TP group is shut down: no more steps
                 raise
             for rid in index:
                 eng.abort(rid)

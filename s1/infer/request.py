@@ -25,11 +25,12 @@ class Sequence:
     """
     __slots__ = ("request_id", "prompt_ids", "output_ids", "num_tokens", "page_size", "status", "block_table",
                  "num_cached_tokens", "slot", "rules", "prompt_text", "max_thinking_tokens", "finish_reason",
-                 "num_thinking_tokens", "num_waits_used", "answer_start", "num_preemptions", "stream", "_hits",
+                 "num_thinking_tokens", "num_waits_used", "answer_start", "num_preemptions", "stream", "error",
                  "_due_at", "_admission")
 
     def __init__(self, request_id, prompt_ids: list[int], page_size: int, rules=None,
-                 prompt_text: str = "", max_thinking_tokens: int | None = None):
+                 prompt_text: str = "", max_thinking_tokens: int | None = None, starts_in_answer: bool = False,
+                 stream: bool = True):
         self.request_id = request_id
         self.prompt_ids = list(prompt_ids)
         self.output_ids: list[int] = []
@@ -45,10 +46,11 @@ class Sequence:
         self.finish_reason: str | None = None
         self.num_thinking_tokens = 0
         self.num_waits_used = 0
-        self.answer_start: int | None = None   # index into output_ids where the answer begins
+        # index into output_ids where the answer begins (0: the rules start in the answer phase)
+        self.answer_start: int | None = 0 if starts_in_answer else None
         self.num_preemptions = 0
-        self.stream = True                # report every new token (else only the finished request)
-        self._hits = None                 # prefix-cache lookup of this scheduling step
+        self.stream = stream              # report every new token (else only the finished request)
+        self.error: str | None = None     # the message when finish_reason == "error"
         self._due_at = -1                 # the scheduler's next look at it (decode step number)
         self._admission = -1              # the scheduler's admission counter (running order)
 

@@ -34,6 +34,14 @@ from s1.kernels import force_state as fs
 
 _NP_INT = {torch.int64: np.int64, torch.int32: np.int32}
 
+# rows of the device decode columns `ModelRunner._next` [NUM_NEXT_ROWS, slots + 1], one column per
+# slot: what that slot's next decode step feeds. The invariant (stated and checked once, in
+# tests/test_engine_extra.py::test_decode_columns_track_the_sequences): before each decode step,
+# a running sequence with n tokens has column (slot, n - 1, cache slot of position n - 1, n).
+NEXT_SLOT, NEXT_POS, NEXT_CACHE_SLOT, NEXT_CONTEXT = range(4)
+NUM_NEXT_ROWS = 4
+assert NEXT_SLOT == 0, "a decode step advances rows NEXT_POS: (all but the slot) in one slice"
+
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
@@ -60,8 +68,10 @@ class ModelRunner:
         # step on the device, and pointed at a new page when the block manager hands one out. The
         # dummy slot's column is the padding column (no K/V write, context 1). A decode step sends
         # only its slots; the step gathers their columns (inside the CUDA graph on a GPU).
-        self._next = torch.zeros(4, budget.capacity + 1, dtype=torch.int64, device=self.device)
-        self._next[:, budget.dummy_row] = torch.tensor([budget.dummy_row, 0, -1, 1])
+        self._next = torch.zeros(NUM_NEXT_ROWS, budget.capacity + 1, dtype=torch.int64, device=self.device)
+        pad = [0] * NUM_NEXT_ROWS
+        pad[NEXT_SLOT], pad[NEXT_POS], pad[NEXT_CACHE_SLOT], pad[NEXT_CONTEXT] = budget.dummy_row, 0, -1, 1
+        self._next[:, budget.dummy_row] = torch.tensor(pad)
         self.use_cuda_graphs = use_cuda_graphs and self.device.type == "cuda"
         self.graphs: dict[tuple[int, bool], tuple] = {}
         self._static = None
@@ -97,7 +107,7 @@ class ModelRunner:
             u = self._tensor(self._page_updates, torch.int64)
             self._page_updates.clear()
             self.block_tables[u[:, 0], u[:, 1]] = u[:, 2].to(torch.int32)
-            self._next[2, u[:, 0]] = u[:, 2] * self.page_size
+            self._next[NEXT_CACHE_SLOT, u[:, 0]] = u[:, 2] * self.page_size
 
     def _slot(self, seq: Sequence, pos: int) -> int:
         return seq.block_table[pos // self.page_size] * self.page_size + pos % self.page_size
@@ -125,8 +135,8 @@ class ModelRunner:
             max_seqlen_k=max(b - a for a, b in zip(cu_k, cu_k[1:])),
             gather_slots=self._tensor(gather, torch.int64) if any_cached else None)
         logits_idx = self._tensor([q - 1 for q in cu_q[1:]], torch.int64)
-        cols = self._tensor(nxt, torch.int64).T
-        self._next.index_copy_(1, cols[0], cols)
+        cols = self._tensor(nxt, torch.int64).T                  # rows in NEXT_* order
+        self._next.index_copy_(1, cols[NEXT_SLOT], cols)
         return self._tensor(ids, torch.int64), self._tensor(pos, torch.int64), meta, logits_idx
 
     # ------------------------------------------------------------------ decode
@@ -162,8 +172,9 @@ class ModelRunner:
         the batch's longest context); a CUDA graph captures it once per batch bucket (max_context
         = max_model_len)."""
         inp = self._next.index_select(1, rows)
-        self._next[1:, rows] = inp[1:] + (rows != self.budget.dummy_row)
-        _, pos, slots, ctx = inp
+        # every row after the slot advances by one position (padding rows stay)
+        self._next[NEXT_POS:, rows] = inp[NEXT_POS:] + (rows != self.budget.dummy_row)
+        pos, slots, ctx = inp[NEXT_POS], inp[NEXT_CACHE_SLOT], inp[NEXT_CONTEXT]
         pages = _cdiv(max_context, self.page_size)
         meta = StepMeta(is_prefill=False, slot_mapping=slots,
                         block_tables=self.block_tables[:, :pages].index_select(0, rows),

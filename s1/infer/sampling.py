@@ -33,17 +33,25 @@ generation: stop at <|im_end|>/<|endoftext|> (unless ignore_eos) or max_tokens.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from s1.model.tokenizer import FORCED_END
 
 DEFAULT_END_THINKING = FORCED_END
 AUTO = "auto"
+# Bounds (checked here, so by the Python API, the CLI and the server alike). Token counts (the
+# thinking/answer/output caps, min_thinking_tokens), num_wait and top_k are at most MAX_COUNT, far
+# beyond any context and well inside the device tables' int64 columns; seeds fit an int64 column.
+MAX_COUNT = 2 ** 31 - 1
+MAX_SEED = 2 ** 63 - 1
+MAX_TEMPERATURE = 100.0
+GREEDY_EPS = 1e-5     # a temperature below this samples greedily (vLLM's _SAMPLING_EPS): 1/T stays finite
 
 
 @dataclass
 class SamplingParams:
-    temperature: float = 0.0          # 0 -> greedy
+    temperature: float = 0.0          # < GREEDY_EPS (1e-5) -> greedy
     top_k: int = 0                    # 0 -> no top-k
     top_p: float = 1.0                # in (0, 1]
     seed: int | None = None           # None -> drawn at random per request
@@ -68,26 +76,29 @@ class SamplingParams:
         def is_int(v):
             return isinstance(v, int) and not isinstance(v, bool)
 
-        if not isinstance(self.temperature, (int, float)) or isinstance(self.temperature, bool) \
-                or self.temperature < 0:
-            bad("temperature", "must be a number >= 0")
-        if not is_int(self.top_k) or self.top_k < 0:
-            bad("top_k", "must be an integer >= 0 (0 disables top-k)")
-        if not isinstance(self.top_p, (int, float)) or not (0.0 < self.top_p <= 1.0):
-            bad("top_p", "must lie in (0, 1]")
-        if self.seed is not None and (not is_int(self.seed) or self.seed < 0):
-            bad("seed", "must be a non-negative integer or None")
+        def is_num(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        if not is_num(self.temperature) or not 0 <= self.temperature <= MAX_TEMPERATURE:
+            bad("temperature", f"must be a finite number in [0, {MAX_TEMPERATURE:g}] "
+                               f"(below {GREEDY_EPS:g}: greedy)")
+        if not is_int(self.top_k) or not 0 <= self.top_k <= MAX_COUNT:
+            bad("top_k", f"must be an integer in [0, {MAX_COUNT}] (0 disables top-k)")
+        if not is_num(self.top_p) or not (0.0 < self.top_p <= 1.0):
+            bad("top_p", "must be a finite number in (0, 1]")
+        if self.seed is not None and (not is_int(self.seed) or not 0 <= self.seed <= MAX_SEED):
+            bad("seed", f"must be an integer in [0, {MAX_SEED}] or None")
         m = self.max_thinking_tokens
-        if m is not None and m != AUTO and (not is_int(m) or m < 0):
-            bad("max_thinking_tokens", 'must be a non-negative integer, "auto" or None')
+        if m is not None and m != AUTO and (not is_int(m) or not 0 <= m <= MAX_COUNT):
+            bad("max_thinking_tokens", f'must be an integer in [0, {MAX_COUNT}], "auto" or None')
         for f in ("max_answer_tokens", "max_tokens"):
             v = getattr(self, f)
-            if v is not None and (not is_int(v) or v < 0):
-                bad(f, "must be a non-negative integer or None")
+            if v is not None and (not is_int(v) or not 0 <= v <= MAX_COUNT):
+                bad(f, f"must be an integer in [0, {MAX_COUNT}] or None")
         for f in ("min_thinking_tokens", "num_wait"):
             v = getattr(self, f)
-            if not is_int(v) or v < 0:
-                bad(f, "must be a non-negative integer")
+            if not is_int(v) or not 0 <= v <= MAX_COUNT:
+                bad(f, f"must be an integer in [0, {MAX_COUNT}]")
         if is_int(m) and self.min_thinking_tokens > m:
             bad("min_thinking_tokens", f"exceeds max_thinking_tokens={m}")
         if self.max_tokens == 0:
@@ -101,6 +112,10 @@ class SamplingParams:
         self.stop = tuple(self.stop)
         if not all(isinstance(s, str) and s for s in self.stop):
             bad("stop", "must be a tuple of token names")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < GREEDY_EPS
 
     def thinking_rules_set(self) -> bool:
         return self.max_thinking_tokens is not None or self.min_thinking_tokens > 0 or self.num_wait > 0

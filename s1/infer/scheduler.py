@@ -72,12 +72,13 @@ class Scheduler:
                 break
             if scheduled and num_batched + seq.num_tokens > self.max_num_batched_tokens:
                 break
-            if not self.bm.can_allocate(seq):
+            found = self.bm.lookup(seq)
+            if not self.bm.can_allocate(seq, found):
                 break
             if seq.slot is None:                      # first admission: a device row of its own
                 seq.slot = self.free_slots.pop()
                 self.admitted.append(seq)
-            self.bm.allocate(seq)
+            seq.num_cached_tokens = self.bm.allocate(seq, found)
             num_batched += seq.num_tokens - seq.num_cached_tokens
             seq.status = Status.RUNNING
             self.waiting.popleft()
@@ -144,6 +145,7 @@ class Scheduler:
         seq.num_preemptions += 1
         self.num_preemptions += 1
         self.bm.deallocate(seq)
+        seq.num_cached_tokens = 0
         self.waiting.appendleft(seq)
 
     # ------------------------------------------------------------------ results
@@ -151,17 +153,17 @@ class Scheduler:
         """Apply one step's device result to the step's sequences. Returns the sequences to
         report: streaming ones that produced a token (in batch order), then the others that
         finished."""
-        FINISHED, ANSWER = Status.FINISHED, fs.ANSWER
+        FINISHED, ANSWER, ANSWER_LEN = Status.FINISHED, fs.ANSWER, fs.FIN_ANSWER_LEN
         report = []
-        for s, tok, e, think, waits, ph in zip(seqs, res.token, res.emitted, res.thinking_tokens,
-                                               res.waits_used, res.phase):
+        for s, tok, e, think, waits, ph, fin in zip(seqs, res.token, res.emitted, res.thinking_tokens,
+                                                    res.waits_used, res.phase, res.finish):
             if s.status is FINISHED:                  # aborted while its step was in flight
                 continue
             if e:
                 s.output_ids.append(tok)
             s.num_thinking_tokens = think
             s.num_waits_used = waits
-            if ph == ANSWER and s.answer_start is None:
+            if s.answer_start is None and (ph == ANSWER or fin == ANSWER_LEN):
                 s.answer_start = len(s.output_ids)    # the answer starts after this (forced) token
             if e and s.stream:
                 report.append(s)
@@ -170,16 +172,29 @@ class Scheduler:
         report = dict.fromkeys(report)
         for s, done, fin in zip(seqs, res.done, res.finish):
             if done and s.status is not FINISHED:
-                if s.answer_start is None and fin == fs.FIN_ANSWER_LEN:
-                    s.answer_start = len(s.output_ids)
                 self.finish(s, FINISH_REASONS[fin])
                 report[s] = None
         return list(report)
 
-    def finish(self, seq: Sequence, reason: str) -> None:
+    def fail(self, seqs: list[Sequence], error: str, is_prefill: bool) -> list[Sequence]:
+        """A step failed as a whole (the runner raised): its sequences finish with "error" and
+        free their pages and slots; a failed prefill's freshly registered prefix pages never got
+        their KV and lose their keys. Returns the sequences failed now."""
+        failed = []
+        for s in seqs:
+            if s.status is Status.FINISHED:
+                continue
+            if is_prefill:
+                self.bm.unregister(s, s.num_cached_tokens // self.bm.page_size)
+            self.finish(s, "error", error)
+            failed.append(s)
+        return failed
+
+    def finish(self, seq: Sequence, reason: str, error: str | None = None) -> None:
         if seq.status == Status.FINISHED:
             return
         seq.finish_reason = reason
+        seq.error = error
         if seq.status == Status.RUNNING:
             self.running.pop(seq.request_id, None)
             if not self.running:                      # every filed entry is stale: keep no finished
@@ -188,6 +203,7 @@ class Scheduler:
             self.waiting.remove(seq)                  # abort of a waiting request (rare)
         seq.status = Status.FINISHED
         self.bm.deallocate(seq)
+        seq.num_cached_tokens = 0
         if seq.slot is not None:
             self.free_slots.append(seq.slot)
             seq.slot = None

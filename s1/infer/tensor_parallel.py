@@ -37,7 +37,13 @@ s1/kernels/*: `sample_partials` / `force_from_partials`), `all_gather_ints` for 
 Failure: the process group has a timeout (`init_tensor_parallel(timeout_s=...)`). Under gloo a peer
 that exits breaks the connection and the next collective raises at once; one that hangs makes it
 raise after the timeout. Under NCCL the watchdog aborts after the timeout. `TPGroup.guard(what)`
-turns those errors into a `TPError` naming this rank and what it was doing; `check_peers()` is a
+turns those errors into a `TPError` naming this rank and what it was doing, and the failing rank
+when it is known. Any other exception inside `guard` on one rank (a bug, out of memory,
+KeyboardInterrupt) shuts the process group down on that rank (`abort`: it records "rank r: why" in
+the group's store, then destroys the group), so every peer's pending or next collective fails at
+once instead of waiting for the timeout, and its TPError names that rank; the rank itself raises
+TPError (KeyboardInterrupt / SystemExit stay themselves) and its engine refuses further steps.
+`check_peers()` is a
 monitored barrier (gloo) for start-up (after loading, before decoding) that names the ranks that
 did not arrive ("Ranks 1 failed to pass monitoredBarrier in 2000 ms"); once a collective has timed
 out, gloo has closed the connections and later calls fail at once.
@@ -83,6 +89,7 @@ class TPGroup:
     device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
     dp_rank: int = 0
     dp_size: int = 1
+    broken: str | None = None       # set by abort(): this group can run no more collectives
 
     def __post_init__(self):
         if not (0 <= self.rank < self.world_size):
@@ -115,17 +122,59 @@ class TPGroup:
 
     @contextlib.contextmanager
     def guard(self, what: str = "a step"):
-        """Re-raise a failed collective inside the block as a TPError that says what happened."""
+        """Re-raise a failed collective inside the block as a TPError that says what happened; any
+        other exception shuts the group down (`abort`) so the peers stop within seconds."""
+        if self.broken is not None:
+            raise TPError(f"tensor-parallel rank {self.rank} of {self.world_size}: the group was shut down "
+                          f"({self.broken}); cannot run {what}")
         try:
             yield
-        except RuntimeError as e:
-            if isinstance(e, TPError) or not _is_comm_error(e):
+        except BaseException as e:
+            if isinstance(e, TPError) or not self.enabled:
                 raise
             first = str(e).strip().splitlines()[0][:400] if str(e).strip() else type(e).__name__
-            raise TPError(
-                f"tensor-parallel rank {self.rank} of {self.world_size}: a collective failed during {what}: "
-                f"another rank exited or stopped answering (process-group timeout {self.timeout_s:g} s); "
-                f"see the other ranks' logs for the first error. Cause: {first}") from e
+            if isinstance(e, RuntimeError) and _is_comm_error(e):
+                culprit = self._failed_peer()
+                self.broken = culprit or "a collective failed"
+                raise TPError(
+                    f"tensor-parallel rank {self.rank} of {self.world_size}: a collective failed during {what}: "
+                    + (f"{culprit} and shut the group down. " if culprit else
+                       f"another rank exited or stopped answering (process-group timeout {self.timeout_s:g} s); "
+                       "see the other ranks' logs for the first error. ")
+                    + f"Cause: {first}") from e
+            why = f"rank {self.rank} raised {type(e).__name__} during {what}: {first}"
+            self.abort(why)
+            if not isinstance(e, Exception):     # KeyboardInterrupt, SystemExit: stay themselves
+                raise
+            raise TPError(f"tensor-parallel rank {self.rank} of {self.world_size}: {type(e).__name__} during "
+                          f"{what}: {first}; the process group was shut down so every rank stops") from e
+
+    _FAILED_KEY = "s1/tp_failed"
+
+    def abort(self, why: str) -> None:
+        """Shut the process group down on this rank (idempotent): record `why` for the peers, then
+        abort / destroy the groups, which fails their pending and next collectives at once."""
+        if self.broken is not None:
+            return
+        self.broken = why
+        if not dist.is_initialized():
+            return
+        with contextlib.suppress(Exception):
+            dist.distributed_c10d._get_default_store().set(self._FAILED_KEY, why)
+        abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
+        if abort is not None and dist.get_backend() == "nccl":
+            with contextlib.suppress(Exception):
+                abort()
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
+
+    def _failed_peer(self) -> str | None:
+        """What a peer that shut the group down recorded (`abort`), if it did."""
+        with contextlib.suppress(Exception):
+            store = dist.distributed_c10d._get_default_store()
+            if store.check([self._FAILED_KEY]):
+                return store.get(self._FAILED_KEY).decode()
+        return None
 
     def check_peers(self, timeout_s: float | None = None) -> None:
         """Monitored barrier over the TP ranks (gloo): raises TPError naming the ranks that did not

@@ -5,18 +5,29 @@
     uvicorn.run(app, host="127.0.0.1", port=8000)
 
 A request: auth (with an API key) -> refused with 503 while draining -> body read with a size limit
-(413) -> JSON (400) -> fields checked (s1/serve/protocol.py, 400 naming the field) -> each choice's
-prompt tokenized and checked against the context (400) -> 503 + Retry-After when the requests still
-waiting for their first token would exceed `max_queue` -> the choices join the engine together.
+(413) -> JSON (400) -> fields checked (s1/serve/protocol.py, 400 naming the field; an unknown field
+is a 400 naming the closest known one) -> each choice's prompt tokenized and checked against the
+context (400) -> 503 + Retry-After when the requests still waiting for their first token would
+exceed `max_queue` -> the choices join the engine together. Parsing and tokenization (a body may
+carry 128 prompts in 4 MiB) run on a worker thread, never on the event loop, so open streams do not
+stall behind them.
+
+Errors: 400 (a bad field, named in `param`), 401 (API key), 404, 413 (body too large), 499 (logged
+only: the client went away), 503 + Retry-After (draining, queue full, engine failed). A request
+that fails inside the engine alone (e.g. its step failed) ends with finish_reason "error" (our
+extension of OpenAI's set, documented in README's serving section), the others go on. 500 means a
+bug in the server.
 Streaming answers are server-sent events (`data: {chunk}` ... `data: [DONE]`); a client that goes
 away (stream or not) has its engine requests aborted at once, which frees their KV pages.
 
 Shutdown (`ServerState.drain`): new requests get 503, open ones finish; after `shutdown_timeout`
-seconds whatever is still open is aborted (streams end with finish_reason "abort" and [DONE]).
+seconds whatever is still open is aborted (streams end with finish_reason "length": the output is
+incomplete; then [DONE]). finish_reason is always one of OpenAI's: "stop" or "length".
 """
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hmac
 import json
@@ -60,6 +71,8 @@ class ServerState:
         self.created = int(time.time())
         # ids that end an answer (and so are dropped from a completion's text when last)
         self.answer_stop_ids = tuple(engine.special.answer_stop_ids)
+        # parsing + tokenization: off the event loop
+        self.cpu_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="s1-tokenize")
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Refuse new requests, wait for the open ones; after `timeout` abort them. True when
@@ -67,10 +80,12 @@ class ServerState:
         self.draining = True
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         t_end = time.monotonic() + timeout
-        while self.open_requests and time.monotonic() < t_end:
+        while self.open_requests and self.loop.alive and time.monotonic() < t_end:
             await asyncio.sleep(0.02)
         if not self.open_requests:
             return True
+        if not self.loop.alive:         # the engine is gone: its requests fail at once; nothing to wait for
+            return False
         n = self.loop.abort_all()
         log.warning("shutdown: %d request(s) still open after %.0fs: aborted", n, timeout)
         t_end = time.monotonic() + 10
@@ -99,7 +114,7 @@ def _unavailable(state: ServerState, message: str, code: str) -> P.APIError:
     return P.APIError(503, message, code=code, headers={"Retry-After": str(state.settings.retry_after_s)})
 
 
-async def _read_json(state: ServerState, request: Request):
+async def _read_body(state: ServerState, request: Request) -> bytes:
     limit = state.settings.max_body_bytes
     cl = request.headers.get("content-length")
     too_big = P.APIError(413, f"request body larger than the limit of {limit} bytes (--max-body-bytes)",
@@ -111,9 +126,13 @@ async def _read_json(state: ServerState, request: Request):
         buf += part
         if len(buf) > limit:
             raise too_big
+    return bytes(buf)
+
+
+def _json(raw: bytes):
     try:
-        return json.loads(bytes(buf))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise P.bad(None, f"malformed JSON in the request body: {e}", "invalid_json") from None
 
 
@@ -153,6 +172,10 @@ class Generation:
         tok = state.tokenizer
         stop_ids = tuple(stop_ids) + tuple(tok.token_id(s) for s in req.params[0].stop)
         self.texts = [ChoiceText(tok, req.kind, req.stop_strings, stop_ids, thinking=p.thinking) for p in preps]
+        # the same matching on the engine thread, which aborts a choice right after the step whose
+        # token completed a stop string (EngineLoop: no further token is generated or counted)
+        self.matchers = ([ChoiceText(tok, req.kind, req.stop_strings, stop_ids, thinking=p.thinking) for p in preps]
+                         if req.stop_strings else None)
         self.outputs = [None] * len(preps)
         self.pending_ids = [[] for _ in preps]
         self.streams: list = []
@@ -164,7 +187,8 @@ class Generation:
     async def start(self) -> None:
         loop = self.state.loop
         auto = max(len(p.ids) for p in self.preps)
-        self.streams = await loop.submit(self.preps, auto_prompt_len=auto, queue=self.queue)
+        self.streams = await loop.submit(self.preps, auto_prompt_len=auto, queue=self.queue,
+                                         matchers=self.matchers)
 
     def abort_open(self) -> None:
         for s in self.streams:
@@ -188,7 +212,10 @@ class Generation:
                 raise ro
             s = by_rid[ro.request_id]
             i, txt = s.index, self.texts[s.index]
-            self.pending_ids[i] += ro.new_token_ids
+            if ro.finished and ro.output is not None and ro.output.finish_reason == "error":
+                raise EngineFailure(ro.output.error or "the request failed in the engine")
+            if not txt.stopped:                     # tokens after a stop string are not delivered
+                self.pending_ids[i] += ro.new_token_ids
             deltas = txt.feed(ro)
             if txt.stopped and not ro.finished and i not in self.stop_aborted:
                 self.stop_aborted.add(i)
@@ -199,13 +226,22 @@ class Generation:
                 remaining -= 1
             yield i, deltas, ro.finished
 
+    def delivered_ids(self, i: int) -> list[int]:
+        """Choice i's output token ids that reached the client: after a stop string matched, the
+        tokens up to the one that completed it (any the engine produced later are not counted)."""
+        ids, txt = self.outputs[i].output_token_ids, self.texts[i]
+        return list(ids[:len(txt.ids)]) if txt.stopped else list(ids)
+
     def usage(self) -> dict:
-        outs = [o for o in self.outputs if o is not None]
-        return P.usage(self.prompt_tokens, sum(len(o.output_token_ids) for o in outs),
-                       sum(o.num_thinking_tokens for o in outs))
+        done = [i for i, o in enumerate(self.outputs) if o is not None]
+        return P.usage(self.prompt_tokens, sum(len(self.delivered_ids(i)) for i in done),
+                       sum(self.outputs[i].num_thinking_tokens for i in done))
 
     def finish_reason(self, i: int) -> str:
-        return self.texts[i].finish_reason(self.outputs[i])
+        """Within OpenAI's set: "stop" (end token or stop string), "length" (max_tokens, the
+        context, or cut short by the server's shutdown: the output is incomplete)."""
+        r = self.texts[i].finish_reason(self.outputs[i])
+        return "stop" if r == "stop" else "length"
 
     # ---------------------------------------------------------------- non-streaming
     def response(self) -> dict:
@@ -219,7 +255,7 @@ class Generation:
             else:
                 c = {"index": i, "text": final["text"], "logprobs": None, "finish_reason": self.finish_reason(i)}
             if self.req.return_token_ids:
-                c["token_ids"] = list(out.output_token_ids)
+                c["token_ids"] = self.delivered_ids(i)
             choices.append(c)
         return P.response(self.req, choices, self.usage())
 
@@ -249,7 +285,7 @@ class Generation:
                     if finished:
                         yield _sse(P.chunk(req, [self._choice(i, None, "", self.finish_reason(i))]))
             except EngineFailure as e:
-                yield _sse(P.APIError(500, str(e), code="engine_failure").body())
+                yield _sse(P.APIError(503, str(e), code="engine_failure").body())
                 yield "data: [DONE]\n\n"
                 return
             if req.include_usage:
@@ -275,6 +311,23 @@ class _SSEResponse(StreamingResponse):
             self.gen.close()
 
 
+def _health(state: ServerState) -> tuple[dict, int]:
+    """The truth: "ok" only while the engine thread runs and takes requests."""
+    loop, engine = state.loop, state.engine
+    body = {"status": "ok", "num_running": engine.num_running if loop.alive else 0,
+            "num_waiting": loop.num_waiting, "open_requests": state.open_requests,
+            "step_failures": engine.counters["step_failures"] if loop.alive else None,
+            "consecutive_step_failures": engine.consecutive_step_failures if loop.alive else None,
+            "kv_pages": engine.num_pages, "kv_pages_free": engine.block_manager.num_free if loop.alive else None}
+    if not loop.alive:
+        body["status"] = "engine failed" if loop.error else "engine stopped"
+        if loop.error is not None:
+            body["error"] = repr(loop.error)
+    elif state.draining:
+        body["status"] = "draining"
+    return body, 200 if body["status"] == "ok" else 503
+
+
 # ----------------------------------------------------------------------------- the app
 def build_app(engine, settings: ServerSettings | None = None) -> FastAPI:
     """The FastAPI app over `engine` (an s1.infer.engine.LLMEngine, used only by the engine thread that
@@ -288,6 +341,7 @@ def build_app(engine, settings: ServerSettings | None = None) -> FastAPI:
             yield
         finally:
             state.loop.stop()
+            state.cpu_pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="s1 serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.s1 = state
@@ -308,14 +362,8 @@ def build_app(engine, settings: ServerSettings | None = None) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        loop = state.loop
-        body = {"status": "ok", "num_running": engine.num_running if loop.alive else 0,
-                "num_waiting": loop.num_waiting, "open_requests": state.open_requests}
-        if not loop.alive:
-            body["status"] = "engine failed" if loop.error else "engine stopped"
-        elif state.draining:
-            body["status"] = "draining"
-        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+        body, status = _health(state)
+        return JSONResponse(body, status_code=status)
 
     @app.get("/v1/models")
     async def models(request: Request):
@@ -331,6 +379,13 @@ def build_app(engine, settings: ServerSettings | None = None) -> FastAPI:
         return await _generate(state, request, "chat")
 
     return app
+
+
+def _parse_and_prepare(state: ServerState, raw: bytes, kind: str):
+    """JSON decoded, fields checked, prompts rendered and tokenized (on a worker thread)."""
+    parse = P.parse_chat if kind == "chat" else P.parse_completion
+    req = parse(_json(raw), state.settings.served_model_name, state.tokenizer)
+    return req, _prepare(state, req)
 
 
 def _prepare(state: ServerState, req: P.GenRequest) -> list:
@@ -359,10 +414,9 @@ async def _generate(state: ServerState, request: Request, kind: str):
     state.open_requests += 1
     gen, handed_off = None, False
     try:
-        body = await _read_json(state, request)
-        parse = P.parse_chat if kind == "chat" else P.parse_completion
-        req = parse(body, state.settings.served_model_name, state.tokenizer)
-        preps = _prepare(state, req)
+        raw = await _read_body(state, request)
+        req, preps = await asyncio.get_running_loop().run_in_executor(state.cpu_pool, _parse_and_prepare,
+                                                                      state, raw, kind)
         limit = state.settings.max_queue
         if len(preps) > limit:
             raise P.bad("n", f"{len(preps)} choices exceed the server's queue of {limit} (--max-queue)",
@@ -390,7 +444,7 @@ async def _generate(state: ServerState, request: Request, kind: str):
         try:
             collect.result()
         except EngineFailure as e:
-            raise P.APIError(500, str(e), code="engine_failure") from None
+            raise _unavailable(state, str(e), "engine_failure") from None
         return JSONResponse(gen.response())
     finally:
         if not handed_off:

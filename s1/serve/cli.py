@@ -220,8 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.run(sockets=[sock])
     finally:
-        app.state.s1.loop.stop(timeout=10)     # (already stopped by the app's shutdown, unless forced)
-        engine.close()
+        # (already stopped by the app's shutdown, unless forced); the engine is closed only once its
+        # thread has ended: a last step still running must not find its cache freed under it
+        if app.state.s1.loop.stop(timeout=10):
+            engine.close()
+        else:
+            print(f"{PROG}: the engine thread is still in a step; exiting without closing the engine",
+                  file=sys.stderr, flush=True)
         sock.close()
     print(f"{PROG}: stopped", file=sys.stderr, flush=True)
     return 0

@@ -9,6 +9,13 @@ nothing to do the thread sleeps on the inbox's condition variable (no polling).
 
 Everything the asyncio side keeps (the stream registry, the count of requests still waiting for
 their first token) is touched only on the loop's thread, so it needs no lock.
+
+Failures: a request the engine refuses (ValueError) or fails alone (an "error" output: admission,
+a step that failed as a whole, see LLMEngine._fail_step) never stops the thread. The thread dies
+only on an exception outside the engine's own isolation, or after MAX_CONSECUTIVE_STEP_FAILURES
+failed steps in a row (a device that fails every step is not an engine to keep serving): then
+every open stream and every add still in the inbox fails at once with EngineFailure (503), later
+submits fail at once, and /health says "engine failed".
 """
 from __future__ import annotations
 
@@ -20,6 +27,8 @@ import threading
 import traceback
 
 log = logging.getLogger("s1.serve")
+
+MAX_CONSECUTIVE_STEP_FAILURES = 3
 
 
 class EngineFailure(RuntimeError):
@@ -47,8 +56,10 @@ class EngineLoop:
         self._paused = False
         self._thread: threading.Thread | None = None
         self._active: set = set()               # engine thread: request ids added and not finished
+        self._matchers: dict = {}               # engine thread: request id -> stop-string matcher
         self._ids = itertools.count()
         self.error: BaseException | None = None
+        self._dead = False                      # the thread has ended (under _cv)
         # loop thread only
         self.streams: dict[str, Stream] = {}
         self.num_waiting = 0                     # submitted requests without a first token yet
@@ -60,14 +71,17 @@ class EngineLoop:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float | None = 30.0) -> None:
-        """Abort whatever is still running, then end the thread (idempotent)."""
+    def stop(self, timeout: float | None = 30.0) -> bool:
+        """Abort whatever is still running, then end the thread (idempotent). True when the thread
+        has ended (only then may the engine be closed: its last step may still be running)."""
         with self._cv:
             self._stop = True
             self._paused = False
             self._cv.notify()
         if self._thread is not None:
             self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
 
     @property
     def alive(self) -> bool:
@@ -83,16 +97,24 @@ class EngineLoop:
             self._paused = False
             self._cv.notify()
 
-    def _post(self, cmd) -> None:
+    def _post(self, cmd) -> bool:
+        """Queue a command for the engine thread; False when the thread is gone (nobody would
+        take it)."""
         with self._cv:
+            if self.error is not None or self._dead:
+                return False
             self._inbox.append(cmd)
             self._cv.notify()
+            return True
 
     # ------------------------------------------------------------------ asyncio side
     async def submit(self, preps: list, auto_prompt_len: int | None = None,
-                     queue: asyncio.Queue | None = None) -> list[Stream]:
+                     queue: asyncio.Queue | None = None, matchers: list | None = None) -> list[Stream]:
         """Add prepared requests (s1.infer.engine.Prepared) as one group; returns their Streams once the
-        engine thread has taken them. ValueError (nothing added) if the engine refuses one."""
+        engine thread has taken them. ValueError (nothing added) if the engine refuses one.
+        matchers: per request None or an object with feed(RequestOutput) and `stopped` (a
+        s1.serve.text.ChoiceText with stop strings), fed on the engine thread after each step: once
+        it has stopped, the request is aborted before the next step."""
         if self.error is not None or self._stop:
             raise EngineFailure(f"the engine is not running ({self.error!r})" if self.error else "the engine stopped")
         q = queue if queue is not None else asyncio.Queue()
@@ -101,7 +123,11 @@ class EngineLoop:
             self.streams[s.rid] = s
         self.num_waiting += len(streams)
         fut = self.loop.create_future()
-        self._post(("add", [(s.rid, p) for s, p in zip(streams, preps)], auto_prompt_len, fut))
+        ms = matchers or [None] * len(preps)
+        if not self._post(("add", [(s.rid, p, m) for s, p, m in zip(streams, preps, ms)], auto_prompt_len, fut)):
+            for s in streams:
+                self._forget(s)
+            raise EngineFailure(f"the engine is not running ({self.error!r})" if self.error else "the engine stopped")
         try:
             await fut
         except BaseException:
@@ -186,21 +212,56 @@ class EngineLoop:
                         eng.abort(rid)
                     while eng.has_unfinished():
                         self._step()
+                    self._end(None)
                     return
                 if not paused and eng.has_unfinished():
                     self._step()
         except BaseException as e:      # a bug or a device error: fail every request, stay down
-            self.error = e
             log.error("engine thread failed:\n%s", traceback.format_exc())
-            self._call(self._fail_all, e)
+            self._end(e)
+
+    def _end(self, error: BaseException | None) -> None:
+        """The thread ends: refuse new commands, fail the adds still queued and (on an error)
+        every open request."""
+        with self._cv:
+            if error is not None:
+                self.error = error
+            self._dead = True
+            cmds, self._inbox = self._inbox, []
+        gone = error or RuntimeError("the engine stopped")
+        for cmd in cmds:
+            if cmd[0] == "add":
+                self._call(self._ack, cmd[3], EngineFailure(f"the engine is not running ({gone!r})"))
+        if error is not None:
+            self._call(self._fail_all, error)
 
     def _step(self) -> None:
-        outs = self.engine.step()
+        eng = self.engine
+        outs = eng.step()
+        matchers = self._matchers
         for ro in outs:
             if ro.finished:
                 self._active.discard(ro.request_id)
+                matchers.pop(ro.request_id, None)
+            elif matchers:
+                m = matchers.get(ro.request_id)
+                if m is not None:
+                    try:
+                        m.feed(ro)
+                    except Exception:       # a matcher bug must not stop the engine: the loop side still matches
+                        log.exception("stop-string matcher failed")
+                        del matchers[ro.request_id]
+                        continue
+                    if m.stopped:           # a stop string matched: no further token is generated
+                        del matchers[ro.request_id]
+                        eng.abort(ro.request_id)
         if outs:
             self._call(self._deliver, outs)
+        n = getattr(eng, "consecutive_step_failures", 0)
+        if n >= MAX_CONSECUTIVE_STEP_FAILURES:
+            raise EngineFailure(f"{n} engine steps failed in a row; the last: {eng.last_step_error}")
+        if n:
+            log.error("engine step failed (its requests got an error): %s", eng.last_step_error)
 
     def _handle(self, cmd) -> None:
         eng = self.engine
@@ -208,15 +269,21 @@ class EngineLoop:
             _, items, auto_len, fut = cmd
             added, error = [], None
             try:
-                for rid, prep in items:
+                for rid, prep, matcher in items:
                     eng.add_prepared(prep, request_id=rid, auto_prompt_len=auto_len)
                     added.append(rid)
-            except ValueError as e:
+                    if matcher is not None:
+                        self._matchers[rid] = matcher
+            except Exception as e:      # ValueError: a refusal (400); else a bug, this request's alone
+                if not isinstance(e, ValueError):
+                    log.error("adding a request failed:\n%s", traceback.format_exc())
                 error = e
                 for rid in added:       # all or nothing
                     eng.abort(rid)
+                    self._matchers.pop(rid, None)
                 added = []
             self._active.update(added)
             self._call(self._ack, fut, error)
         elif cmd[0] == "abort":
             eng.abort(cmd[1])
+            self._matchers.pop(cmd[1], None)

@@ -20,21 +20,33 @@ so a client sees which field to fix. Fields:
 token of the tokenizer also stops the engine on the device. Choice i of a request with `seed` S
 samples with seed hash(S, i), as `s1 generate --seed S` gives line i. Fields that this server
 cannot honour (logprobs, echo, suffix, tools, penalties, logit_bias, a non-text response_format)
-are refused when set; fields it does not know are ignored, as OpenAI clients send several.
+are refused when set. A field that is not in `KNOWN_FIELDS` (OpenAI's documented request fields,
+ours, and a few of vLLM's that we honour) is a 400 naming it and the closest known field: a typo
+such as "max_thinking_token" must not silently turn budget forcing off.
+
+Limits (400 beyond them): token counts (max_tokens, max_completion_tokens, max_thinking_tokens,
+min_thinking_tokens, max_answer_tokens), num_wait and top_k <= MAX_COUNT (2**31 - 1); seed in
+[0, 2**63 - 1]; temperature finite in [0, 100] (below 1e-5: greedy); top_p finite in (0, 1];
+n <= 128; prompts per request <= 128; stop <= 16 strings of <= 1024 characters; extension /
+end_thinking <= 4096 characters (and <= 32 tokens, checked by the engine).
 """
 from __future__ import annotations
 
+import difflib
+import math
 import re
 import time
 import uuid
 from dataclasses import dataclass, field
 
 from s1.infer.options import request_seed
-from s1.infer.sampling import AUTO, DEFAULT_END_THINKING, SamplingParams
+from s1.infer.sampling import AUTO, DEFAULT_END_THINKING, MAX_COUNT, MAX_SEED, MAX_TEMPERATURE, SamplingParams
 from s1.model.tokenizer import THINK_START
 
-MAX_N = 128
-MAX_STOP = 16
+MAX_N = 128                # choices per request (n), and prompts per completions request
+MAX_STOP = 16              # stop strings
+MAX_STOP_CHARS = 1024      # characters per stop string (the stream holds back len(longest) - 1)
+MAX_FORCED_CHARS = 4096    # characters of `extension` / `end_thinking` (the engine then allows 32 tokens)
 ROLES = ("system", "developer", "user", "assistant")
 
 
@@ -91,7 +103,7 @@ def _get(body: dict, name: str, default=None):
     return default if v is None else v
 
 
-def _int_field(body, name, default=None, minimum=0, maximum=None):
+def _int_field(body, name, default=None, minimum=0, maximum=MAX_COUNT):
     if body.get(name) is None:
         return default
     v = body[name]
@@ -108,7 +120,9 @@ def _num_field(body, name, default):
     v = _get(body, name, default)
     if not _is_num(v):
         raise bad(name, f"'{name}' must be a number, got {type(v).__name__} {v!r}", "invalid_type")
-    return float(v) if isinstance(v, float) else v
+    if not math.isfinite(v):
+        raise bad(name, f"'{name}' must be a finite number, got {v!r}", "invalid_value")
+    return float(v)
 
 
 def _bool_field(body, name, default=False):
@@ -132,6 +146,7 @@ UNSUPPORTED = {   # field -> the values that mean "off" (anything else is refuse
     "logit_bias": (None, {}), "presence_penalty": (None, 0, 0.0), "frequency_penalty": (None, 0, 0.0),
     "repetition_penalty": (None, 1, 1.0), "tools": (None, []), "functions": (None, []),
     "tool_choice": (None, "none"), "function_call": (None, "none"), "prompt_logprobs": (None, 0),
+    "reasoning_effort": (None,), "audio": (None,), "prediction": (None,), "web_search_options": (None,),
 }
 
 
@@ -146,6 +161,36 @@ def _refuse_unsupported(body: dict) -> None:
     bo = body.get("best_of")
     if bo is not None and bo != body.get("n", 1):
         raise bad("best_of", "'best_of' is not supported (use n)", "unsupported_parameter")
+
+
+# Request fields by endpoint: OpenAI's documented ones (those we cannot honour are refused when set,
+# UNSUPPORTED; harmless ones such as `user` or `metadata` are accepted and ignored), ours (budget
+# forcing and extras), and vLLM's names we honour (top_k, ignore_eos, best_of == n). Anything else is
+# a 400 naming the field and the closest known one.
+_COMMON_FIELDS = frozenset({
+    "model", "stream", "stream_options", "n", "max_tokens", "temperature", "top_p", "seed", "stop", "user",
+    "logprobs", "logit_bias", "presence_penalty", "frequency_penalty", "response_format", "best_of",
+    "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier",
+    # ours and vLLM's
+    "top_k", "ignore_eos", "return_token_ids", "repetition_penalty", "prompt_logprobs",
+    "max_thinking_tokens", "min_thinking_tokens", "num_wait", "extension", "end_thinking", "max_answer_tokens",
+})
+KNOWN_FIELDS = {
+    "chat": _COMMON_FIELDS | {"messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice",
+                              "functions", "function_call", "parallel_tool_calls", "modalities",
+                              "reasoning_effort", "audio", "prediction", "web_search_options"},
+    "completion": _COMMON_FIELDS | {"prompt", "echo", "suffix"},
+}
+
+
+def refuse_unknown(body: dict, kind: str) -> None:
+    known = KNOWN_FIELDS[kind]
+    for name in body:
+        if name not in known:
+            shown = name if isinstance(name, str) and len(name) <= 64 else f"{str(name)[:64]}..."
+            close = difflib.get_close_matches(str(name)[:64], sorted(known), n=1, cutoff=0.0)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise bad(shown, f"unrecognized request argument '{shown}'{hint}", "unknown_parameter")
 
 
 def check_model(body: dict, served: str) -> str:
@@ -172,6 +217,8 @@ def _stop(body: dict) -> tuple[str, ...]:
         raise bad("stop", f"'stop' has {len(s)} entries; at most {MAX_STOP}", "invalid_value")
     if any(not x for x in s):
         raise bad("stop", "'stop' entries must not be empty", "invalid_value")
+    if any(len(x) > MAX_STOP_CHARS for x in s):
+        raise bad("stop", f"'stop' entries must be at most {MAX_STOP_CHARS} characters", "invalid_value")
     return tuple(dict.fromkeys(s))
 
 
@@ -186,6 +233,8 @@ def _thinking_budget(body: dict):
                                          f"got {type(v).__name__} {v!r}", "invalid_type")
     if v < 0:
         raise bad("max_thinking_tokens", f"'max_thinking_tokens' must be >= 0, got {v}", "invalid_value")
+    if v > MAX_COUNT:
+        raise bad("max_thinking_tokens", f"'max_thinking_tokens' must be <= {MAX_COUNT}, got {v}", "invalid_value")
     return v
 
 
@@ -216,11 +265,15 @@ def _params(body: dict, stop_tokens: tuple[str, ...], n_choices: int, *, max_tok
         ignore_eos=_bool_field(body, "ignore_eos"),
         stop=stop_tokens,
     )
-    if kw["temperature"] < 0:
-        raise bad("temperature", f"'temperature' must be >= 0, got {kw['temperature']}", "invalid_value")
+    if not 0 <= kw["temperature"] <= MAX_TEMPERATURE:
+        raise bad("temperature", f"'temperature' must lie in [0, {MAX_TEMPERATURE:g}], got {kw['temperature']}",
+                  "invalid_value")
     if not 0 < kw["top_p"] <= 1:
         raise bad("top_p", f"'top_p' must lie in (0, 1], got {kw['top_p']}", "invalid_value")
-    seed = _int_field(body, "seed", None, minimum=0)
+    for name in ("extension", "end_thinking"):
+        if len(kw[name]) > MAX_FORCED_CHARS:
+            raise bad(name, f"'{name}' must be at most {MAX_FORCED_CHARS} characters", "invalid_value")
+    seed = _int_field(body, "seed", None, minimum=0, maximum=MAX_SEED)
     try:
         if seed is None:
             return [SamplingParams(**kw)] * n_choices
@@ -324,6 +377,7 @@ def render_chat(messages, tokenizer) -> str:
 def parse_chat(body, served: str, tokenizer) -> GenRequest:
     if not isinstance(body, dict):
         raise bad(None, "the request body must be a JSON object", "invalid_type")
+    refuse_unknown(body, "chat")
     c = _common(body, served, tokenizer, 1, ("max_tokens", "max_completion_tokens"))
     prompt = render_chat(body.get("messages"), tokenizer)
     return GenRequest(kind="chat", prompts=[prompt], thinking=True, id=f"chatcmpl-{uuid.uuid4().hex}", **c)
@@ -349,6 +403,7 @@ def _prompts(p) -> list:
 def parse_completion(body, served: str, tokenizer) -> GenRequest:
     if not isinstance(body, dict):
         raise bad(None, "the request body must be a JSON object", "invalid_type")
+    refuse_unknown(body, "completion")
     prompts = _prompts(body.get("prompt"))
     if len(prompts) > MAX_N:
         raise bad("prompt", f"'prompt' has {len(prompts)} prompts; at most {MAX_N} per request", "invalid_value")

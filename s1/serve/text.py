@@ -13,7 +13,8 @@ that can no longer change, so the concatenated deltas equal the final texts exac
   byte-level BPE decoding is then prefix-stable (tests/serve/test_app.py checks it on random tokens).
 - Stop strings (OpenAI's `stop`) are matched host-side on the answer text (the thinking is never
   cut: budget forcing's stop tokens are answer-phase too): the answer is cut before the first match
-  and the caller aborts the engine request; while streaming, the last len(longest stop) - 1
+  and the request is aborted (a second ChoiceText fed on the engine thread does it before the next
+  step: s1/serve/engine_loop.py); while streaming, the last len(longest stop) - 1
   characters are held back until they cannot start a match.
 - When the request finishes, `finish(output)` emits whatever is left of the final texts.
 """
@@ -179,6 +180,7 @@ class ChoiceText:
         return deltas
 
     def finish_reason(self, out) -> str:
-        """OpenAI's finish_reason: "stop" when a stop string cut the text (the engine request was
-        then aborted, or ran on until the abort landed), else the engine's."""
+        """"stop" when a stop string cut the text (the engine thread aborted the request right
+        after the step that completed the match), else the engine's reason (the server maps it
+        into OpenAI's set: s1/serve/app.py Generation.finish_reason)."""
         return "stop" if self.stopped or self.cut else out.finish_reason

@@ -9,10 +9,12 @@ pytestmark = pytest.mark.usefixtures("torch_backend")
 
 
 def test_decode_columns_track_the_sequences(model, tok, monkeypatch):
-    """The runner's device-side decode inputs (each slot's position, cache slot, context length,
-    advanced on the device) equal what the sequences say at every decode step: through
+    """The decode-columns invariant (s1/infer/runner.py `_next`, rows NEXT_*): before every decode
+    step, each running sequence with n tokens has column (NEXT_SLOT: its slot, NEXT_POS: n - 1,
+    NEXT_CACHE_SLOT: the cache slot of position n - 1, NEXT_CONTEXT: n), kept on the device
+    (set by the prefill, advanced by each decode step, pointed at new pages) -- through
     preemption, prefix hits, budget forcing and async output."""
-    from s1.infer.runner import ModelRunner
+    from s1.infer.runner import NEXT_CACHE_SLOT, NEXT_CONTEXT, NEXT_POS, NEXT_SLOT, NUM_NEXT_ROWS, ModelRunner
     checked = []
     orig = ModelRunner.run
 
@@ -22,7 +24,9 @@ def test_decode_columns_track_the_sequences(model, tok, monkeypatch):
             ps = self.page_size
             for s in seqs:
                 n = s.num_tokens
-                want = [s.slot, n - 1, s.block_table[(n - 1) // ps] * ps + (n - 1) % ps, n]
+                want = [0] * NUM_NEXT_ROWS
+                want[NEXT_SLOT], want[NEXT_POS], want[NEXT_CONTEXT] = s.slot, n - 1, n
+                want[NEXT_CACHE_SLOT] = s.block_table[(n - 1) // ps] * ps + (n - 1) % ps
                 assert self._next[:, s.slot].tolist() == want, (s, self._next[:, s.slot].tolist(), want)
             checked.append(len(seqs))
         return orig(self, seqs, is_prefill)
