@@ -36,7 +36,7 @@ _NP_INT = {torch.int64: np.int64, torch.int32: np.int32}
 
 # rows of the device decode columns `ModelRunner._next` [NUM_NEXT_ROWS, slots + 1], one column per
 # slot: what that slot's next decode step feeds. The invariant (stated and checked once, in
-# tests/test_engine_extra.py::test_decode_columns_track_the_sequences): before each decode step,
+# tests/infer/test_runner.py::test_decode_columns_track_the_sequences): before each decode step,
 # a running sequence with n tokens has column (slot, n - 1, cache slot of position n - 1, n).
 NEXT_SLOT, NEXT_POS, NEXT_CACHE_SLOT, NEXT_CONTEXT = range(4)
 NUM_NEXT_ROWS = 4

@@ -34,7 +34,7 @@ class Server:
         from s1.infer.config import EngineConfig
         from s1.infer.engine import LLMEngine
         from s1.serve.app import ServerSettings, build_app
-        from s1.serve.cli import serve_in_thread
+        from tests._lib_helpers import serve_in_thread
         self.engine = LLMEngine(EngineConfig(model=ckpt, max_model_len=MAX_LEN, max_num_seqs=MAX_SEQS,
                                              num_pages=MAX_SEQS * MAX_LEN // 16, **kw))
         self.app = build_app(self.engine, ServerSettings(served_model_name="tiny", max_queue=4096))
