@@ -33,6 +33,7 @@ from s1.model.tokenizer import ANSWER_DELIMITER
 
 KINDS = ("integer", "math", "choice")
 CHOICE_LETTERS = "ABCDEFGHIJ"
+DEFAULT_LETTERS = "ABCD"   # GPQA's; more only when a question lists more options
 
 # --------------------------------------------------------------------------------------------
 # Extraction
@@ -120,31 +121,58 @@ def _answer_line(text: str) -> str | None:
     return found
 
 
-_LETTER_PATTERNS = [
-    r"\\boxed\{\s*\(?([A-J])\)?\s*\}",
-    r"answer\s*(?:is|:)?\s*[:：]?\s*\**\s*\(?\s*([A-J])\b",
-    r"\(([A-J])\)",
-    r"^\s*\**([A-J])[).:]?\**\s*$",
-    r"\b([A-J])\)",
-]
+def _letter_patterns(letters: str) -> list[str]:
+    """Pattern families for an option letter, most explicit first. After "answer" ("Answer:",
+    "the answer is", any case) an upper-case letter counts, a lower-case one only when it stands
+    alone ("answer: c.", "answer is (b)"), so "Answer: I think it is c" is not "I"; then a letter
+    closing an answer line ("... it is c"); then "(B)", a lone "B" line, "B)"."""
+    U, L = letters, letters.lower()
+    lead = r"(?i:answer\s*(?:is|:)?)\s*[:：]?\s*\**\s*\(?\s*"
+    return [
+        lead + rf"(?:([{U}])(?![\w'])|([{L}])(?=\s*[).:,;*]|\s*$))",
+        rf"(?i:answer)\b[^\n]*?(?:\b(?i:is|be|choose|pick|option)\s+\(?\**([{U}{L}])\**\)?"
+        rf"|(?<![\w'])\(?\**([{U}])\**\)?)\s*[.!]?\s*$",
+        rf"\(([{U}])\)",
+        rf"^\s*\**([{U}])[).:]?\**\s*$",
+        rf"\b([{U}])\)",
+    ]
 
 
-def _extract_letter(text: str) -> str | None:
-    """The option letter: boxed, after 'answer', '(B)', a lone 'B' line or 'B)'; last match wins
-    inside the first pattern family that matches at all."""
+def _extract_letter(text: str, letters: str = DEFAULT_LETTERS) -> str | None:
+    """The option letter (one of `letters`): boxed, after 'answer', closing an answer line, '(B)',
+    a lone 'B' line or 'B)'; last match wins inside the first pattern family that matches at all."""
     boxed = last_boxed(text)
     if boxed is not None:
         b = re.sub(r"\\text\{([^{}]*)\}", r"\1", boxed).strip().strip("()").strip()
-        if len(b) == 1 and b.upper() in CHOICE_LETTERS:
+        if len(b) == 1 and b.upper() in letters:
             return b.upper()
-        m = re.match(r"^\(?([A-J])\)", b)
+        m = re.match(rf"^\(?([{letters}])\)", b)
         if m:
             return m.group(1)
-    for pat in _LETTER_PATTERNS:
-        hits = re.findall(pat, text, flags=re.MULTILINE | (re.IGNORECASE if pat.startswith("answer") else 0))
+    for pat in _letter_patterns(letters):
+        hits = re.findall(pat, text, flags=re.MULTILINE)
         if hits:
-            return hits[-1].upper()
+            last = hits[-1]
+            last = next((h for h in last if h), "") if isinstance(last, tuple) else last
+            return last.upper()
     return None
+
+
+def _letters_for(choices: list[str] | None) -> str:
+    return CHOICE_LETTERS[: max(len(choices), 1)] if choices and len(choices) > 4 else DEFAULT_LETTERS
+
+
+_SENTENCE_INT = re.compile(r"=\s*\$?\s*(-?\d[\d,]*)\s*\$?\s*[.!]?\s*$")
+
+
+def _integer_from_sentence(ans: str) -> str | None:
+    """An integer answer stated in a sentence: "So m+n = 116 + 1 = 117" -> "117" (the value after
+    the last '='), else the last integer when the sentence holds exactly one."""
+    m = _SENTENCE_INT.search(ans.strip())
+    if m:
+        return m.group(1).rstrip(",")
+    nums = re.findall(r"(?<![\w.])-?\d+(?![\d.]*\w)", ans)
+    return nums[0] if len(nums) == 1 else None
 
 
 def _letter_from_option_text(section: str, choices: list[str]) -> str | None:
@@ -174,7 +202,7 @@ def extract_answer(text: str | None, kind: str = "math", choices: list[str] | No
         return None
     section = answer_section(text)
     if kind == "choice":
-        letter = _extract_letter(section)
+        letter = _extract_letter(section, _letters_for(choices))
         if letter is None and choices:
             letter = _letter_from_option_text(section, choices)
         return letter
@@ -188,6 +216,8 @@ def extract_answer(text: str | None, kind: str = "math", choices: list[str] | No
         # An answer line with nothing answer-like in it (":::" from a confused model) is skipped;
         # for integer tasks the line must contain a digit.
         if ans and re.search(r"\w", ans) and (kind != "integer" or re.search(r"\d", ans)):
+            if kind == "integer" and parse_integer(ans) is None:
+                ans = _integer_from_sentence(ans) or ans
             return ans
     if kind == "integer":
         nums = re.findall(r"-?\d[\d,]*(?:\.\d+)?", section)
@@ -292,9 +322,11 @@ def normalize(ans: str) -> str:
     # Units written as text after a number: "5.4 \text{ cents}", "15\mbox{ cm}^2", "\frac{270}7\text{ degrees}".
     s = re.sub(r"(?<=[\d}])\s*\\(?:text|mbox|mathrm)\s*\{\s*[a-zA-Z][a-zA-Z .]*\}(?:\s*\^\s*\{?\d\}?)?\s*$", "", s)
     s = _strip_text_wrappers(s)
+    # Ordinals: 12^{\mathrm{th}}, 12^{th}, 12th, 1st -> the number.
+    s = re.sub(r"(?<=\d)\s*\^\s*\{?\s*(?:st|nd|rd|th)\s*\}?|(?<=\d)(?:st|nd|rd|th)\b", "", s)
     # Leading "x \in" (answer forms like "x \in [-2,7]"); a leading "x =" is handled in _equal
     # because "y = 2x+3" must stay an equation when the other side is one too.
-    m = re.match(r"^\s*[a-zA-Z]\s*\\in\s*(.+)$", s)
+    m = re.match(r"^\s*[a-zA-Z]\s*(?:\\in\b|\s+in\s)\s*(.+)$", s)
     if m:
         s = m.group(1)
     # Trailing unit words after a number: "12 square units", "5 cm^2".
@@ -722,6 +754,14 @@ def _equal(a: str, b: str) -> bool:
         return _unordered_equal(ua, ub)
     # Sets, bare lists and \pm values: unordered elements.
     la, lb = _as_unordered(a), _as_unordered(b)
+    # A bare list against a tuple: the same elements in any order ("-2, 1" for "(1,-2)", as s1's
+    # judge prompt has it: a model often lists the solutions of a system without the parentheses).
+    for xs, this, other in ((la, a, b), (lb, b, a)):
+        tup = _outer_brackets(other)
+        if xs is not None and _outer_brackets(this) is None and tup and tup[0] == "(" and tup[2] == ")":
+            elems = _split_top(tup[1])
+            if len(elems) == len(xs) > 1:
+                return _unordered_equal(xs, elems)
     if la is not None or lb is not None:
         return _unordered_equal(la or [a], lb or [b])
     # Tuples, intervals, vectors: ordered; an interval's bracket types must match.
@@ -739,9 +779,25 @@ def _equal(a: str, b: str) -> bool:
         if len(ca) == 2 and (oa[0] != ob[0] or oa[2] != ob[2]):
             return False
         return all(_equal(x, y) for x, y in zip(ca, cb))
-    if "_" in a or "_" in b:  # base-n numerals (204_5) compare as strings only
-        return False
+    if "_" in a or "_" in b:  # base-n numerals (204_5) compare as strings only ...
+        # ... but the digits without the base are the same answer (s1's judge: "2516" for 2516_8)
+        ma, mb = re.fullmatch(r"(\w+)_\w+", a), re.fullmatch(r"(\w+)_\w+", b)
+        return bool((ma and not mb and ma.group(1) == b) or (mb and not ma and mb.group(1) == a))
     return numeric_equal(a, b)
+
+
+_LEAD_IN = re.compile(
+    r"^(?:\.\.\.|…)?\s*(?:(?:so|thus|hence|therefore|then)\s*,?\s*)?"
+    r"(?:it|this|that|the\s+(?:final\s+)?answer|the\s+result|the\s+solution)\s+(?:is|was)\s+(?=[a-z])",
+    re.IGNORECASE)
+
+
+def _strip_lead_in(s: str) -> str:
+    """ "...it is navin" -> "navin" (only a word answer after such a lead-in)."""
+    m = _LEAD_IN.match(s)
+    if m and re.fullmatch(r"[a-zA-Z ]+", s[m.end():].strip()):
+        return s[m.end():].strip()
+    return s
 
 
 @lru_cache(maxsize=65536)
@@ -756,13 +812,29 @@ def math_equal(pred: str, reference: str) -> bool:
     la, lb = re.fullmatch(r"\(?([a-e])\)?", a.lower()), re.fullmatch(r"\(?([a-e])\)?", b.lower())
     if la and lb:
         return la.group(1) == lb.group(1)
-    # Words (names, "even", "east"): case-insensitive string equality only.
+    # Words (names, "even", "east"): case-insensitive string equality only, after a lead-in
+    # ("...it is navin." for \text{Navin}, as s1's judge prompt has it).
+    a, b = _strip_lead_in(a), _strip_lead_in(b)
+    if a == b:
+        return True
     if re.fullmatch(r"[a-zA-Z ]{2,}", a) or re.fullmatch(r"[a-zA-Z ]{2,}", b):
         return a.lower().strip() == b.lower().strip()
     try:
         return _equal(a, b)
     except RecursionError:
         return False
+
+
+def rule_index(options: list[str], attempt: str, kind: str = "math") -> int:
+    """What s1's judge is asked, answered by the rules: the 1-based index of the first option the
+    attempt (a whole attempt text, or an extracted answer) is equivalent to, else -1."""
+    pred = extract_answer(attempt, kind)
+    if pred is None:
+        pred = answer_section(attempt).strip()
+    for k, opt in enumerate(options):
+        if grade(pred, opt, kind):
+            return k + 1
+    return -1
 
 
 def parse_integer(s: str | None) -> int | None:
@@ -790,10 +862,13 @@ def grade(pred: str | None, reference: str, kind: str = "math") -> bool:
     reference = last_boxed(reference) if last_boxed(reference) is not None else reference
     if kind == "integer":
         a, b = parse_integer(pred), parse_integer(reference)
+        if a is None:
+            s = _integer_from_sentence(pred)
+            a = parse_integer(s) if s is not None else None
         return a is not None and b is not None and a == b
     if kind == "choice":
         letter = pred.strip().strip("()").strip().upper()
         if len(letter) != 1:
-            letter = _extract_letter(pred) or ""
+            letter = _extract_letter(pred, CHOICE_LETTERS) or ""
         return letter != "" and letter == reference.strip().strip("()").upper()
     return math_equal(pred, reference)

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from s1.evaluation.grader import evaluate, extract_answer, grade, last_boxed, normalize, parse_integer
+from s1.evaluation.judge import WORKED_EXAMPLES
 
 EQUAL = [
     (r"\frac{1}{2}", "0.5"), (r"\dfrac{3}{4}", "3/4"), (r"\tfrac12", r"\frac{1}{2}"), (r"\frac 34", "0.75"),
@@ -155,3 +156,48 @@ def test_garbage_answers_are_cheap_and_unequal():
     assert not grade(junk, "(1,2)", "math")
     assert not grade("1," * 2000, "1", "math")
     assert time.perf_counter() - t < 1.0
+
+
+# s1's judge prompt (EXTRACTION_TEMPLATE_IDX) worked examples: the rule grader gives its verdicts.
+@pytest.mark.parametrize("options,attempt,verdict", WORKED_EXAMPLES)
+def test_rule_grader_gives_s1_judge_verdicts_on_its_worked_examples(options, attempt, verdict):
+    from s1.evaluation.grader import rule_index
+    assert rule_index(options, attempt) == verdict
+
+
+@pytest.mark.parametrize("pred,ref,ok", [
+    (r"x in 75", r"75^\circ", True), ("-2, 1", "(1,-2)", True), ("1, -2", "(1,-2)", True),
+    (r"12^{\mathrm{th}}", "12", True), ("12th", "12", True), ("2516", "2516_8", True),
+    ("...it is navin.", r"\text{Navin}", True), ("so it is evelyn", r"\text{Navin}", False),
+    ("-2, 3", "(1,-2)", False), ("1, -2, 3", "(1,-2)", False), ("2515", "2516_8", False),
+    ("2516_7", "2516_8", False), ("1,2", "(1,2]", False), ("13th", "12", False),
+])
+def test_judge_example_rules_both_directions(pred, ref, ok):
+    assert grade(pred, ref, "math") is ok
+    assert grade(ref, pred, "math") is ok
+
+
+def test_aime_answer_stated_in_a_sentence():
+    for text in ("<|im_start|>answer\nAnswer: So m+n = 116 + 1 = 117", "Answer: So $m+n = 116 + 1 = 117$.",
+                 "<|im_start|>answer\nSo m+n = 116 + 1 = 117"):
+        assert extract_answer(text, "integer") == "117", text
+        assert grade(extract_answer(text, "integer"), "117", "integer")
+    assert grade("So m+n = 116 + 1 = 117", "117", "integer")
+    assert not grade("So m+n = 116 + 1 = 117", "116", "integer")
+    # two numbers and no '=': no guess from the sentence
+    assert not grade(extract_answer("Answer: the sum 116 + 1 is odd", "integer"), "117", "integer")
+    assert not grade("the sum 116 + 1 is odd", "117", "integer")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Answer: I think it is c", "C"), ("Answer: c.", "C"), ("the answer is (b)", "B"), ("answer: b", "B"),
+    ("Answer: a quick check gives B", "B"), ("Answer: B, because A is wrong", "B"), ("Answer: I", None),
+    ("Answer: E", None), ("ANSWER: d", "D"), ("Answer: (A) 7", "A"),
+])
+def test_gpqa_letters_after_answer(text, expected):
+    assert extract_answer(text, "choice") == expected
+    assert extract_answer(text, "choice", ["w", "x", "y", "z"]) == expected
+
+
+def test_more_than_four_options_allow_more_letters():
+    assert extract_answer("Answer: E", "choice", ["1", "2", "3", "4", "5"]) == "E"
