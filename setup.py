@@ -31,6 +31,8 @@ setup(
     ],
     extras_require={
         "serve": SERVE,   # `s1 serve`: the ASGI stack
+        "judge": ["openai>=1.40"],   # `s1 eval --judge-url`: s1's judge on an OpenAI-compatible endpoint
+        "mathverify": ["math-verify"],   # Hugging Face Math-Verify as a grading backend (s1/evaluation/mathverify.py)
         # the suite tests the server with the real openai client (httpx is its HTTP library)
         "test": ["pytest", "transformers", "openai>=1.40", "httpx>=0.27", *SERVE],
     },

@@ -105,6 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     o.add_argument("--rescore", metavar="DIR", help="re-grade the finished run in DIR (no generation)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    j = p.add_argument_group("grading (s1/evaluation/grading.py)")
+    j.add_argument("--grading", choices=("rules", "s1"),
+                   help="rules: our offline grader (default); s1: s1's own extraction and comparison "
+                        "(digit strings as integers, else the judge; GPQA A-D, else the judge, else 'A')")
+    j.add_argument("--judge", metavar="MODEL",
+                   help="run s1's judge prompts on this local checkpoint (our engine, no API key, batched, "
+                        "cached in the run folder's judge_cache.jsonl); reports how often it agrees with the rules")
+    j.add_argument("--judge-url", metavar="URL",
+                   help="send s1's judge prompts to an OpenAI-compatible endpoint instead "
+                        "(needs `pip install -e .[judge]`; key from OPENAI_API_KEY)")
+    j.add_argument("--judge-model", default="gpt-4o-mini", help="model name at --judge-url (s1's: gpt-4o-mini)")
+    j.add_argument("--judge-temperature", type=float,
+                   help="--judge-url sampling temperature (default 0.5, s1's); the local judge is greedy")
+    j.add_argument("--judge-max-tokens", type=int, default=16,
+                   help="reply tokens of the local judge (an index or a letter needs a few)")
     return p
 
 
@@ -162,6 +177,24 @@ def prepare_out_dir(out: str, resume: bool, overwrite: bool) -> None:
             os.remove(path)
 
 
+def build_judge(a, run_dir: str):
+    """The judge of --judge / --judge-url (None without either), cached in run_dir."""
+    from s1.evaluation.judge import make_judge
+
+    if not (a.judge or a.judge_url):
+        return None
+    if a.judge and a.judge_url:
+        raise ValueError("give --judge (a local checkpoint) or --judge-url (an endpoint), not both")
+    cache = os.path.join(run_dir, "judge_cache.jsonl")
+    if a.judge_url:
+        kw = {} if a.judge_temperature is None else {"temperature": a.judge_temperature}
+        return make_judge(url=a.judge_url, url_model=a.judge_model, cache=cache, **kw)
+    if a.judge_max_tokens < 1:
+        raise ValueError(f"--judge-max-tokens must be >= 1, got {a.judge_max_tokens}")
+    return make_judge(model=resolve_model_path(a.judge, "--judge"), cache=cache, device=a.device,
+                      max_tokens=a.judge_max_tokens)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
@@ -172,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.rescore:
         try:
-            summary = rescore(a.rescore, a.out)
-        except (FileNotFoundError, ValueError, KeyError) as e:
+            judge = build_judge(a, a.out or a.rescore)
+            summary = rescore(a.rescore, a.out, grading=a.grading, judge=judge)
+        except (FileNotFoundError, ValueError, KeyError, ImportError, ModelNotFound) as e:
             return fail(str(e))
         print(summary_markdown(summary))
         return 0
@@ -182,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"missing {', '.join(missing)} (or use --rescore DIR)")
     try:
         check_flags(a)
-    except ValueError as e:
+        judge = build_judge(a, a.out)   # a bad --judge / --judge-url fails before any generation
+    except (ValueError, ImportError, ModelNotFound) as e:
         return fail(str(e))
     # torchrun: WORLD_SIZE = DP x TP processes. Join first: rank 0 alone checks and prepares --out,
     # and every rank learns whether all are fine before any model loads.
@@ -288,6 +323,13 @@ def main(argv: list[str] | None = None) -> int:
         dist.destroy_process_group()
     if summary is None:   # not rank 0: its records went to rank 0
         return 0
+    if a.grading not in (None, "rules") or a.judge or a.judge_url:
+        llm.close()   # the local judge loads its own engine
+        try:
+            t = summary["_timing"]
+            summary = rescore(a.out, grading=a.grading, judge=judge) | {"_timing": t}
+        except (ValueError, ImportError, ModelNotFound) as e:
+            return fail(f"grading: {e}")
     t = summary["_timing"]
     print(summary_markdown(summary))
     print(f"{t['requests']} requests ({t['finished_earlier']} finished earlier), {t['generated']} generations, "

@@ -278,7 +278,7 @@ class Judge:
     def __init__(self, cache: JudgeCache | str | os.PathLike | None = None):
         self.cache = cache if isinstance(cache, JudgeCache) else JudgeCache(cache)
         self.asked = 0      # prompts sent to the backend
-        self.hits = 0       # prompts answered from the cache
+        self.hits = 0       # prompts answered without asking the backend
 
     def settings(self) -> dict:
         """What, besides the prompt, decides a reply (part of the cache key)."""
@@ -297,7 +297,7 @@ class Judge:
         for k, p in zip(keys, prompts):
             if self.cache.get(k) is None and k not in todo:
                 todo[k] = p
-        self.hits += len(prompts) - sum(1 for k in keys if k in todo)
+        self.hits += len(prompts) - len(todo)     # answered without asking (cached, or a repeat)
         if todo:
             replies = self.complete(list(todo.values()))
             if len(replies) != len(todo):
@@ -314,7 +314,7 @@ class LocalJudge(Judge):
                  llm=None, **engine_settings):
         super().__init__(cache)
         self.model_dir = os.fspath(model_dir)
-        self.name = "local:" + os.path.basename(os.path.normpath(self.model_dir))
+        self.name = "local:" + os.path.abspath(self.model_dir)
         self.device, self.max_tokens = device, max_tokens
         self.engine_settings = engine_settings
         self._llm = llm

@@ -183,6 +183,9 @@ def summary_markdown(summary: dict) -> str:
                      "thinking tokens (short at most, long at least).")
     notes.append("Control: share of settings whose mean thinking tokens lie within their limits; Control (runs): "
                  "share of single runs within them.")
+    if summary.get("graders"):
+        from s1.evaluation.grading import agreement_markdown
+        notes.append(agreement_markdown(summary["graders"]))
     lines += [""] + notes
     if "majority" in summary:
         lines += ["", "| majority voting at point | k | accuracy % | compute (total thinking tokens) |",
@@ -216,15 +219,24 @@ def write_outputs(out_dir: str, records: list[dict] | None, config: dict, summar
         print(f"warning: no plot ({e})", file=sys.stderr)
 
 
-def rescore(run_dir: str, out_dir: str | None = None) -> dict:
-    """Re-extract and re-grade a finished run's samples.jsonl; rewrite the summary files."""
+def rescore(run_dir: str, out_dir: str | None = None, grading: str | None = None, judge=None) -> dict:
+    """Re-extract and re-grade a finished run's samples.jsonl; rewrite the summary files.
+    grading: "rules" or "s1" (s1/evaluation/grading.py; default: the run's, else "rules"); judge:
+    a s1/evaluation/judge.py Judge for s1's procedure and the graders' agreement."""
     cfg_path, samples_path = os.path.join(run_dir, "config.json"), os.path.join(run_dir, "samples.jsonl")
     for p in (cfg_path, samples_path):
         if not os.path.exists(p):
             raise FileNotFoundError(f"--rescore {run_dir!r}: missing {os.path.basename(p)} (not a finished s1 eval run?)")
     with open(cfg_path) as f:
         config = json.load(f)
-    records = [score_record(r) for r in read_jsonl(samples_path)]
+    from s1.evaluation.grading import agreement, grade_records
+
+    grading = grading or config.get("grading", "rules")
+    records = grade_records(list(read_jsonl(samples_path)), grading, judge)
+    if grading != "rules" or judge is not None:
+        config = dict(config, grading=grading, judge=getattr(judge, "name", None))
     summary = summarize(records, config["points"], meta_of(config))
+    if any("s1" in r for r in records):
+        summary["graders"] = agreement(records, config["task"], getattr(judge, "name", None))
     write_outputs(out_dir or run_dir, records, config, summary)
     return summary

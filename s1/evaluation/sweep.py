@@ -303,6 +303,7 @@ def build_requests(items: list[TaskItem], points: list[EvalPoint], samples: int,
                 })
                 if item.kind == "choice":  # lets the grader map an answer naming an option's text
                     stubs[-1]["choices"] = choice_options(item.question)
+                    stubs[-1]["question"] = item.question   # what s1's GPQA judge is shown
     return prompts, params, stubs
 
 

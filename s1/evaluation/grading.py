@@ -1,0 +1,78 @@
+"""Grades of a run's records by the rule grader, by s1's own procedure (s1compat, with or without
+s1's judge), and how often the two agree.
+
+`grade_records(records, grading, judge)`:
+- every record gets the rule grader's verdict (`extracted`, `correct`: report.score_record);
+- with grading "s1" or a judge, every record also gets `s1`: s1's extraction of the full output,
+  the judge's reply where s1 would have asked it (all such prompts of the run in one batch,
+  cached by the judge), s1's final answer and verdict;
+- grading "s1": `correct` is s1's verdict (`rules_correct` keeps the rule grader's).
+`agreement(records)`: per task, how many records both graders call right, call wrong, or differ on.
+"""
+from __future__ import annotations
+
+from s1.evaluation.s1compat import s1_extract, s1_grade, s1_judge_prompt
+
+GRADINGS = ("rules", "s1")
+
+
+def _full_text(rec: dict) -> str:
+    """The generation as s1 graded it (its split finds the answer part itself)."""
+    text = rec.get("text")
+    if text:
+        return text
+    return rec.get("answer_text") or ""
+
+
+def grade_records(records: list[dict], grading: str = "rules", judge=None) -> list[dict]:
+    from s1.evaluation.report import score_record
+
+    if grading not in GRADINGS:
+        raise ValueError(f"unknown grading {grading!r}; expected one of {GRADINGS}")
+    for rec in records:
+        score_record(rec)
+        rec.pop("rules_correct", None)
+        rec.pop("s1", None)
+    if grading == "rules" and judge is None:
+        return records
+    prompts = []
+    for rec in records:
+        ex = s1_extract(_full_text(rec))
+        p = s1_judge_prompt(ex, rec["reference"], rec["kind"], question=rec.get("question"),
+                            choices=rec.get("choices"))
+        rec["s1"] = {"extracted": ex}
+        prompts.append(p if judge is not None else None)
+    todo = sorted({p for p in prompts if p is not None})
+    replies = dict(zip(todo, judge(todo))) if todo else {}
+    for rec, p in zip(records, prompts):
+        reply = replies.get(p) if p is not None else None
+        got = s1_grade(rec["s1"]["extracted"], rec["reference"], rec["kind"], reply=reply)
+        rec["s1"].update(got, judge_reply=reply)
+        if grading == "s1":
+            rec["rules_correct"] = rec["correct"]
+            rec["correct"] = got["correct"]
+    return records
+
+
+def agreement(records: list[dict], task: str | None = None, judge_name: str | None = None) -> dict:
+    """Rule grader vs s1's procedure over the records that carry both verdicts."""
+    both = [r for r in records if "s1" in r]
+    rules = [r.get("rules_correct", r["correct"]) for r in both]
+    s1v = [r["s1"]["correct"] for r in both]
+    n = len(both)
+    agree = sum(a == b for a, b in zip(rules, s1v))
+    out = {"task": task, "judge": judge_name, "records": n,
+           "rules_correct": sum(rules), "s1_correct": sum(s1v), "judged": sum(r["s1"]["judged"] for r in both),
+           "agree": agree, "agreement": agree / n if n else None,
+           "rules_only": sum(a and not b for a, b in zip(rules, s1v)),
+           "s1_only": sum(b and not a for a, b in zip(rules, s1v))}
+    return out
+
+
+def agreement_markdown(ag: dict) -> str:
+    if not ag or not ag.get("records"):
+        return ""
+    who = f"s1's procedure with judge `{ag['judge']}`" if ag.get("judge") else "s1's procedure without a judge"
+    return (f"Graders on {ag['task']}: rule grader vs {who}: agree on {ag['agree']}/{ag['records']} "
+            f"({100 * ag['agreement']:.1f}%); right by rules {ag['rules_correct']}, by s1 {ag['s1_correct']}; "
+            f"rules-only {ag['rules_only']}, s1-only {ag['s1_only']}; judge asked for {ag['judged']}.")
