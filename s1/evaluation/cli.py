@@ -5,6 +5,8 @@ forcing and the other test-time scaling methods, graded offline.
     s1 eval --model DIR --task aime24 --budgets auto --num-wait 1,2,4,6 --out runs/wait
     s1 eval --out runs/aime24 --resume ...                     # continue an interrupted run
     s1 eval --rescore runs/aime24                              # re-grade a finished run
+    s1 eval --rescore runs/aime24 --grading s1 --judge CKPT    # as s1 graded, a local judge
+    s1 eval --rescore runs/aime24 --grading s1 --judge-url https://api.openai.com/v1   # s1's gpt-4o-mini
     torchrun --nproc-per-node 8 -m s1.evaluation --tensor-parallel 4 --model DIR ...   # 2 engines x TP 4
 
 The defaults are s1's evaluation settings: budgets 500,1000,2000,4000,8000,16000,auto, greedy,
@@ -106,9 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--rescore", metavar="DIR", help="re-grade the finished run in DIR (no generation)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     j = p.add_argument_group("grading (s1/evaluation/grading.py)")
-    j.add_argument("--grading", choices=("rules", "s1"),
+    j.add_argument("--grading", choices=("rules", "s1", "mathverify"),
                    help="rules: our offline grader (default); s1: s1's own extraction and comparison "
-                        "(digit strings as integers, else the judge; GPQA A-D, else the judge, else 'A')")
+                        "(digit strings as integers, else the judge; GPQA A-D, else the judge, else 'A'); "
+                        "mathverify: Hugging Face Math-Verify (pip install -e .[mathverify])")
     j.add_argument("--judge", metavar="MODEL",
                    help="run s1's judge prompts on this local checkpoint (our engine, no API key, batched, "
                         "cached in the run folder's judge_cache.jsonl); reports how often it agrees with the rules")
@@ -217,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_flags(a)
         judge = build_judge(a, a.out)   # a bad --judge / --judge-url fails before any generation
+        if a.grading == "mathverify":
+            from s1.evaluation.mathverify import MISSING, available
+            if not available():
+                raise ImportError(MISSING)
     except (ValueError, ImportError, ModelNotFound) as e:
         return fail(str(e))
     # torchrun: WORLD_SIZE = DP x TP processes. Join first: rank 0 alone checks and prepares --out,

@@ -6,14 +6,16 @@ s1's judge), and how often the two agree.
 - with grading "s1" or a judge, every record also gets `s1`: s1's extraction of the full output,
   the judge's reply where s1 would have asked it (all such prompts of the run in one batch,
   cached by the judge), s1's final answer and verdict;
-- grading "s1": `correct` is s1's verdict (`rules_correct` keeps the rule grader's).
+- grading "s1": `correct` is s1's verdict (`rules_correct` keeps the rule grader's);
+- grading "mathverify": every record gets `mathverify` (Math-Verify's verdict,
+  s1/evaluation/mathverify.py, an optional extra) and `correct` is it.
 `agreement(records)`: per task, how many records both graders call right, call wrong, or differ on.
 """
 from __future__ import annotations
 
 from s1.evaluation.s1compat import s1_extract, s1_grade, s1_judge_prompt
 
-GRADINGS = ("rules", "s1")
+GRADINGS = ("rules", "s1", "mathverify")
 
 
 def _full_text(rec: dict) -> str:
@@ -29,11 +31,20 @@ def grade_records(records: list[dict], grading: str = "rules", judge=None) -> li
 
     if grading not in GRADINGS:
         raise ValueError(f"unknown grading {grading!r}; expected one of {GRADINGS}")
+    if grading == "mathverify":
+        from s1.evaluation.mathverify import MISSING, available
+        if not available():
+            raise ImportError(MISSING)
     for rec in records:
         score_record(rec)
-        rec.pop("rules_correct", None)
-        rec.pop("s1", None)
-    if grading == "rules" and judge is None:
+        for k in ("rules_correct", "s1", "mathverify"):
+            rec.pop(k, None)
+    if grading == "mathverify":
+        from s1.evaluation.mathverify import mv_grade
+        for rec in records:
+            rec["mathverify"] = {"correct": mv_grade(_full_text(rec), rec["reference"], rec["kind"])}
+            rec["rules_correct"], rec["correct"] = rec["correct"], rec["mathverify"]["correct"]
+    if grading != "s1" and judge is None:
         return records
     prompts = []
     for rec in records:
@@ -52,6 +63,19 @@ def grade_records(records: list[dict], grading: str = "rules", judge=None) -> li
             rec["rules_correct"] = rec["correct"]
             rec["correct"] = got["correct"]
     return records
+
+
+def mathverify_agreement(records: list[dict], task: str | None = None) -> dict | None:
+    both = [r for r in records if "mathverify" in r]
+    if not both:
+        return None
+    rules = [r.get("rules_correct", r["correct"]) for r in both]
+    mv = [r["mathverify"]["correct"] for r in both]
+    agree = sum(a == b for a, b in zip(rules, mv))
+    return {"task": task, "records": len(both), "rules_correct": sum(rules), "mathverify_correct": sum(mv),
+            "agree": agree, "agreement": agree / len(both),
+            "rules_only": sum(a and not b for a, b in zip(rules, mv)),
+            "mathverify_only": sum(b and not a for a, b in zip(rules, mv))}
 
 
 def agreement(records: list[dict], task: str | None = None, judge_name: str | None = None) -> dict:

@@ -186,6 +186,11 @@ def summary_markdown(summary: dict) -> str:
     if summary.get("graders"):
         from s1.evaluation.grading import agreement_markdown
         notes.append(agreement_markdown(summary["graders"]))
+    if summary.get("graders_mathverify"):
+        m = summary["graders_mathverify"]
+        notes.append(f"Graders on {m['task']}: rule grader vs Math-Verify: agree on {m['agree']}/{m['records']} "
+                     f"({100 * m['agreement']:.1f}%); rules-only {m['rules_only']}, "
+                     f"Math-Verify-only {m['mathverify_only']}.")
     lines += [""] + notes
     if "majority" in summary:
         lines += ["", "| majority voting at point | k | accuracy % | compute (total thinking tokens) |",
@@ -229,7 +234,7 @@ def rescore(run_dir: str, out_dir: str | None = None, grading: str | None = None
             raise FileNotFoundError(f"--rescore {run_dir!r}: missing {os.path.basename(p)} (not a finished s1 eval run?)")
     with open(cfg_path) as f:
         config = json.load(f)
-    from s1.evaluation.grading import agreement, grade_records
+    from s1.evaluation.grading import agreement, grade_records, mathverify_agreement
 
     grading = grading or config.get("grading", "rules")
     records = grade_records(list(read_jsonl(samples_path)), grading, judge)
@@ -238,5 +243,7 @@ def rescore(run_dir: str, out_dir: str | None = None, grading: str | None = None
     summary = summarize(records, config["points"], meta_of(config))
     if any("s1" in r for r in records):
         summary["graders"] = agreement(records, config["task"], getattr(judge, "name", None))
+    if any("mathverify" in r for r in records):
+        summary["graders_mathverify"] = mathverify_agreement(records, config["task"])
     write_outputs(out_dir or run_dir, records, config, summary)
     return summary
