@@ -220,7 +220,8 @@ def extract_answer(text: str | None, kind: str = "math", choices: list[str] | No
                 ans = _integer_from_sentence(ans) or ans
             return ans
     if kind == "integer":
-        nums = re.findall(r"-?\d[\d,]*(?:\.\d+)?", section)
+        # numbers standing alone: not the digits of a name ("-sepehr2010" signs an AIME solution)
+        nums = re.findall(r"(?<![A-Za-z_\d])-?\d[\d,]*(?:\.\d+)?", section)
         nums = [n.rstrip(",") for n in nums]
         if nums:
             return nums[-1]

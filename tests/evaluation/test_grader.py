@@ -201,3 +201,8 @@ def test_gpqa_letters_after_answer(text, expected):
 
 def test_more_than_four_options_allow_more_letters():
     assert extract_answer("Answer: E", "choice", ["1", "2", "3", "4", "5"]) == "E"
+
+
+def test_last_number_fallback_skips_digits_of_a_name():
+    # AIME 2024 I/60's written solution ends "$180 + 24 = 204$. -sepehr2010"
+    assert extract_answer("so $180 + 24 = 204$. -sepehr2010", "integer") == "204"
