@@ -9,6 +9,11 @@ s1's judge), and how often the two agree.
 - grading "s1": `correct` is s1's verdict (`rules_correct` keeps the rule grader's);
 - grading "mathverify": every record gets `mathverify` (Math-Verify's verdict,
   s1/evaluation/mathverify.py, an optional extra) and `correct` is it.
+`group_votes(records, grading)`: the majority-voting groups of each (point, question), formed
+here so that metrics.py counts votes without grading anything: `vote_group` (index of the answer's
+equivalence group, groups in sample order; None for no answer) and `vote_correct` (the verdict on
+the group's first answer). Rules / Math-Verify group by the rule grader's equivalence; s1 grouped
+its final answer strings exactly (`Counter(extracted_answers).most_common(1)`).
 `agreement(records)`: per task, how many records both graders call right, call wrong, or differ on.
 """
 from __future__ import annotations
@@ -26,9 +31,19 @@ def _full_text(rec: dict) -> str:
     return rec.get("answer_text") or ""
 
 
-def grade_records(records: list[dict], grading: str = "rules", judge=None) -> list[dict]:
-    from s1.evaluation.report import score_record
+def score_record(rec: dict) -> dict:
+    """(Re-)extract and grade one run by the rules, from its stored output text."""
+    from s1.evaluation.grader import extract_answer, grade
 
+    source = rec.get("answer_text")
+    if source is None:
+        source = rec.get("text", "")
+    rec["extracted"] = extract_answer(source, rec["kind"], rec.get("choices"))
+    rec["correct"] = bool(grade(rec["extracted"], rec["reference"], rec["kind"]))
+    return rec
+
+
+def grade_records(records: list[dict], grading: str = "rules", judge=None) -> list[dict]:
     if grading not in GRADINGS:
         raise ValueError(f"unknown grading {grading!r}; expected one of {GRADINGS}")
     if grading == "mathverify":
@@ -37,7 +52,7 @@ def grade_records(records: list[dict], grading: str = "rules", judge=None) -> li
             raise ImportError(MISSING)
     for rec in records:
         score_record(rec)
-        for k in ("rules_correct", "s1", "mathverify"):
+        for k in ("rules_correct", "s1", "mathverify", "vote_group", "vote_correct"):
             rec.pop(k, None)
     if grading == "mathverify":
         from s1.evaluation.mathverify import mv_grade
@@ -45,7 +60,7 @@ def grade_records(records: list[dict], grading: str = "rules", judge=None) -> li
             rec["mathverify"] = {"correct": mv_grade(_full_text(rec), rec["reference"], rec["kind"])}
             rec["rules_correct"], rec["correct"] = rec["correct"], rec["mathverify"]["correct"]
     if grading != "s1" and judge is None:
-        return records
+        return group_votes(records, grading)
     prompts = []
     for rec in records:
         ex = s1_extract(_full_text(rec))
@@ -62,6 +77,37 @@ def grade_records(records: list[dict], grading: str = "rules", judge=None) -> li
         if grading == "s1":
             rec["rules_correct"] = rec["correct"]
             rec["correct"] = got["correct"]
+    return group_votes(records, grading)
+
+
+def group_votes(records: list[dict], grading: str = "rules") -> list[dict]:
+    from collections import defaultdict
+
+    from s1.evaluation.grader import grade
+
+    by_q: dict = defaultdict(list)
+    for r in records:
+        by_q[(r.get("point"), r["qid"]) if "qid" in r else id(r)].append(r)   # a bare record: alone
+    for rs in by_q.values():
+        rs.sort(key=lambda r: r.get("sample", 0))
+        reps: list[dict] = []          # the first record of each group
+        for r in rs:
+            exact = grading == "s1"
+            ans = r["s1"]["answer"] if exact else r.get("extracted")
+            if ans is None:
+                r["vote_group"], r["vote_correct"] = None, False
+                continue
+            for g, rep in enumerate(reps):
+                other = rep["s1"]["answer"] if exact else rep["extracted"]
+                if ans == other or (not exact and grade(ans, other, r["kind"])):
+                    break
+            else:
+                g = len(reps)
+                reps.append(r)
+            rep = reps[g]
+            r["vote_group"] = g
+            r["vote_correct"] = bool(rep["correct"]) if "correct" in rep else \
+                bool(grade(rep["extracted"], rep["reference"], rep["kind"]))
     return records
 
 

@@ -35,7 +35,6 @@ import math
 from collections import defaultdict
 from typing import Iterable
 
-from s1.evaluation.grader import grade
 
 
 def within_limits(value: float, a_min: float | None, a_max: float | None) -> bool | None:
@@ -91,7 +90,11 @@ def performance(curve: Iterable[tuple[float, float]]) -> float | None:
 
 
 def majority_vote(answers: list[str | None], kind: str = "math") -> str | None:
-    """The most common answer up to grader equivalence; ties -> earliest first appearance."""
+    """The most common answer up to grader equivalence; ties -> earliest first appearance.
+    (A helper for callers with bare answers; runs vote through `majority_curve`, on the groups the
+    grading stage formed, s1/evaluation/grading.py::group_votes.)"""
+    from s1.evaluation.grader import grade
+
     groups: list[list] = []  # [representative, count]
     for a in answers:
         if a is None:
@@ -147,8 +150,13 @@ def point_stats(records: list[dict], a_min: float | None = None, a_max: float | 
 
 
 def majority_curve(records: list[dict], ks: list[int] | None = None) -> list[dict]:
-    """majority@k for one point's records (which carry `sample`, `qid`, `extracted`, `reference`,
-    `kind`, `thinking_tokens`): uses samples 0..k-1 of each question. Default ks: 1, 2, 4, ... K."""
+    """majority@k for one point's records (which carry `sample`, `qid`, `thinking_tokens` and the
+    grading stage's `vote_group` / `vote_correct`): uses samples 0..k-1 of each question; the
+    largest group wins, a tie goes to the group drawn first. Default ks: 1, 2, 4, ... K. Records
+    without vote groups (bare records) are grouped here first, by the rule grader."""
+    if any("vote_group" not in r for r in records):
+        from s1.evaluation.grading import group_votes
+        records = group_votes([dict(r) for r in records], "rules")
     by_q: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_q[r["qid"]].append(r)
@@ -164,8 +172,17 @@ def majority_curve(records: list[dict], ks: list[int] | None = None) -> list[dic
         correct, compute = 0, 0.0
         for rs in by_q.values():
             first = rs[:k]
-            vote = majority_vote([r["extracted"] for r in first], first[0]["kind"])
-            correct += vote is not None and grade(vote, first[0]["reference"], first[0]["kind"])
+            count: dict[int, int] = {}
+            verdict: dict[int, bool] = {}
+            for r in first:                     # dicts keep first-appearance order
+                g = r["vote_group"]
+                if g is not None:
+                    count[g] = count.get(g, 0) + 1
+                    verdict[g] = r["vote_correct"]
+            if count:
+                order = list(count)
+                best = max(range(len(order)), key=lambda i: (count[order[i]], -i))
+                correct += bool(verdict[order[best]])
             compute += sum(r["thinking_tokens"] for r in first)
         out.append({"k": k, "accuracy": 100.0 * correct / len(by_q), "compute": compute / len(by_q)})
     return out

@@ -1,5 +1,7 @@
-"""Scoring and reporting of an evaluation run: grade each record, summarize per setting and per
-method, and write the run's files. `rescore` redoes it from a finished run's files alone.
+"""Reporting of an evaluation run: summarize graded records per setting and per method, and write
+the run's files. A run's data flows one way: records -> grades (s1/evaluation/grading.py: the
+verdicts and the majority-vote groups) -> metrics (s1/evaluation/metrics.py, which grades
+nothing) -> this report. `rescore` redoes grades and report from a finished run's files alone.
 
 Files of a run folder:
 - config.json    the sweep definition (points in order, task, model, settings)
@@ -27,23 +29,13 @@ from collections import defaultdict
 
 from s1.common.jsonl import read_jsonl, write_jsonl
 from s1.evaluation import metrics
-from s1.evaluation.grader import extract_answer, grade
+from s1.evaluation.grading import score_record  # noqa: F401  (graded there; re-exported for callers)
 
 OUTPUT_FILES = ("config.json", "samples.jsonl", "summary.json", "summary.md", "scaling.png", "timing.json")
 
 
 def meta_of(config: dict) -> dict:
     return {k: config[k] for k in ("task", "model", "num_questions", "samples", "temperature", "seed")}
-
-
-def score_record(rec: dict) -> dict:
-    """(Re-)extract and grade one run from its stored output text."""
-    source = rec.get("answer_text")
-    if source is None:
-        source = rec.get("text", "")
-    rec["extracted"] = extract_answer(source, rec["kind"], rec.get("choices"))
-    rec["correct"] = bool(grade(rec["extracted"], rec["reference"], rec["kind"]))
-    return rec
 
 
 def point_limits(point: dict, records: list[dict], ccc_bound: float | None = None) -> tuple:
@@ -234,7 +226,7 @@ def rescore(run_dir: str, out_dir: str | None = None, grading: str | None = None
             raise FileNotFoundError(f"--rescore {run_dir!r}: missing {os.path.basename(p)} (not a finished s1 eval run?)")
     with open(cfg_path) as f:
         config = json.load(f)
-    from s1.evaluation.grading import agreement, grade_records, mathverify_agreement
+    from s1.evaluation.grading import agreement, grade_records, mathverify_agreement   # records -> grades
 
     grading = grading or config.get("grading", "rules")
     records = grade_records(list(read_jsonl(samples_path)), grading, judge)

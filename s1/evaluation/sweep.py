@@ -10,7 +10,8 @@ goes to ONE `LLM.generate` call, so the engine batches across points and questio
 questions for majority voting included). With an output folder, each finished request is appended
 to samples.jsonl (one flushed line), so an interrupted run keeps every finished record and
 `resume=True` skips them; config.json (written first) must match for a resume. At the end the
-records are sorted (point, question, sample), scored and summarized (s1/evaluation/report.py).
+records are sorted (point, question, sample); each was graded as it finished, the vote groups are
+formed (s1/evaluation/grading.py) and the report summarizes them (s1/evaluation/report.py).
 
 Methods: `METHODS` is the one list of method names. Each maps (question, point) to the question
 shown to the model and the engine's budget-forcing settings:
@@ -42,6 +43,7 @@ from typing import Callable
 
 from s1.common.jsonl import JsonlAppender, read_jsonl
 from s1.evaluation import methods
+from s1.evaluation.grading import group_votes
 from s1.evaluation.report import meta_of, score_record, summarize, write_outputs
 from s1.evaluation.tasks import TaskItem, choice_options
 
@@ -526,6 +528,7 @@ def run_eval(llm, items: list[TaskItem], points: list[EvalPoint], *, samples: in
     errors = [r for r in final if r["finish_reason"] == "error"]
     if errors:  # kept in the results (scored as wrong) but never silent
         log(f"warning: {len(errors)} request(s) failed in the engine, e.g. {errors[0]['error']}")
+    group_votes(final, "rules")   # records -> grades (scored as each finished) -> metrics -> report
     summary = summarize(final, config["points"], meta_of(config))
     timing = {"requests": len(prompts), "generated": generated, "finished_earlier": len(prompts) - n_todo,
               "generate_wall_s": wall, "output_tokens": out_tokens,

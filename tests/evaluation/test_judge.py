@@ -250,3 +250,24 @@ def test_eval_with_a_local_judge_end_to_end(tmp_path, shared_data):
     cached = [json.loads(x) for x in open(out / "judge_cache.jsonl")]
     assert len(cached) == g["judged"]
     assert json.loads((out / "config.json").read_text())["grading"] == "s1"
+
+
+def test_majority_votes_follow_the_grading_and_metrics_grade_nothing(monkeypatch):
+    """records -> grades -> metrics: the grading stage forms the vote groups (rules: equivalence;
+    s1: its exact final strings, as its Counter did); majority_curve only counts them."""
+    from s1.evaluation import grader, metrics
+
+    def recs():
+        return [{"qid": "q", "point": "p", "sample": s, "kind": "math", "reference": "0.5", "thinking_tokens": 1,
+                 "text": f"<|im_start|>answer\nAnswer: {a}"} for s, a in enumerate(["3", "1/2", "0.5"])]
+
+    rules = grading.grade_records(recs(), "rules")
+    s1 = grading.grade_records(recs(), "s1")
+    assert [r["vote_group"] for r in rules] == [0, 1, 1] and [r["vote_group"] for r in s1] == [0, 1, 2]
+
+    def no_grading(*a, **k):
+        raise AssertionError("metrics graded an answer")
+    monkeypatch.setattr(grader, "grade", no_grading)
+    assert metrics.majority_curve(rules, [3])[0]["accuracy"] == 100.0     # {1/2, 0.5} wins
+    assert metrics.majority_curve(s1, [3])[0]["accuracy"] == 0.0          # three singletons: "3" drawn first
+    assert "grade" not in vars(metrics)
