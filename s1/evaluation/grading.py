@@ -61,22 +61,37 @@ def grade_records(records: list[dict], grading: str = "rules", judge=None) -> li
             rec["rules_correct"], rec["correct"] = rec["correct"], rec["mathverify"]["correct"]
     if grading != "s1" and judge is None:
         return group_votes(records, grading)
-    prompts = []
+    # s1's options for sample s of a question: the reference plus the final answers of samples
+    # 0..s-1 (its `metrics["extracted_answers"]`), so the judge runs in rounds by sample index,
+    # each round one batch.
+    from collections import defaultdict
+
+    by_q: dict = defaultdict(list)
     for rec in records:
-        ex = s1_extract(_full_text(rec))
-        p = s1_judge_prompt(ex, rec["reference"], rec["kind"], question=rec.get("question"),
-                            choices=rec.get("choices"))
-        rec["s1"] = {"extracted": ex}
-        prompts.append(p if judge is not None else None)
-    todo = sorted({p for p in prompts if p is not None})
-    replies = dict(zip(todo, judge(todo))) if todo else {}
-    for rec, p in zip(records, prompts):
-        reply = replies.get(p) if p is not None else None
-        got = s1_grade(rec["s1"]["extracted"], rec["reference"], rec["kind"], reply=reply)
-        rec["s1"].update(got, judge_reply=reply)
-        if grading == "s1":
-            rec["rules_correct"] = rec["correct"]
-            rec["correct"] = got["correct"]
+        rec["s1"] = {"extracted": s1_extract(_full_text(rec))}
+        by_q[(rec.get("point"), rec["qid"]) if "qid" in rec else id(rec)].append(rec)
+    for rs in by_q.values():
+        rs.sort(key=lambda r: r.get("sample", 0))
+    for s in range(max((len(rs) for rs in by_q.values()), default=0)):
+        batch = []
+        for rs in by_q.values():
+            if len(rs) > s:
+                rec = rs[s]
+                others = [r["s1"]["answer"] for r in rs[:s]] if rec["kind"] != "choice" else []
+                p = s1_judge_prompt(rec["s1"]["extracted"], rec["reference"], rec["kind"],
+                                    question=rec.get("question"), choices=rec.get("choices"),
+                                    other_answers=others) if judge is not None else None
+                batch.append((rec, others, p))
+        todo = sorted({p for _, _, p in batch if p is not None})
+        replies = dict(zip(todo, judge(todo))) if todo else {}
+        for rec, others, p in batch:
+            reply = replies.get(p) if p is not None else None
+            got = s1_grade(rec["s1"]["extracted"], rec["reference"], rec["kind"], reply=reply,
+                           other_answers=others)
+            rec["s1"].update(got, judge_reply=reply)
+            if grading == "s1":
+                rec["rules_correct"] = rec["correct"]
+                rec["correct"] = got["correct"]
     return group_votes(records, grading)
 
 

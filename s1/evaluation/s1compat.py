@@ -15,7 +15,8 @@ Grading (`s1_grade`):
 - AIME / MATH ("integer" / "math"): a reference made of digits only is written as an integer
   ("023" -> "23"); when the extracted answer is digits only too it is too, and the two strings are
   compared. Otherwise s1 asked gpt-4o-mini which option (`EXTRACTION_TEMPLATE_IDX`, options = the
-  reference, plus for several samples the other answers seen) the attempt matches, took that
+  reference, then the distinct final answers of the question's earlier samples, in set order
+  there, sorted here) the attempt matches, took that
   option when the answer was an index in range, and compared strings. Without a judge s1 compared
   the raw strings (its `sampler is None` branch); so does `s1_grade(judge=None)`.
 - GPQA ("choice"): a lone lower-case a-d is upper-cased; an answer other than A, B, C, D goes to

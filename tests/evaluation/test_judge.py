@@ -271,3 +271,15 @@ def test_majority_votes_follow_the_grading_and_metrics_grade_nothing(monkeypatch
     assert metrics.majority_curve(rules, [3])[0]["accuracy"] == 100.0     # {1/2, 0.5} wins
     assert metrics.majority_curve(s1, [3])[0]["accuracy"] == 0.0          # three singletons: "3" drawn first
     assert "grade" not in vars(metrics)
+
+
+def test_s1_judge_options_grow_with_earlier_samples():
+    """s1 showed the judge the reference plus the final answers of the question's earlier samples."""
+    j = CountingJudge(reply="2")
+    recs = [{"qid": "q", "point": "p", "sample": s, "kind": "math", "reference": "7", "thinking_tokens": 1,
+             "text": f"<|im_start|>answer\nAnswer: {a}"} for s, a in enumerate(["x = 3", "x = 7"])]
+    grading.grade_records(recs, "s1", judge=j)
+    assert len(j.batches) == 2                                   # one round per sample index
+    assert "Options: ['7']\n" in j.batches[0][0]
+    assert "Options: ['7', 'x = 3']\n" in j.batches[1][0]        # sample 0's answer (index 2 was out of range)
+    assert [r["s1"]["answer"] for r in recs] == ["x = 3", "x = 3"] and not any(r["correct"] for r in recs)
