@@ -85,6 +85,26 @@ _ANSWER_LINE = re.compile(
 )
 
 
+_BOX_CONNECTOR = re.compile(r"[\s$,;.]*(?:(?:and|or|\\text\{\s*(?:and|or)\s*\}|\\quad|\\qquad)[\s$,;.]*)?")
+
+
+def _trailing_boxes(text: str) -> list[str]:
+    r"""The contents of the last boxes of `text` that follow one another with only ',', ';',
+    'and', 'or', '$' or spaces between them (the last box alone when anything else separates)."""
+    spans = []
+    for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
+        got = _braced(text, m.end() - 1)
+        if got is not None:
+            spans.append((m.start(), got[1], got[0]))
+    run: list[str] = []
+    for k in range(len(spans) - 1, -1, -1):
+        start, end, content = spans[k]
+        if run and (end > spans[k + 1][0] or not _BOX_CONNECTOR.fullmatch(text[end : spans[k + 1][0]])):
+            break   # nested boxes, or text between them
+        run.insert(0, content)
+    return run
+
+
 def _clean(ans: str) -> str:
     ans = ans.strip()
     ans = re.sub(r"^(?:the\s+)?(?:final\s+)?answer\s+is\s*:?\s*", "", ans, flags=re.IGNORECASE)
@@ -208,6 +228,13 @@ def extract_answer(text: str | None, kind: str = "math", choices: list[str] | No
         return letter
     boxed = last_boxed(section)
     if boxed is not None:
+        run = _trailing_boxes(section)
+        distinct: list[str] = []
+        for b in run:   # "\boxed{15\frac{39}{40}}, or \boxed{\frac{639}{40}}": one answer written twice
+            if b.strip() and not any(math_equal(b, d) for d in distinct):
+                distinct.append(b.strip())
+        if len(distinct) > 1:   # "\boxed{2} and \boxed{3}": one answer split over several boxes
+            return ", ".join(distinct)
         return boxed.strip() or None
     line = _answer_line(section)
     if line is not None:
@@ -683,7 +710,7 @@ def _as_unordered(s: str) -> list[str] | None:
     if ob and ob[0] == "{":
         parts = _split_top(ob[1])
     elif ob is None and "=" not in s:
-        parts = _split_top(s)
+        parts = _split_top(s, ";") if len(_split_top(s, ";")) > 1 and "," not in s else _split_top(s)
     else:
         return None
     items = [x for p in parts for x in _expand_pm(p)]
@@ -734,6 +761,52 @@ def _equation_equal(a: str, b: str) -> bool:
 _LEADING_VAR = re.compile(r"^[a-zA-Z](?:_\w+)?(?:\([a-zA-Z]\))?=(.+)$")
 
 
+def _labelled_values(s: str) -> list[str] | None:
+    """'k=45,n=2' -> ['45', '2'] when every element of a (',' or ';') list is 'name=value'."""
+    if s.count("=") < 2 or _outer_brackets(s):
+        return None
+    sep = ";" if len(_split_top(s, ";")) > 1 else ","
+    parts = _split_top(s, sep)
+    vals = []
+    for p in parts:
+        m = _LEADING_VAR.match(p.strip())
+        if not m or "=" in m.group(1):
+            return None
+        vals.append(m.group(1))
+    return vals if len(vals) > 1 else None
+
+
+_NUM = r"(-?[^<>=]+?)"
+
+
+def _inequality_interval(s: str) -> str | None:
+    r"""'x>2' -> '(2,\infty)', 'x\leq-1' -> '(-\infty,-1]', '-2<x\leq7' -> '(-2,7]', also '2<x'; else None."""
+    lt = r"(<|\\leq|\\le(?![a-z])|≤)"
+    gt = r"(>|\\geq|\\ge(?![a-z])|≥)"
+    v = r"[a-zA-Z]"
+    m = re.fullmatch(_NUM + lt + v + lt + _NUM, s)
+    if m:
+        lo, o1, o2, hi = m.groups()
+        return ("(" if o1 == "<" else "[") + f"{lo},{hi}" + (")" if o2 == "<" else "]")
+    m = re.fullmatch(_NUM + gt + v + gt + _NUM, s)
+    if m:
+        hi, o1, o2, lo = m.groups()
+        return ("(" if o2 == ">" else "[") + f"{lo},{hi}" + (")" if o1 == ">" else "]")
+    m = re.fullmatch(v + "(" + lt[1:-1] + "|" + gt[1:-1] + ")" + _NUM, s)
+    if m:
+        op, val = m.group(1), m.group(2)
+        if re.fullmatch(lt, op):
+            return f"(-\\infty,{val}" + (")" if op == "<" else "]")
+        return ("(" if op == ">" else "[") + f"{val},\\infty)"
+    m = re.fullmatch(_NUM + "(" + lt[1:-1] + "|" + gt[1:-1] + ")" + v, s)
+    if m:
+        val, op = m.group(1), m.group(2)
+        if re.fullmatch(lt, op):   # 2<x: x>2
+            return ("(" if op == "<" else "[") + f"{val},\\infty)"
+        return f"(-\\infty,{val}" + (")" if op == ">" else "]")
+    return None
+
+
 def _equal(a: str, b: str) -> bool:
     """Equivalence of two normalized answers (recursive on structure)."""
     if a == b:
@@ -749,6 +822,15 @@ def _equal(a: str, b: str) -> bool:
         if not m:
             return False
         return _equal(m.group(1), b) if ea else _equal(a, m.group(1))
+    # Labelled values "k=45,n=2" (or "k=45;n=2"): the values, as a bare list.
+    for side in (a, b):
+        parts = _labelled_values(side)
+        if parts is not None:
+            return _equal(",".join(parts), b) if side is a else _equal(a, ",".join(parts))
+    # Inequalities: "x>2" is the interval (2,\infty), "-2\leqx\leq7" is [-2,7].
+    ia, ib = _inequality_interval(a), _inequality_interval(b)
+    if ia is not None or ib is not None:
+        return _equal(ia or a, ib or b) if (ia or a) != a or (ib or b) != b else False
     # Unions of intervals / sets: unordered parts.
     ua, ub = _split_top(a, "\\cup"), _split_top(b, "\\cup")
     if len(ua) > 1 or len(ub) > 1:

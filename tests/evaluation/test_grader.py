@@ -206,3 +206,29 @@ def test_more_than_four_options_allow_more_letters():
 def test_last_number_fallback_skips_digits_of_a_name():
     # AIME 2024 I/60's written solution ends "$180 + 24 = 204$. -sepehr2010"
     assert extract_answer("so $180 + 24 = 204$. -sepehr2010", "integer") == "204"
+
+
+# Math-Verify's regression families the rules used to reject (issue 26): answers split over
+# several boxes, labelled assignments, inequalities vs intervals, ';'-separated lists.
+@pytest.mark.parametrize("pred,ref,ok", [
+    ("x > 2", r"(2, \infty)", True), (r"x \ge 2", r"[2, \infty)", True), (r"x \leq -1", r"(-\infty, -1]", True),
+    (r"-2 < x \le 7", "(-2, 7]", True), ("2 < x", r"(2,\infty)", True), ("x > 2", r"[2,\infty)", False),
+    ("x>2", "x<2", False), (r"-2 < x \le 7", "(-2, 7)", False),
+    ("k = 45, n = 2", "(45, 2)", True), ("k = 45, n = 2", "45, 2", True), ("k=45, n=3", "(45,2)", False),
+    ("a = 1; b = 2", "(1, 2)", True), ("1; 2; 3", "1, 2, 3", True), ("1; 2", "1, 3", False),
+])
+def test_math_verify_families(pred, ref, ok):
+    assert grade(pred, ref, "math") is ok
+    assert grade(ref, pred, "math") is ok
+
+
+def test_answers_split_over_several_boxes():
+    assert extract_answer(r"so $\boxed{2}$ and $\boxed{3}$", "math") == "2, 3"
+    assert extract_answer(r"$\boxed{2}$, $\boxed{3}$", "math") == "2, 3"
+    assert grade(extract_answer(r"so $\boxed{2}$ and $\boxed{3}$", "math"), "2, 3", "math")
+    assert not grade(extract_answer(r"so $\boxed{2}$ and $\boxed{3}$", "math"), "3", "math")  # two answers, not one
+    assert extract_answer(r"\boxed{1} then \boxed{2}", "math") == "2"     # other text between: the last box
+    assert extract_answer(r"x=\boxed{2} and y=\boxed{3}", "math") == "3"
+    # the same answer written twice is one answer (MATH500 number_theory/459)
+    assert grade(extract_answer(r"$\boxed{15\frac{39}{40}},$ or $\boxed{\frac{639}{40}}$ inches", "math"),
+                 r"\frac{639}{40}", "math")
