@@ -85,7 +85,9 @@ _ANSWER_LINE = re.compile(
 )
 
 
-_BOX_CONNECTOR = re.compile(r"[\s$,;.]*(?:(?:and|or|\\text\{\s*(?:and|or)\s*\}|\\quad|\\qquad)[\s$,;.]*)?")
+_BOX_CONNECTOR = re.compile(
+    r"(?:[\s$,;.~]|\\[,;:! ]|\\q?quad\b|\b(?:and|or)\b"
+    r"|\\text\s*\{[^{}]{0,30}?\b(?:and|or)\b[^{}]{0,30}?\})*")
 
 
 def _trailing_boxes(text: str) -> list[str]:
@@ -336,7 +338,7 @@ def normalize(ans: str) -> str:
     s = s.replace("$", "")
     s = _matrix_to_tuple(s)
     # Spacing commands and sizing: \! \, \; \: "\ " ~ \left \right \displaystyle
-    s = re.sub(r"\\[!,;:> ]", "", s)
+    s = re.sub(r"\\[!,;:> ]|\\q?quad\b", "", s)
     s = s.replace("~", "")
     s = re.sub(r"\\(?:left|right|big|Big|bigg|Bigg)(?![a-zA-Z])\s*", "", s)
     s = s.replace("\\displaystyle", "").replace("\\limits", "")
@@ -368,6 +370,9 @@ def normalize(ans: str) -> str:
         whole, num, den = int(m.group(2)), int(m.group(3)), int(m.group(4))
         s = f"{m.group(1)}\\frac{{{whole * den + num}}}{{{den}}}"
     s = re.sub(r"\s+", " ", s).strip()
+    # A plain brace group around the whole answer is LaTeX grouping: "{2, 3, 5}" -> "2, 3, 5".
+    if s.startswith("{") and (_braced(s, 0) or ("", -1))[1] == len(s):
+        s = s[1:-1].strip()
     # Thousands separators, only when the whole answer is one such number: 10,080 / 11,111,111,100.
     if re.fullmatch(r"-?\d{1,3}(?:\s?,\s?\d{3})+(?:\.\d+)?", s):
         s = re.sub(r"\s?,\s?", "", s)
@@ -761,6 +766,17 @@ def _equation_equal(a: str, b: str) -> bool:
 _LEADING_VAR = re.compile(r"^[a-zA-Z](?:_\w+)?(?:\([a-zA-Z]\))?=(.+)$")
 
 
+def _labelled(s: str) -> dict[str, str] | None:
+    """'a_3=2,a_37=19' -> {'a_3': '2', 'a_37': '19'} when every element is 'name=value' with
+    distinct names; else None."""
+    vals = _labelled_values(s)
+    if vals is None:
+        return None
+    sep = ";" if len(_split_top(s, ";")) > 1 else ","
+    names = [p.split("=", 1)[0].strip() for p in _split_top(s, sep)]
+    return dict(zip(names, vals)) if len(set(names)) == len(names) else None
+
+
 def _labelled_values(s: str) -> list[str] | None:
     """'k=45,n=2' -> ['45', '2'] when every element of a (',' or ';') list is 'name=value'."""
     if s.count("=") < 2 or _outer_brackets(s):
@@ -822,7 +838,11 @@ def _equal(a: str, b: str) -> bool:
         if not m:
             return False
         return _equal(m.group(1), b) if ea else _equal(a, m.group(1))
-    # Labelled values "k=45,n=2" (or "k=45;n=2"): the values, as a bare list.
+    # Labelled values "k=45,n=2" (or "k=45;n=2"): label by label when both are labelled, else
+    # the values as a bare list.
+    da, db = _labelled(a), _labelled(b)
+    if da is not None and db is not None:
+        return set(da) == set(db) and all(_equal(da[k], db[k]) for k in da)
     for side in (a, b):
         parts = _labelled_values(side)
         if parts is not None:

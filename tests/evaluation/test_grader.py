@@ -232,3 +232,19 @@ def test_answers_split_over_several_boxes():
     # the same answer written twice is one answer (MATH500 number_theory/459)
     assert grade(extract_answer(r"$\boxed{15\frac{39}{40}},$ or $\boxed{\frac{639}{40}}$ inches", "math"),
                  r"\frac{639}{40}", "math")
+
+
+@pytest.mark.parametrize("pred,ref,ok", [
+    ("{1, 4, 9}", "1, 4, 9", True), ("{-7, 7}", r"\pm 7", True), ("{1, 4, 9}", "1, 4", False),
+    (r"b_{12} = 5, \quad b_2 = 1", "b_2 = 1, b_{12} = 5", True), ("b_2 = 1, b_{12} = 5", "b_2 = 5, b_{12} = 1", False),
+    ("p = 3, q = 4", "(3, 4)", True),
+])
+def test_grouping_braces_and_labels(pred, ref, ok):
+    assert grade(pred, ref, "math") is ok
+    assert grade(ref, pred, "math") is ok
+
+
+def test_boxes_joined_by_quad_and_text_and():
+    text = r"$\boxed{(1, 4)} \quad \text{and} \quad \boxed{(5, 0)}$"
+    assert grade(extract_answer(text, "math"), "(1, 4), (5, 0)", "math")
+    assert grade(extract_answer(r"$\boxed{p = 3} \quad \text{and} \quad \boxed{q = 4}$", "math"), "p = 3, q = 4", "math")
