@@ -91,8 +91,8 @@ _BOX_CONNECTOR = re.compile(
 
 
 def _trailing_boxes(text: str) -> list[str]:
-    r"""The contents of the last boxes of `text` that follow one another with only ',', ';',
-    'and', 'or', '$' or spaces between them (the last box alone when anything else separates)."""
+    r"""The contents of the last boxes of `text` joined by ',', ';', 'and' or 'or' (with '$', spaces,
+    \quad around them); the last box alone when anything else separates them."""
     spans = []
     for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
         got = _braced(text, m.end() - 1)
@@ -101,8 +101,10 @@ def _trailing_boxes(text: str) -> list[str]:
     run: list[str] = []
     for k in range(len(spans) - 1, -1, -1):
         start, end, content = spans[k]
-        if run and (end > spans[k + 1][0] or not _BOX_CONNECTOR.fullmatch(text[end : spans[k + 1][0]])):
-            break   # nested boxes, or text between them
+        between = text[end : spans[k + 1][0]] if run else ""
+        if run and (end > spans[k + 1][0] or not _BOX_CONNECTOR.fullmatch(between)
+                    or not re.search(r"[,;]|\b(?:and|or)\b", between)):
+            break   # nested boxes, other text between them, or no "," / "and" joining them
         run.insert(0, content)
     return run
 
@@ -338,7 +340,7 @@ def normalize(ans: str) -> str:
     s = s.replace("$", "")
     s = _matrix_to_tuple(s)
     # Spacing commands and sizing: \! \, \; \: "\ " ~ \left \right \displaystyle
-    s = re.sub(r"\\[!,;:> ]|\\q?quad\b", "", s)
+    s = re.sub(r"\\[!,;:> ]|\\q?quad", "", s)
     s = s.replace("~", "")
     s = re.sub(r"\\(?:left|right|big|Big|bigg|Bigg)(?![a-zA-Z])\s*", "", s)
     s = s.replace("\\displaystyle", "").replace("\\limits", "")
@@ -763,7 +765,8 @@ def _equation_equal(a: str, b: str) -> bool:
     return ratio is not None and abs(ratio) > 1e-12
 
 
-_LEADING_VAR = re.compile(r"^[a-zA-Z](?:_\w+)?(?:\([a-zA-Z]\))?=(.+)$")
+# A label before the value: x=, x_1=, f(x)=, and named quantities |AB|=, AB=, A:B=.
+_LEADING_VAR = re.compile(r"^(?:[a-zA-Z](?:_\w+)?(?:\([a-zA-Z]\))?|\|[A-Za-z]{1,3}\||[A-Z]{2,3}|[A-Z]:[A-Z])=(.+)$")
 
 
 def _labelled(s: str) -> dict[str, str] | None:

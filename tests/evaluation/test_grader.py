@@ -248,3 +248,18 @@ def test_boxes_joined_by_quad_and_text_and():
     text = r"$\boxed{(1, 4)} \quad \text{and} \quad \boxed{(5, 0)}$"
     assert grade(extract_answer(text, "math"), "(1, 4), (5, 0)", "math")
     assert grade(extract_answer(r"$\boxed{p = 3} \quad \text{and} \quad \boxed{q = 4}$", "math"), "p = 3, q = 4", "math")
+
+
+@pytest.mark.parametrize("pred,ref,ok", [
+    ("|PQ| = 4", "4", True), ("PQ = 4", "4", True), ("P:Q = 4", "4", True), ("|PQ| = 4", "5", False),
+    (r"u_1 = 2 + \sqrt{3},\quadu_2 = 2 - \sqrt{3}", r"2 - \sqrt{3}, 2 + \sqrt{3}", True),
+])
+def test_named_quantities_and_glued_quad(pred, ref, ok):
+    assert grade(pred, ref, "math") is ok
+    assert grade(ref, pred, "math") is ok
+
+
+def test_boxes_need_a_joining_word_or_comma():
+    assert extract_answer(r"$$\boxed{20}$$ \boxed{143}", "math") == "143"    # two displays: the last one
+    assert extract_answer(r"\boxed{1},\boxed{2},\boxed{3}", "math") == "1, 2, 3"
+    assert extract_answer(r"\boxed{1} and \boxed{2} or \boxed{3}", "math") == "1, 2, 3"
