@@ -765,8 +765,9 @@ def _equation_equal(a: str, b: str) -> bool:
     return ratio is not None and abs(ratio) > 1e-12
 
 
-# A label before the value: x=, x_1=, f(x)=, and named quantities |AB|=, AB=, A:B=.
-_LEADING_VAR = re.compile(r"^(?:[a-zA-Z](?:_\w+)?(?:\([a-zA-Z]\))?|\|[A-Za-z]{1,3}\||[A-Z]{2,3}|[A-Z]:[A-Z])=(.+)$")
+# A label before the value: x=, x_1=, f(x)=, and named quantities |AB|=, AB=, A:B= (lower-cased by
+# normalize when the answer has words).
+_LEADING_VAR = re.compile(r"^(?:[a-zA-Z](?:_\w+)?(?:\([a-zA-Z]\))?|\|[A-Za-z]{1,3}\||[A-Za-z]{2,3}|[A-Za-z]:[A-Za-z])=(.+)$")
 
 
 def _labelled(s: str) -> dict[str, str] | None:
