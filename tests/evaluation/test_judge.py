@@ -283,3 +283,21 @@ def test_s1_judge_options_grow_with_earlier_samples():
     assert "Options: ['7']\n" in j.batches[0][0]
     assert "Options: ['7', 'x = 3']\n" in j.batches[1][0]        # sample 0's answer (index 2 was out of range)
     assert [r["s1"]["answer"] for r in recs] == ["x = 3", "x = 3"] and not any(r["correct"] for r in recs)
+
+
+def test_grader_agreement_bench_with_a_judge(tmp_path, endpoint, shared_data):
+    """bench/grader_agreement.py end to end (without Math-Verify), the judge column from an
+    OpenAI-compatible endpoint; a run folder is one more set."""
+    from bench import grader_agreement
+
+    run = _run_folder(tmp_path, ANSWERS)
+    out = tmp_path / "ga"
+    assert grader_agreement.main(["--no-mathverify", "--judge-url", endpoint, "--judge-cache",
+                                  str(tmp_path / "cache.jsonl"), "--run", str(run), "--out", str(out)]) == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert res["graders"] == ["rules", "s1_nojudge", "s1_judge"]
+    sets = {s["set"]: s for s in res["sets"]}
+    assert sets["math500_refs"]["accepted"]["rules"] == 500
+    assert sets["judge_examples"]["matches_expected"]["rules"] == 25
+    assert sets["run:fake:run"]["accepted"] == {"rules": 4, "s1_nojudge": 1, "s1_judge": 3}
+    assert "| judge_examples | 25 |" in out.with_suffix(".md").read_text()
