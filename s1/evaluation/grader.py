@@ -17,6 +17,16 @@ module replaces that judge with rules that can run anywhere:
     fixed pseudo-random values so `x^2+2x` == `x(x+2)` — polynomial identity testing).
     Tolerance: relative 1e-6 (absolute 1e-9 near zero), so 3.14 != \\pi but 0.5 == \\frac12.
     Percent signs are dropped (50\\% == 50); units after a number are dropped (5 cm == 5).
+    Where s1's judge prompt (s1/evaluation/judge.py) gives a verdict, the rules give the same:
+    `x in 75` == 75^\\circ, a bare list == a tuple in any order (`-2, 1` == (1,-2)), ordinals
+    (12^{\\mathrm{th}} == 12), digits == the same digits in a base (2516 == 2516_8, but 54 != 204_5),
+    "...it is navin" == \\text{Navin}. Also: inequalities are intervals (x > 2 == (2,\\infty)),
+    labelled values (k = 45, n = 2) compare label by label or as a list, ';' separates lists.
+
+Extraction also joins an answer split over several boxes ("\\boxed{2} and \\boxed{3}" -> "2, 3"),
+reads an integer stated in a sentence ("So m+n = 116 + 1 = 117" -> 117), and for "choice" takes
+A-D (more letters only when a question lists more options), an upper-case letter after "Answer",
+a lower-case one only standing alone ("Answer: I think it is c" -> C).
 
 Nothing here calls eval(): expressions go through a recursive-descent parser over a fixed token
 set, and anything it does not know makes the numeric path give up (falls back to "not equal").
