@@ -986,6 +986,8 @@ def grade(pred: str | None, reference: str, kind: str = "math") -> bool:
     if kind == "choice":
         letter = pred.strip().strip("()").strip().upper()
         if len(letter) != 1:
-            letter = _extract_letter(pred, CHOICE_LETTERS) or ""
+            ref = reference.strip().strip("()").upper()
+            letters = CHOICE_LETTERS if ref and ref not in DEFAULT_LETTERS else DEFAULT_LETTERS
+            letter = _extract_letter(pred, letters) or ""
         return letter != "" and letter == reference.strip().strip("()").upper()
     return math_equal(pred, reference)

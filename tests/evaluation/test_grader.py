@@ -199,6 +199,11 @@ def test_gpqa_letters_after_answer(text, expected):
     assert extract_answer(text, "choice", ["w", "x", "y", "z"]) == expected
 
 
+def test_grade_reads_the_letter_of_a_whole_answer_text():
+    assert grade("Answer: I think it is c", "C", "choice")
+    assert grade("Answer: E", "E", "choice")                             # a reference past D allows more
+
+
 def test_more_than_four_options_allow_more_letters():
     assert extract_answer("Answer: E", "choice", ["1", "2", "3", "4", "5"]) == "E"
 
