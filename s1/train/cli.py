@@ -68,7 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     c = p.add_argument_group("checkpoints and logs")
     c.add_argument("--save-every", type=int, default=0, help="sharded checkpoint every N steps (0: none)")
     c.add_argument("--keep-checkpoints", type=int, default=1, help="how many recent checkpoints to keep")
-    c.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    c.add_argument("--resume", nargs="?", const="latest", choices=("latest", "auto"), default=None,
+                   help="--resume: continue from the latest complete checkpoint in --out (an error without "
+                        "one); --resume auto: continue if there is one, else start at step 0 (one command for "
+                        "the first launch and every requeue). Without it a used --out is refused")
+    c.add_argument("--overwrite", action="store_true",
+                   help="start a new run in a used --out (the earlier metrics.jsonl is kept as "
+                        "metrics.jsonl.N.prev; the earlier checkpoints go once the new run has saved one)")
+    c.add_argument("--dist-timeout", type=float, default=3600.0, metavar="SECONDS",
+                   help="process-group timeout: how long a rank waits in a collective while another loads, "
+                        "saves or exports (a rank that dies is noticed sooner: its connections close)")
     c.add_argument("--no-export", action="store_true", help="skip the final HF-format export")
     c.add_argument("--export-dtype", type=dtypes.arg_type(False), metavar="{" + ",".join(dtypes.NAMES) + "}",
                    help="dtype of the exported weights (default: the config's torch_dtype)")
@@ -122,7 +131,8 @@ def _parse(argv: list[str] | None):
             max_grad_norm=a.max_grad_norm, max_steps=a.max_steps,
             stop_after=a.stop_after, seed=a.seed, init_seed=a.init_seed, dtype=a.dtype, grad_ckpt=a.grad_ckpt,
             device=a.device, peak_tflops=a.peak_tflops, save_every=a.save_every,
-            keep_checkpoints=a.keep_checkpoints, resume=a.resume, export=not a.no_export,
+            keep_checkpoints=a.keep_checkpoints, resume={None: False, "latest": True, "auto": "auto"}[a.resume],
+            overwrite=a.overwrite, dist_timeout_s=a.dist_timeout, export=not a.no_export,
             export_dtype=a.export_dtype, metrics_file=a.metrics_file, progress=not a.no_progress, **extra)
     except ValueError as e:
         p.error(_flagify(str(e)))

@@ -296,7 +296,7 @@ def test_rerun_killed_while_replacing_a_checkpoint_keeps_it(tmp_path, monkeypatc
     train(_run_cfg(tmp_path, small_tok, "r", save_every=2, stop_after=2))
     ck_dir = tmp_path / "r" / "checkpoints"
     assert [s for s, _ in list_checkpoints(str(ck_dir))] == [2]
-    trip = _kill_train(monkeypatch, _run_cfg(tmp_path, small_tok, "r", save_every=2),
+    trip = _kill_train(monkeypatch, _run_cfg(tmp_path, small_tok, "r", save_every=2, overwrite=True),
                        _at("rename", "step_00000002.tmp"))
     assert latest_checkpoint(str(ck_dir)) == str(ck_dir / "step_00000002.old")
     assert not os.path.exists(ck_dir / "step_00000002")
@@ -311,7 +311,7 @@ def test_fresh_run_in_used_dir_owns_the_latest_checkpoint(tmp_path, small_tok, r
     train(_run_cfg(tmp_path, small_tok, "f", save_every=2))
     ck_dir = tmp_path / "f" / "checkpoints"
     assert [s for s, _ in list_checkpoints(str(ck_dir))] == [6]
-    train(_run_cfg(tmp_path, small_tok, "f", save_every=2, stop_after=2))
+    train(_run_cfg(tmp_path, small_tok, "f", save_every=2, stop_after=2, overwrite=True))
     assert [s for s, _ in list_checkpoints(str(ck_dir))] == [2]
     _resume_matches_reference(tmp_path, small_tok, "f", ref_run, 2)
 
