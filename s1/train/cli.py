@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of the steps with linear warmup (then cosine to 0)")
     o.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping; 0 disables clipping")
     o.add_argument("--loss-weighting", choices=("token", "sequence"), default=None,
-                   help="sequence: s1's per-sequence mean (needs --micro-batch-size 1, no --pack); token: "
+                   help="sequence: s1's per-sequence mean (each sequence its own mean, also packed or several per "
+                        "micro-batch); token: "
                         "mean over all trained tokens of the global batch; default: the trainer's "
                         "(TrainConfig.loss_weighting)")
     o.add_argument("--max-steps", type=int, help="cap the number of steps (the schedule follows it)")

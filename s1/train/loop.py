@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from s1.common import dtypes
+from s1.kernels import get_ops
 from s1.model.config import Qwen2Config
 from s1.model.qwen2 import Qwen2ForCausalLM
 from s1.train import checkpoint as ckpt
@@ -67,8 +68,9 @@ class TrainConfig:
     warmup_ratio: float = 0.05
     max_grad_norm: float = 1.0
     # "sequence" (s1): every sequence weighs the same, the mean over the global batch of each
-    # sequence's token-mean loss (s1 trains one sequence per GPU); "token": the mean over all
-    # trained tokens of the global batch (long sequences weigh more; works with packing).
+    # sequence's token-mean loss (s1 trains one sequence per GPU; with packing or several
+    # sequences per micro-batch each sequence is still its own mean, see PerSequenceOps);
+    # "token": the mean over all trained tokens of the global batch (long sequences weigh more).
     loss_weighting: str = "sequence"
     max_steps: int | None = None  # caps the schedule (as HF max_steps)
     stop_after: int | None = None  # stop (and save) after this step without changing the schedule
@@ -101,11 +103,6 @@ class TrainConfig:
                 raise ValueError(f"{f}={getattr(self, f)} must be >= 1")
         if self.loss_weighting not in ("token", "sequence"):
             raise ValueError(f"loss_weighting={self.loss_weighting!r}: expected 'token' or 'sequence'")
-        if self.loss_weighting == "sequence" and (self.pack or self.micro_batch_size != 1):
-            raise ValueError("loss_weighting='sequence' (s1's per-sequence mean, the default) needs one "
-                             "sequence per micro-batch: micro_batch_size=1 and no packing; with "
-                             f"micro_batch_size={self.micro_batch_size}{' and packing' if self.pack else ''} "
-                             "use loss_weighting='token' (--loss-weighting token)")
         if self.overlong not in ("truncate", "drop"):
             raise ValueError(f"overlong={self.overlong!r}: expected 'truncate' or 'drop'")
         self.dtype = dtypes.canonical(self.dtype, allow_auto=True)
@@ -135,6 +132,36 @@ def lr_lambda(step: int, total: int, warmup: int) -> float:
         return step / max(1, warmup)
     progress = (step - warmup) / max(1, total - warmup)
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+class PerSequenceOps:
+    """The model's op namespace with a per-sequence linear cross-entropy: the summed CE of each
+    sequence of a packed micro-batch divided by its trained-token count, summed over sequences
+    (s1's per-sequence mean, whatever the packing). Each sequence's rows go through the fused
+    kernel on their own, so logits are still never materialized; the cost is one [V, H] gradient
+    buffer per sequence of the micro-batch held until backward (see `s1 train --plan`)."""
+
+    def __init__(self, base, cu_seqlens: list[int], n_trained: list[int]):
+        self._base, self._cu, self._n = base, cu_seqlens, n_trained
+
+    def __getattr__(self, name):
+        return getattr(self._base, name)
+
+    def linear_cross_entropy(self, hidden, weight, labels, ignore_index: int = -100):
+        total = None
+        for s, n in enumerate(self._n):
+            if n == 0:
+                continue
+            a, b = self._cu[s], self._cu[s + 1]
+            part = self._base.linear_cross_entropy(hidden[a:b], weight, labels[a:b], ignore_index) / n
+            total = part if total is None else total + part
+        return total if total is not None else hidden.sum() * 0.0
+
+
+def _sequence_trained(mb) -> list[int]:
+    cu = mb.cu_seqlens.tolist()
+    lab = mb.labels
+    return [int((lab[cu[s]:cu[s + 1]] != -100).sum()) for s in range(len(cu) - 1)]
 
 
 # ----------------------------------------------------------------------------- setup helpers
@@ -420,9 +447,13 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
             denom = g_trained if cfg.loss_weighting == "token" else g_seqs
             loss_acc = torch.zeros((), dtype=torch.float32, device=device)
             for mb in mbs:
+                ops = None
+                if cfg.loss_weighting == "sequence" and mb.n_seqs > 1:
+                    ops = PerSequenceOps(get_ops(device), mb.cu_seqlens.tolist(), _sequence_trained(mb))
                 mb = mb.to(device)
-                ce_sum = model(mb.input_ids, cu_seqlens=mb.cu_seqlens, max_seqlen=mb.max_seqlen, labels=mb.labels)
-                if cfg.loss_weighting == "sequence":  # one sequence per micro-batch (checked in config)
+                ce_sum = model(mb.input_ids, cu_seqlens=mb.cu_seqlens, max_seqlen=mb.max_seqlen, labels=mb.labels,
+                               ops=ops)
+                if cfg.loss_weighting == "sequence" and mb.n_seqs == 1:
                     ce_sum = ce_sum / max(mb.n_trained, 1)
                 loss = ce_sum * (mb.weight / denom)
                 loss.backward()
