@@ -189,6 +189,18 @@ class DataStats:
                 f"{self.truncated} truncated ({self.tokens_cut:,} tokens cut), {self.dropped} dropped")
 
 
+def completion_mask(mask: list[bool]) -> list[bool]:
+    """s1's completion-only collator (trl's DataCollatorForCompletionOnlyLM, response template
+    "<|im_start|>assistant\n") trains every token after the response template to the end of the
+    text, so also the "\n" that the chat template puts after the final <|im_end|>: extend the
+    assistant mask from its first token to the end."""
+    try:
+        first = mask.index(True)
+    except ValueError:
+        return list(mask)
+    return [False] * first + [True] * (len(mask) - first)
+
+
 def shift_labels(ids: list[int], loss_mask: list[bool]) -> list[int]:
     """HF causal-LM labels: token t predicts ids[t+1] when that token is trained."""
     n = len(ids)
@@ -214,6 +226,7 @@ def tokenize_rows(rows: list[dict], tokenizer, block_size: int, overlong: str = 
     for i, row in enumerate(it):
         q, th, at = extract_fields(row, i, thinking_column, attempt_column)
         ids, mask = tokenizer.encode_example(q, th, at, system=system)
+        mask = completion_mask(mask)
         if len(ids) > block_size:
             if overlong == "drop":
                 stats.dropped += 1

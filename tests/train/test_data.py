@@ -125,13 +125,31 @@ def test_labels_shift_and_mask_cover_exactly_the_assistant_part(tok):
         body = tok.encode(f"<|im_start|>think\n{th}\n<|im_start|>answer\nAnswer: {at}<|im_end|>")
         assert ex.ids[:len(prefix)] == prefix
         assert ex.ids[len(prefix):len(prefix) + len(body)] == body
-        assert ex.ids[len(prefix) + len(body):] == tok.encode("\n")  # trailing newline: not trained
-        # Every assistant token is a target exactly once; nothing else is.
+        assert ex.ids[len(prefix) + len(body):] == tok.encode("\n")  # trailing newline: trained, as s1
+        # Every assistant token (and the final "\n") is a target exactly once; nothing else is.
         targets = [(t, y) for t, y in enumerate(ex.labels) if y != IGNORE_INDEX]
-        assert [t + 1 for t, _ in targets] == list(range(len(prefix), len(prefix) + len(body)))
+        assert [t + 1 for t, _ in targets] == list(range(len(prefix), len(prefix) + len(body) + 1))
         assert all(y == ex.ids[t + 1] for t, y in targets)
-        assert ex.labels[-1] == IGNORE_INDEX and ex.n_trained == len(body)
-        assert ex.ids[targets[-1][0] + 1] == tok.token_id("<|im_end|>")
+        assert ex.labels[-1] == IGNORE_INDEX and ex.n_trained == len(body) + 1
+        assert ex.ids[targets[-2][0] + 1] == tok.token_id("<|im_end|>")
+
+
+def test_trained_tokens_of_a_real_example_decode_to_the_completion_with_its_newline(tok):
+    """A real problem (AIME 2024 #1, its official solution as the trace): the trained tokens decode
+    to exactly the text after "<|im_start|>assistant\n", ending "<|im_end|>\n", as s1's
+    completion-only collator trains it."""
+    import json
+
+    from tests.conftest import require_shared_data
+    with open(require_shared_data() / "eval" / "aime24" / "test.jsonl") as f:
+        row = json.loads(f.readline())
+    rows = [{"question": row["problem"], "thinking_trajectories": [row["solution"]], "attempt": str(row["answer"])}]
+    (ex,), _ = tokenize_rows(rows, tok, block_size=32768)
+    trained = [y for y in ex.labels if y != IGNORE_INDEX]
+    q, th, at = extract_fields(rows[0], 0)
+    assert tok.decode(trained, skip_special_tokens=False) == (
+        f"<|im_start|>think\n{th}\n<|im_start|>answer\nAnswer: {at}<|im_end|>\n")
+    assert trained[-2:] == [tok.token_id("<|im_end|>"), 198]
 
 
 def test_shift_labels_semantics():
