@@ -311,10 +311,23 @@ def collate(examples: list[Example], weight: float = 1.0) -> MicroBatch:
                       len(examples), lens, weight)
 
 
+def hash_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """A permutation of range(n): indices sorted by the 8-byte BLAKE2b digest of
+    "s1-train:{seed}:{epoch}:{i}" (ties, never seen in practice, by index). Stable across numpy,
+    torch and Python versions."""
+    import hashlib
+
+    def key(i: int):
+        return hashlib.blake2b(f"s1-train:{seed}:{epoch}:{i}".encode(), digest_size=8).digest(), i
+    return np.array(sorted(range(n), key=key), dtype=np.int64)
+
+
 class BatchPlan:
     """Which samples each rank trains on at each step; a pure function of (seed, epoch, step).
 
-    Epoch order: permutation of the samples from numpy's PCG64 seeded with [seed, epoch].
+    Epoch order: the samples sorted by BLAKE2b(seed, epoch, index) (`hash_permutation`): fixed by
+    the hash's definition, not by a library's RNG stream (numpy does not promise to keep
+    Generator.permutation's output across versions).
     Step b of an epoch takes samples [b*G, (b+1)*G) of that order (G = global batch in samples;
     the last step of an epoch may be smaller, as HF's Trainer without drop_last: s1's 1,000
     examples at G=16 give 63 steps/epoch, 315 in all). Rank r gets every world-th sample from r,
@@ -334,7 +347,7 @@ class BatchPlan:
         self.steps_per_epoch = math.ceil(len(samples) / global_batch_size)
 
     def order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.samples))
+        return hash_permutation(len(self.samples), self.seed, epoch)
 
     def step_samples(self, epoch: int, step_in_epoch: int) -> list[int]:
         o = self.order(epoch)

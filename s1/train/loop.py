@@ -339,6 +339,33 @@ def _check_shared_out(cfg: "TrainConfig", nonce: str, rank: int) -> None:
                 pass
 
 
+def load_rows_once(data, split: str):
+    """The rows on every rank; a Hub dataset is downloaded once: rank 0 first (the others wait),
+    then the first rank of every other node (a node-local HF cache), then all the rest, reading
+    the cache. A failed download stops every rank with rank 0's error."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    local_path = isinstance(data, (list, tuple)) or os.path.exists(os.fspath(data))
+    if world == 1 or local_path:
+        return load_rows(data, split)
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    rows = None
+    for phase in (0, 1, 2):
+        mine = (rank == 0) if phase == 0 else (rank != 0 and (local_rank == 0) == (phase == 1))
+        err = None
+        if mine:
+            try:
+                rows = load_rows(data, split)
+            except Exception as e:  # noqa: BLE001 - re-raised below (every rank hears of it)
+                err = e
+        try:
+            agree(err is None, f"{type(err).__name__}: {err}", f"loading the dataset {data!r}")
+        except RankFailed:
+            if err is not None:
+                raise err
+            raise
+    return rows
+
+
 # ----------------------------------------------------------------------------- the loop
 def train(cfg: TrainConfig) -> dict:
     """Run SFT. Works under torchrun (any world size) and in-process (world size 1).
@@ -382,7 +409,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
     tok = _tokenizer(cfg)
     if tok.vocab_size > mcfg.vocab_size:
         raise ValueError(f"tokenizer has {tok.vocab_size} tokens but the model's vocab_size is {mcfg.vocab_size}")
-    rows = load_rows(cfg.data, cfg.split)
+    rows = load_rows_once(cfg.data, cfg.split)
     examples, stats = tokenize_rows(rows, tok, cfg.block_size, cfg.overlong, cfg.system_prompt,
                                     cfg.thinking_column, cfg.attempt_column, progress=cfg.progress and is_main)
     samples = make_samples(examples, cfg.block_size, cfg.pack)
