@@ -22,13 +22,14 @@ PROG = "s1 train"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, formatter_class=HelpFormatter, description=__doc__.split("\n\n")[0]
                                 + "\n\n" + __doc__.split("\n\n", 1)[1].strip())
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--model", help="checkpoint to fine-tune: an HF-format folder or a Hugging Face Hub id in "
                                      "the local HF cache (e.g. Qwen/Qwen2.5-32B-Instruct)")
     src.add_argument("--init-config", help="config.json for a randomly initialized model (train from scratch)")
     p.add_argument("--tokenizer", help="tokenizer folder or cached Hub id (default: the --model folder)")
-    p.add_argument("--data", required=True, help="dataset: save_to_disk dir, .json/.jsonl/.parquet, or hub name")
-    p.add_argument("--out", required=True, help="output dir: HF export, checkpoints/, metrics.jsonl")
+    p.add_argument("--data", help="dataset: save_to_disk dir, .json/.jsonl/.parquet, or hub name (required)")
+    p.add_argument("--out", help="output dir: HF export, checkpoints/, metrics.jsonl (required; shared by "
+                                 "every node)")
     d = p.add_argument_group("data")
     d.add_argument("--block-size", type=int, default=32768, help="max tokens per sequence / packed block")
     d.add_argument("--pack", action="store_true", help="best-fit pack sequences into block-size blocks")
@@ -66,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="default: cuda:LOCAL_RANK if available, else cpu")
     s.add_argument("--peak-tflops", type=float, help="device peak for MFU when not auto-detected")
     add_threads_argument(s)
+    s.add_argument("--plan", nargs="?", const="", metavar="SHAPE",
+                   help="print the per-GPU memory plan and exit (no training): of SHAPE (0.5B ... 32B) or of "
+                        "--model / --init-config, at --block-size x --micro-batch-size tokens, --grad-ckpt")
+    s.add_argument("--plan-world", type=int, default=16, help="ranks sharding the model, for --plan")
+    s.add_argument("--plan-gpu-gib", type=float, default=79.6,
+                   help="usable GPU memory for --plan (an '80 GB' H100 has 79.6 GiB)")
     c = p.add_argument_group("checkpoints and logs")
     c.add_argument("--save-every", type=int, default=0, help="sharded checkpoint every N steps (0: none)")
     c.add_argument("--keep-checkpoints", type=int, default=1, help="how many recent checkpoints to keep")
@@ -114,6 +121,13 @@ def _parse(argv: list[str] | None):
     """-> (TrainConfig, the parsed flags); s1.train.loop is imported here, so `--help` loads no torch."""
     p = build_parser()
     a = p.parse_args(argv)
+    if a.plan is not None:
+        return None, a
+    if not (a.model or a.init_config):
+        p.error("one of the arguments --model --init-config is required")
+    for flag in ("data", "out"):
+        if getattr(a, flag) is None:
+            p.error(f"the following arguments are required: --{flag}")
     for name in ("block_size", "epochs", "global_batch_size", "micro_batch_size"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(a, name)})")
@@ -174,12 +188,43 @@ def _threads_device(cfg) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _plan(a) -> int:
+    """`s1 train --plan [SHAPE]`: the memory plan; exit 0 when it fits, 1 when it does not."""
+    from s1.model.config import SHAPES, Qwen2Config, shape_config
+    from s1.train.plan import format_plan
+    if a.plan:
+        if a.plan not in SHAPES:
+            print(f"{PROG}: error: --plan {a.plan}: unknown shape; one of {', '.join(SHAPES)}", file=sys.stderr)
+            return 2
+        mcfg, label = shape_config(a.plan), f"Qwen2.5-{a.plan} shape"
+    elif a.model or a.init_config:
+        try:
+            if a.model:
+                from s1.common.hub import resolve_model_path
+                a.model = resolve_model_path(a.model, "--model")
+            mcfg = Qwen2Config.from_pretrained(a.model or a.init_config)
+        except Exception as e:  # noqa: BLE001 - a usage error
+            print(f"{PROG}: error: --plan: {e}", file=sys.stderr)
+            return 2
+        label = a.model or a.init_config
+    else:
+        print(f"{PROG}: error: --plan needs a SHAPE, --model or --init-config", file=sys.stderr)
+        return 2
+    seqs = 1 if (a.loss_weighting == "token" or (not a.pack and a.micro_batch_size == 1)) else a.micro_batch_size
+    text, fits = format_plan(mcfg, a.plan_world, a.block_size * a.micro_batch_size, a.plan_gpu_gib,
+                             grad_ckpt=a.grad_ckpt, seqs=seqs, label=label)
+    print(text)
+    return 0 if fits else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg, a = _parse(sys.argv[1:] if argv is None else argv)
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    if cfg is None:
+        return _plan(a)
     from s1.common.threads import configure_threads
     try:
         configure_threads(a.threads, work_hint=_model_config(cfg), device=_threads_device(cfg))

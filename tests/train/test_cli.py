@@ -72,3 +72,18 @@ def test_pack_and_micro_batches_work_on_the_defaults_and_restart_flags(tmp_path,
     assert parse_args(base + ["--dist-timeout", "120"]).dist_timeout_s == 120.0
     with pytest.raises(SystemExit):
         parse_args(base + ["--resume", "auto", "--overwrite"])
+
+
+def test_plan_32b_at_32k_lists_every_buffer_and_fits_80gb_only_with_checkpointing(capsys):
+    from s1.train.cli import main
+    assert main(["--plan", "32B", "--grad-ckpt", "--block-size", "32768"]) == 0
+    out = capsys.readouterr().out
+    for item in ("fp32 master weights", "AdamW moments", "lm_head gradient [V, H] from the fused CE",
+                 "root unit unsharded", "fp32 reduce-scatter", "checkpointed layer inputs", "fits 79.6 GiB"):
+        assert item in out, item
+    assert main(["--plan", "32B", "--block-size", "32768"]) == 1  # no checkpointing: does not fit
+    assert "does NOT fit" in capsys.readouterr().out
+    from s1.model.config import shape_config
+    from s1.train.plan import memory_plan
+    items = {i.name: i.bytes / 2**30 for i in memory_plan(shape_config("32B"), 16, 32768)}
+    assert abs(items["lm_head gradient [V, H] from the fused CE (bf16)"] - 152064 * 5120 * 2 / 2**30) < 1e-9

@@ -106,7 +106,7 @@ def test_sigkill_then_resume_reproduces_uninterrupted_run(tmp_path, qwen_tokeniz
 
 def test_masked_tokens_contribute_nothing_every_answer_token_counts(tmp_path, qwen_tokenizer_dir):
     """Step-1 training loss (lr 0: the exported model is the initial one) == mean CE over exactly
-    the assistant tokens, computed independently with HF transformers' logits."""
+    the assistant tokens and the final newline, computed independently with HF transformers' logits."""
     transformers = pytest.importorskip("transformers")
     from s1.model.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer
     tok = Tokenizer.from_pretrained(qwen_tokenizer_dir)
@@ -119,8 +119,8 @@ def test_masked_tokens_contribute_nothing_every_answer_token_counts(tmp_path, qw
         prompt = (f"<|im_start|>system\n{DEFAULT_SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{q}<|im_end|>\n"
                   f"<|im_start|>assistant\n")
         answer = f"<|im_start|>think\n{th}\n<|im_start|>answer\nAnswer: {at}<|im_end|>"
-        p_ids, a_ids = tok.encode(prompt), tok.encode(answer)
-        ids = torch.tensor([p_ids + a_ids + tok.encode("\n")])
+        p_ids, a_ids = tok.encode(prompt), tok.encode(answer) + tok.encode("\n")  # the "\n" is trained (s1)
+        ids = torch.tensor([p_ids + a_ids])
         with torch.no_grad():
             logp = torch.log_softmax(hf(ids).logits[0].double(), -1)
         for j, y in enumerate(a_ids):  # token at position len(p)+j is predicted from position len(p)+j-1
@@ -298,7 +298,7 @@ def test_per_sequence_ops_same_loss_and_gradients_as_one_sequence_per_micro_batc
         loss.backward()
         single += loss.item()
     g_single = grads()
-    assert abs(float(packed) - single) < 1e-5
+    assert abs(packed.item() - single) < 1e-5
     for k in g_single:
         torch.testing.assert_close(g_packed[k], g_single[k], rtol=1e-5, atol=1e-7, msg=k)
 
