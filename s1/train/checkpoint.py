@@ -226,25 +226,23 @@ def load_checkpoint(path: str, model, optimizer) -> dict:
 
 def export_hf(model, cfg, path: str, tokenizer=None, dtype: torch.dtype | None = None,
               max_shard_size="5GB") -> None:
-    """Collective: gather the full state dict (rank 0, CPU) and write an HF checkpoint directory
-    loadable by transformers and s1.model.loading.load_model, plus the tokenizer files."""
-    from s1.model.loading import save_state_dict
-    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    rank = dist.get_rank() if dist.is_initialized() else 0
+    """Collective: write an HF checkpoint directory loadable by transformers and
+    s1.model.loading.load_model, plus the tokenizer files. Streams: the parameters are gathered
+    one at a time and rank 0 writes each in place (s1/train/weights.py), never holding the model."""
+    from s1.train.weights import export_streaming
     if cfg.max_window_layers is None:
         # transformers 5 rejects a null max_window_layers (a from-scratch config may lack it); it is
         # inert without sliding windows, so write HF's meaning of "all layers full attention".
         from s1.model.config import Qwen2Config
         cfg = Qwen2Config.from_dict({**cfg.to_dict(), "max_window_layers": cfg.num_hidden_layers})
+    tok_dir = getattr(tokenizer, "path", None)
+    export_streaming(model, cfg, path, dtype=dtype, max_shard_size=max_shard_size, tokenizer_dir=tok_dir)
 
-    def write():
-        tok_dir = getattr(tokenizer, "path", None)
-        save_state_dict(full, cfg, path, max_shard_size=max_shard_size, dtype=dtype, tokenizer_dir=tok_dir)
+    def finish():
         if tokenizer is not None and tok_dir is None:
             tokenizer.save_pretrained(path)
         _usual_modes(path)
-    on_rank0(write, f"exporting to {path}")
-    del full
+    on_rank0(finish, f"exporting to {path}")
 
 
 def _usual_modes(path: str) -> None:

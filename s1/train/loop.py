@@ -208,12 +208,9 @@ def _tokenizer(cfg: TrainConfig):
 
 
 def _full_state_dict_rank0(cfg: TrainConfig, mcfg: Qwen2Config, rank: int) -> dict:
-    """fp32 weights on rank 0's CPU (other ranks get {} and receive their shards by broadcast)."""
+    """A random init's fp32 weights on rank 0's CPU (others get {} and their shards by broadcast)."""
     if rank != 0:
         return {}
-    if cfg.model is not None:
-        from s1.model.loading import load_model
-        return load_model(cfg.model, device="cpu", dtype=torch.float32).state_dict()
     with torch.device("meta"):  # skip nn.Module's own init: init_weights overwrites every tensor
         m = Qwen2ForCausalLM(mcfg)
     m.to_empty(device="cpu").float()
@@ -225,16 +222,6 @@ def build_model(cfg: TrainConfig, mcfg: Qwen2Config, device: torch.device, rank:
                 compute_dtype: torch.dtype) -> Qwen2ForCausalLM:
     """Meta-device model -> parallelize -> materialize fp32 shards -> fill from rank 0."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-    try:  # rank 0 alone loads: a failure must reach the others before they block in the broadcast
-        full, err = _full_state_dict_rank0(cfg, mcfg, rank), None
-    except Exception as e:  # noqa: BLE001 - re-raised below
-        full, err = {}, e
-    try:
-        agree(err is None, f"{type(err).__name__}: {err}", "loading the initial weights")
-    except RankFailed:
-        if err is not None:
-            raise err
-        raise
     with torch.device("meta"):
         model = Qwen2ForCausalLM(mcfg)
     model.float()
@@ -242,6 +229,34 @@ def build_model(cfg: TrainConfig, mcfg: Qwen2Config, device: torch.device, rank:
                 param_dtype=None if compute_dtype == torch.float32 else compute_dtype,
                 reduce_dtype=torch.float32, grad_ckpt=cfg.grad_ckpt)
     model.to_empty(device=device)
+    if cfg.model is not None:
+        # Every rank reads only the rows of its own shards (no full copy on any host, no rank
+        # waiting for another to load the whole checkpoint); every rank learns of any failure.
+        from s1.train.weights import load_sharded
+        try:
+            load_sharded(model, cfg.model, mcfg)
+            err = None
+        except Exception as e:  # noqa: BLE001 - re-raised below
+            err = e
+        try:
+            agree(err is None, f"{type(err).__name__}: {err}", f"loading {cfg.model}")
+        except RankFailed:
+            if err is not None:
+                raise err
+            raise
+        return model.train()
+    # Random init (from scratch: small models): rank 0 draws the full tensors, the others get
+    # their shards by broadcast.
+    try:
+        full, err = _full_state_dict_rank0(cfg, mcfg, rank), None
+    except Exception as e:  # noqa: BLE001 - re-raised below
+        full, err = {}, e
+    try:
+        agree(err is None, f"{type(err).__name__}: {err}", "initializing the weights")
+    except RankFailed:
+        if err is not None:
+            raise err
+        raise
     set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     del full
     return model.train()
