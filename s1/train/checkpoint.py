@@ -33,18 +33,12 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemReader
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                     get_state_dict, set_state_dict)
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from s1.train.ranks import agree, on_rank0
 
 _ENTRY_RE = re.compile(r"step_(\d{8})(\.old|\.tmp)?")  # everything save_checkpoint may leave behind
 _MARKER = "train_state.pt"
-
-
-def _barrier():
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def _fsync_dir(path: str) -> None:

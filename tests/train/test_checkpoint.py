@@ -374,4 +374,6 @@ def test_export_serves_in_engine_with_naive_greedy_tokens(tmp_path, small_tok):
                     ids.append(ref[-1])
             assert o.prompt_token_ids == p
             assert o.output_token_ids == ref
-    assert len(set(outs[0].output_token_ids)) > 1  # a trained model, not one repeated token
+    # A trained model: the loss fell far (greedy output is no test of that: 24 steps of a 2-layer
+    # model settle on newlines, e.g. "\n" repeated under the hash data order, "\n", id 1 before).
+    assert r["losses"][-1] < r["losses"][0] - 2.0
