@@ -8,8 +8,12 @@ Layout under `<out>/checkpoints/`:
   step_00000060.tmp/        a save in progress (or one interrupted by a kill): never loaded
   step_00000040.old/        the previous copy of step 40 while a re-save of step 40 replaces it
 A directory counts as a checkpoint only if it holds train_state.pt (the completeness marker).
-Atomicity: every rank writes into `step_N.tmp/`; after a barrier rank 0 writes train_state.pt
-last, fsyncs, and renames the directory to `step_N` (a rename within one filesystem is atomic).
+Atomicity: every rank writes into `step_N.tmp/`; once every rank reports its part written, rank 0
+checks that every rank's files are there (each rng_rank{r}.pt and every shard file named in
+DCP's .metadata: a rank writing elsewhere, --out not shared, fails the save on every rank instead
+of leaving a "complete" checkpoint that cannot be loaded), then writes train_state.pt last,
+fsyncs, and renames the directory to `step_N` (a rename within one filesystem is atomic).
+Rank 0's steps broadcast their failure, so no rank is left waiting in a collective.
 Re-saving an existing step (a fresh run in a used --out) first renames the old `step_N` to
 `step_N.old`, which list_checkpoints accepts while `step_N` is absent, and deletes it only after
 the new `step_N` is in place. Deleting a checkpoint first removes its marker, so a kill in the
@@ -28,16 +32,13 @@ import shutil
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                     get_state_dict, set_state_dict)
+from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+from s1.train.ranks import agree, on_rank0
 
 _ENTRY_RE = re.compile(r"step_(\d{8})(\.old|\.tmp)?")  # everything save_checkpoint may leave behind
 _MARKER = "train_state.pt"
-
-
-def _barrier():
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def _fsync_dir(path: str) -> None:
@@ -116,22 +117,34 @@ def save_checkpoint(root: str, step: int, model, optimizer, train_state: dict, k
     keep: how many checkpoints to keep, this one included (0: keep all). Checkpoints of later
     steps than this one (left by an earlier run in the same directory) are always removed."""
     rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
     final = checkpoint_dir(root, step)
     tmp, old = final + ".tmp", final + ".old"
-    if rank == 0:
+
+    def start():
         os.makedirs(root, exist_ok=True)
         if os.path.lexists(tmp):  # left over from a save that was killed
             _remove(tmp)
         os.makedirs(tmp)
-    _barrier()
+    on_rank0(start, f"creating {tmp}")
     model_sd, optim_sd = get_state_dict(model, optimizer)
     dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp)
-    with open(os.path.join(tmp, f"rng_rank{rank}.pt"), "wb") as f:
-        torch.save(_rng_state(), f)
-        f.flush()
-        os.fsync(f.fileno())
-    _barrier()
-    if rank == 0:
+    try:
+        with open(os.path.join(tmp, f"rng_rank{rank}.pt"), "wb") as f:
+            torch.save(_rng_state(), f)
+            f.flush()
+            os.fsync(f.fileno())
+        ok, why = True, ""
+    except OSError as e:
+        ok, why = False, f"writing rng_rank{rank}.pt into {tmp}: {e}"
+    agree(ok, why, f"saving checkpoint step {step}")
+
+    def commit():
+        missing = missing_shards(tmp, world)
+        if missing:
+            raise RuntimeError(f"checkpoint {tmp}: files of other ranks are missing ({', '.join(missing[:8])}"
+                               f"{', ...' if len(missing) > 8 else ''}): --out must be on storage shared by "
+                               "every rank; the checkpoint was not marked complete")
         # train_state.pt is written last: its presence marks the directory complete.
         with open(os.path.join(tmp, _MARKER), "wb") as f:
             torch.save(train_state, f)
@@ -151,8 +164,22 @@ def save_checkpoint(root: str, step: int, model, optimizer, train_state: dict, k
         os.rename(tmp, final)
         _fsync_dir(root)
         _prune(root, step, final, keep)
-    _barrier()
+    on_rank0(commit, f"committing checkpoint step {step}")
     return final
+
+
+def missing_shards(path: str, world: int) -> list[str]:
+    """Files a complete save of `world` ranks must have put into `path` and that are not there."""
+    names = [".metadata"] + [f"rng_rank{r}.pt" for r in range(world)]
+    missing = [n for n in names if not os.path.isfile(os.path.join(path, n))]
+    if ".metadata" not in missing:
+        try:
+            md = FileSystemReader(path).read_metadata()
+            files = {getattr(v, "relative_path", None) for v in (md.storage_data or {}).values()}
+            missing += sorted(f for f in files if f and not os.path.isfile(os.path.join(path, f)))
+        except Exception as e:  # noqa: BLE001 - unreadable metadata: not complete
+            missing.append(f".metadata (unreadable: {e})")
+    return missing
 
 
 def _prune(root: str, step: int, final: str, keep: int) -> None:
@@ -193,20 +220,31 @@ def load_checkpoint(path: str, model, optimizer) -> dict:
 
 def export_hf(model, cfg, path: str, tokenizer=None, dtype: torch.dtype | None = None,
               max_shard_size="5GB") -> None:
-    """Collective: gather the full state dict (rank 0, CPU) and write an HF checkpoint directory
-    loadable by transformers and s1.model.loading.load_model, plus the tokenizer files."""
-    from s1.model.loading import save_state_dict
-    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    rank = dist.get_rank() if dist.is_initialized() else 0
+    """Collective: write an HF checkpoint directory loadable by transformers and
+    s1.model.loading.load_model, plus the tokenizer files. Streams: the parameters are gathered
+    one at a time and rank 0 writes each in place (s1/train/weights.py), never holding the model."""
+    from s1.train.weights import export_streaming
     if cfg.max_window_layers is None:
         # transformers 5 rejects a null max_window_layers (a from-scratch config may lack it); it is
         # inert without sliding windows, so write HF's meaning of "all layers full attention".
         from s1.model.config import Qwen2Config
         cfg = Qwen2Config.from_dict({**cfg.to_dict(), "max_window_layers": cfg.num_hidden_layers})
-    if rank == 0:
-        tok_dir = getattr(tokenizer, "path", None)
-        save_state_dict(full, cfg, path, max_shard_size=max_shard_size, dtype=dtype, tokenizer_dir=tok_dir)
+    tok_dir = getattr(tokenizer, "path", None)
+    export_streaming(model, cfg, path, dtype=dtype, max_shard_size=max_shard_size, tokenizer_dir=tok_dir)
+
+    def finish():
         if tokenizer is not None and tok_dir is None:
             tokenizer.save_pretrained(path)
-    del full
-    _barrier()
+        _usual_modes(path)
+    on_rank0(finish, f"exporting to {path}")
+
+
+def _usual_modes(path: str) -> None:
+    """Exported files get the mode an ordinary open() gives (0644 under the default umask 022):
+    safetensors writes its files 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in os.listdir(path):
+        p = os.path.join(path, name)
+        if os.path.isfile(p) and not os.path.islink(p):
+            os.chmod(p, 0o666 & ~mask)

@@ -22,13 +22,14 @@ PROG = "s1 train"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, formatter_class=HelpFormatter, description=__doc__.split("\n\n")[0]
                                 + "\n\n" + __doc__.split("\n\n", 1)[1].strip())
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--model", help="checkpoint to fine-tune: an HF-format folder or a Hugging Face Hub id in "
                                      "the local HF cache (e.g. Qwen/Qwen2.5-32B-Instruct)")
     src.add_argument("--init-config", help="config.json for a randomly initialized model (train from scratch)")
     p.add_argument("--tokenizer", help="tokenizer folder or cached Hub id (default: the --model folder)")
-    p.add_argument("--data", required=True, help="dataset: save_to_disk dir, .json/.jsonl/.parquet, or hub name")
-    p.add_argument("--out", required=True, help="output dir: HF export, checkpoints/, metrics.jsonl")
+    p.add_argument("--data", help="dataset: save_to_disk dir, .json/.jsonl/.parquet, or hub name (required)")
+    p.add_argument("--out", help="output dir: HF export, checkpoints/, metrics.jsonl (required; shared by "
+                                 "every node)")
     d = p.add_argument_group("data")
     d.add_argument("--block-size", type=int, default=32768, help="max tokens per sequence / packed block")
     d.add_argument("--pack", action="store_true", help="best-fit pack sequences into block-size blocks")
@@ -49,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of the steps with linear warmup (then cosine to 0)")
     o.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping; 0 disables clipping")
     o.add_argument("--loss-weighting", choices=("token", "sequence"), default=None,
-                   help="sequence: s1's per-sequence mean (needs --micro-batch-size 1, no --pack); token: "
+                   help="sequence: s1's per-sequence mean (each sequence its own mean, also packed or several per "
+                        "micro-batch); token: "
                         "mean over all trained tokens of the global batch; default: the trainer's "
                         "(TrainConfig.loss_weighting)")
     o.add_argument("--max-steps", type=int, help="cap the number of steps (the schedule follows it)")
@@ -65,10 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="default: cuda:LOCAL_RANK if available, else cpu")
     s.add_argument("--peak-tflops", type=float, help="device peak for MFU when not auto-detected")
     add_threads_argument(s)
+    s.add_argument("--plan", nargs="?", const="", metavar="SHAPE",
+                   help="print the per-GPU memory plan and exit (no training): of SHAPE (0.5B ... 32B) or of "
+                        "--model / --init-config, at --block-size x --micro-batch-size tokens, --grad-ckpt")
+    s.add_argument("--plan-world", type=int, default=16, help="ranks sharding the model, for --plan")
+    s.add_argument("--plan-gpu-gib", type=float, default=79.6,
+                   help="usable GPU memory for --plan (an '80 GB' H100 has 79.6 GiB)")
     c = p.add_argument_group("checkpoints and logs")
     c.add_argument("--save-every", type=int, default=0, help="sharded checkpoint every N steps (0: none)")
     c.add_argument("--keep-checkpoints", type=int, default=1, help="how many recent checkpoints to keep")
-    c.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    c.add_argument("--resume", nargs="?", const="latest", choices=("latest", "auto"), default=None,
+                   help="--resume: continue from the latest complete checkpoint in --out (an error without "
+                        "one); --resume auto: continue if there is one, else start at step 0 (one command for "
+                        "the first launch and every requeue). Without it a used --out is refused")
+    c.add_argument("--overwrite", action="store_true",
+                   help="start a new run in a used --out (the earlier metrics.jsonl is kept as "
+                        "metrics.jsonl.N.prev; the earlier checkpoints go once the new run has saved one)")
+    c.add_argument("--dist-timeout", type=float, default=3600.0, metavar="SECONDS",
+                   help="process-group timeout: how long a rank waits in a collective while another loads, "
+                        "saves or exports (a rank that dies is noticed sooner: its connections close)")
     c.add_argument("--no-export", action="store_true", help="skip the final HF-format export")
     c.add_argument("--export-dtype", type=dtypes.arg_type(False), metavar="{" + ",".join(dtypes.NAMES) + "}",
                    help="dtype of the exported weights (default: the config's torch_dtype)")
@@ -104,6 +121,13 @@ def _parse(argv: list[str] | None):
     """-> (TrainConfig, the parsed flags); s1.train.loop is imported here, so `--help` loads no torch."""
     p = build_parser()
     a = p.parse_args(argv)
+    if a.plan is not None:
+        return None, a
+    if not (a.model or a.init_config):
+        p.error("one of the arguments --model --init-config is required")
+    for flag in ("data", "out"):
+        if getattr(a, flag) is None:
+            p.error(f"the following arguments are required: --{flag}")
     for name in ("block_size", "epochs", "global_batch_size", "micro_batch_size"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(a, name)})")
@@ -122,7 +146,8 @@ def _parse(argv: list[str] | None):
             max_grad_norm=a.max_grad_norm, max_steps=a.max_steps,
             stop_after=a.stop_after, seed=a.seed, init_seed=a.init_seed, dtype=a.dtype, grad_ckpt=a.grad_ckpt,
             device=a.device, peak_tflops=a.peak_tflops, save_every=a.save_every,
-            keep_checkpoints=a.keep_checkpoints, resume=a.resume, export=not a.no_export,
+            keep_checkpoints=a.keep_checkpoints, resume={None: False, "latest": True, "auto": "auto"}[a.resume],
+            overwrite=a.overwrite, dist_timeout_s=a.dist_timeout, export=not a.no_export,
             export_dtype=a.export_dtype, metrics_file=a.metrics_file, progress=not a.no_progress, **extra)
     except ValueError as e:
         p.error(_flagify(str(e)))
@@ -163,12 +188,43 @@ def _threads_device(cfg) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _plan(a) -> int:
+    """`s1 train --plan [SHAPE]`: the memory plan; exit 0 when it fits, 1 when it does not."""
+    from s1.model.config import SHAPES, Qwen2Config, shape_config
+    from s1.train.plan import format_plan
+    if a.plan:
+        if a.plan not in SHAPES:
+            print(f"{PROG}: error: --plan {a.plan}: unknown shape; one of {', '.join(SHAPES)}", file=sys.stderr)
+            return 2
+        mcfg, label = shape_config(a.plan), f"Qwen2.5-{a.plan} shape"
+    elif a.model or a.init_config:
+        try:
+            if a.model:
+                from s1.common.hub import resolve_model_path
+                a.model = resolve_model_path(a.model, "--model")
+            mcfg = Qwen2Config.from_pretrained(a.model or a.init_config)
+        except Exception as e:  # noqa: BLE001 - a usage error
+            print(f"{PROG}: error: --plan: {e}", file=sys.stderr)
+            return 2
+        label = a.model or a.init_config
+    else:
+        print(f"{PROG}: error: --plan needs a SHAPE, --model or --init-config", file=sys.stderr)
+        return 2
+    seqs = 1 if (a.loss_weighting == "token" or (not a.pack and a.micro_batch_size == 1)) else a.micro_batch_size
+    text, fits = format_plan(mcfg, a.plan_world, a.block_size * a.micro_batch_size, a.plan_gpu_gib,
+                             grad_ckpt=a.grad_ckpt, seqs=seqs, label=label)
+    print(text)
+    return 0 if fits else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg, a = _parse(sys.argv[1:] if argv is None else argv)
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    if cfg is None:
+        return _plan(a)
     from s1.common.threads import configure_threads
     try:
         configure_threads(a.threads, work_hint=_model_config(cfg), device=_threads_device(cfg))

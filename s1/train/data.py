@@ -189,6 +189,18 @@ class DataStats:
                 f"{self.truncated} truncated ({self.tokens_cut:,} tokens cut), {self.dropped} dropped")
 
 
+def completion_mask(mask: list[bool]) -> list[bool]:
+    """s1's completion-only collator (trl's DataCollatorForCompletionOnlyLM, response template
+    "<|im_start|>assistant\n") trains every token after the response template to the end of the
+    text, so also the "\n" that the chat template puts after the final <|im_end|>: extend the
+    assistant mask from its first token to the end."""
+    try:
+        first = mask.index(True)
+    except ValueError:
+        return list(mask)
+    return [False] * first + [True] * (len(mask) - first)
+
+
 def shift_labels(ids: list[int], loss_mask: list[bool]) -> list[int]:
     """HF causal-LM labels: token t predicts ids[t+1] when that token is trained."""
     n = len(ids)
@@ -214,6 +226,7 @@ def tokenize_rows(rows: list[dict], tokenizer, block_size: int, overlong: str = 
     for i, row in enumerate(it):
         q, th, at = extract_fields(row, i, thinking_column, attempt_column)
         ids, mask = tokenizer.encode_example(q, th, at, system=system)
+        mask = completion_mask(mask)
         if len(ids) > block_size:
             if overlong == "drop":
                 stats.dropped += 1
@@ -298,10 +311,23 @@ def collate(examples: list[Example], weight: float = 1.0) -> MicroBatch:
                       len(examples), lens, weight)
 
 
+def hash_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """A permutation of range(n): indices sorted by the 8-byte BLAKE2b digest of
+    "s1-train:{seed}:{epoch}:{i}" (ties, never seen in practice, by index). Stable across numpy,
+    torch and Python versions."""
+    import hashlib
+
+    def key(i: int):
+        return hashlib.blake2b(f"s1-train:{seed}:{epoch}:{i}".encode(), digest_size=8).digest(), i
+    return np.array(sorted(range(n), key=key), dtype=np.int64)
+
+
 class BatchPlan:
     """Which samples each rank trains on at each step; a pure function of (seed, epoch, step).
 
-    Epoch order: permutation of the samples from numpy's PCG64 seeded with [seed, epoch].
+    Epoch order: the samples sorted by BLAKE2b(seed, epoch, index) (`hash_permutation`): fixed by
+    the hash's definition, not by a library's RNG stream (numpy does not promise to keep
+    Generator.permutation's output across versions).
     Step b of an epoch takes samples [b*G, (b+1)*G) of that order (G = global batch in samples;
     the last step of an epoch may be smaller, as HF's Trainer without drop_last: s1's 1,000
     examples at G=16 give 63 steps/epoch, 315 in all). Rank r gets every world-th sample from r,
@@ -321,7 +347,7 @@ class BatchPlan:
         self.steps_per_epoch = math.ceil(len(samples) / global_batch_size)
 
     def order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.samples))
+        return hash_permutation(len(self.samples), self.seed, epoch)
 
     def step_samples(self, epoch: int, step_in_epoch: int) -> list[int]:
         o = self.order(epoch)

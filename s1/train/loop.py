@@ -25,12 +25,16 @@ import torch
 import torch.distributed as dist
 
 from s1.common import dtypes
+from s1.kernels import get_ops
 from s1.model.config import Qwen2Config
 from s1.model.qwen2 import Qwen2ForCausalLM
 from s1.train import checkpoint as ckpt
 from s1.train.data import BatchPlan, load_rows, make_samples, tokenize_rows
 from s1.train.metrics import MetricsLog, peak_flops, train_flops
 from s1.train.parallelize import build_mesh, parallelize
+from s1.train.ranks import RankFailed, agree, on_rank0
+
+SHARED_CHECK = ".s1-train-shared-check-"  # + nonce: the file every rank must read at start
 
 
 
@@ -64,8 +68,9 @@ class TrainConfig:
     warmup_ratio: float = 0.05
     max_grad_norm: float = 1.0
     # "sequence" (s1): every sequence weighs the same, the mean over the global batch of each
-    # sequence's token-mean loss (s1 trains one sequence per GPU); "token": the mean over all
-    # trained tokens of the global batch (long sequences weigh more; works with packing).
+    # sequence's token-mean loss (s1 trains one sequence per GPU; with packing or several
+    # sequences per micro-batch each sequence is still its own mean, see PerSequenceOps);
+    # "token": the mean over all trained tokens of the global batch (long sequences weigh more).
     loss_weighting: str = "sequence"
     max_steps: int | None = None  # caps the schedule (as HF max_steps)
     stop_after: int | None = None  # stop (and save) after this step without changing the schedule
@@ -78,7 +83,12 @@ class TrainConfig:
     # checkpoints and logs
     save_every: int = 0  # steps; 0 = only the final export
     keep_checkpoints: int = 1
-    resume: bool = False
+    # False: a fresh run (refused in a used --out unless overwrite); True: continue from the latest
+    # complete checkpoint (an error without one); "auto": continue if there is one, else start
+    # fresh, so one command serves the first launch and every requeue.
+    resume: bool | str = False
+    overwrite: bool = False  # a fresh run in a used --out (its checkpoints go once the new run saves)
+    dist_timeout_s: float = 3600.0  # process-group timeout: covers the slow I/O phases (load, save, export)
     export: bool = True
     export_dtype: str | None = None  # default: the config's torch_dtype
     metrics_file: str | None = None  # default: <out>/metrics.jsonl
@@ -93,11 +103,6 @@ class TrainConfig:
                 raise ValueError(f"{f}={getattr(self, f)} must be >= 1")
         if self.loss_weighting not in ("token", "sequence"):
             raise ValueError(f"loss_weighting={self.loss_weighting!r}: expected 'token' or 'sequence'")
-        if self.loss_weighting == "sequence" and (self.pack or self.micro_batch_size != 1):
-            raise ValueError("loss_weighting='sequence' (s1's per-sequence mean, the default) needs one "
-                             "sequence per micro-batch: micro_batch_size=1 and no packing; with "
-                             f"micro_batch_size={self.micro_batch_size}{' and packing' if self.pack else ''} "
-                             "use loss_weighting='token' (--loss-weighting token)")
         if self.overlong not in ("truncate", "drop"):
             raise ValueError(f"overlong={self.overlong!r}: expected 'truncate' or 'drop'")
         self.dtype = dtypes.canonical(self.dtype, allow_auto=True)
@@ -108,6 +113,13 @@ class TrainConfig:
         if self.lr < 0:
             raise ValueError(f"lr={self.lr} must be >= 0")
         self.betas = tuple(self.betas)
+        if self.resume not in (False, True, "auto"):
+            raise ValueError(f"resume={self.resume!r}: expected False, True or 'auto'")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other: resume continues the run in out, "
+                             "overwrite starts a new one there")
+        if not self.dist_timeout_s > 0:
+            raise ValueError(f"dist_timeout_s={self.dist_timeout_s} must be > 0")
 
     # Settings that define the training trajectory: a resume must not change them.
     TRAJECTORY = ("block_size", "pack", "overlong", "epochs", "global_batch_size", "lr", "betas",
@@ -122,8 +134,38 @@ def lr_lambda(step: int, total: int, warmup: int) -> float:
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
+class PerSequenceOps:
+    """The model's op namespace with a per-sequence linear cross-entropy: the summed CE of each
+    sequence of a packed micro-batch divided by its trained-token count, summed over sequences
+    (s1's per-sequence mean, whatever the packing). Each sequence's rows go through the fused
+    kernel on their own, so logits are still never materialized; the cost is one [V, H] gradient
+    buffer per sequence of the micro-batch held until backward (see `s1 train --plan`)."""
+
+    def __init__(self, base, cu_seqlens: list[int], n_trained: list[int]):
+        self._base, self._cu, self._n = base, cu_seqlens, n_trained
+
+    def __getattr__(self, name):
+        return getattr(self._base, name)
+
+    def linear_cross_entropy(self, hidden, weight, labels, ignore_index: int = -100):
+        total = None
+        for s, n in enumerate(self._n):
+            if n == 0:
+                continue
+            a, b = self._cu[s], self._cu[s + 1]
+            part = self._base.linear_cross_entropy(hidden[a:b], weight, labels[a:b], ignore_index) / n
+            total = part if total is None else total + part
+        return total if total is not None else hidden.sum() * 0.0
+
+
+def _sequence_trained(mb) -> list[int]:
+    cu = mb.cu_seqlens.tolist()
+    lab = mb.labels
+    return [int((lab[cu[s]:cu[s + 1]] != -100).sum()) for s in range(len(cu) - 1)]
+
+
 # ----------------------------------------------------------------------------- setup helpers
-def _init_distributed(device_type: str) -> tuple[int, int, int, bool]:
+def _init_distributed(device_type: str, timeout_s: float = 3600.0) -> tuple[int, int, int, bool]:
     """(rank, world, local_rank, created). torchrun sets RANK/WORLD_SIZE; otherwise a 1-rank group
     on an in-memory store, so the same FSDP code path runs in-process (tests, the demo)."""
     if dist.is_initialized():
@@ -131,7 +173,8 @@ def _init_distributed(device_type: str) -> tuple[int, int, int, bool]:
     backend = "nccl" if device_type == "cuda" else "gloo"
     if "WORLD_SIZE" in os.environ and "RANK" in os.environ:
         local = int(os.environ.get("LOCAL_RANK", 0))
-        kw = {}
+        from datetime import timedelta
+        kw = {"timeout": timedelta(seconds=timeout_s)}
         if device_type == "cuda":
             torch.cuda.set_device(local)
             kw["device_id"] = torch.device("cuda", local)
@@ -165,12 +208,9 @@ def _tokenizer(cfg: TrainConfig):
 
 
 def _full_state_dict_rank0(cfg: TrainConfig, mcfg: Qwen2Config, rank: int) -> dict:
-    """fp32 weights on rank 0's CPU (other ranks get {} and receive their shards by broadcast)."""
+    """A random init's fp32 weights on rank 0's CPU (others get {} and their shards by broadcast)."""
     if rank != 0:
         return {}
-    if cfg.model is not None:
-        from s1.model.loading import load_model
-        return load_model(cfg.model, device="cpu", dtype=torch.float32).state_dict()
     with torch.device("meta"):  # skip nn.Module's own init: init_weights overwrites every tensor
         m = Qwen2ForCausalLM(mcfg)
     m.to_empty(device="cpu").float()
@@ -182,7 +222,6 @@ def build_model(cfg: TrainConfig, mcfg: Qwen2Config, device: torch.device, rank:
                 compute_dtype: torch.dtype) -> Qwen2ForCausalLM:
     """Meta-device model -> parallelize -> materialize fp32 shards -> fill from rank 0."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-    full = _full_state_dict_rank0(cfg, mcfg, rank)
     with torch.device("meta"):
         model = Qwen2ForCausalLM(mcfg)
     model.float()
@@ -190,6 +229,34 @@ def build_model(cfg: TrainConfig, mcfg: Qwen2Config, device: torch.device, rank:
                 param_dtype=None if compute_dtype == torch.float32 else compute_dtype,
                 reduce_dtype=torch.float32, grad_ckpt=cfg.grad_ckpt)
     model.to_empty(device=device)
+    if cfg.model is not None:
+        # Every rank reads only the rows of its own shards (no full copy on any host, no rank
+        # waiting for another to load the whole checkpoint); every rank learns of any failure.
+        from s1.train.weights import load_sharded
+        try:
+            load_sharded(model, cfg.model, mcfg)
+            err = None
+        except Exception as e:  # noqa: BLE001 - re-raised below
+            err = e
+        try:
+            agree(err is None, f"{type(err).__name__}: {err}", f"loading {cfg.model}")
+        except RankFailed:
+            if err is not None:
+                raise err
+            raise
+        return model.train()
+    # Random init (from scratch: small models): rank 0 draws the full tensors, the others get
+    # their shards by broadcast.
+    try:
+        full, err = _full_state_dict_rank0(cfg, mcfg, rank), None
+    except Exception as e:  # noqa: BLE001 - re-raised below
+        full, err = {}, e
+    try:
+        agree(err is None, f"{type(err).__name__}: {err}", "initializing the weights")
+    except RankFailed:
+        if err is not None:
+            raise err
+        raise
     set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     del full
     return model.train()
@@ -207,15 +274,111 @@ def build_optimizer(cfg: TrainConfig, model, device: torch.device) -> torch.opti
 
 
 def _trim_metrics(path: str, last_step: int) -> None:
-    """On resume, drop log lines of steps after the checkpoint (they are about to be redone)."""
-    import json
+    """On resume, drop log lines of steps after the checkpoint (they are about to be redone) and
+    a torn last line (a kill mid-write)."""
+    from s1.common.jsonl import read_jsonl, write_jsonl
     if not os.path.exists(path):
         return
-    with open(path) as f:
-        keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= last_step]
-    with open(path + ".tmp", "w") as f:
-        f.writelines(keep)
-    os.replace(path + ".tmp", path)
+    rows = read_jsonl(path, tolerate_truncated_tail=True)
+    write_jsonl(path, [r for r in rows if r.get("step", 0) <= last_step])
+
+
+def _out_in_use(out: str, ckpt_root: str, metrics_path: str) -> list[str]:
+    """What in `out` belongs to an earlier run (empty: a fresh run may use it)."""
+    used = []
+    if os.path.isfile(metrics_path) and os.path.getsize(metrics_path) > 0:
+        used.append(os.path.basename(metrics_path))
+    if os.path.isdir(ckpt_root) and any(ckpt._ENTRY_RE.fullmatch(n) for n in os.listdir(ckpt_root)):
+        used.append("checkpoints/")
+    used += [n for n in ("model.safetensors", "model.safetensors.index.json") if os.path.exists(os.path.join(out, n))]
+    return used
+
+
+def _set_aside(path: str) -> str:
+    """Rename an earlier run's log to a free `path.N.prev` (never truncated, never deleted)."""
+    n = 1
+    while os.path.exists(f"{path}.{n}.prev"):
+        n += 1
+    os.replace(path, f"{path}.{n}.prev")
+    return f"{path}.{n}.prev"
+
+
+def _prepare_out(cfg: "TrainConfig", ckpt_root: str, metrics_path: str) -> tuple[str | None, str]:
+    """Rank 0, before any work: the restart decision and the shared-storage nonce.
+    -> (the checkpoint to resume from or None, the nonce). Refusals change nothing in `out`."""
+    import secrets
+    latest = ckpt.latest_checkpoint(ckpt_root)
+    if cfg.resume is True and latest is None:
+        raise ValueError(f"--resume: no complete checkpoint in {ckpt_root} (the checkpoints folder of "
+                         f"--out {cfg.out}); run without --resume (or with --resume auto) to start from step 0")
+    path = latest if cfg.resume else None
+    if not cfg.resume:
+        used = _out_in_use(cfg.out, ckpt_root, metrics_path)
+        if used and not cfg.overwrite:
+            raise ValueError(f"--out {cfg.out} already holds a run ({', '.join(used)}); nothing was changed. "
+                             "Continue it with --resume auto (or --resume), or start a new run there with "
+                             "--overwrite (its checkpoints are replaced only once the new run has saved)")
+    os.makedirs(cfg.out, exist_ok=True)
+    if path is None and os.path.isfile(metrics_path) and os.path.getsize(metrics_path) > 0:
+        print(f"[train] earlier metrics kept as {_set_aside(metrics_path)}")
+    with open(metrics_path, "a"):  # fails here (every rank told) rather than after the first step
+        pass
+    nonce = secrets.token_hex(16)
+    with open(os.path.join(cfg.out, SHARED_CHECK + nonce), "w") as f:
+        f.write(nonce)
+        f.flush()
+        os.fsync(f.fileno())
+    return path, nonce
+
+
+def _check_shared_out(cfg: "TrainConfig", nonce: str, rank: int) -> None:
+    """Every rank reads the nonce rank 0 wrote into --out: checkpoints need one folder seen by all."""
+    f = os.path.join(cfg.out, SHARED_CHECK + nonce)
+    try:
+        with open(f) as fh:
+            ok = fh.read() == nonce
+        why = "" if ok else f"{f} holds another value"
+    except OSError as e:
+        ok, why = False, f"cannot read {f} ({e.strerror})"
+    try:
+        agree(ok, why, "the shared-storage check of --out")
+    except RankFailed as e:
+        raise ValueError(f"--out must be a folder on storage shared by every rank (every node), given as the "
+                         f"same path: rank 0 wrote a check file into --out {cfg.out} that other ranks could not "
+                         f"read. {e}") from None
+    finally:
+        if rank == 0:
+            try:
+                os.unlink(f)
+            except OSError:
+                pass
+
+
+def load_rows_once(data, split: str):
+    """The rows on every rank; a Hub dataset is downloaded once: rank 0 first (the others wait),
+    then the first rank of every other node (a node-local HF cache), then all the rest, reading
+    the cache. A failed download stops every rank with rank 0's error."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    local_path = isinstance(data, (list, tuple)) or os.path.exists(os.fspath(data))
+    if world == 1 or local_path:
+        return load_rows(data, split)
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    rows = None
+    for phase in (0, 1, 2):
+        mine = (rank == 0) if phase == 0 else (rank != 0 and (local_rank == 0) == (phase == 1))
+        err = None
+        if mine:
+            try:
+                rows = load_rows(data, split)
+            except Exception as e:  # noqa: BLE001 - re-raised below (every rank hears of it)
+                err = e
+        try:
+            agree(err is None, f"{type(err).__name__}: {err}", f"loading the dataset {data!r}")
+        except RankFailed:
+            if err is not None:
+                raise err
+            raise
+    return rows
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -231,7 +394,7 @@ def train(cfg: TrainConfig) -> dict:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     else:
         device = torch.device("cpu")
-    rank, world, local_rank, created_pg = _init_distributed(device.type)
+    rank, world, local_rank, created_pg = _init_distributed(device.type, cfg.dist_timeout_s)
     if device.type == "cuda" and cfg.device is None:
         device = torch.device("cuda", local_rank)
     try:
@@ -250,19 +413,18 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
         compute_dtype = dtypes.to_torch(cfg.dtype)
     torch.manual_seed(cfg.seed)
     ckpt_root = os.path.join(cfg.out, "checkpoints")
-    if cfg.resume and ckpt.latest_checkpoint(ckpt_root) is None:
-        # Checked before any work: a resume that silently started over would redo the whole run.
-        raise ValueError(f"--resume: no complete checkpoint in {ckpt_root} (the checkpoints folder of "
-                         f"--out {cfg.out}); run without --resume to start from step 0")
-    os.makedirs(cfg.out, exist_ok=True)
     metrics_path = cfg.metrics_file or os.path.join(cfg.out, "metrics.jsonl")
+    # Before any work, decided by rank 0 for all: resume or start (a used --out is refused), then
+    # every rank must see rank 0's files in --out.
+    resume_from, nonce = on_rank0(lambda: _prepare_out(cfg, ckpt_root, metrics_path), "preparing --out")
+    _check_shared_out(cfg, nonce, rank)
 
     # ---- data
     mcfg = _model_config(cfg)
     tok = _tokenizer(cfg)
     if tok.vocab_size > mcfg.vocab_size:
         raise ValueError(f"tokenizer has {tok.vocab_size} tokens but the model's vocab_size is {mcfg.vocab_size}")
-    rows = load_rows(cfg.data, cfg.split)
+    rows = load_rows_once(cfg.data, cfg.split)
     examples, stats = tokenize_rows(rows, tok, cfg.block_size, cfg.overlong, cfg.system_prompt,
                                     cfg.thinking_column, cfg.attempt_column, progress=cfg.progress and is_main)
     samples = make_samples(examples, cfg.block_size, cfg.pack)
@@ -287,10 +449,8 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
     run_id = {k: getattr(cfg, k) for k in TrainConfig.TRAJECTORY}
     # The data defines the trajectory too: a resume on different data (or tokenization) is refused.
     run_id["data_fingerprint"] = (stats.examples, stats.tokens, stats.trained_tokens, len(samples))
-    if cfg.resume:
-        path = ckpt.latest_checkpoint(ckpt_root)
-        if path is None:  # checked at the start; gone since (another process pruned it)
-            raise ValueError(f"--resume: no complete checkpoint in {ckpt_root}")
+    if resume_from is not None:
+        path = resume_from  # rank 0's choice: every rank loads the same checkpoint
         st = ckpt.load_checkpoint(path, model, optimizer)
         diff = {k: (st["config"].get(k), v) for k, v in run_id.items() if st["config"].get(k) != v}
         if diff:
@@ -298,12 +458,9 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
                              f"(checkpoint, now): {diff}")
         start_step = st["step"]
         say(f"[train] resumed from {path} at step {start_step}")
-        if is_main:
-            _trim_metrics(metrics_path, start_step)
-    elif is_main and os.path.exists(metrics_path):
-        os.remove(metrics_path)  # a fresh run starts a fresh log
-    if dist.is_initialized():
-        dist.barrier()
+        on_rank0(lambda: _trim_metrics(metrics_path, start_step), "trimming the metrics log")
+    elif cfg.resume == "auto":
+        say(f"[train] --resume auto: no complete checkpoint in {ckpt_root}, starting at step 0")
 
     peak = peak_flops(device, cfg.peak_tflops)
     log = MetricsLog(metrics_path, enabled=is_main)
@@ -332,9 +489,13 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
             denom = g_trained if cfg.loss_weighting == "token" else g_seqs
             loss_acc = torch.zeros((), dtype=torch.float32, device=device)
             for mb in mbs:
+                ops = None
+                if cfg.loss_weighting == "sequence" and mb.n_seqs > 1:
+                    ops = PerSequenceOps(get_ops(device), mb.cu_seqlens.tolist(), _sequence_trained(mb))
                 mb = mb.to(device)
-                ce_sum = model(mb.input_ids, cu_seqlens=mb.cu_seqlens, max_seqlen=mb.max_seqlen, labels=mb.labels)
-                if cfg.loss_weighting == "sequence":  # one sequence per micro-batch (checked in config)
+                ce_sum = model(mb.input_ids, cu_seqlens=mb.cu_seqlens, max_seqlen=mb.max_seqlen, labels=mb.labels,
+                               ops=ops)
+                if cfg.loss_weighting == "sequence" and mb.n_seqs == 1:
                     ce_sum = ce_sum / max(mb.n_trained, 1)
                 loss = ce_sum * (mb.weight / denom)
                 loss.backward()

@@ -55,3 +55,35 @@ def test_train_dtype_vocabulary_and_flag_errors(tmp_path, capsys):
     assert main(["--init-config", str(cfg), "--tokenizer", str(tmp_path), "--data", "d", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "--tokenizer" in err and "tokenizer.json" in err
+
+
+def test_pack_and_micro_batches_work_on_the_defaults_and_restart_flags(tmp_path, qwen_tokenizer_dir):
+    """`s1 train --pack` and `--micro-batch-size 2` parse with the default (per-sequence) weighting;
+    --resume / --resume auto / --overwrite map onto the config."""
+    from s1.train.cli import parse_args
+    cfgf = write_json(tmp_path / "cfg.json", TINY)
+    base = ["--init-config", cfgf, "--tokenizer", str(qwen_tokenizer_dir), "--data", "d.json", "--out", "o"]
+    assert parse_args(base + ["--pack"]).loss_weighting == "sequence"
+    assert parse_args(base + ["--micro-batch-size", "2"]).micro_batch_size == 2
+    assert parse_args(base).resume is False
+    assert parse_args(base + ["--resume"]).resume is True
+    assert parse_args(base + ["--resume", "auto"]).resume == "auto"
+    assert parse_args(base + ["--overwrite"]).overwrite is True
+    assert parse_args(base + ["--dist-timeout", "120"]).dist_timeout_s == 120.0
+    with pytest.raises(SystemExit):
+        parse_args(base + ["--resume", "auto", "--overwrite"])
+
+
+def test_plan_32b_at_32k_lists_every_buffer_and_fits_80gb_only_with_checkpointing(capsys):
+    from s1.train.cli import main
+    assert main(["--plan", "32B", "--grad-ckpt", "--block-size", "32768"]) == 0
+    out = capsys.readouterr().out
+    for item in ("fp32 master weights", "AdamW moments", "lm_head gradient [V, H] from the fused CE",
+                 "root unit unsharded", "fp32 reduce-scatter", "checkpointed layer inputs", "fits 79.6 GiB"):
+        assert item in out, item
+    assert main(["--plan", "32B", "--block-size", "32768"]) == 1  # no checkpointing: does not fit
+    assert "does NOT fit" in capsys.readouterr().out
+    from s1.model.config import shape_config
+    from s1.train.plan import memory_plan
+    items = {i.name: i.bytes / 2**30 for i in memory_plan(shape_config("32B"), 16, 32768)}
+    assert abs(items["lm_head gradient [V, H] from the fused CE (bf16)"] - 152064 * 5120 * 2 / 2**30) < 1e-9

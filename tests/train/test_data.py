@@ -125,13 +125,31 @@ def test_labels_shift_and_mask_cover_exactly_the_assistant_part(tok):
         body = tok.encode(f"<|im_start|>think\n{th}\n<|im_start|>answer\nAnswer: {at}<|im_end|>")
         assert ex.ids[:len(prefix)] == prefix
         assert ex.ids[len(prefix):len(prefix) + len(body)] == body
-        assert ex.ids[len(prefix) + len(body):] == tok.encode("\n")  # trailing newline: not trained
-        # Every assistant token is a target exactly once; nothing else is.
+        assert ex.ids[len(prefix) + len(body):] == tok.encode("\n")  # trailing newline: trained, as s1
+        # Every assistant token (and the final "\n") is a target exactly once; nothing else is.
         targets = [(t, y) for t, y in enumerate(ex.labels) if y != IGNORE_INDEX]
-        assert [t + 1 for t, _ in targets] == list(range(len(prefix), len(prefix) + len(body)))
+        assert [t + 1 for t, _ in targets] == list(range(len(prefix), len(prefix) + len(body) + 1))
         assert all(y == ex.ids[t + 1] for t, y in targets)
-        assert ex.labels[-1] == IGNORE_INDEX and ex.n_trained == len(body)
-        assert ex.ids[targets[-1][0] + 1] == tok.token_id("<|im_end|>")
+        assert ex.labels[-1] == IGNORE_INDEX and ex.n_trained == len(body) + 1
+        assert ex.ids[targets[-2][0] + 1] == tok.token_id("<|im_end|>")
+
+
+def test_trained_tokens_of_a_real_example_decode_to_the_completion_with_its_newline(tok):
+    """A real problem (AIME 2024 #1, its official solution as the trace): the trained tokens decode
+    to exactly the text after "<|im_start|>assistant\n", ending "<|im_end|>\n", as s1's
+    completion-only collator trains it."""
+    import json
+
+    from tests.conftest import require_shared_data
+    with open(require_shared_data() / "eval" / "aime24" / "test.jsonl") as f:
+        row = json.loads(f.readline())
+    rows = [{"question": row["problem"], "thinking_trajectories": [row["solution"]], "attempt": str(row["answer"])}]
+    (ex,), _ = tokenize_rows(rows, tok, block_size=32768)
+    trained = [y for y in ex.labels if y != IGNORE_INDEX]
+    q, th, at = extract_fields(rows[0], 0)
+    assert tok.decode(trained, skip_special_tokens=False) == (
+        f"<|im_start|>think\n{th}\n<|im_start|>answer\nAnswer: {at}<|im_end|>\n")
+    assert trained[-2:] == [tok.token_id("<|im_end|>"), 198]
 
 
 def test_shift_labels_semantics():
@@ -216,6 +234,23 @@ def test_batch_plan_deterministic_and_complete():
     assert [mb.weight for mb in last[0]] == [1.0] and [mb.weight for mb in last[1]] == [0.0]
     with pytest.raises(ValueError, match="multiple of micro batch"):
         BatchPlan(ex, samples, 6, 4, 1, 0)
+
+
+def test_data_order_is_a_hash_permutation_with_stored_indices():
+    """The epoch order is fixed by BLAKE2b, not by numpy's RNG stream: stored indices, and an
+    independent recomputation with hashlib."""
+    import hashlib
+
+    from s1.train.data import hash_permutation
+    assert hash_permutation(20, 42, 0).tolist() == [1, 16, 4, 11, 7, 13, 9, 3, 0, 2, 12, 19, 6, 18, 17, 14, 8, 15, 5, 10]
+    assert hash_permutation(20, 42, 1).tolist() == [2, 11, 18, 8, 1, 5, 0, 6, 10, 7, 16, 13, 17, 14, 12, 3, 19, 15, 4, 9]
+    assert hash_permutation(7, 3, 0).tolist() == [4, 5, 1, 2, 3, 6, 0]
+    n, seed, epoch = 1000, 42, 4
+    want = sorted(range(n), key=lambda i: hashlib.blake2b(f"s1-train:{seed}:{epoch}:{i}".encode(),
+                                                           digest_size=8).digest())
+    assert hash_permutation(n, seed, epoch).tolist() == want
+    ex = _fake_examples([4] * 20)
+    assert BatchPlan(ex, make_samples(ex, 64, False), 4, 1, 1, seed=42).step_samples(1, 0) == [2, 11, 18, 8]
 
 
 def test_packed_micro_batch_never_attends_across_sequences():

@@ -106,7 +106,7 @@ def test_sigkill_then_resume_reproduces_uninterrupted_run(tmp_path, qwen_tokeniz
 
 def test_masked_tokens_contribute_nothing_every_answer_token_counts(tmp_path, qwen_tokenizer_dir):
     """Step-1 training loss (lr 0: the exported model is the initial one) == mean CE over exactly
-    the assistant tokens, computed independently with HF transformers' logits."""
+    the assistant tokens and the final newline, computed independently with HF transformers' logits."""
     transformers = pytest.importorskip("transformers")
     from s1.model.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer
     tok = Tokenizer.from_pretrained(qwen_tokenizer_dir)
@@ -119,8 +119,8 @@ def test_masked_tokens_contribute_nothing_every_answer_token_counts(tmp_path, qw
         prompt = (f"<|im_start|>system\n{DEFAULT_SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{q}<|im_end|>\n"
                   f"<|im_start|>assistant\n")
         answer = f"<|im_start|>think\n{th}\n<|im_start|>answer\nAnswer: {at}<|im_end|>"
-        p_ids, a_ids = tok.encode(prompt), tok.encode(answer)
-        ids = torch.tensor([p_ids + a_ids + tok.encode("\n")])
+        p_ids, a_ids = tok.encode(prompt), tok.encode(answer) + tok.encode("\n")  # the "\n" is trained (s1)
+        ids = torch.tensor([p_ids + a_ids])
         with torch.no_grad():
             logp = torch.log_softmax(hf(ids).logits[0].double(), -1)
         for j, y in enumerate(a_ids):  # token at position len(p)+j is predicted from position len(p)+j-1
@@ -146,8 +146,6 @@ def test_sequence_weighting_is_mean_of_per_sequence_means(tmp_path, qwen_tokeniz
             logits = hf(torch.tensor([e.ids])).logits[0]
         means.append(float(torch.nn.functional.cross_entropy(logits, torch.tensor(e.labels))))  # HF mean
     assert abs(r["losses"][0] - sum(means) / len(means)) < 1e-5
-    with pytest.raises(ValueError, match="one sequence per micro-batch"):
-        train_config(tmp_path, qwen_tokenizer_dir, "x", rows, loss_weighting="sequence", pack=True)
 
 
 def test_packed_equals_unpacked(tmp_path, qwen_tokenizer_dir):
@@ -260,14 +258,80 @@ def _options_cfg(tmp_path, **kw):
 
 
 def test_sequence_weighting_is_the_default(tmp_path):
-    """s1 trains one sequence per GPU, each weighing the same: the default; token-mean stays an option."""
+    """s1 trains one sequence per GPU, each weighing the same: the default, and it works with
+    packing and with several sequences per micro-batch; token-mean stays an option."""
     cfg = _options_cfg(tmp_path)
     assert (cfg.loss_weighting, cfg.micro_batch_size, cfg.pack) == ("sequence", 1, False)
     assert _options_cfg(tmp_path, loss_weighting="token", micro_batch_size=4, global_batch_size=4).loss_weighting == "token"
-    with pytest.raises(ValueError, match="micro_batch_size=4 .*use loss_weighting='token' \\(--loss-weighting token\\)"):
-        _options_cfg(tmp_path, micro_batch_size=4, global_batch_size=4)
-    with pytest.raises(ValueError, match="packing"):
-        _options_cfg(tmp_path, pack=True)
+    assert _options_cfg(tmp_path, micro_batch_size=4, global_batch_size=4).loss_weighting == "sequence"
+    assert _options_cfg(tmp_path, pack=True).loss_weighting == "sequence"
+
+
+def test_per_sequence_ops_same_loss_and_gradients_as_one_sequence_per_micro_batch(qwen_tokenizer_dir):
+    """Three sequences in one packed micro-batch through PerSequenceOps: the loss and every
+    parameter's gradient equal those of three one-sequence micro-batches, each CE sum / its count."""
+    from s1.kernels import get_ops
+    from s1.model.config import Qwen2Config
+    from s1.model.qwen2 import Qwen2ForCausalLM
+    from s1.model.tokenizer import Tokenizer
+    from s1.train.data import collate, tokenize_rows
+    from s1.train.loop import PerSequenceOps, _sequence_trained
+    ex, _ = tokenize_rows(digit_rows(3, seed=8), Tokenizer.from_pretrained(qwen_tokenizer_dir), 512)
+    m = Qwen2ForCausalLM(Qwen2Config.from_dict(TINY))
+    m.init_weights(seed=1)
+    ops = get_ops(torch.device("cpu"))
+
+    def grads():
+        g = {k: p.grad.clone() for k, p in m.named_parameters()}
+        m.zero_grad(set_to_none=True)
+        return g
+    mb = collate(ex)
+    assert mb.n_seqs == 3 and _sequence_trained(mb) == [e.n_trained for e in ex]
+    packed = m(mb.input_ids, cu_seqlens=mb.cu_seqlens, max_seqlen=mb.max_seqlen, labels=mb.labels,
+               ops=PerSequenceOps(ops, mb.cu_seqlens.tolist(), _sequence_trained(mb)))
+    packed.backward()
+    g_packed = grads()
+    single = 0.0
+    for e in ex:
+        one = collate([e])
+        loss = m(one.input_ids, cu_seqlens=one.cu_seqlens, max_seqlen=one.max_seqlen, labels=one.labels) / e.n_trained
+        loss.backward()
+        single += loss.item()
+    g_single = grads()
+    assert abs(packed.item() - single) < 1e-5
+    for k in g_single:
+        torch.testing.assert_close(g_packed[k], g_single[k], rtol=1e-5, atol=1e-7, msg=k)
+
+
+def test_sequence_weighting_with_pack_and_micro_batches_matches_one_per_micro_batch(tmp_path, qwen_tokenizer_dir):
+    """s1's per-sequence mean through the trainer: one sequence per micro-batch, two per
+    micro-batch and packed blocks give the same losses, gradient norms and weights."""
+    rows = digit_rows(4, seed=6)
+    kw = dict(epochs=2, warmup_ratio=0.0, lr=1e-3, loss_weighting="sequence")
+    a = train(train_config(tmp_path, qwen_tokenizer_dir, "m1", rows, global_batch_size=4, micro_batch_size=1, **kw))
+    b = train(train_config(tmp_path, qwen_tokenizer_dir, "m2", rows, global_batch_size=4, micro_batch_size=2, **kw))
+    c = train(train_config(tmp_path, qwen_tokenizer_dir, "pk", rows, pack=True, block_size=1024,
+                           global_batch_size=1, **kw))
+    assert read_jsonl(tmp_path / "pk" / "metrics.jsonl")[0]["seqs"] == 4  # one block of all 4 sequences
+    for other, name in ((b, "m2"), (c, "pk")):
+        assert all(abs(x - y) < 1e-5 for x, y in zip(a["losses"], other["losses"])), (a["losses"], other["losses"])
+        ga = [r["grad_norm"] for r in read_jsonl(tmp_path / "m1" / "metrics.jsonl")]
+        gb = [r["grad_norm"] for r in read_jsonl(tmp_path / name / "metrics.jsonl")]
+        assert all(abs(x - y) <= 1e-5 * max(1.0, x) for x, y in zip(ga, gb)), (ga, gb)
+    from safetensors.torch import load_file
+    wa, wc = load_file(str(tmp_path / "m1" / "model.safetensors")), load_file(str(tmp_path / "pk" / "model.safetensors"))
+    assert max((wa[k] - wc[k]).abs().max().item() for k in wa) < 1e-5
+
+
+def test_export_files_have_the_usual_mode(tmp_path, qwen_tokenizer_dir):
+    old = os.umask(0o022)
+    try:
+        train(train_config(tmp_path, qwen_tokenizer_dir, "mode", digit_rows(2), epochs=1, global_batch_size=2))
+    finally:
+        os.umask(old)
+    modes = {f: oct(os.stat(tmp_path / "mode" / f).st_mode & 0o777) for f in os.listdir(tmp_path / "mode")
+             if os.path.isfile(tmp_path / "mode" / f)}
+    assert "model.safetensors" in modes and set(modes.values()) == {"0o644"}, modes
 
 
 def test_resume_without_a_checkpoint_is_an_error_naming_the_folder(tmp_path, qwen_tokenizer_dir):
