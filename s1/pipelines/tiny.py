@@ -37,7 +37,8 @@ def train_tiny(rows: list[dict], tokenizer, out, settings: dict) -> tuple[Path, 
                       micro_batch_size=s["batch"], loss_weighting="token", lr=s["lr"], weight_decay=1e-4,
                       warmup_ratio=0.05, max_steps=s["steps"], seed=s.get("seed", 0),
                       dtype="fp32" if str(device).startswith("cpu") else "auto", device=device, export=True,
-                      export_dtype="fp32", progress=s.get("progress", True))
+                      export_dtype="fp32", progress=s.get("progress", True),
+                      overwrite=True)   # every pipeline run re-makes all its stages, the model too
     res = train(cfg)
     return Path(out), {"steps": res["steps"], "epochs": epochs, "model_config": mcfg,
                        "final_loss": res["losses"][-1] if res["losses"] else None}
