@@ -266,8 +266,8 @@ def test_every_eval_flag_has_help_and_the_help_shows_defaults(capsys):
 
 def test_eval_help_and_sweep_modules_import_without_torch():
     """`s1 eval --help`, the sweep definition and the reports need no torch (fast CLI, rescoring)."""
-    code = ("import sys; import evaluation.cli, evaluation.sweep, evaluation.report; "
-            "evaluation.cli.build_parser().format_help(); "
+    code = ("import sys; import s1.evaluation.cli, s1.evaluation.sweep, s1.evaluation.report; "
+            "s1.evaluation.cli.build_parser().format_help(); "
             "bad = [m for m in ('torch', 's1.infer.llm') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
