@@ -3,8 +3,9 @@
 Only architecture lives here; run settings (learning rate, budgets, ...) belong to their stages.
 Both the transformers-4 spelling (`rope_theta`, `torch_dtype`) and the transformers-5 spelling
 (`rope_parameters`, `dtype`) are read; we write the v4 spelling, which both versions load. Where a
-file has both, the v5 one wins, as in transformers 5; a config.json with no RoPE base at all gets
-transformers' Qwen2 default (10,000), not ours.
+file has both, the v5 one wins, as in transformers 5. (A config with no RoPE base at all gets our
+default, 1e6, the Qwen2.5 checkpoints' value; transformers would use 10,000. Files written by
+transformers or by us always carry one.)
 """
 from __future__ import annotations
 
@@ -22,9 +23,6 @@ from s1.common import dtypes
 
 class ConfigError(ValueError):
     pass
-
-
-HF_DEFAULT_ROPE_THETA = 10000.0   # transformers' Qwen2Config default (4.x and 5.x), for files without one
 
 
 @dataclass
@@ -139,8 +137,6 @@ class Qwen2Config:
                 d = json.load(fh)
         except json.JSONDecodeError as e:
             raise ConfigError(f"{f}: invalid JSON ({e})") from e
-        if "rope_theta" not in d and "rope_theta" not in (d.get("rope_parameters") or {}):
-            d["rope_theta"] = HF_DEFAULT_ROPE_THETA   # what transformers runs such a checkpoint with
         return cls.from_dict(d)
 
     def to_dict(self) -> dict[str, Any]:
