@@ -69,11 +69,11 @@ def test_bad_out_fails_fast_before_the_model_loads(tiny, tmp_path, monkeypatch, 
     dt = time.perf_counter() - t0
     assert r.returncode == 2 and dt < 10, (dt, r.stderr)
     assert "--out" in r.stderr and "does not exist" in r.stderr and "Traceback" not in r.stderr
-    import s1.infer.llm
+    from s1.infer import llm as infer_llm   # (`import s1.infer.llm` would make s1, the helper above, local)
 
     def no_load(*a, **k):
         raise AssertionError("the model was loaded")
-    monkeypatch.setattr(s1.infer.llm, "LLM", no_load)
+    monkeypatch.setattr(infer_llm, "LLM", no_load)
     assert gen(tiny, tmp_path, "--prompt", "hi") == 2                       # a folder
     assert "--out" in capsys.readouterr().err
     assert gen(tiny, tmp_path / "x" / "o.jsonl", "--prompt", "hi") == 2
