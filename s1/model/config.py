@@ -2,7 +2,10 @@
 
 Only architecture lives here; run settings (learning rate, budgets, ...) belong to their stages.
 Both the transformers-4 spelling (`rope_theta`, `torch_dtype`) and the transformers-5 spelling
-(`rope_parameters`, `dtype`) are read; we write the v4 spelling, which both versions load.
+(`rope_parameters`, `dtype`) are read; we write the v4 spelling, which both versions load. Where a
+file has both, the v5 one wins, as in transformers 5. (A config with no RoPE base at all gets our
+default, 1e6, the Qwen2.5 checkpoints' value; transformers would use 10,000. Files written by
+transformers or by us always carry one.)
 """
 from __future__ import annotations
 
@@ -100,14 +103,18 @@ class Qwen2Config:
     # ---------------------------------------------------------------- io
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Qwen2Config":
+        """A config from config.json's fields, in either transformers spelling. Where both are
+        present the transformers-5 one wins, as transformers 5 reads them: rope_parameters'
+        rope_theta over a top-level rope_theta, dtype over torch_dtype."""
         d = dict(d)
         rp = d.pop("rope_parameters", None)
         if rp is not None:
-            d.setdefault("rope_theta", rp.get("rope_theta", 1000000.0))
-            if rp.get("rope_type", "default") != "default":
-                d.setdefault("rope_scaling", rp)
-        if "dtype" in d and "torch_dtype" not in d:
-            d["torch_dtype"] = d.pop("dtype")
+            if "rope_theta" in rp:
+                d["rope_theta"] = rp["rope_theta"]
+            if rp.get("rope_type", rp.get("type", "default")) != "default" and d.get("rope_scaling") is None:
+                d["rope_scaling"] = rp   # refused in __post_init__ (only default RoPE is supported)
+        if d.get("dtype") is not None:
+            d["torch_dtype"] = d["dtype"]
         d.pop("dtype", None)
         if isinstance(d.get("torch_dtype"), str) and d["torch_dtype"].startswith("torch."):
             d["torch_dtype"] = d["torch_dtype"][len("torch."):]
@@ -138,9 +145,13 @@ class Qwen2Config:
         return d
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
+        d = self.to_dict()
+        if d["max_window_layers"] is None:
+            # transformers 5 refuses null here (an int field); without sliding windows it means nothing
+            d["max_window_layers"] = self.num_hidden_layers
         os.makedirs(path, exist_ok=True)
         with open(os.path.join(path, "config.json"), "w") as fh:
-            json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
+            json.dump(d, fh, indent=2, sort_keys=True)
 
 
 # Qwen2.5 model shapes (the published config.json files). Random-weight models of

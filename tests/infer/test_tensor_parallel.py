@@ -562,17 +562,25 @@ def test_engine_tp4_and_tp2_generate_the_tp1_tokens(engine_ranks):
 
 def test_engine_rank_holds_a_quarter_of_the_weights(engine_ranks):
     """Building the TP-4 engine (sharded load, KV cache, tables) grows each rank's peak RSS by its
-    quarter of the weights, not by the whole model."""
+    quarter of the weights, not by the whole model. Measured on a second build in the process
+    (tests/tp_engine_worker.py::measure_build): the first also pays one-time costs that are not
+    the engine's (torch's library pages run for the first time, which vary by machine, new
+    threads' malloc arenas); they are printed. The growth must also reach the weights: the
+    measured build allocates its own, it does not reuse resident memory."""
     tp1, reports, _, _, _ = engine_ranks
     full = tp1["full_weights_mib"]
     mem = [rep["memory"] for rep in reports]
     for m in mem:
         assert m is not None and m["tp"] == 4, "VmHWM could not be reset (/proc/self/clear_refs)"
         assert m["weights_mib"] < full / 4 * 1.02
-        assert m["peak_growth_mib"] <= m["weights_mib"] + m["kv_cache_mib"] + 8, m
+        # a rank holding the whole model would grow by 74.5 MiB; its quarter plus the KV cache is 19.1
+        assert m["weights_mib"] <= m["peak_growth_mib"] <= m["weights_mib"] + m["kv_cache_mib"] + 8, m
     print(f"\nTP 4 engine, {full:.1f} MiB of weights: per-rank weights {[round(m['weights_mib'], 1) for m in mem]} MiB, "
           f"peak RSS growth while building the engine {[round(m['peak_growth_mib'], 1) for m in mem]} MiB "
-          f"(KV cache {mem[0]['kv_cache_mib']:.2f} MiB)")
+          f"(KV cache {mem[0]['kv_cache_mib']:.2f} MiB; at the end anonymous "
+          f"{[round(m['anon_growth_mib'], 1) for m in mem]}, file-backed {[round(m['file_growth_mib'], 1) for m in mem]} MiB); "
+          f"the process's first build: {[round(m['first_build_peak_growth_mib'], 1) for m in mem]} MiB, of which "
+          f"file-backed {[round(m['first_build_file_growth_mib'], 1) for m in mem]} MiB")
 
 
 def test_engine_rank_death_makes_its_peer_fail_fast(engine_ranks):

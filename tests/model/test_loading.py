@@ -52,9 +52,22 @@ def test_transformers_loads_what_we_save(hf_ckpt, tmp_path):
     hf, d = hf_ckpt
     m = load_model(d, dtype=torch.float32)
     save_model(m, tmp_path)
+    hf_cfg = transformers.AutoConfig.from_pretrained(tmp_path)   # our spelling, read by the installed release
+    assert (_hf_rope_theta(hf_cfg), _hf_dtype(hf_cfg)) == (m.config.rope_theta, "float32") == (1e6, "float32")
     hf2 = transformers.Qwen2ForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
     with torch.no_grad():
         torch.testing.assert_close(hf2(IDS).logits, m(IDS), rtol=1e-5, atol=1e-5)
+
+
+def _hf_rope_theta(hf_cfg) -> float:
+    """The RoPE base a transformers config holds: rope_parameters (5.x) or rope_theta (4.x)."""
+    rp = getattr(hf_cfg, "rope_parameters", None) or {}
+    return rp.get("rope_theta", getattr(hf_cfg, "rope_theta", None))
+
+
+def _hf_dtype(hf_cfg) -> str:
+    d = getattr(hf_cfg, "dtype", None) or getattr(hf_cfg, "torch_dtype", None)
+    return str(d).removeprefix("torch.")
 
 
 def test_sharded_save_and_load(hf_ckpt, tmp_path):
@@ -208,3 +221,61 @@ def test_real_qwen25_shapes_param_count():
     with torch.device("meta"):
         from s1.model.qwen2 import Qwen2ForCausalLM
         assert sum(p.numel() for p in Qwen2ForCausalLM(c05).parameters()) == c05.num_params()
+
+
+# ------------------------------------------------- config.json spellings: the RoPE base and dtype used
+
+SPELLINGS = {   # config.json fields giving RoPE base 25,000 and dtype float16
+    "transformers5": dict(rope_parameters={"rope_type": "default", "rope_theta": 25000.0}, dtype="float16"),
+    "transformers4": dict(rope_theta=25000.0, rope_scaling=None, torch_dtype="float16"),
+    # both, disagreeing: transformers 5 reads rope_parameters and dtype, and so do we
+    "both": dict(rope_theta=1e6, torch_dtype="bfloat16",
+                 rope_parameters={"rope_type": "default", "rope_theta": 25000.0}, dtype="float16"),
+}
+
+
+@pytest.mark.parametrize("spelling", list(SPELLINGS))
+def test_loader_runs_the_rope_base_and_dtype_of_either_spelling(tmp_path, spelling):
+    """A checkpoint whose config.json is spelled as transformers 5 writes it (rope_parameters, dtype),
+    as transformers 4 does (rope_theta, torch_dtype), or both (disagreeing): load_model gives the
+    parameters that dtype, and its logits are those of the same weights with that RoPE base, and
+    not those with another base. The installed transformers reads the file the same way (the
+    transformers-5 spelling only from transformers 5 on)."""
+    import dataclasses
+    from s1.model.qwen2 import Qwen2ForCausalLM
+    theta = 25000.0   # neither our default (1e6) nor transformers' (1e4)
+    src = Qwen2ForCausalLM(Qwen2Config(vocab_size=512, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                                       intermediate_size=96, num_hidden_layers=2, max_position_embeddings=256,
+                                       rope_theta=theta, torch_dtype="float32"))
+    src.init_weights(seed=3)
+    with torch.no_grad():
+        for n, p in src.named_parameters():   # non-trivial biases: RoPE acts on q and k with them
+            if n.endswith(".bias"):
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(len(n)))
+    save_model(src.eval(), tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    for k in ("rope_theta", "rope_parameters", "rope_scaling", "torch_dtype", "dtype"):
+        cfg.pop(k, None)
+    cfg.update(SPELLINGS[spelling])
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+
+    m = load_model(tmp_path)
+    assert m.config.rope_theta == theta
+    assert {p.dtype for p in m.parameters()} == {torch.float16}
+    ids = torch.arange(40).remainder(500).add(7)[None]   # 40 positions: every RoPE frequency turns
+    m32 = load_model(tmp_path, dtype=torch.float32)
+    with torch.no_grad():
+        got = m32(ids)
+        assert torch.equal(got, src(ids))          # the same weights, built with this base
+        for other in (1e4, 1e6):
+            o = load_model(tmp_path, dtype=torch.float32, cfg=dataclasses.replace(m32.config, rope_theta=other))
+            assert (o(ids) - got).abs().max() > 1e-3, other
+
+    transformers = pytest.importorskip("transformers")
+    if spelling in ("transformers5", "both") and int(transformers.__version__.split(".")[0]) < 5:
+        return
+    hf_cfg = transformers.AutoConfig.from_pretrained(tmp_path)
+    assert (_hf_rope_theta(hf_cfg), _hf_dtype(hf_cfg)) == (theta, "float16")
+    hf = transformers.Qwen2ForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, got, rtol=1e-5, atol=1e-5)
