@@ -145,9 +145,9 @@ def test_seed_gives_each_request_its_own_stream_and_reruns_repeat(tiny, tmp_path
 
 # ----------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("args, msg", [
-    (["--top-p", "1.5"], "--top-p 1.5: must lie in (0, 1]"),
-    (["--num-wait", "-1"], "--num-wait -1: must be a non-negative integer"),
-    (["--temperature", "-1"], "--temperature -1.0: must be a number >= 0"),
+    (["--top-p", "1.5"], "--top-p 1.5: must be a finite number in (0, 1]"),
+    (["--num-wait", "-1"], "--num-wait -1: must be an integer in [0, 2147483647]"),
+    (["--temperature", "-1"], "--temperature -1.0: must be a finite number in [0, 100]"),
     (["--max-thinking-tokens", "4", "--min-thinking-tokens", "8"], "exceeds --max-thinking-tokens 4"),
     (["--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization 1.5: must lie in (0, 1]"),
     (["--max-num-seqs", "0"], "--max-num-seqs 0: must be >= 1"),
