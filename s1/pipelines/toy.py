@@ -31,7 +31,7 @@ The question puts the digits first and the instruction last, and each item is on
 curate's word 8-gram decontamination only flags pool questions that share several items with an
 eval question.
 
-The tokenizer is a byte-level BPE trained on the rendered corpus (default system prompt included)
+The tokenizer is a byte-level BPE trained on the rendered corpus (CHAT_TEMPLATE: no system turn)
 with the special tokens <|endoftext|>, <|im_start|>, <|im_end|>, <|fim_pad|> (padding, as s1),
 written in tokenizer.json format; it loads with model.tokenizer.Tokenizer.
 """
@@ -50,11 +50,17 @@ SOURCE_TYPE = "synthetic/digit_sum_mod10"
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_pad|>")
 # Pre-tokenizer split (pieces BPE never merges across): newlines, item markers (" b" when a digit
 # follows), digits ("5", " 7") and running sums ("=8"); the text between them and the special tokens
-# is one piece, so BPE may merge whole fixed phrases (most of the system prompt, "Final Answer:")
+# is one piece, so BPE may merge whole fixed phrases ("Final Answer:", "Add the digits ")
 # into few tokens: short sequences, fast training. Newlines being their own pieces makes the
 # engine's inserted "<|im_start|>answer" and the forced end (s1/model/tokenizer.py FORCED_END)
 # tokenize exactly as in the training examples.
-DIGIT_SPLIT = r"\n| ?[a-p](?=[0-9])| ?=?[0-9]"
+DIGIT_SPLIT = r"<\|[a-z_]+\|>|\n| ?[a-p](?=[0-9])| ?=?[0-9]"
+# The toy tokenizer's chat template (ChatML, as Qwen's, but without Qwen's default system turn: a
+# system message only when one is given). The system prompt and its turn were ~10 of a quick
+# example's 77 tokens, every one of them computed in every training step and every prefill
+# (issue 25, bench/NOTES.md "Demo in three minutes"); the toy model never needs them.
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                 "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
 # ----------------------------------------------------------------------------- the task
@@ -125,12 +131,14 @@ def generate_pool(n: int, seed: int = 0, min_digits: int = 1, max_digits: int = 
 
 # ----------------------------------------------------------------------------- tokenizer
 def corpus_texts(rows: list[dict], system: str | None = None) -> list[str]:
-    """Rendered training examples (s1 format, default system prompt) for BPE training."""
-    from s1.model.tokenizer import DEFAULT_SYSTEM_PROMPT, FORCED_END, Tokenizer
+    """Rendered training examples (s1 format through CHAT_TEMPLATE: no system turn unless `system`
+    is given) for BPE training."""
+    from s1.model.tokenizer import FORCED_END, Tokenizer
 
-    system = DEFAULT_SYSTEM_PROMPT if system is None else system
     # The render methods are pure string formatting: an instance without a vocabulary suffices.
-    render = Tokenizer.__new__(Tokenizer).render_example
+    t = Tokenizer.__new__(Tokenizer)
+    t.chat_template, t.config = CHAT_TEMPLATE, {}
+    render = t.render_example
     texts = [render(r["question"], "\n".join(r["thinking_trajectories"]).strip(), r["attempt"], system)
              for r in rows]
     # The forced end-of-thinking string of budget forcing, so it tokenizes the way training saw it.
@@ -172,7 +180,8 @@ def build_tokenizer(rows: list[dict], out_dir: str, vocab_size: int = 1024, syst
     tok.save(os.path.join(out_dir, "tokenizer.json"))
     with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
         json.dump({"eos_token": "<|im_end|>", "pad_token": "<|fim_pad|>", "bos_token": None,
-                   "model_max_length": 512, "tokenizer_class": "Qwen2TokenizerFast"}, f, indent=2)
+                   "model_max_length": 512, "tokenizer_class": "Qwen2TokenizerFast",
+                   "chat_template": CHAT_TEMPLATE}, f, indent=2)
     return out_dir
 
 

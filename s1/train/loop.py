@@ -31,7 +31,7 @@ from s1.model.qwen2 import Qwen2ForCausalLM
 from s1.train import checkpoint as ckpt
 from s1.train.data import BatchPlan, load_rows, make_samples, tokenize_rows
 from s1.train.metrics import MetricsLog, peak_flops, train_flops
-from s1.train.parallelize import build_mesh, parallelize
+from s1.train.parallelize import apply_activation_checkpointing, build_mesh, parallelize
 from s1.train.ranks import RankFailed, agree, on_rank0
 
 SHARED_CHECK = ".s1-train-shared-check-"  # + nonce: the file every rank must read at start
@@ -220,14 +220,24 @@ def _full_state_dict_rank0(cfg: TrainConfig, mcfg: Qwen2Config, rank: int) -> di
 
 def build_model(cfg: TrainConfig, mcfg: Qwen2Config, device: torch.device, rank: int, world: int,
                 compute_dtype: torch.dtype) -> Qwen2ForCausalLM:
-    """Meta-device model -> parallelize -> materialize fp32 shards -> fill from rank 0."""
+    """Meta-device model -> parallelize -> materialize fp32 shards -> fill from rank 0.
+
+    One process on CPU in fp32 (the demo, the tests) skips the FSDP wrapping: sharding over one
+    rank is the identity and the reduction a no-op, so the math is the same, but FSDP2's per-unit
+    hooks and copies cost ~14 ms of a 0.14 s demo step on one core (issue 25, bench/NOTES.md).
+    Every multi-rank run, and any GPU or mixed-precision run, stays FSDP2."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
     with torch.device("meta"):
         model = Qwen2ForCausalLM(mcfg)
     model.float()
-    parallelize(model, build_mesh(device.type, world),
-                param_dtype=None if compute_dtype == torch.float32 else compute_dtype,
-                reduce_dtype=torch.float32, grad_ckpt=cfg.grad_ckpt)
+    single = world == 1 and device.type == "cpu" and compute_dtype == torch.float32
+    if single:
+        if cfg.grad_ckpt:
+            apply_activation_checkpointing(model)
+    else:
+        parallelize(model, build_mesh(device.type, world),
+                    param_dtype=None if compute_dtype == torch.float32 else compute_dtype,
+                    reduce_dtype=torch.float32, grad_ckpt=cfg.grad_ckpt)
     model.to_empty(device=device)
     if cfg.model is not None:
         # Every rank reads only the rows of its own shards (no full copy on any host, no rank
@@ -257,7 +267,7 @@ def build_model(cfg: TrainConfig, mcfg: Qwen2Config, device: torch.device, rank:
         if err is not None:
             raise err
         raise
-    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=not single))
     del full
     return model.train()
 

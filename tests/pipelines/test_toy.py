@@ -61,7 +61,8 @@ def test_tokenizer_special_ids_and_round_trip(demo_tok):
         tok.token_id("<|no_such_token|>")
     for r in rows[:50] + [synthetic.make_row([9] * 16)]:
         text = tok.render_example(r["question"], r["thinking_trajectories"][0], r["attempt"])
-        assert text.startswith(f"<|im_start|>system\n{DEFAULT_SYSTEM_PROMPT}<|im_end|>")
+        # the toy template: no system turn (issue 25: ~10 tokens of every example)
+        assert text.startswith("<|im_start|>user\n") and DEFAULT_SYSTEM_PROMPT not in text
         assert tok.decode(tok.encode(text)) == text
         # specials are single tokens, never split into bytes
         assert tok.encode(text).count(ids["<|im_start|>"]) == text.count("<|im_start|>")

@@ -343,15 +343,16 @@ def test_loop_logs_flops_of_each_packed_sequence(tmp_path, small_tok):
 
 # ----------------------------------------------------------------------------- export -> engine
 def test_export_serves_in_engine_with_naive_greedy_tokens(tmp_path, small_tok):
-    """Train (24 steps), export, and serve the export with infer.LLM(export_dir): its greedy
-    tokens equal naive greedy decoding (full recompute every step, argmax of the last logits over
-    the real vocabulary) with model.loading.load_model of the same export."""
+    """Train (36 steps; with the toy template's shorter prompts 24 steps still gave one repeated
+    token), export, and serve the export with infer.LLM(export_dir): its greedy tokens equal naive
+    greedy decoding (full recompute every step, argmax of the last logits over the real vocabulary)
+    with model.loading.load_model of the same export."""
     from s1 import kernels
     from s1.infer import LLM, SamplingParams
     from s1.model.loading import load_model
     from s1.model.tokenizer import Tokenizer
     tok_dir, vocab = small_tok
-    r = train(_run_cfg(tmp_path, small_tok, "exp", lr=2e-2, warmup_ratio=0.0, epochs=8, micro_batch_size=4))
+    r = train(_run_cfg(tmp_path, small_tok, "exp", lr=2e-2, warmup_ratio=0.0, epochs=12, micro_batch_size=4))
     out = tmp_path / "exp"
     assert r["exported"] and os.path.exists(out / "tokenizer.json")
     tok = Tokenizer.from_pretrained(out)
