@@ -364,17 +364,23 @@ def test_export_serves_in_engine_with_naive_greedy_tokens(tmp_path, small_tok):
         outs = llm.generate(prompts, SamplingParams(max_tokens=n, ignore_eos=True), use_tqdm=False)
         model = load_model(out, device="cpu", dtype=torch.float32).eval()
         assert model.config.vocab_size > tok.vocab_size  # padded rows, never produced
+        compared = 0
         for p, o in zip(prompts, outs):
-            ids, ref = list(p), []
+            assert o.prompt_token_ids == p and len(o.output_token_ids) == n
+            ids = list(p)
             with torch.no_grad():
-                for _ in range(n):
+                for got in o.output_token_ids:
                     logits = model(torch.tensor(ids))[-1][:tok.vocab_size]
-                    top2 = logits.topk(2).values
-                    assert float(top2[0] - top2[1]) > 1e-3  # no near-tie: the comparison is well posed
-                    ref.append(int(logits.argmax()))
-                    ids.append(ref[-1])
-            assert o.prompt_token_ids == p
-            assert o.output_token_ids == ref
+                    top2 = logits.topk(2)
+                    if float(top2.values[0] - top2.values[1]) <= 1e-3:
+                        # near tie: either token is a correct greedy choice, and the two decodings
+                        # may part here (reduction order differs); compare up to this point only
+                        assert got in top2.indices.tolist()
+                        break
+                    assert got == int(logits.argmax())
+                    ids.append(got)
+                    compared += 1
+        assert compared >= n, compared   # at least a whole sequence's worth of tokens compared
     # A trained model: the loss fell far (greedy output is no test of that: 24 steps of a 2-layer
     # model settle on newlines, e.g. "\n" repeated under the hash data order, "\n", id 1 before).
     assert r["losses"][-1] < r["losses"][0] - 2.0
