@@ -49,7 +49,9 @@ setup(
         # the suite tests the server with the real openai client (httpx is its HTTP library);
         # openai 1.40 lacks usage.completion_tokens_details.reasoning_tokens (1.45 has it);
         # transformers before 4.56 lacks from_pretrained(dtype=...), which the tests use
-        "test": ["pytest>=8.0.0", "transformers>=4.56.2", "openai>=1.45.0", "httpx>=0.27.0", *SERVE],
+        # math-verify: so the suite runs the Math-Verify grading backend's tests instead of skipping them
+        "test": ["pytest>=8.0.0", "transformers>=4.56.2", "openai>=1.45.0", "httpx>=0.27.0", "math-verify>=0.9.0",
+                 *SERVE],
     },
     entry_points={"console_scripts": ["s1=s1.cli:main"]},
 )
