@@ -97,3 +97,18 @@ def test_tiny_config_pads_vocab():
     from s1.model.config import Qwen2Config
     cfg = Qwen2Config.from_dict(synthetic.tiny_config(558))
     assert cfg.vocab_size == 576 and cfg.vocab_size % 64 == 0 and cfg.num_hidden_layers == 3
+
+
+# ----------------------------------------------------------------------------- train_tiny
+def test_train_tiny_retrains_in_the_same_folder(tmp_path):
+    """A pipeline re-made into its folder (`s1 demo` run twice with the same --out) retrains its
+    model there: the trainer refuses a used --out unless told, and train_tiny tells it."""
+    from s1.pipelines.tiny import train_tiny
+    rows = synthetic.generate_pool(200, seed=0)
+    tok = Tokenizer.from_pretrained(synthetic.build_tokenizer(rows, str(tmp_path / "tok")))
+    settings = {"steps": 2, "batch": 8, "lr": 1e-3, "hidden": 32, "layers": 1, "heads": 2, "kv": 1, "inter": 64,
+                "progress": False}
+    first_dir, first = train_tiny(rows, tok, tmp_path / "model", settings)
+    again_dir, again = train_tiny(rows, tok, tmp_path / "model", settings)
+    assert again_dir == first_dir and again["steps"] == first["steps"] == 2
+    assert (again_dir / "model.safetensors").is_file()
