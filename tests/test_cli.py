@@ -26,7 +26,7 @@ def test_version(capsys):
         assert capsys.readouterr().out.startswith(f"s1 {s1cli.__version__} ")
     r = subprocess.run([sys.executable, "-c", "import setuptools, runpy, sys; sys.argv = ['setup.py', '--version']; "
                         "runpy.run_path('setup.py')"], cwd=ROOT, capture_output=True, text=True)
-    if r.returncode == 0:   # one version: setup.py reads s1cli.__version__
+    if r.returncode == 0:   # one version: setup.py reads s1.__version__
         assert r.stdout.strip().splitlines()[-1] == s1cli.__version__
 
 

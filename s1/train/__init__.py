@@ -11,7 +11,7 @@ _EXPORTS = {"TrainConfig": "s1.train.loop", "TrainingDiverged": "s1.train.loop",
 def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'train' has no attribute {name!r}")
+    raise AttributeError(f"module 's1.train' has no attribute {name!r}")
 
 
 __all__ = ["TrainConfig", "TrainingDiverged", "train"]
