@@ -92,3 +92,12 @@ class WordTok:
 
     def encode(self, text):
         return [0] * len(text.split())
+
+
+def assert_imports_without_torch(modules: list[str], then: str = "") -> None:
+    """Import `modules` (and run the statement `then`) in a fresh interpreter; fail if torch or the
+    engine (s1.infer.llm) got imported on the way."""
+    code = (f"import sys; import {', '.join(modules)}; {then or 'pass'}; "
+            "bad = [m for m in ('torch', 's1.infer.llm') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
