@@ -10,20 +10,27 @@ Without students step 1 is skipped (every question kept) and the report says so.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from s1.curate.store import derive_seed, lazy_engine, run_cached, sampling_params
 
 
+@functools.lru_cache(maxsize=2)
+def _fast_tokenizer(path: str):
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(path)
+
+
 def count_tokens(texts: list[str], tokenizer_dir, batch: int = 1024, progress: bool = False) -> list[int]:
     """Qwen2.5 token counts via the `tokenizers` fast tokenizer (batch encode, no special tokens)."""
-    from tokenizers import Tokenizer
     from tqdm import tqdm
 
     path = Path(tokenizer_dir) / "tokenizer.json"
     if not path.exists():
         raise FileNotFoundError(f"no tokenizer.json in {tokenizer_dir} (pass --tokenizer DIR)")
-    tok = Tokenizer.from_file(str(path))
+    tok = _fast_tokenizer(str(path.resolve()))
     out = []
     bar = tqdm(total=len(texts), desc="difficulty (trace tokens)", unit="q", disable=not progress)
     for i in range(0, len(texts), batch):
