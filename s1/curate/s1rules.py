@@ -212,12 +212,15 @@ def domain_probabilities(n_chosen: int, domains: list[str], histogram: dict[str,
     return {d: v / total for d, v in w.items()} if total > 0 else {}
 
 
-def length_rank_weights(lengths: list[int], ids: list[str]) -> np.ndarray:
-    """p ∝ 2^(-rank), rank 0 = longest trace (ties: smaller id first)."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], ids[i]))
-    ranks = np.empty(len(lengths), dtype=np.float64)
-    ranks[order] = np.arange(len(lengths))
-    w = np.exp2(-ranks)
+def by_length(items: list[dict]) -> list[dict]:
+    """Longest trace first (rank 0); ties by id. Removing an item keeps the others in rank order,
+    so a domain list is sorted once and rank = position."""
+    return sorted(items, key=lambda r: (-(r.get("trace_tokens") or 0), r["id"]))
+
+
+def rank_weights(n: int) -> np.ndarray:
+    """p_rank ∝ 2^(-rank), rank = 0..n-1 (s1's power-law length sampling)."""
+    w = np.exp2(-np.arange(n, dtype=np.float64))
     return w / w.sum()
 
 
@@ -234,6 +237,7 @@ def sample(records: list[dict], size: int, seed: int = 0, preselected_ids=(),
     pools: dict[str, list[dict]] = {}
     for r in records:
         pools.setdefault(r["domain"], []).append(r)
+    pools = {d: by_length(v) for d, v in pools.items()}
     rng = np.random.default_rng(seed)
     while len(chosen) < size:
         probs = domain_probabilities(len(chosen), sorted(pools), hist, phase_switch)
@@ -242,8 +246,7 @@ def sample(records: list[dict], size: int, seed: int = 0, preselected_ids=(),
         names = list(probs)
         d = names[int(rng.choice(len(names), p=np.array([probs[n] for n in names])))]
         cands = pools[d]
-        w = length_rank_weights([c.get("trace_tokens") or 0 for c in cands], [c["id"] for c in cands])
-        pick = cands.pop(int(rng.choice(len(cands), p=w)))
+        pick = cands.pop(int(rng.choice(len(cands), p=rank_weights(len(cands)))))
         new = pick["id"] not in taken
         if new:
             chosen.append(pick)

@@ -129,11 +129,10 @@ def test_domain_probabilities_switch_at_700_by_default():
     assert R.domain_probabilities(3, ["E"], hist, phase_switch=3) == {}
 
 
-def test_length_rank_weights_power_law_longest_first():
-    w = R.length_rank_weights([10, 30, 20, 30], ["a", "d", "c", "b"])
-    # ranks: b (30) 0, d (30) 1, c (20) 2, a (10) 3
-    expected = np.array([2.0 ** -3, 2.0 ** -1, 2.0 ** -2, 1.0])
-    assert np.allclose(w, expected / expected.sum())
+def test_power_law_by_length_longest_first():
+    items = [{"id": i, "trace_tokens": n} for i, n in (("a", 10), ("d", 30), ("c", 20), ("b", 30))]
+    assert [r["id"] for r in R.by_length(items)] == ["b", "d", "c", "a"]     # ties by id
+    assert np.allclose(R.rank_weights(4), np.array([8, 4, 2, 1]) / 15)
 
 
 def _pool():
@@ -160,13 +159,13 @@ def test_sampler_two_phases_seeded():
     c1, c2 = Counter(phase1), Counter(phase2)
     assert all(15 <= c1[d] <= 55 for d in "ABCDEF"), c1                    # ~33 each (uniform)
     assert abs(c2["A"] / 800 - 0.75) < 0.05, c2                             # 6 : 2 AIME histogram
-    # inside a domain the longer traces come first: the first draw from a fresh domain is its longest
-    # question with probability 1/2; over the six domains the mean picked length is near the top
-    firsts = {}
-    for _, d, i, _ in draws:
-        firsts.setdefault(d, i)
-    assert np.mean([int(i.split("-")[1]) for d, i in firsts.items() if d not in "AB"]) > 395
-    assert np.mean([int(i.split("-")[1]) for d, i in firsts.items() if d in "AB"]) > 1000   # the AIME rows are longest
+
+
+def test_sampler_within_domain_draws_follow_the_power_law():
+    rows = [cand(i, "A", tokens=10 * i) for i in range(8)]            # A-0007 is the longest
+    firsts = Counter(R.sample(rows, 1, seed=s)[0]["id"] for s in range(2000))
+    assert abs(firsts["A-0007"] / 2000 - 0.5) < 0.04 and abs(firsts["A-0006"] / 2000 - 0.25) < 0.04
+    assert abs(firsts["A-0005"] / 2000 - 0.125) < 0.03
 
 
 def test_sampler_real_default_switches_at_700():
