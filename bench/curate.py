@@ -164,18 +164,32 @@ def run_e2e_s1(args) -> int:
                  seed=0, batch_size=args.batch_size)
     pipe = Pipeline(cfg)
     t0 = time.perf_counter()
-    times = pipe.run()
+    stopped = None
+    try:
+        times = pipe.run()
+    except ValueError as e:     # random-weight judges rarely end on "Yes"/"No": nothing may survive
+        stopped, times = str(e), {}
     total = time.perf_counter() - t0
     dest = ROOT / "bench" / "results" / "curate_e2e_s1"
     dest.mkdir(parents=True, exist_ok=True)
     for f in ("report.md", "report.png"):
-        shutil.copy(work / "run" / f, dest / f)
+        if (work / "run" / f).exists() and not stopped:
+            shutil.copy(work / "run" / f, dest / f)
     d = pipe.stats("difficulty")["stats"]
+    verdicts = {}
+    for f in sorted((work / "run" / "cache").glob("grader.jsonl")):
+        from s1.curate.s1rules import parse_verdict
+        replies = [json.loads(line)["reply"] for line in f.read_text().splitlines() if line.strip()]
+        verdicts = {"replies": len(replies), "yes": sum(parse_verdict(r) is True for r in replies),
+                    "no": sum(parse_verdict(r) is False for r in replies),
+                    "no_verdict": sum(parse_verdict(r) is None for r in replies), "example_reply": replies[0][:200] if replies else None}
     summary = {"bench": "curate_e2e_s1", "students": "two tiny random Qwen2 (hidden 32, seeds 1, 2)",
                "judge": "tiny random Qwen2 (seed 3), s1's grading prompt", "max_questions": n,
                "student_params": d["student_params"], "judge_max_tokens": args.judge_max_tokens,
-               "counts": {s: pipe.stats(s)["count"] for s in STAGES},
+               "counts": {s: pipe.stats(s)["count"] for s in STAGES if pipe.stats_path(s).exists()},
+               "stopped": stopped, "grader_replies": verdicts,
                "difficulty": {k: d[k] for k in ("correct_per_student", "no_verdict", "teacher_graded_by", "per_source")},
+               "stage_seconds_recorded": {s: pipe.stats(s)["seconds"] for s in STAGES if pipe.stats_path(s).exists()},
                "stage_seconds_this_call": {k: round(v, 2) for k, v in times.items()},
                "total_seconds_this_call": round(total, 2), "env": environment()}
     (dest / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -225,7 +225,8 @@ class Pipeline:
         why = {"decontam": "every question overlaps an evaluation set or repeats another",
                "traces": "no question got a trace",
                "quality": "every trace failed the quality rules",
-               "difficulty": "every question was solved by a student or has no usable trace length",
+               "difficulty": "every question was solved by a student" + (
+                   ", or lacks a judge verdict (a reply whose last line is not Yes/No)" if self.cfg.recipe == "s1" else ""),
                "domains": "no question got a domain",
                "select": "the selection chose nothing"}.get(stage, "")
         counts = "0 out" if n_in is None else f"{n_in} in, 0 out"
