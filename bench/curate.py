@@ -4,7 +4,7 @@
     python -m bench.curate --smoke    # tiny fixture pool (tests/fixtures/curate), seconds
     python -m bench.curate --recipes  # both recipes (project, s1) over the full pool, model-free: stage
                                       # counts next to s1's, bench/results/curate_recipes.{json,md}
-    python -m bench.curate --e2e --recipe s1 --max-questions 24
+    python -m bench.curate --e2e-s1   # (= --e2e --recipe s1, 24 questions by default)
                                       # s1's difficulty stage through the real engine: two tiny
                                       # random-weight plain-chat students and a tiny judge (plumbing
                                       # only: their verdicts are noise), bench/results/curate_e2e_s1/
@@ -255,6 +255,7 @@ def main(argv=None) -> int:
                     help="--e2e: model stages on a seeded subset of this many questions (default: all)")
     ap.add_argument("--batch-size", type=int, default=64, help="--e2e: questions per engine call")
     ap.add_argument("--domain-model", action="store_true", help="--e2e: classify domains with the tiny student too")
+    ap.add_argument("--e2e-s1", action="store_true", help="--e2e --recipe s1 (default --max-questions 24)")
     ap.add_argument("--recipes", action="store_true", help="both recipes over the full pool, model-free, next to s1's counts")
     ap.add_argument("--recipe", choices=("project", "s1"), default="project",
                     help="model-free / --e2e: which curation recipe (s1: s1's own rules)")
@@ -263,6 +264,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.recipes:
         return run_recipes(args)
+    if args.e2e_s1:
+        args.e2e, args.recipe = True, "s1"
     if args.e2e:
         return run_e2e_s1(args) if args.recipe == "s1" else run_e2e(args)
 
