@@ -144,12 +144,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"s1 curate: error: {e}", file=sys.stderr)
         return 2
     cfg = make_config(args)
-    errs = usage_errors(cfg)        # before any stage runs
+    pipe = Pipeline(cfg)
+    errs = usage_errors(cfg, [s for s in stages if args.force or not pipe.is_done(s)])   # before any stage runs
     if errs:
         for e in errs:
             print(f"s1 curate: error: {e}", file=sys.stderr)
         return 2
-    pipe = Pipeline(cfg)
     # the pool has no traces: say so before any stage runs (not after sources and decontamination)
     earlier_ready = stages[0] != "traces" or pipe.is_done("decontam")   # else the pipeline names the missing stage
     if ("traces" in stages and not cfg.teacher and not cfg.traces and earlier_ready

@@ -94,17 +94,19 @@ def s1_student_params(params: dict) -> dict:
             "max_tokens": params.get("max_tokens", STUDENT_MAX_TOKENS)}
 
 
-def usage_errors(cfg: "Config") -> list[str]:
-    """Problems with the settings themselves, found before any stage runs (the CLI exits 2)."""
+def usage_errors(cfg: "Config", stages=STAGES) -> list[str]:
+    """Problems with the settings themselves, found before any stage runs (the CLI exits 2).
+    `stages`: the stages about to run (the pool and traces files are checked only when the
+    sources / traces stage will read them)."""
     errs = []
     if cfg.size < 1:
         errs.append(f"--size must be at least 1, got {cfg.size}")
     if cfg.recipe not in RECIPES:
         errs.append(f"--recipe must be one of {', '.join(RECIPES)}, got {cfg.recipe!r}")
-    for spec in cfg.pool:
+    for spec in cfg.pool if "sources" in stages else []:
         if not spec.startswith("hf:") and not os.path.exists(spec):
             errs.append(f"pool source {spec} does not exist")
-    for spec in cfg.traces:
+    for spec in cfg.traces if "traces" in stages else []:
         if spec != SOLUTION_TRACES and not spec.startswith("hf:") and not os.path.exists(spec):
             errs.append(f"traces file {spec} does not exist")
     if cfg.judge and cfg.judge_url:
@@ -117,8 +119,12 @@ def usage_errors(cfg: "Config") -> list[str]:
             s1_student_params(cfg.student_params)
         except ValueError as e:
             errs.append(str(e))
-    elif cfg.judge or cfg.judge_url:
-        errs.append("--judge / --judge-url grade the difficulty stage of --recipe s1 only")
+    else:
+        if cfg.judge or cfg.judge_url:
+            errs.append("--judge / --judge-url grade the difficulty stage of --recipe s1 only")
+    if cfg.recipe == "s1" and cfg.selector != "s1":
+        errs.append(f"--recipe s1 selects with s1's own two-phase sampler; --selector {cfg.selector} belongs to "
+                    "the project recipe")
     return errs
 
 

@@ -264,6 +264,7 @@ def test_cli_whole_and_single_stages(tmp_path, shared_data, capsys):
     (["--recipe", "s1", "--traces", "pool-solutions", "--students", "{ckpt}"], "give --judge CKPT or --judge-url"),
     (["--recipe", "s1", "--traces", "pool-solutions", "--student-max-thinking-tokens", "8"], "plain chat"),
     (["--traces", "pool-solutions", "--judge", "{ckpt}"], "--recipe s1 only"),
+    (["--recipe", "s1", "--traces", "pool-solutions", "--selector", "longest"], "two-phase sampler"),
 ])
 def test_curate_usage_errors_exit_2_before_any_stage(tmp_path, monkeypatch, capsys, extra, message):
     """A bad size, a missing traces file or pool path, an s1 recipe without its judge: exit 2 at
@@ -280,3 +281,15 @@ def test_curate_usage_errors_exit_2_before_any_stage(tmp_path, monkeypatch, caps
     assert time.perf_counter() - t0 < 5
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()          # no stage ran, no config written
+
+
+def test_pool_checked_only_when_the_sources_stage_runs(tmp_path):
+    """A run folder whose pool is gone still runs its later stages (the check is for stages that read it)."""
+    import shutil
+    pool = tmp_path / "pool"
+    shutil.copytree(POOL, pool)
+    base = ["--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(["sources", *base, "--pool", str(pool)]) == 0
+    shutil.rmtree(pool)
+    assert main(["decontam", *base, "--eval", EVAL]) == 0
+    assert main(["sources", *base, "--force"]) == 2
