@@ -1,9 +1,9 @@
 """`s1 curate`: the whole pipeline, or one stage.
 
     s1 curate --pool ../shared/data/pool --out runs/s1k --size 1000 --traces pool-solutions
-    s1 curate --pool ../shared/data/pool --out runs/s1k --size 1000 --teacher Qwen/Qwen2.5-32B-Instruct \
+    s1 curate --pool ../shared/data/pool --out runs/s1k --size 1000 --teacher Qwen/Qwen2.5-32B-Instruct \\
               [--students CKPT ...]
-    s1 curate --recipe s1 --pool ... --out runs/s1k --traces FILE \
+    s1 curate --recipe s1 --pool ... --out runs/s1k --traces FILE \\
               --students Qwen/Qwen2.5-7B-Instruct Qwen/Qwen2.5-32B-Instruct --judge CKPT
                                                     s1's own rules (s1.curate.s1rules): its quality
                                                     regexes, plain-chat students at temperature 0.05
@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--size", type=int, help="questions to select (default 1000, as s1K)")
     g.add_argument("--seed", type=int, help="selection seed (default 0)")
     g.add_argument("--gen-seed", type=int, help="seed of teacher/student sampling and of the --max-questions subset (default 0)")
-    g.add_argument("--selector", choices=SELECTORS, help="selection method (default s1: uniform domain, then "
-                                                         "longer traces first)")
+    g.add_argument("--selector", choices=SELECTORS, help="project recipe: selection method (default s1: uniform "
+                                                         "domain, then longer traces first; --recipe s1 has its own "
+                                                         "two-phase sampler)")
     g.add_argument("--preselected", help="file of ids or JSONL {id|question} taken before sampling")
     p.add_argument("--device", help="engine device: cpu or cuda (default cpu)")
     p.add_argument("--batch-size", type=int, help="questions per engine call and per cache append (default 64)")
