@@ -113,7 +113,8 @@ def plain_chat_rows(llm, records: dict[str, dict], params: dict, seed: int):
                    for i in ids]
         sps = [sampling_params(**{**params, "seed": derive_seed(seed, i)}) for i in ids]
         outs = eng.generate(prompts, sps, raw=True, use_tqdm=False)
-        return [{"id": i, "attempt": o.text or "", "finish_reason": o.finish_reason,
+        # plain generation: `answer` is the reply without its stop token (vLLM's output text, as s1 saved it)
+        return [{"id": i, "attempt": o.answer or "", "finish_reason": o.finish_reason,
                  "error": getattr(o, "error", None)} for i, o in zip(ids, outs)]
     return compute
 

@@ -15,9 +15,12 @@ QWEN_SYSTEM = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You a
 
 @dataclass
 class Out:
-    text: str
+    answer: str                     # a plain reply without its stop token
     finish_reason: str = "stop"
-    answer: str = ""
+
+    @property
+    def text(self):
+        return self.answer + "<|im_end|>"
 
 
 class Student:
