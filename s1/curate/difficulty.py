@@ -105,7 +105,19 @@ def plain_chat_rows(llm, records: dict[str, dict], params: dict, seed: int):
     `params` (s1: temperature 0.05, up to 32,768 tokens)."""
     from s1.curate.s1rules import student_messages
 
-    engine = lazy_engine(llm)
+    made = {"engine": None}           # an engine this function loaded (closed by compute.close)
+
+    def engine():
+        if hasattr(llm, "generate"):
+            return llm
+        if made["engine"] is None:
+            made["engine"] = llm()
+        return made["engine"]
+
+    def close():
+        if made["engine"] is not None and hasattr(made["engine"], "close"):
+            made["engine"].close()
+        made["engine"] = None
 
     def compute(ids):
         eng = engine()
@@ -116,6 +128,7 @@ def plain_chat_rows(llm, records: dict[str, dict], params: dict, seed: int):
         # plain generation: `answer` is the reply without its stop token (vLLM's output text, as s1 saved it)
         return [{"id": i, "attempt": o.answer or "", "finish_reason": o.finish_reason,
                  "error": getattr(o, "error", None)} for i, o in zip(ids, outs)]
+    compute.close = close
     return compute
 
 
@@ -161,10 +174,13 @@ def difficulty_filter_s1(records: list[dict], students: list[tuple[str, object]]
                          "or --judge-url URL (or no --students)")
     by_id = {r["id"]: r for r in records}
     attempts = {}
-    for key, llm in students:
-        attempts[key] = run_cached(list(by_id), Path(cache_dir) / f"student_plain_{key}.jsonl",
-                                   plain_chat_rows(llm, by_id, params, seed), batch_size,
-                                   desc=f"difficulty ({key}, plain chat)", progress=progress)
+    for key, llm in students:   # one model in memory at a time: each student is closed before the next loads
+        compute = plain_chat_rows(llm, by_id, params, seed)
+        try:
+            attempts[key] = run_cached(list(by_id), Path(cache_dir) / f"student_plain_{key}.jsonl", compute,
+                                       batch_size, desc=f"difficulty ({key}, plain chat)", progress=progress)
+        finally:
+            compute.close()
     verdicts = {}
     for key in attempts:
         v = judge_verdicts(judge, [(r["question"], attempts[key][r["id"]]["attempt"], reference(r)) for r in records],
@@ -174,6 +190,8 @@ def difficulty_filter_s1(records: list[dict], students: list[tuple[str, object]]
         t = judge_verdicts(judge, [(r["question"], r.get("attempt") or "", reference(r)) for r in records],
                            batch_size, "judge (teacher)", progress)
         teacher, graded_by = dict(zip(by_id, t)), "judge"
+        if hasattr(judge, "close"):
+            judge.close()
     else:
         teacher, graded_by = {r["id"]: rule_teacher_correct(r) for r in records}, "rules (no judge)"
     lengths = count_tokens([r.get("thinking") or "" for r in records], tokenizer_dir, progress=progress)

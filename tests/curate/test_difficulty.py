@@ -118,3 +118,23 @@ def test_difficulty_s1_needs_a_judge_for_students(tok, tmp_path, qwen_tokenizer_
     kept, st = difficulty_filter_s1(rows(), [], {}, 0, tmp_path, qwen_tokenizer_dir, progress=False)
     assert len(kept) == 4 and st["skipped"] and st["teacher_graded_by"].startswith("rules")
     assert [r["teacher_correct"] for r in kept] == [True, True, True, False]
+
+
+def test_difficulty_s1_closes_each_student_it_loaded(tok, tmp_path, qwen_tokenizer_dir):
+    """A student loaded from a factory is closed before the next one loads (7B then 32B on one GPU)."""
+    log = []
+
+    class Closing(Student):
+        def close(self):
+            log.append(("close", self.name))
+
+    def factory(name):
+        def make():
+            log.append(("load", name))
+            s = Closing(tok, set())
+            s.name = name
+            return s
+        return make
+    difficulty_filter_s1(rows(), [("a", factory("a")), ("b", factory("b"))], {}, 0, tmp_path, qwen_tokenizer_dir,
+                         judge=ScriptedJudge(), progress=False)
+    assert log == [("load", "a"), ("close", "a"), ("load", "b"), ("close", "b")]
