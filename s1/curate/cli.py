@@ -1,8 +1,14 @@
 """`s1 curate`: the whole pipeline, or one stage.
 
     s1 curate --pool ../shared/data/pool --out runs/s1k --size 1000 --traces pool-solutions
-    s1 curate --pool ../shared/data/pool --out runs/s1k --size 1000 --teacher Qwen/Qwen2.5-32B-Instruct \
+    s1 curate --pool ../shared/data/pool --out runs/s1k --size 1000 --teacher Qwen/Qwen2.5-32B-Instruct \\
               [--students CKPT ...]
+    s1 curate --recipe s1 --pool ... --out runs/s1k --traces FILE \\
+              --students Qwen/Qwen2.5-7B-Instruct Qwen/Qwen2.5-32B-Instruct --judge CKPT
+                                                    s1's own rules (s1.curate.s1rules): its quality
+                                                    regexes, plain-chat students at temperature 0.05
+                                                    judged against the full solution, preselection,
+                                                    the two-phase domain sampler (seeded)
     s1 curate <stage> --out runs/s1k [options]      stage in: sources decontam traces quality
                                                     difficulty domains select output
     s1 curate variants --data ROWS --method tcc|scc|ccc --tokenizer DIR --out FILE
@@ -23,13 +29,17 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from s1.common.cli import HelpFormatter
-from s1.curate.pipeline import STAGES, TRACES_NEEDED, Config, Pipeline
+from s1.curate.pipeline import RECIPES, STAGES, TRACES_NEEDED, Config, Pipeline, usage_errors
 from s1.curate.select import SELECTORS
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s1 curate", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--out", required=True, help="run folder (stage outputs, caches, dataset, report)")
+    p.add_argument("--recipe", choices=RECIPES,
+                   help="s1: curation as s1 ran it (its quality regexes, plain-chat students at T=0.05 judged "
+                        "against the full solution by --judge, preselection, two-phase domain sampler); "
+                        "project: this project's earlier heuristics (the demo's; default)")
     p.add_argument("--pool", nargs="+", help="pool folders/files (CSV/JSON/JSONL), a pool root, or hf:NAME[:SPLIT]")
     p.add_argument("--eval", dest="eval_sets", nargs="+", help="evaluation sets to decontaminate against (default ../shared/data/eval)")
     p.add_argument("--ngram", type=int, help="n of the n-gram decontamination (default 8, as s1)")
@@ -51,7 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "questions every student gets wrong")
     g.add_argument("--student-max-thinking-tokens", type=int, help="students: cap on thinking tokens")
     g.add_argument("--student-max-answer-tokens", type=int, help="students: cap on answer tokens")
-    g.add_argument("--student-temperature", type=float, help="students: sampling temperature (default 0)")
+    g.add_argument("--student-temperature", type=float, help="students: sampling temperature (default 0; --recipe s1: 0.05)")
+    g.add_argument("--student-max-tokens", type=int, help="--recipe s1: cap on a student's plain-chat reply (default 32768)")
+    g.add_argument("--judge", help="--recipe s1: grader checkpoint (folder or cached Hub id) run through our engine "
+                                   "with s1's grading prompt")
+    g.add_argument("--judge-url", help="--recipe s1: grade on an OpenAI-compatible endpoint instead (pip install -e '.[judge]')")
+    g.add_argument("--judge-model", help="--judge-url: the endpoint's model (default claude-3-5-sonnet-20241022, s1's)")
+    g.add_argument("--judge-max-tokens", type=int, help="grader reply cap (default 8192, as s1's Claude call)")
     g.add_argument("--tokenizer", help="Qwen2.5 tokenizer folder for trace lengths (default ../shared/data/qwen2.5-tokenizer)")
     g = p.add_argument_group("domains / selection")
     g.add_argument("--domain-model", help="checkpoint that classifies MSC domains (default: keyword classifier)")
@@ -59,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--size", type=int, help="questions to select (default 1000, as s1K)")
     g.add_argument("--seed", type=int, help="selection seed (default 0)")
     g.add_argument("--gen-seed", type=int, help="seed of teacher/student sampling and of the --max-questions subset (default 0)")
-    g.add_argument("--selector", choices=SELECTORS, help="selection method (default s1: uniform domain, then "
-                                                         "longer traces first)")
+    g.add_argument("--selector", choices=SELECTORS, help="project recipe: selection method (default s1: uniform "
+                                                         "domain, then longer traces first; --recipe s1 has its own "
+                                                         "two-phase sampler)")
     g.add_argument("--preselected", help="file of ids or JSONL {id|question} taken before sampling")
     p.add_argument("--device", help="engine device: cpu or cuda (default cpu)")
     p.add_argument("--batch-size", type=int, help="questions per engine call and per cache append (default 64)")
@@ -70,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _SAMPLING = {"max_thinking_tokens": "max_thinking_tokens", "min_thinking_tokens": "min_thinking_tokens",
-             "num_wait": "num_wait", "temperature": "temperature", "max_answer_tokens": "max_answer_tokens"}
+             "num_wait": "num_wait", "temperature": "temperature", "max_answer_tokens": "max_answer_tokens",
+             "max_tokens": "max_tokens"}
 
 
 def resolve_models(args: argparse.Namespace) -> None:
@@ -82,6 +100,8 @@ def resolve_models(args: argparse.Namespace) -> None:
         args.students = [resolve_model_path(s, "--students") for s in args.students]
     if args.domain_model:
         args.domain_model = resolve_model_path(args.domain_model, "--domain-model")
+    if args.judge:
+        args.judge = resolve_model_path(args.judge, "--judge")
 
 
 def make_config(args: argparse.Namespace) -> Config:
@@ -94,7 +114,7 @@ def make_config(args: argparse.Namespace) -> Config:
             cfg[k] = v
     tp, sp = dict(cfg.get("teacher_params") or {}), dict(cfg.get("student_params") or {})
     for a, key in _SAMPLING.items():
-        if getattr(args, a) is not None:
+        if getattr(args, a, None) is not None:
             tp[key] = getattr(args, a)
         sa = getattr(args, "student_" + a, None)
         if sa is not None:
@@ -126,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cfg = make_config(args)
     pipe = Pipeline(cfg)
+    errs = usage_errors(cfg, [s for s in stages if args.force or not pipe.is_done(s)])   # before any stage runs
+    if errs:
+        for e in errs:
+            print(f"s1 curate: error: {e}", file=sys.stderr)
+        return 2
     # the pool has no traces: say so before any stage runs (not after sources and decontamination)
     earlier_ready = stages[0] != "traces" or pipe.is_done("decontam")   # else the pipeline names the missing stage
     if ("traces" in stages and not cfg.teacher and not cfg.traces and earlier_ready

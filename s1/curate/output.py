@@ -109,6 +109,14 @@ def write_report(out_dir, stats: dict[str, dict], candidates: list[dict], select
             "a question is kept only if every student is wrong.")
            + f" Thinking-trace tokens (Qwen2.5 tokenizer) over the stage input: {df['trace_tokens']}.", "",
            _table(["source", "in", "solved by a student", "kept"], [[k, v["in"], v["solved_by_a_student"], v["kept"]] for k, v in sorted(df["per_source"].items())])]
+    if df.get("recipe") == "s1":
+        sel = s["select"]
+        md += ["", f"s1 recipe: students in plain chat {df['student_params']}, each attempt and the teacher's judged "
+               f"against the full solution with s1's grading prompt; missing verdicts (a dropped row each) "
+               f"{df['no_verdict']}; teacher graded by {df['teacher_graded_by']}.", "",
+               f"Preselected {sel.get('preselected')} {sel.get('preselected_kinds')}; then {sel.get('draws')} draws: "
+               f"{sel.get('draws_phase1')} with uniform domains, {sel.get('draws_phase2')} from the AIME/GPQA domain "
+               f"histogram {sel.get('benchmark_histogram')}; {sel.get('draws_of_already_chosen')} drew a preselected question."]
     dm = s["domains"]
     agr = dm["agreement_with_pool_labels"]
     md += ["", "## Domains (MSC)", "", f"methods: {dm['methods']}; {dm['domains_used']} domains used by the candidates.", "",

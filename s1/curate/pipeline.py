@@ -49,6 +49,11 @@ class Config:
     seed: int = 0                                              # selection seed
     gen_seed: int = 0                                          # model sampling seeds + model-stage subset
     selector: str = "s1"
+    recipe: str = "project"                                    # "s1": s1's own rules (s1.curate.s1rules)
+    judge: str | None = None                                   # s1 recipe: grader checkpoint (our engine)
+    judge_url: str | None = None                               # ... or an OpenAI-compatible endpoint
+    judge_model: str | None = None                             # the endpoint's model name
+    judge_max_tokens: int = 8192                               # grader reply cap (s1: Claude, 8192)
     preselected: str | None = None                             # file: one id or JSONL {"id"|"question"} per line
     device: str = "cpu"
     batch_size: int = 64
@@ -57,18 +62,70 @@ class Config:
     def stage_settings(self, stage: str) -> dict:
         a = asdict(self)
         keys = {"sources": ["pool", "aime_max_year"], "decontam": ["eval_sets", "ngram"],
-                "traces": ["teacher", "traces", "teacher_params", "max_questions", "gen_seed"], "quality": [],
-                "difficulty": ["students", "student_params", "gen_seed", "tokenizer"],
-                "domains": ["domain_model", "msc"], "select": ["size", "seed", "selector", "preselected"],
+                "traces": ["teacher", "traces", "teacher_params", "max_questions", "gen_seed"], "quality": ["recipe"],
+                "difficulty": ["students", "student_params", "gen_seed", "tokenizer", "recipe"]
+                + (["judge", "judge_url", "judge_model", "judge_max_tokens"] if self.recipe == "s1" else []),
+                "domains": ["domain_model", "msc"], "select": ["size", "seed", "selector", "preselected", "recipe"],
                 "output": []}[stage]
         s = {k: a[k] for k in keys}
         for k in ("pool", "eval_sets", "traces", "students"):   # paths by absolute location
             if k in s:
                 s[k] = [x if x.startswith("hf:") or x == SOLUTION_TRACES else os.path.abspath(x) for x in s[k]]
-        for k in ("teacher", "domain_model", "preselected", "msc", "tokenizer"):
+        for k in ("teacher", "domain_model", "preselected", "msc", "tokenizer", "judge"):
             if s.get(k) and not s[k].startswith("hf:"):
                 s[k] = os.path.abspath(s[k])
         return s
+
+
+RECIPES = ("project", "s1")
+STUDENT_THINKING_KEYS = ("max_thinking_tokens", "min_thinking_tokens", "num_wait", "max_answer_tokens")
+
+
+def s1_student_params(params: dict) -> dict:
+    """s1's plain-chat student sampling (temperature 0.05, up to 32,768 tokens), overridden by
+    --student-temperature / --student-max-tokens; thinking settings have no meaning in plain chat."""
+    from s1.curate.s1rules import STUDENT_MAX_TOKENS, STUDENT_TEMPERATURE
+
+    bad = [k for k in STUDENT_THINKING_KEYS if params.get(k) is not None]
+    if bad:
+        raise ValueError(f"--recipe s1 runs the students in plain chat (no thinking phase): "
+                         f"{', '.join('--student-' + k.replace('_', '-') for k in bad)} do not apply")
+    return {"temperature": params.get("temperature", STUDENT_TEMPERATURE),
+            "max_tokens": params.get("max_tokens", STUDENT_MAX_TOKENS)}
+
+
+def usage_errors(cfg: "Config", stages=STAGES) -> list[str]:
+    """Problems with the settings themselves, found before any stage runs (the CLI exits 2).
+    `stages`: the stages about to run (the pool and traces files are checked only when the
+    sources / traces stage will read them)."""
+    errs = []
+    if cfg.size < 1:
+        errs.append(f"--size must be at least 1, got {cfg.size}")
+    if cfg.recipe not in RECIPES:
+        errs.append(f"--recipe must be one of {', '.join(RECIPES)}, got {cfg.recipe!r}")
+    for spec in cfg.pool if "sources" in stages else []:
+        if not spec.startswith("hf:") and not os.path.exists(spec):
+            errs.append(f"pool source {spec} does not exist")
+    for spec in cfg.traces if "traces" in stages else []:
+        if spec != SOLUTION_TRACES and not spec.startswith("hf:") and not os.path.exists(spec):
+            errs.append(f"traces file {spec} does not exist")
+    if cfg.judge and cfg.judge_url:
+        errs.append("give --judge (a local checkpoint) or --judge-url (an endpoint), not both")
+    if cfg.recipe == "s1":
+        if cfg.students and not (cfg.judge or cfg.judge_url):
+            errs.append("--recipe s1 grades the students' attempts against the full solution with a judge: "
+                        "give --judge CKPT or --judge-url URL [--judge-model NAME]")
+        try:
+            s1_student_params(cfg.student_params)
+        except ValueError as e:
+            errs.append(str(e))
+    else:
+        if cfg.judge or cfg.judge_url:
+            errs.append("--judge / --judge-url grade the difficulty stage of --recipe s1 only")
+    if cfg.recipe == "s1" and cfg.selector != "s1":
+        errs.append(f"--recipe s1 selects with s1's own two-phase sampler; --selector {cfg.selector} belongs to "
+                    "the project recipe")
+    return errs
 
 
 def default_llm_factory(path: str, device: str):
@@ -133,7 +190,8 @@ class Pipeline:
     def check_checkpoints(self, stages) -> None:
         """Fail before any work (not after sources and decontamination) when a model that the
         given stages would load is not a checkpoint directory."""
-        models = {"traces": [self.cfg.teacher], "difficulty": list(self.cfg.students),
+        models = {"traces": [self.cfg.teacher],
+                  "difficulty": list(self.cfg.students) + ([self.cfg.judge] if self.cfg.recipe == "s1" else []),
                   "domains": [self.cfg.domain_model]}
         for stage in stages:
             for path in models.get(stage, []):
@@ -173,7 +231,8 @@ class Pipeline:
         why = {"decontam": "every question overlaps an evaluation set or repeats another",
                "traces": "no question got a trace",
                "quality": "every trace failed the quality rules",
-               "difficulty": "every question was solved by a student or has no usable trace length",
+               "difficulty": "every question was solved by a student" + (
+                   ", or lacks a judge verdict (a reply whose last line is not Yes/No)" if self.cfg.recipe == "s1" else ""),
                "domains": "no question got a domain",
                "select": "the selection chose nothing"}.get(stage, "")
         counts = "0 out" if n_in is None else f"{n_in} in, 0 out"
@@ -232,11 +291,34 @@ class Pipeline:
                      "teacher_params": self.cfg.teacher_params}
 
     def stage_quality(self, records):
+        if self.cfg.recipe == "s1":
+            from s1.curate.s1rules import quality_filter as s1_quality_filter
+            return s1_quality_filter(records, progress=self.cfg.progress)
         from s1.curate.quality import quality_filter
 
         return quality_filter(records, has_traces=True, progress=self.cfg.progress)
 
+    def make_grader(self):
+        """The s1 recipe's grader (None without --judge / --judge-url); replies cached in the run folder."""
+        from s1.curate.grading import make_grader
+
+        llm = None
+        if self.cfg.judge and self.llm_factory is not default_llm_factory:
+            llm = self.llm_factory(self.cfg.judge, self.cfg.device)
+        return make_grader(self.cfg.judge, self.cfg.judge_url, self.cfg.judge_model,
+                           cache=self.out / "cache" / "grader.jsonl", device=self.cfg.device,
+                           max_tokens=self.cfg.judge_max_tokens, llm=llm)
+
     def stage_difficulty(self, records):
+        if self.cfg.recipe == "s1":
+            from s1.curate.difficulty import difficulty_filter_s1
+
+            params = s1_student_params(self.cfg.student_params)
+            settings = fingerprint(["plain", params, self.cfg.gen_seed])[:8]
+            students = [(f"{model_key(p)}-{settings}", functools.partial(self.llm_factory, p, self.cfg.device))
+                        for p in self.cfg.students]
+            return difficulty_filter_s1(records, students, params, self.cfg.gen_seed, self.out / "cache",
+                                        self.cfg.tokenizer, self.make_grader(), self.cfg.batch_size, self.cfg.progress)
         from s1.curate.difficulty import difficulty_filter
 
         settings = fingerprint([self.cfg.student_params, self.cfg.gen_seed])[:8]
@@ -275,6 +357,8 @@ class Pipeline:
         return [i for i in ids if i in known]
 
     def stage_select(self, records):
+        if self.cfg.recipe == "s1":
+            return self.select_s1(records)
         from s1.curate.select import select
 
         pre = self.preselected_ids(records)
@@ -283,6 +367,34 @@ class Pipeline:
             self.log(f"[curate] only {len(chosen)} candidates left, fewer than --size {self.cfg.size}")
         return chosen, {"method": self.cfg.selector, "size": self.cfg.size, "seed": self.cfg.seed,
                         "preselected": len(pre), "selected": len(chosen), "candidates": len(records)}
+
+    def select_s1(self, records):
+        from collections import Counter
+
+        from s1.curate import s1rules
+
+        rule = [r["id"] for r in records if s1rules.preselected(r)]
+        pre = list(dict.fromkeys(rule + self.preselected_ids(records)))
+        if len(pre) > self.cfg.size:
+            self.log(f"[curate] {len(pre)} questions are preselected, more than --size {self.cfg.size}: "
+                     f"the first {self.cfg.size} (candidate order) are kept")
+            pre = pre[:self.cfg.size]
+        draws = []
+        chosen = s1rules.sample(records, self.cfg.size, self.cfg.seed, pre, trace=draws)
+        if len(chosen) < self.cfg.size:
+            self.log(f"[curate] only {len(chosen)} chosen, fewer than --size {self.cfg.size} (the domains "
+                     "ran dry, or phase 2's AIME/GPQA histogram has no domain left)")
+        pre_kinds = Counter("aime" if s1rules.is_aime(r["source_type"]) else "gpqa" if s1rules.is_gpqa(r["source_type"])
+                            else "math" if s1rules.is_math(r["source_type"]) else "other"
+                            for r in chosen[:len(pre)])
+        return chosen, {"method": "s1 (two-phase)", "recipe": "s1", "size": self.cfg.size, "seed": self.cfg.seed,
+                        "preselected": len(pre), "preselected_by_rule": len(rule), "preselected_kinds": dict(pre_kinds),
+                        "benchmark_histogram": s1rules.benchmark_histogram(records),
+                        "phase_switch": s1rules.PHASE_SWITCH, "draws": len(draws),
+                        "draws_phase1": sum(1 for n, *_ in draws if n < s1rules.PHASE_SWITCH),
+                        "draws_phase2": sum(1 for n, *_ in draws if n >= s1rules.PHASE_SWITCH),
+                        "draws_of_already_chosen": sum(1 for *_, new in draws if not new),
+                        "selected": len(chosen), "candidates": len(records)}
 
     def stage_output(self, selected):
         from s1.curate.domains import load_msc

@@ -1,4 +1,5 @@
-"""Selection (s1 §2.2, Algorithm 1) and the ablation selectors, all seeded (numpy Generator).
+"""Selection of the project recipe (s1 §2.2, Algorithm 1) and the ablation selectors, all seeded
+(numpy Generator). `--recipe s1` uses s1's own two-phase sampler instead (s1rules.sample).
 
 s1: repeat until `size` questions are chosen: pick a domain uniformly at random among the domains
 that still have candidates; inside it rank the remaining questions by trace length (longest =

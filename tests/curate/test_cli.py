@@ -255,3 +255,41 @@ def test_cli_whole_and_single_stages(tmp_path, shared_data, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"seconds": {}}
     assert main(["select", *base, "--selector", "longest"]) == 0
     assert main(["bogus", *base]) == 2
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--size", "0", "--traces", "pool-solutions"], "--size must be at least 1"),
+    (["--traces", "missing_traces.jsonl"], "traces file missing_traces.jsonl does not exist"),
+    (["--pool", "no_such_pool", "--traces", "pool-solutions"], "pool source no_such_pool does not exist"),
+    (["--recipe", "s1", "--traces", "pool-solutions", "--students", "{ckpt}"], "give --judge CKPT or --judge-url"),
+    (["--recipe", "s1", "--traces", "pool-solutions", "--student-max-thinking-tokens", "8"], "plain chat"),
+    (["--traces", "pool-solutions", "--judge", "{ckpt}"], "--recipe s1 only"),
+    (["--recipe", "s1", "--traces", "pool-solutions", "--selector", "longest"], "two-phase sampler"),
+])
+def test_curate_usage_errors_exit_2_before_any_stage(tmp_path, monkeypatch, capsys, extra, message):
+    """A bad size, a missing traces file or pool path, an s1 recipe without its judge: exit 2 at
+    once (they used to be found after the earlier stages ran, a bad pool path with exit 1)."""
+    monkeypatch.chdir(tmp_path)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    args = ["--pool", POOL, "--out", str(tmp_path / "run"), "--no-progress"]
+    if "--pool" in extra:
+        args = args[2:]
+    t0 = time.perf_counter()
+    assert main(args + [str(ckpt) if a == "{ckpt}" else a for a in extra]) == 2
+    assert time.perf_counter() - t0 < 5
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()          # no stage ran, no config written
+
+
+def test_pool_checked_only_when_the_sources_stage_runs(tmp_path):
+    """A run folder whose pool is gone still runs its later stages (the check is for stages that read it)."""
+    import shutil
+    pool = tmp_path / "pool"
+    shutil.copytree(POOL, pool)
+    base = ["--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(["sources", *base, "--pool", str(pool)]) == 0
+    shutil.rmtree(pool)
+    assert main(["decontam", *base, "--eval", EVAL]) == 0
+    assert main(["sources", *base, "--force"]) == 2

@@ -10,6 +10,7 @@ seeds make a killed and restarted stage give exactly the uninterrupted output.
 """
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,3 +241,28 @@ def test_real_engine_domain_model(tiny_models, shared_data):
     out, st = classify(recs, msc, default_llm_factory(tiny_models[1], "cpu"), None, progress=False)
     assert sum(st["methods"].values()) == 2 and set(st["methods"]) <= {"model", "keyword_fallback"}
     assert all(r["domain"] in {m["code"] for m in msc} for r in out)
+
+
+def test_s1_recipe_model_free(tmp_path, shared_data):
+    """--recipe s1 on the fixture pool with the pool's solutions as traces: s1's quality rules,
+    the teacher graded by the offline rules (no judge), AIME rows preselected, two-phase sampler."""
+    cfg = Config(out=str(tmp_path / "run"), pool=[POOL], eval_sets=[EVAL], traces=["pool-solutions"], size=5,
+                 recipe="s1", progress=False)
+    pipe = Pipeline(cfg, log=lambda m: None)
+    pipe.run(STAGES[:-1])
+    q = pipe.stats("quality")["stats"]
+    assert q["recipe"] == "s1" and set(q["rules"]) >= {"missing_feature", "asy", "p_numbered", "bold_digits"}
+    # the AIME [asy] question is kept (s1's exemption)
+    assert any("[asy]" in r["question"] and "aime" in r["source_type"] for r in pipe.load("quality"))
+    d = pipe.stats("difficulty")["stats"]
+    assert d["skipped"] and d["teacher_graded_by"].startswith("rules")
+    sel = pipe.stats("select")["stats"]
+    aime = [r for r in pipe.load("domains") if "aime" in r["source_type"]]
+    assert sel["preselected"] == sel["preselected_kinds"]["aime"] == len(aime) == 3   # 1983-2022 rows
+    chosen = pipe.load("select")
+    assert len(chosen) == 5 and {r["id"] for r in chosen[:3]} == {r["id"] for r in aime}
+    assert sel["benchmark_histogram"] == dict(sorted(Counter(r["domain"] for r in aime).items()))
+    # the project recipe on the same run folder: its own (different) quality rules run again
+    cfg2 = Config(**{**cfg.__dict__, "recipe": "project"})
+    p2 = Pipeline(cfg2, log=lambda m: None)
+    assert p2.is_done("traces") and not p2.is_done("quality")
