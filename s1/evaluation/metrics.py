@@ -24,7 +24,11 @@ Definitions used here (all accuracies in percent, as the paper reports them):
   goes to the group whose first member was drawn first (deterministic, no RNG). Unanswered
   samples (None) do not vote; a question where nobody answered counts as wrong. Compute of a
   majority@k point = mean over questions of the *total* thinking tokens of its k samples.
-- **Rejection sampling**: a run carries `rs_accepted`; a question whose samples never fit its
+- **Clipped budgets**: a run whose thinking budget is more than the context holds carries
+  `budget_clipped` and `context_thinking_limit` (s1/evaluation/sweep.py::context_clipping); a
+  setting with such runs reports `clipped_runs` and the largest `context_thinking_limit`.
+- **Rejection sampling**: a run carries `rs_accepted` and `attempts` (its tries: the index of the
+  accepted sample); a setting reports `mean_attempts` and `max_attempts_used`; a question whose samples never fit its
   budget (the attempt cap was reached) counts as wrong, and a setting's compute is the mean
   thinking tokens of its *accepted* samples (the paper's Figure 6 x axis), not of all attempts.
 """
@@ -145,7 +149,12 @@ def point_stats(records: list[dict], a_min: float | None = None, a_max: float | 
     }
     if any("rs_accepted" in r for r in records):
         out["mean_attempts"] = sum(r.get("attempts", 1) for r in records) / n
+        out["max_attempts_used"] = max(r.get("attempts", 1) for r in records)
         out["never_fit"] = n - len(counted)
+    clipped = [r["context_thinking_limit"] for r in records if r.get("budget_clipped")]
+    if clipped:   # the budget was more than the context holds: the context stopped these runs
+        out["clipped_runs"] = len(clipped)
+        out["context_thinking_limit"] = max(clipped)
     return out
 
 

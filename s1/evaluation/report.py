@@ -146,7 +146,7 @@ def _limits(r: dict) -> str:
 def _setting(r: dict) -> str:
     s = r.get("variant", "") + (f" k={r['k']}" if "k" in r else "")
     if "mean_attempts" in r:
-        s += f"; {r['mean_attempts']:.1f} tries/question, {r['never_fit']} never fit"
+        s += f"; {r['mean_attempts']:.1f} tries/question (max {r['max_attempts_used']}), {r['never_fit']} never fit"
     return s.strip() or "-"
 
 
@@ -159,6 +159,10 @@ def summary_markdown(summary: dict) -> str:
              "Control | Control (runs) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary["points"]:
         cap = "none" if r["max_thinking_tokens"] is None else r["max_thinking_tokens"]
+        if r.get("thinking") is False:
+            cap = "no thinking"
+        if r.get("clipped_runs"):
+            cap = f"{cap} (clipped: {_fmt(r['context_thinking_limit'], digits=0)})"
         lines.append(f"| {r['method']} | {cap} | {r['num_wait']} | {_setting(r)} | {r['accuracy']:.1f} | "
                      f"{r['mean_thinking_tokens']:.1f} | {r['compute']:.1f} | {_limits(r)} | "
                      f"{_fmt(r['control'], pct=True, digits=0)} | {_fmt(r['control_runs'], pct=True)} |")
@@ -183,7 +187,22 @@ def summary_markdown(summary: dict) -> str:
         notes.append(f"Graders on {m['task']}: rule grader vs Math-Verify: agree on {m['agree']}/{m['records']} "
                      f"({100 * m['agreement']:.1f}%); rules-only {m['rules_only']}, "
                      f"Math-Verify-only {m['mathverify_only']}.")
+    clipped = [r for r in summary["points"] if r.get("clipped_runs")]
+    if clipped:
+        notes.append("Clipped budgets: " + "; ".join(
+            f"{r['name']}: {r['clipped_runs']}/{r['runs']} runs had more budget than the context holds (at most "
+            f"{_fmt(r['context_thinking_limit'], digits=0)} thinking tokens), so the context stopped them"
+            for r in clipped) + ". Their points measure the context, not the budget.")
     lines += [""] + notes
+    tries = [r for r in summary["points"] if "mean_attempts" in r]
+    if tries:
+        lines += ["", "| rejection sampling budget | tries per question (mean) | tries (max) | never fit | "
+                      "accepted samples' mean thinking tokens | accuracy % |", "|---|---|---|---|---|---|"]
+        for r in tries:
+            lines.append(f"| {r['max_thinking_tokens']} | {r['mean_attempts']:.1f} | {r['max_attempts_used']} | "
+                         f"{r['never_fit']} | {r['mean_thinking_tokens']:.1f} | {r['accuracy']:.1f} |")
+        lines += ["", "s1 needed 655, 97, 8, 3, 2 and 1 tries per question on average at budgets 3500, 4000, "
+                      "5000, 6000, 8000 and 16000 (s1-32B, AIME24)."]
     if "majority" in summary:
         lines += ["", "| majority voting at point | k | accuracy % | compute (total thinking tokens) |",
                   "|---|---|---|---|"]

@@ -43,7 +43,8 @@ def test_prompt_renderings_are_exact():
         "spend the extra time trying to double-check your work until you are absolutely sure that you have "
         "the correct answer.")
     # METHODS is the one list of methods (CLI help, bench.methods and reports derive from it)
-    assert tuple(sweep.METHODS) == ("budget_forcing", "tcc", "tcc+bf", "scc", "scc+bf", "ccc", "rs", "majority")
+    assert tuple(sweep.METHODS) == ("budget_forcing", "tcc", "tcc+bf", "scc", "scc+bf", "ccc", "rs", "majority",
+                                   "plain")
 
 
 @pytest.mark.parametrize("call, match", [
@@ -127,7 +128,7 @@ def test_every_method_becomes_the_right_engine_request():
     "auto" cap (as s1 ran them); rs caps thinking at its budget; ccc adds the bare-question run."""
     opts = sweep.MethodOptions(step_tokens=100, rs_max_attempts=3, rs_temperature=0.7, majority_k=2,
                                majority_budget=300, majority_temperature=0.9)
-    points = sweep.make_points(list(sweep.METHODS), [200, 400, "auto"], [0], opts=opts)
+    points = sweep.make_points([m for m in sweep.METHODS if m != "plain"], [200, 400, "auto"], [0], opts=opts)
     items = [TaskItem("a", "Q", "1", "integer")]
     prompts, params, stubs = sweep.build_requests(items, points, 1, 0.0, 0, {}, SamplingParams)
     short = "Q\n\n" + methods.CCC_SHORT
@@ -164,7 +165,7 @@ def test_make_points_errors():
         sweep.make_points(["tcc"], [None, "auto"], [0])
     with pytest.raises(ValueError, match="unknown method 'beam'"):
         sweep.make_points(["beam"], [100], [0])
-    with pytest.raises(ValueError, match="--rs-max-attempts must be >= 1"):
+    with pytest.raises(ValueError, match="--max-tries must be >= 1"):
         sweep.make_points(["rs"], [100], [0], opts=sweep.MethodOptions(rs_max_attempts=0))
     with pytest.raises(ValueError, match="--ccc-bound must be >= 0"):
         sweep.make_points(["ccc"], [None], [0], opts=sweep.MethodOptions(ccc_bound=-1))
@@ -263,7 +264,7 @@ def test_rejection_sampling_attempt_cap_and_compute(tmp_path):
     assert m["scaling"] == pytest.approx((100 / 3) / (math.log2(22.5) - math.log2(6.5)))
     assert m["compute"] == [pytest.approx(6.5), pytest.approx(22.5)]
     md = (tmp_path / "summary.md").read_text()
-    assert "| rs | 10 | 0 | attempts<=4; 2.7 tries/question, 1 never fit | 0.0 | 6.5 | 6.5 | <= 10 | 100% | 66.7% |" in md
+    assert "| rs | 10 | 0 | attempts<=4; 2.7 tries/question (max 4), 1 never fit | 0.0 | 6.5 | 6.5 | <= 10 | 100% | 66.7% |" in md
 
 
 def test_rejection_sampling_single_attempt_never_retries():
@@ -300,10 +301,11 @@ def test_class_conditional_bound_is_the_default_runs_mean(tmp_path):
     assert "bounded by the default run's 6109.0 mean thinking tokens" in (tmp_path / "summary.md").read_text()
 
 
-def test_rejection_sampling_default_cap_is_64_attempts():
-    assert sweep.MethodOptions().rs_max_attempts == 64
+def test_rejection_sampling_default_has_no_cap():
+    """s1 resampled until the thinking fit: no limit unless --max-tries says so."""
+    assert sweep.MethodOptions().rs_max_attempts is None
     (p,) = sweep.make_points(["rs"], [3500], [0])
-    assert (p.max_attempts, p.temperature, p.variant) == (64, 1.0, "attempts<=64")
+    assert (p.max_attempts, p.temperature, p.variant, p.name) == (None, 1.0, "", "rs/max=3500/wait=0")
 
 
 # ------------------------------------------------------------------------------------------
