@@ -281,6 +281,92 @@ def test_rejection_sampling_single_attempt_never_retries():
     assert summ["methods"]["rs"]["control"] is None and summ["methods"]["rs"]["control_runs"] == 0.0
 
 
+class SeededLLM:
+    """Rejection sampling's engine double, keyed on the request seed: the sweep gives attempt a of a
+    request the seed request_seed(seed, qid, point/attempt=a, sample), so this engine knows which
+    attempt it is sent however the attempts are batched. FITS[prompt] = the attempts whose
+    thinking ends by itself (5 tokens, answer "7"); every other attempt wants 50 tokens and is cut
+    at the cap (answer "0"). Records every call's (prompt, attempt) pairs and its max_num_seqs."""
+
+    def __init__(self, fits, point, seed=0, max_num_seqs=1, most=400):
+        self.calls, self.fits = [], fits
+        self.engine = type("E", (), {"max_num_seqs": max_num_seqs})()
+        self.attempt = {}
+        for q in fits:
+            for a in range(1, most + 1):
+                name = point if a == 1 else f"{point}/attempt={a}"
+                self.attempt[sweep.request_seed(seed, q, name, 0)] = (q, a)
+
+    def generate(self, prompts, params, use_tqdm=True, on_output=None):
+        pairs = [self.attempt[p.seed] for p in params]
+        assert [q for q, _ in pairs] == list(prompts)
+        self.calls.append(pairs)
+        outs = []
+        for q, a in pairs:
+            think, ans = (5, "7") if a in self.fits[q] else (50, "0")
+            think = min(think, params[0].max_thinking_tokens)
+            answer = f"Final Answer: {ans}"
+            outs.append(Out("t" * think + "\n<|im_start|>answer\n" + answer, "t" * think, answer,
+                            [1] * (think + 3), think))
+        for i in reversed(range(len(outs))):      # completion order differs from prompt order
+            on_output(i, outs[i])
+        return outs
+
+
+def _rs_run(fits, max_tries=None, rs_batch=None, log=None):
+    items = [TaskItem(q, q, "7", "integer") for q in fits]
+    (point,) = sweep.make_points(["rs"], [10], [0], opts=sweep.MethodOptions(rs_max_attempts=max_tries))
+    llm = SeededLLM(fits, point.name, max_num_seqs=rs_batch or 1)
+    summ = sweep.run_eval(llm, items, [point], task="fake", model="fake", progress=False,
+                          log=(log.append if log is not None else (lambda m: None)))
+    return llm, summ
+
+
+def test_rejection_sampling_runs_past_64_tries_until_the_thinking_fits(tmp_path):
+    """s1 resamples until the thinking fits: qa first fits on try 100 (and again on 103), qc on
+    try 70, qb at once. One at a time (1 slot) that takes 100 engine calls; with 16 slots the later
+    rounds draw several tries per question (only for questions not yet accepted) and accept the
+    FIRST that fits, so the records are the same in 12 calls."""
+    fits = {"qa": {100, 103}, "qb": {1}, "qc": {70}}
+    one, s_one = _rs_run(fits, rs_batch=1)
+    many, s_many = _rs_run(fits, rs_batch=16)
+    assert len(one.calls) == 100 and all(len(c) == 1 for c in one.calls[70:])
+    # round 1; qa and qc 8 tries each per round (2..73: 9 rounds); qa alone 16 per round (74..105: 2)
+    assert len(many.calls) == 12 and max(len(c) for c in many.calls) == 16
+    assert many.calls[1] == [("qa", a) for a in range(2, 10)] + [("qc", a) for a in range(2, 10)]
+    assert all(q != "qb" for c in many.calls[1:] for q, _ in c)      # accepted questions are not resampled
+    for s in (s_one, s_many):
+        (p,) = s["points"]
+        assert (p["mean_attempts"], p["max_attempts_used"], p["never_fit"]) == (pytest.approx(171 / 3), 100, 0)
+        assert p["accuracy"] == 100.0 and p["compute"] == 5.0
+    assert s_one["points"] == s_many["points"]
+    assert s_many["_timing"]["generated"] > s_one["_timing"]["generated"] == 171
+
+
+def test_rejection_sampling_stops_at_max_tries_with_a_report(tmp_path):
+    """--max-tries 64: qa (fits on try 100) and qc (try 70) give up after 64 samples, are kept as
+    not accepted and count as wrong; the log and the summary's tries table say so."""
+    fits = {"qa": {100}, "qb": {1}, "qc": {70}}
+    items = [TaskItem(q, q, "7", "integer") for q in fits]
+    (point,) = sweep.make_points(["rs"], [10], [0], opts=sweep.MethodOptions(rs_max_attempts=64))
+    llm = SeededLLM(fits, point.name, max_num_seqs=16)
+    log = []
+    summ = sweep.run_eval(llm, items, [point], task="fake", model="fake", progress=True, log=log.append,
+                          out_dir=str(tmp_path))    # progress: the rejection-sampling bar on stderr
+    assert max(a for c in llm.calls for _, a in c) == 64           # never a 65th sample
+    recs = {r["qid"]: r for r in map(json.loads, open(tmp_path / "samples.jsonl"))}
+    assert [(recs[q]["attempts"], recs[q]["rs_accepted"], recs[q]["correct"]) for q in ("qa", "qb", "qc")] == \
+        [(64, False, False), (1, True, True), (64, False, False)]
+    assert len(recs["qa"]["attempt_thinking_tokens"]) == 64
+    (p,) = summ["points"]
+    assert (p["mean_attempts"], p["max_attempts_used"], p["never_fit"], p["accuracy"]) == \
+        (pytest.approx(43.0), 64, 2, pytest.approx(100 / 3))
+    assert any("2 question(s) did not fit within --max-tries 64 and count as wrong" in m for m in log)
+    md = (tmp_path / "summary.md").read_text()
+    assert "| rejection sampling budget | tries per question (mean) | tries (max) | never fit |" in md
+    assert "| 10 | 43.0 | 64 | 2 | 5.0 | 33.3 |" in md
+
+
 def test_class_conditional_bound_is_the_default_runs_mean(tmp_path):
     """ccc runs the bare question ("default") beside the short and long prompts; the default run's
     mean thinking tokens bound them: short at most, long at least. With the paper's AIME24 means
