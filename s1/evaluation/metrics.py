@@ -20,7 +20,8 @@ Definitions used here (all accuracies in percent, as the paper reports them):
   skipped; None with fewer than two distinct compute values. Units: accuracy points per doubling.
 - **Performance** = max over settings of f.
 - **Majority voting** (parallel scaling): per question, the K sampled answers are grouped by grader
-  equivalence (`grade(a, b)`), in the order the samples were drawn; the largest group wins; a tie
+  equivalence (by the grading stage, s1/evaluation/grading.py::group_votes: this module grades
+  nothing), in the order the samples were drawn; the largest group wins; a tie
   goes to the group whose first member was drawn first (deterministic, no RNG). Unanswered
   samples (None) do not vote; a question where nobody answered counts as wrong. Compute of a
   majority@k point = mean over questions of the *total* thinking tokens of its k samples.
@@ -93,28 +94,6 @@ def performance(curve: Iterable[tuple[float, float]]) -> float | None:
     return max(accs) if accs else None
 
 
-def majority_vote(answers: list[str | None], kind: str = "math") -> str | None:
-    """The most common answer up to grader equivalence; ties -> earliest first appearance.
-    (A helper for callers with bare answers; runs vote through `majority_curve`, on the groups the
-    grading stage formed, s1/evaluation/grading.py::group_votes.)"""
-    from s1.evaluation.grader import grade
-
-    groups: list[list] = []  # [representative, count]
-    for a in answers:
-        if a is None:
-            continue
-        for g in groups:
-            if a == g[0] or grade(a, g[0], kind):
-                g[1] += 1
-                break
-        else:
-            groups.append([a, 1])
-    if not groups:
-        return None
-    best = max(range(len(groups)), key=lambda i: (groups[i][1], -i))  # count, then earliest group
-    return groups[best][0]
-
-
 def counts_as_correct(r: dict) -> bool:
     """A run is right when its answer grades right, unless it is a rejection-sampling run whose
     samples never fit the budget (no sample to answer with)."""
@@ -161,11 +140,12 @@ def point_stats(records: list[dict], a_min: float | None = None, a_max: float | 
 def majority_curve(records: list[dict], ks: list[int] | None = None) -> list[dict]:
     """majority@k for one point's records (which carry `sample`, `qid`, `thinking_tokens` and the
     grading stage's `vote_group` / `vote_correct`): uses samples 0..k-1 of each question; the
-    largest group wins, a tie goes to the group drawn first. Default ks: 1, 2, 4, ... K. Records
-    without vote groups (bare records) are grouped here first, by the rule grader."""
+    largest group wins, a tie goes to the group drawn first. Default ks: 1, 2, 4, ... K. Grades
+    nothing: records without vote groups are refused (group them first with
+    s1/evaluation/grading.py::group_votes)."""
     if any("vote_group" not in r for r in records):
-        from s1.evaluation.grading import group_votes
-        records = group_votes([dict(r) for r in records], "rules")
+        raise ValueError("majority_curve counts the grading stage's vote groups: run "
+                         "s1.evaluation.grading.group_votes (or grade_records) on the records first")
     by_q: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_q[r["qid"]].append(r)

@@ -29,7 +29,6 @@ from collections import defaultdict
 
 from s1.common.jsonl import read_jsonl, write_jsonl
 from s1.evaluation import metrics
-from s1.evaluation.grading import score_record  # noqa: F401  (graded there; re-exported for callers)
 
 OUTPUT_FILES = ("config.json", "samples.jsonl", "summary.json", "summary.md", "scaling.png", "timing.json")
 
@@ -66,16 +65,25 @@ def summarize(records: list[dict], points: list[dict], meta: dict) -> dict:
     for p in points:
         if not by_point.get(p["name"]):
             raise ValueError(f"no runs recorded for point {p['name']!r}")
-    ccc_bound = next((metrics.point_stats(by_point[p["name"]])["mean_thinking_tokens"]
-                      for p in points if _is_reference(p)), None)
+    # one pass per point: its stats (or its majority curve), reused by every table below
+    stats: dict[str, dict] = {}
+    ref = next((p for p in points if _is_reference(p)), None)
+    if ref is not None:
+        stats[ref["name"]] = metrics.point_stats(by_point[ref["name"]])
+    ccc_bound = stats[ref["name"]]["mean_thinking_tokens"] if ref is not None else None
+    several = meta.get("samples", 1) > 1
+    curves = {p["name"]: metrics.majority_curve(by_point[p["name"]]) for p in points
+              if p["method"] == "majority" or several}
     rows, limits = [], {}
     for p in points:
         rs = by_point[p["name"]]
         limits[p["name"]] = a_min, a_max = point_limits(p, rs, ccc_bound)
         if p["method"] == "majority":
-            rows += majority_rows(p, rs, a_min, a_max)
+            rows += majority_rows(p, rs, a_min, a_max, curves[p["name"]])
         else:
-            rows.append(p | metrics.point_stats(rs, a_min, a_max) | ({"reference": True} if _is_reference(p) else {}))
+            if p["name"] not in stats or (a_min, a_max) != (None, None):
+                stats[p["name"]] = metrics.point_stats(rs, a_min, a_max)
+            rows.append(p | stats[p["name"]] | ({"reference": True} if _is_reference(p) else {}))
     methods = {}
     for m in dict.fromkeys(p["method"] for p in points):
         mrows = [r for r in rows if r["method"] == m and not r.get("reference")]
@@ -90,10 +98,10 @@ def summarize(records: list[dict], points: list[dict], meta: dict) -> dict:
     summary = dict(meta) | {"points": rows, "methods": methods}
     if ccc_bound is not None:
         summary["ccc_bound"] = ccc_bound
-    if meta.get("samples", 1) > 1:
+    if several:
         maj = {}
         for p in points:
-            curve = metrics.majority_curve(by_point[p["name"]])
+            curve = curves[p["name"]]
             xy = [(c["compute"], c["accuracy"]) for c in curve]
             maj[p["name"]] = {"curve": curve, "scaling": metrics.scaling([(x, y) for x, y in xy if x > 0]),
                               "performance": metrics.performance(xy)}
@@ -101,14 +109,14 @@ def summarize(records: list[dict], points: list[dict], meta: dict) -> dict:
     return summary
 
 
-def majority_rows(point: dict, records: list[dict], a_min=None, a_max=None) -> list[dict]:
+def majority_rows(point: dict, records: list[dict], a_min=None, a_max=None, curve=None) -> list[dict]:
     """One summary row per k of a majority point: accuracy of the majority answer of samples
     0..k-1 (s1/evaluation/metrics.py: grader-equivalence groups, ties -> first drawn), compute = mean over
     questions of the total thinking tokens of those k samples, mean_thinking_tokens = per sample
     (what Control checks against the point's cap)."""
     K = min(sum(1 for r in records if r["qid"] == q) for q in {r["qid"] for r in records})
     rows = []
-    for c in metrics.majority_curve(records):
+    for c in (metrics.majority_curve(records) if curve is None else curve):
         used = [r for r in records if r["sample"] < c["k"]]
         stats = metrics.point_stats(used, a_min, a_max)
         rows.append(point | stats | {

@@ -52,8 +52,8 @@ from typing import Callable
 
 from s1.common.jsonl import JsonlAppender, read_jsonl
 from s1.evaluation import methods
-from s1.evaluation.grading import group_votes
-from s1.evaluation.report import meta_of, score_record, summarize, write_outputs
+from s1.evaluation.grading import group_votes, score_record
+from s1.evaluation.report import meta_of, summarize, write_outputs
 from s1.evaluation.tasks import TaskItem, choice_options
 
 AUTO = "auto"

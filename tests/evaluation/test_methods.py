@@ -14,7 +14,7 @@ import re
 
 import pytest
 
-from s1.evaluation import methods, metrics, report, sweep
+from s1.evaluation import grading, methods, metrics, report, sweep
 from s1.evaluation.tasks import TaskItem
 from s1.infer.sampling import SamplingParams
 
@@ -403,18 +403,18 @@ def test_majority_vote_ties_go_to_the_first_drawn_answer():
     """Documented rule: largest grader-equivalence group; a tie goes to the group whose first member
     was drawn first; None does not vote. Moving Nones or a minority answer that comes after both
     tied answers' first appearance cannot change the winner."""
-    assert metrics.majority_vote(["3", "5", "5", "3"]) == "3"
-    assert metrics.majority_vote(["5", "3", "3", "5"]) == "5"
+    assert grading.majority_vote(["3", "5", "5", "3"]) == "3"
+    assert grading.majority_vote(["5", "3", "3", "5"]) == "5"
     for answers in (["3", "5", "7", "5", "3"], ["3", "5", "5", "7", "3"], ["3", "5", "5", "3", "7"],
                     [None, "3", None, "5", "5", None, "3"], ["3", None, "5", "7", "3", "5", None]):
-        assert metrics.majority_vote(answers) == "3", answers
-    assert metrics.majority_vote(["5", "3", "3"]) == "3"  # a real majority beats first-drawn
+        assert grading.majority_vote(answers) == "3", answers
+    assert grading.majority_vote(["5", "3", "3"]) == "3"  # a real majority beats first-drawn
     # equivalent answers share a group; the first member represents it: 1/2 ~ 0.5 (2 votes) vs 3 (2)
-    assert metrics.majority_vote(["3", "1/2", "0.5", "3"], "math") == "3"
-    assert metrics.majority_vote(["1/2", "3", "0.5", "3"], "math") == "1/2"
-    assert metrics.majority_vote(["007", "5", "7"], "integer") == "007"
-    assert metrics.majority_vote([None, None]) is None
-    assert metrics.majority_vote([]) is None
+    assert grading.majority_vote(["3", "1/2", "0.5", "3"], "math") == "3"
+    assert grading.majority_vote(["1/2", "3", "0.5", "3"], "math") == "1/2"
+    assert grading.majority_vote(["007", "5", "7"], "integer") == "007"
+    assert grading.majority_vote([None, None]) is None
+    assert grading.majority_vote([]) is None
 
 
 def test_majority_curve_ties_by_sample_order_not_record_order():
@@ -425,11 +425,11 @@ def test_majority_curve_ties_by_sample_order_not_record_order():
 
     records = [rec("x", 1, "5"), rec("x", 0, "4"), rec("y", 0, "5"), rec("y", 1, "4"), rec("z", 1, None),
                rec("z", 0, None)]
-    curve = metrics.majority_curve(records)
+    curve = metrics.majority_curve(grading.group_votes(records))
     # k=1: x right (sample 0 = "4"), y wrong, z wrong; k=2: ties -> first drawn: same
     assert curve == [{"k": 1, "accuracy": pytest.approx(100 / 3), "compute": 10.0},
                      {"k": 2, "accuracy": pytest.approx(100 / 3), "compute": 20.0}]
-    assert metrics.majority_curve(list(reversed(records))) == curve
+    assert metrics.majority_curve(grading.group_votes(list(reversed(records)))) == curve
 
 
 # ------------------------------------------------------------------------------------------
@@ -478,7 +478,7 @@ def test_summary_metrics_equal_hand_computation(tmp_path):
     over log2 compute) / Performance per method, from the fixed table, and the markdown comparison
     table showing them (budget forcing Control 100%)."""
     points, records = fixed_table()
-    summ = report.summarize(records, [p.to_dict() for p in points], META)
+    summ = report.summarize(grading.group_votes(records), [p.to_dict() for p in points], META)   # records -> grades -> report
     bf, tcc, maj = (summ["methods"][m] for m in ("budget_forcing", "tcc", "majority"))
     # bf curve (100, 0) (200, 50) (400, 50): slopes 50/1, 50/2, 0/1
     assert bf["control"] == 1.0 and bf["control_runs"] == 1.0
