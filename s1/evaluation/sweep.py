@@ -290,6 +290,9 @@ def make_points(methods_: list[str], budgets: list[int | str | None], num_waits:
             pts += [EvalPoint(m, b, variant=f"steps={methods.steps_for_budget(b, opts.step_tokens)}")
                     for b in numeric]
         elif m == "rs":
+            if 0 in numeric:
+                raise ValueError("--methods rs: budget 0 can never fit (a sample fits when its thinking ends "
+                                 "by itself in fewer tokens than the budget)")
             cap = opts.rs_max_attempts
             pts += [EvalPoint(m, b, temperature=opts.rs_temperature, max_attempts=cap,
                               variant="" if cap is None else f"attempts<={cap}") for b in numeric]
@@ -376,8 +379,12 @@ def output_fields(out) -> dict:
 def rs_fits(rec: dict) -> bool:
     """A rejection-sampling sample is accepted when its thinking ended by itself within the budget
     N: fewer than N thinking tokens (at N the engine forced the end: s1's vLLM call with max_tokens
-    N stopped "length" there and the sample was drawn again)."""
-    return rec["finish_reason"] != "error" and rec["thinking_tokens"] < rec["max_thinking_tokens"]
+    N stopped "length" there and the sample was drawn again). A sample the context cut inside its
+    thinking (a budget above what the context holds: finish "length" with no answer) did not end
+    its thinking either."""
+    if rec["finish_reason"] == "error" or rec["thinking_tokens"] >= rec["max_thinking_tokens"]:
+        return False
+    return not (rec["finish_reason"] == "length" and not rec.get("answer_text"))
 
 
 def _key(r: dict) -> tuple:

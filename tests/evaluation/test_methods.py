@@ -165,6 +165,12 @@ def test_make_points_errors():
         sweep.make_points(["tcc"], [None, "auto"], [0])
     with pytest.raises(ValueError, match="unknown method 'beam'"):
         sweep.make_points(["beam"], [100], [0])
+    with pytest.raises(ValueError, match="budget 0 can never fit"):
+        sweep.make_points(["rs"], [0, 100], [0])
+    assert not sweep.rs_fits({"finish_reason": "length", "thinking_tokens": 7, "max_thinking_tokens": 400,
+                              "answer_text": ""})      # the context cut its thinking: not a fit
+    assert sweep.rs_fits({"finish_reason": "length", "thinking_tokens": 7, "max_thinking_tokens": 400,
+                          "answer_text": "Answer: 3"})  # thinking ended; the answer reached a token cap
     with pytest.raises(ValueError, match="--max-tries must be >= 1"):
         sweep.make_points(["rs"], [100], [0], opts=sweep.MethodOptions(rs_max_attempts=0))
     with pytest.raises(ValueError, match="--ccc-bound must be >= 0"):

@@ -373,7 +373,11 @@ def test_no_think_refuses_thinking_settings():
 def test_budget_above_the_context_is_warned_once_and_marked(tiny_model_dir, shared_data, tmp_path, capsys):
     """--max-model-len 512: budget 4 fits, budget 400 cannot act (the prompt, the forced end and
     s1's 100-token margin leave less): one warning for 400, its records marked with the context's
-    limit (computed here from the tokenizer), the summary row, markdown and plot label marked."""
+    limit (computed here from the tokenizer), the summary row, markdown and plot label marked.
+    The same run has rejection sampling on the real engine with --max-tries 3 and 4 slots: a random
+    model never ends its thinking by itself, so every question stops at 3 tries, rejected (at 400
+    the context and --max-tokens cut the thinking: no answer, no fit either), and the log and the
+    tries table say so."""
     from s1 import kernels
     from s1.evaluation.plots import point_tag
     from s1.evaluation.tasks import load_task
@@ -381,27 +385,32 @@ def test_budget_above_the_context_is_warned_once_and_marked(tiny_model_dir, shar
 
     out = tmp_path / "run"
     argv = ["--model", str(tiny_model_dir), "--task", "aime24", "--data-dir", str(shared_data / "eval"),
-            "--limit", "2", "--budgets", "4,400", "--max-model-len", "512", "--max-tokens", "6",
-            "--no-progress", "--out", str(out)]
+            "--limit", "2", "--methods", "budget_forcing,rs", "--budgets", "4,400", "--max-model-len", "512",
+            "--max-tokens", "6", "--max-tries", "3", "--max-num-seqs", "4", "--no-progress", "--out", str(out)]
     with kernels.use_backend("torch"):
         assert cli.main(argv) == 0
     err = capsys.readouterr().err
     assert err.count("warning: thinking budget") == 1 and "warning: thinking budget 400 is more than" in err
+    assert "2 question(s) did not fit within --max-tries 3 and count as wrong" in err
     tok = Tokenizer.from_pretrained(tiny_model_dir)
     end = len(tok.encode("<|im_start|>answer\nFinal Answer:"))
-    recs = [json.loads(x) for x in open(out / "samples.jsonl")]
-    for r in recs:
-        if r["max_thinking_tokens"] == 4:
+    items = load_task("aime24", data_dir=str(shared_data / "eval"), limit=2)
+    want = [512 - len(tok.encode(tok.render_prompt(it.question))) - end - 100 for it in items]
+    assert all(0 < w < 400 for w in want)
+    recs = {(r["method"], r["max_thinking_tokens"], r["qid"]): r for r in map(json.loads, open(out / "samples.jsonl"))}
+    for (method, budget, qid), r in recs.items():
+        if budget == 4:
             assert "budget_clipped" not in r
         else:
-            assert r["budget_clipped"] is True and 0 < r["context_thinking_limit"] < 400
-    limits = sorted(r["context_thinking_limit"] for r in recs if r.get("budget_clipped"))
-    items = load_task("aime24", data_dir=str(shared_data / "eval"), limit=2)
-    want = sorted(512 - len(tok.encode(tok.render_prompt(it.question))) - end - 100 for it in items)
-    assert limits == want
+            assert (r["budget_clipped"], r["context_thinking_limit"]) == (True, want[[i.id for i in items].index(qid)])
+        if method == "rs":
+            assert (r["attempts"], r["attempt_thinking_tokens"], r["rs_accepted"]) == (3, [min(budget, 6)] * 3, False)
+    assert json.loads((out / "timing.json").read_text())["rejection_sampling_extra_rounds"] == 2
     summ = json.loads((out / "summary.json").read_text())
-    p4, p400 = summ["points"]
-    assert "clipped_runs" not in p4 and (p400["clipped_runs"], p400["context_thinking_limit"]) == (2, max(want))
+    bf4, bf400, rs4, rs400 = summ["points"]
+    assert "clipped_runs" not in bf4 and (bf400["clipped_runs"], bf400["context_thinking_limit"]) == (2, max(want))
+    assert rs400["clipped_runs"] == 2 and "clipped_runs" not in rs4
     md = (out / "summary.md").read_text()
     assert f"| budget_forcing | 400 (clipped: {max(want)}) |" in md and "Clipped budgets: budget_forcing/max=400" in md
-    assert point_tag(p400) == "400*" and point_tag(p4) == "4"
+    assert "| 4 | 3.0 | 3 | 2 | 0.0 | 0.0 |" in md and "| 400 | 3.0 | 3 | 2 | 0.0 | 0.0 |" in md
+    assert point_tag(bf400) == "400*" and point_tag(bf4) == "4"
