@@ -647,7 +647,8 @@ def run_eval(llm, items: list[TaskItem], points: list[EvalPoint], *, samples: in
                     out = got[i][a]
                     tts.append(int(getattr(out, "num_thinking_tokens", 0)))
                     fits = rs_fits(stubs[i] | output_fields(out))
-                    if fits or (cap is not None and a >= cap):
+                    failed = getattr(out, "finish_reason", None) == "error"   # would fail on every try
+                    if fits or failed or (cap is not None and a >= cap):
                         finish(i, out, {"attempts": a, "attempt_thinking_tokens": list(tts), "rs_accepted": fits})
                         del rs_state[i]
                         if bar is not None:

@@ -349,6 +349,24 @@ def test_rejection_sampling_runs_past_64_tries_until_the_thinking_fits(tmp_path)
     assert s_many["_timing"]["generated"] > s_one["_timing"]["generated"] == 171
 
 
+def test_rejection_sampling_does_not_retry_an_engine_error():
+    """A request the engine refuses (e.g. a prompt longer than the context) fails on every try:
+    without --max-tries it would loop forever; it is recorded once, not accepted."""
+    class Failing(SeededLLM):
+        def generate(self, prompts, params, use_tqdm=True, on_output=None):
+            self.calls.append(list(prompts))
+            for i, q in enumerate(prompts):
+                on_output(i, Out("", "", "", [], 0, finish_reason="error"))
+
+    (point,) = sweep.make_points(["rs"], [10], [0])
+    llm = Failing({"qa": {1}}, point.name)
+    summ = sweep.run_eval(llm, [TaskItem("qa", "qa", "7", "integer")], [point], task="f", model="f",
+                          progress=False, log=lambda m: None)
+    assert len(llm.calls) == 1
+    (p,) = summ["points"]
+    assert (p["errors"], p["never_fit"], p["mean_attempts"]) == (1, 1, 1.0)
+
+
 def test_rejection_sampling_stops_at_max_tries_with_a_report(tmp_path):
     """--max-tries 64: qa (fits on try 100) and qc (try 70) give up after 64 samples, are kept as
     not accepted and count as wrong; the log and the summary's tries table say so."""
