@@ -459,7 +459,7 @@ def context_clipping(llm, sent: list, params: list, stubs: list[dict], gen_kw: d
     return out
 
 
-def _rs_progress(n: int, progress: bool, log: Callable[[str], None]):
+def _rs_progress(n: int, progress: bool):
     """The progress bar of rejection sampling's later rounds (None without progress)."""
     if not progress:
         return None
@@ -680,7 +680,7 @@ def run_eval(llm, items: list[TaskItem], points: list[EvalPoint], *, samples: in
                 w = width if cap is None else max(1, min(width, cap - nxt[i] + 1))
                 pending.append((i, nxt[i], w))
             if bar is None:
-                bar = _rs_progress(len(retry), progress, log)
+                bar = _rs_progress(len(retry), progress)
             tries = [len(rs_state[i]) for i in retry]
             status = (f"round {rounds + 1}: {len(retry)} sample(s) still over their budget after "
                       f"{min(tries)}-{max(tries)} tries; drawing {sum(w for _, _, w in pending)} samples")
