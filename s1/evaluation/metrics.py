@@ -25,6 +25,8 @@ Definitions used here (all accuracies in percent, as the paper reports them):
   goes to the group whose first member was drawn first (deterministic, no RNG). Unanswered
   samples (None) do not vote; a question where nobody answered counts as wrong. Compute of a
   majority@k point = mean over questions of the *total* thinking tokens of its k samples.
+- **Plain chat** (--no-think): no thinking phase, so a run's compute is its output tokens
+  (`compute_tokens`; rows say `compute_of: output tokens`).
 - **Clipped budgets**: a run whose thinking budget is more than the context holds carries
   `budget_clipped` and `context_thinking_limit` (s1/evaluation/sweep.py::context_clipping); a
   setting with such runs reports `clipped_runs` and the largest `context_thinking_limit`.
@@ -94,6 +96,15 @@ def performance(curve: Iterable[tuple[float, float]]) -> float | None:
     return max(accs) if accs else None
 
 
+def compute_tokens(r: dict) -> int:
+    """A run's test-time compute: its thinking tokens; for a plain-chat run (--no-think, no thinking
+    phase: the record carries `plain`) its output tokens, as the paper's parallel-scaling curve of
+    Qwen2.5-32B-Instruct counts them."""
+    if r.get("plain") and r.get("output_tokens") is not None:
+        return int(r["output_tokens"])
+    return r["thinking_tokens"]
+
+
 def counts_as_correct(r: dict) -> bool:
     """A run is right when its answer grades right, unless it is a rejection-sampling run whose
     samples never fit the budget (no sample to answer with)."""
@@ -110,7 +121,7 @@ def point_stats(records: list[dict], a_min: float | None = None, a_max: float | 
         raise ValueError("a point with no runs")
     n = len(records)
     counted = [r for r in records if r.get("rs_accepted", True) is not False]
-    compute = sum(r["thinking_tokens"] for r in counted) / len(counted) if counted else 0.0
+    compute = sum(compute_tokens(r) for r in counted) / len(counted) if counted else 0.0
     ok = within_limits(compute, a_min, a_max) if counted else None
     out = {
         "runs": n,
@@ -130,6 +141,8 @@ def point_stats(records: list[dict], a_min: float | None = None, a_max: float | 
         out["mean_attempts"] = sum(r.get("attempts", 1) for r in records) / n
         out["max_attempts_used"] = max(r.get("attempts", 1) for r in records)
         out["never_fit"] = n - len(counted)
+    if any(r.get("plain") for r in records):
+        out["compute_of"] = "output tokens"     # plain chat: no thinking phase
     clipped = [r["context_thinking_limit"] for r in records if r.get("budget_clipped")]
     if clipped:   # the budget was more than the context holds: the context stopped these runs
         out["clipped_runs"] = len(clipped)
@@ -172,7 +185,7 @@ def majority_curve(records: list[dict], ks: list[int] | None = None) -> list[dic
                 order = list(count)
                 best = max(range(len(order)), key=lambda i: (count[order[i]], -i))
                 correct += bool(verdict[order[best]])
-            compute += sum(r["thinking_tokens"] for r in first)
+            compute += sum(compute_tokens(r) for r in first)
         out.append({"k": k, "accuracy": 100.0 * correct / len(by_q), "compute": compute / len(by_q)})
     return out
 

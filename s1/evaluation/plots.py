@@ -94,6 +94,8 @@ def draw_scaling(summary: dict, title: str | None = None):
              "none: uncapped; +nW: n forced \"Wait\"s; k=: majority of k votes)."]
     if majority:
         notes.append("Majority@k: x is the total thinking tokens of its k samples.")
+    if any(r.get("compute_of") == "output tokens" for r in summary["points"]):
+        notes.append("Plain chat (no thinking phase): x counts its output tokens.")
     if any_clipped:
         notes.append("* / red ring: the budget is more than the context holds, so the context, not the budget, "
                      "stopped the thinking (see summary.md).")

@@ -195,6 +195,9 @@ def summary_markdown(summary: dict) -> str:
         notes.append(f"Graders on {m['task']}: rule grader vs Math-Verify: agree on {m['agree']}/{m['records']} "
                      f"({100 * m['agreement']:.1f}%); rules-only {m['rules_only']}, "
                      f"Math-Verify-only {m['mathverify_only']}.")
+    if any(r.get("compute_of") == "output tokens" for r in summary["points"]):
+        notes.append("Plain chat (--no-think): no thinking phase; its mean thinking tokens and compute are "
+                     "output tokens.")
     clipped = [r for r in summary["points"] if r.get("clipped_runs")]
     if clipped:
         notes.append("Clipped budgets: " + "; ".join(

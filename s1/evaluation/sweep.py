@@ -354,6 +354,8 @@ def build_requests(items: list[TaskItem], points: list[EvalPoint], samples: int,
                     "engine_max_thinking_tokens": kw.get("max_thinking_tokens"),
                     "num_wait": kw.get("num_wait", 0),
                 })
+                if not point.thinking:     # plain chat: compute is counted in output tokens
+                    stubs[-1]["plain"] = True
                 if item.kind == "choice":  # lets the grader map an answer naming an option's text
                     stubs[-1]["choices"] = choice_options(item.question)
                     stubs[-1]["question"] = item.question   # what s1's GPQA judge is shown

@@ -313,7 +313,10 @@ def test_no_think_renders_plain_chat_and_decodes_as_naive_greedy(tiny_model_dir,
         assert (r["text"], r["answer_text"], r["thinking"], r["thinking_tokens"]) == (want, want, "", 0)
     (row,) = summ["points"]
     assert row["thinking"] is False and row["method"] == "plain"
-    assert "| plain | no thinking |" in (tmp_path / "summary.md").read_text()
+    assert all(r["plain"] and r["output_tokens"] == 6 for r in recs)
+    assert (row["compute"], row["compute_of"]) == (6.0, "output tokens")   # no thinking: output tokens count
+    md = (tmp_path / "summary.md").read_text()
+    assert "| plain | no thinking |" in md and "Plain chat (--no-think)" in md
 
 
 class _PlainLLM:
@@ -349,7 +352,9 @@ def test_no_think_majority_grades_plain_answers(monkeypatch):
     assert rows[1]["accuracy"] == 50.0        # sample 0: qa 5 (wrong), qb 3 (right)
     assert rows[2]["accuracy"] == 50.0        # qa: 5 vs 7 tie -> first drawn (5); qb: 3, 3
     assert rows[3]["accuracy"] == 100.0       # qa: 7 twice; qb: 3 twice
-    assert rows[3]["pass@1"] == pytest.approx(100 * 4 / 6) and rows[3]["mean_thinking_tokens"] == 0.0
+    assert rows[3]["pass@1"] == pytest.approx(100 * 4 / 6)
+    # no thinking phase: compute is output tokens (3 per sample here), k samples' total for majority@k
+    assert rows[3]["mean_thinking_tokens"] == 3.0 and [rows[k]["compute"] for k in (1, 2, 3)] == [3.0, 6.0, 9.0]
 
 
 def test_no_think_refuses_thinking_settings():
