@@ -364,6 +364,9 @@ def test_no_think_refuses_thinking_settings():
         sweep.make_points(["budget_forcing"], [500], [0], thinking=False)
     with pytest.raises(ValueError, match="add --no-think"):
         sweep.make_points(["plain"], [500], [0])
+    for argv in (["--max-tries", "0"], ["--rs-max-attempts", "0"]):    # the old name is an alias
+        with pytest.raises(ValueError, match="--max-tries must be >= 1, got 0"):
+            cli.check_flags(cli.build_parser().parse_args(argv))
     for extra in (["--budgets", "500"], ["--num-wait", "1"], ["--majority-budget", "100"]):
         a = cli.build_parser().parse_args(["--no-think"] + extra)
         with pytest.raises(ValueError, match="--no-think has no thinking phase to budget: drop " + extra[0]):
