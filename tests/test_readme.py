@@ -54,6 +54,8 @@ RULES = [   # (regex on the command, action, detail); first match wins
     (r"python -m bench\.busy -- s1 demo( --quick)?", "help", None),
     (r"python -m bench\.\w+( --?[\w-]+)*", "help", None),
     (r"python -m bench\.gpu --deadline \d+", "help", None),                # the GPU suite: its --help
+    (r"s1 curate .*hf:simplescaling/.+", "needs", "download"),          # s1's 59K pool from the Hub
+    (r"s1 curate variants --data simplescaling/.+", "needs", "download"),
     (r"s1 (generate|eval|train|curate) .+", "run", None),
     (r"s1 bench NAME", "run", None),
     (r"s1 --version", "run", None),
@@ -131,9 +133,12 @@ def parse_with_command_parser(cmd: str) -> None:
     if sub is None or sub == "bench" or "..." in args or not args:   # bare names are references
         return
     args = [PLACEHOLDERS.get(a, a) for a in args]
-    if sub == "curate" and args and not args[0].startswith("-"):
+    module = s1cli.command_module(sub)
+    if sub == "curate" and args and args[0] == "variants":      # its own parser
+        module, args = "s1.curate.variants", args[1:]
+    elif sub == "curate" and args and not args[0].startswith("-"):
         args = args[1:]                                          # a stage name
-    parser = importlib.import_module(s1cli.command_module(sub)).build_parser()
+    parser = importlib.import_module(module).build_parser()
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):

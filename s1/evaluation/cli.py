@@ -3,6 +3,8 @@ forcing and the other test-time scaling methods, graded offline.
 
     s1 eval --model DIR --task aime24 --out runs/aime24        # s1's sweep: 500..16000 and auto
     s1 eval --model DIR --task aime24 --budgets auto --num-wait 1,2,4,6 --out runs/wait
+    s1 eval --model DIR --task aime24 --no-think --out runs/plain          # plain chat, no thinking
+    s1 eval --model DIR --task aime24 --methods rs --budgets 3500,4000 --out runs/rs   # until it fits
     s1 eval --out runs/aime24 --resume ...                     # continue an interrupted run
     s1 eval --rescore runs/aime24                              # re-grade a finished run
     s1 eval --rescore runs/aime24 --grading s1 --judge CKPT    # as s1 graded, a local judge
@@ -54,7 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--methods", default="budget_forcing", help=f"comma list of: {', '.join(METHODS)}")
     s.add_argument("--budgets", default=DEFAULT_BUDGETS,
                    help="thinking budgets, one sweep point each: token counts, 'auto' (s1's cap: the "
-                        "context minus the longest prompt and the forced end) or 'none' (no cap)")
+                        "context minus the longest prompt and the forced end) or 'none' (no cap). A budget "
+                        "above what the context holds is reported as clipped")
+    s.add_argument("--no-think", action="store_true",
+                   help="plain chat, no thinking phase (the chat template's prompt without the thinking "
+                        "start): Table 1's Qwen2.5-32B-Instruct row; with --methods majority, majority voting "
+                        "over plain samples. No --budgets / --num-wait / --min-thinking-tokens")
     s.add_argument("--num-wait", default="0",
                    help="comma list: how many times an early end of thinking is replaced by --extension")
     s.add_argument("--extension", default="Wait", help="the string appended when thinking is extended "
@@ -68,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--ccc-bound", type=int,
                    help="ccc: thinking tokens the short prompt should stay below and the long one above "
                         "(default: the mean of a run with the bare question, added to the sweep)")
-    m.add_argument("--rs-max-attempts", type=int, default=64,
-                   help="rs: samples drawn per question before giving up (s1 has no limit)")
+    m.add_argument("--max-tries", "--rs-max-attempts", dest="max_tries", type=int, default=None, metavar="N",
+                   help="rs: give up on a question after N samples (it then counts as wrong); default: "
+                        "resample until the thinking fits, as s1 did")
     m.add_argument("--rs-temperature", type=float, default=1.0, help="rs: sampling temperature")
     m.add_argument("--majority-k", type=int, default=64, help="majority: samples per question (K)")
     m.add_argument("--majority-budget", default=AUTO, help="majority: thinking budget of each sample "
@@ -136,6 +144,14 @@ def check_flags(a) -> None:
     need(a.top_k >= 0, "--top-k", ">= 0", a.top_k)
     need(a.seed >= 0, "--seed", ">= 0", a.seed)
     need(a.samples >= 1, "--samples", ">= 1", a.samples)
+    need(a.max_tries is None or a.max_tries >= 1, "--max-tries", ">= 1", a.max_tries)
+    if a.no_think:
+        given = [f for f, on in (("--budgets", a.budgets != DEFAULT_BUDGETS), ("--num-wait", a.num_wait != "0"),
+                                 ("--min-thinking-tokens", a.min_thinking_tokens != 0),
+                                 ("--majority-budget", a.majority_budget != AUTO),
+                                 ("--majority-num-wait", a.majority_num_wait != 0)) if on]
+        if given:
+            raise ValueError(f"--no-think has no thinking phase to budget: drop {', '.join(given)}")
     need(a.min_thinking_tokens >= 0, "--min-thinking-tokens", ">= 0", a.min_thinking_tokens)
     need(a.rs_temperature >= 0, "--rs-temperature", ">= 0", a.rs_temperature)
     need(a.majority_temperature >= 0, "--majority-temperature", ">= 0", a.majority_temperature)
@@ -242,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         rank0 = dp.writer
     err = None
     try:
-        budgets = parse_budgets(a.budgets, "--budgets")
+        budgets = [None] if a.no_think else parse_budgets(a.budgets, "--budgets")
         small = [b for b in budgets if isinstance(b, int) and b < a.min_thinking_tokens]
         if small:
             raise ValueError(f"--min-thinking-tokens {a.min_thinking_tokens} exceeds --budgets value {small[0]}")
@@ -250,12 +266,12 @@ def main(argv: list[str] | None = None) -> int:
         majority_budget = parse_budgets(a.majority_budget, "--majority-budget")
         if len(majority_budget) != 1:
             raise ValueError(f"--majority-budget takes one value, got {a.majority_budget!r}")
-        opts = MethodOptions(step_tokens=a.step_tokens, ccc_bound=a.ccc_bound, rs_max_attempts=a.rs_max_attempts,
+        opts = MethodOptions(step_tokens=a.step_tokens, ccc_bound=a.ccc_bound, rs_max_attempts=a.max_tries,
                              rs_temperature=a.rs_temperature, majority_k=a.majority_k,
                              majority_budget=majority_budget[0], majority_num_wait=a.majority_num_wait,
                              majority_temperature=a.majority_temperature)
         points = make_points([m.strip() for m in a.methods.split(",") if m.strip()], budgets, waits,
-                             a.min_thinking_tokens, opts)
+                             a.min_thinking_tokens, opts, thinking=not a.no_think)
         items = load_task(a.task, data_dir=a.data_dir, data_file=a.data_file, hub=a.hub, split=a.split,
                           limit=a.limit, seed=a.seed)
         model_dir = resolve_model_path(a.model, "--model")   # a folder, or a Hub id in the local HF cache

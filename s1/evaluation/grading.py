@@ -2,7 +2,7 @@
 s1's judge), and how often the two agree.
 
 `grade_records(records, grading, judge)`:
-- every record gets the rule grader's verdict (`extracted`, `correct`: report.score_record);
+- every record gets the rule grader's verdict (`extracted`, `correct`: score_record);
 - with grading "s1" or a judge, every record also gets `s1`: s1's extraction of the full output,
   the judge's reply where s1 would have asked it (all such prompts of the run in one batch,
   cached by the judge), s1's final answer and verdict;
@@ -124,6 +124,28 @@ def group_votes(records: list[dict], grading: str = "rules") -> list[dict]:
             r["vote_correct"] = bool(rep["correct"]) if "correct" in rep else \
                 bool(grade(rep["extracted"], rep["reference"], rep["kind"]))
     return records
+
+
+def majority_vote(answers: list[str | None], kind: str = "math") -> str | None:
+    """The most common answer up to grader equivalence; ties -> earliest first appearance.
+    (A helper for callers with bare answers; a run's records vote through `group_votes` and
+    metrics.majority_curve.)"""
+    from s1.evaluation.grader import grade
+
+    groups: list[list] = []  # [representative, count]
+    for a in answers:
+        if a is None:
+            continue
+        for g in groups:
+            if a == g[0] or grade(a, g[0], kind):
+                g[1] += 1
+                break
+        else:
+            groups.append([a, 1])
+    if not groups:
+        return None
+    best = max(range(len(groups)), key=lambda i: (groups[i][1], -i))  # count, then earliest group
+    return groups[best][0]
 
 
 def mathverify_agreement(records: list[dict], task: str | None = None) -> dict | None:

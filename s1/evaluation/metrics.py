@@ -20,11 +20,18 @@ Definitions used here (all accuracies in percent, as the paper reports them):
   skipped; None with fewer than two distinct compute values. Units: accuracy points per doubling.
 - **Performance** = max over settings of f.
 - **Majority voting** (parallel scaling): per question, the K sampled answers are grouped by grader
-  equivalence (`grade(a, b)`), in the order the samples were drawn; the largest group wins; a tie
+  equivalence (by the grading stage, s1/evaluation/grading.py::group_votes: this module grades
+  nothing), in the order the samples were drawn; the largest group wins; a tie
   goes to the group whose first member was drawn first (deterministic, no RNG). Unanswered
   samples (None) do not vote; a question where nobody answered counts as wrong. Compute of a
   majority@k point = mean over questions of the *total* thinking tokens of its k samples.
-- **Rejection sampling**: a run carries `rs_accepted`; a question whose samples never fit its
+- **Plain chat** (--no-think): no thinking phase, so a run's compute is its output tokens
+  (`compute_tokens`; rows say `compute_of: output tokens`).
+- **Clipped budgets**: a run whose thinking budget is more than the context holds carries
+  `budget_clipped` and `context_thinking_limit` (s1/evaluation/sweep.py::context_clipping); a
+  setting with such runs reports `clipped_runs` and the largest `context_thinking_limit`.
+- **Rejection sampling**: a run carries `rs_accepted` and `attempts` (its tries: the index of the
+  accepted sample); a setting reports `mean_attempts` and `max_attempts_used`; a question whose samples never fit its
   budget (the attempt cap was reached) counts as wrong, and a setting's compute is the mean
   thinking tokens of its *accepted* samples (the paper's Figure 6 x axis), not of all attempts.
 """
@@ -89,26 +96,13 @@ def performance(curve: Iterable[tuple[float, float]]) -> float | None:
     return max(accs) if accs else None
 
 
-def majority_vote(answers: list[str | None], kind: str = "math") -> str | None:
-    """The most common answer up to grader equivalence; ties -> earliest first appearance.
-    (A helper for callers with bare answers; runs vote through `majority_curve`, on the groups the
-    grading stage formed, s1/evaluation/grading.py::group_votes.)"""
-    from s1.evaluation.grader import grade
-
-    groups: list[list] = []  # [representative, count]
-    for a in answers:
-        if a is None:
-            continue
-        for g in groups:
-            if a == g[0] or grade(a, g[0], kind):
-                g[1] += 1
-                break
-        else:
-            groups.append([a, 1])
-    if not groups:
-        return None
-    best = max(range(len(groups)), key=lambda i: (groups[i][1], -i))  # count, then earliest group
-    return groups[best][0]
+def compute_tokens(r: dict) -> int:
+    """A run's test-time compute: its thinking tokens; for a plain-chat run (--no-think, no thinking
+    phase: the record carries `plain`) its output tokens, as the paper's parallel-scaling curve of
+    Qwen2.5-32B-Instruct counts them."""
+    if r.get("plain") and r.get("output_tokens") is not None:
+        return int(r["output_tokens"])
+    return r["thinking_tokens"]
 
 
 def counts_as_correct(r: dict) -> bool:
@@ -127,7 +121,7 @@ def point_stats(records: list[dict], a_min: float | None = None, a_max: float | 
         raise ValueError("a point with no runs")
     n = len(records)
     counted = [r for r in records if r.get("rs_accepted", True) is not False]
-    compute = sum(r["thinking_tokens"] for r in counted) / len(counted) if counted else 0.0
+    compute = sum(compute_tokens(r) for r in counted) / len(counted) if counted else 0.0
     ok = within_limits(compute, a_min, a_max) if counted else None
     out = {
         "runs": n,
@@ -145,18 +139,26 @@ def point_stats(records: list[dict], a_min: float | None = None, a_max: float | 
     }
     if any("rs_accepted" in r for r in records):
         out["mean_attempts"] = sum(r.get("attempts", 1) for r in records) / n
+        out["max_attempts_used"] = max(r.get("attempts", 1) for r in records)
         out["never_fit"] = n - len(counted)
+    if any(r.get("plain") for r in records):
+        out["compute_of"] = "output tokens"     # plain chat: no thinking phase
+    clipped = [r["context_thinking_limit"] for r in records if r.get("budget_clipped")]
+    if clipped:   # the budget was more than the context holds: the context stopped these runs
+        out["clipped_runs"] = len(clipped)
+        out["context_thinking_limit"] = max(clipped)
     return out
 
 
 def majority_curve(records: list[dict], ks: list[int] | None = None) -> list[dict]:
     """majority@k for one point's records (which carry `sample`, `qid`, `thinking_tokens` and the
     grading stage's `vote_group` / `vote_correct`): uses samples 0..k-1 of each question; the
-    largest group wins, a tie goes to the group drawn first. Default ks: 1, 2, 4, ... K. Records
-    without vote groups (bare records) are grouped here first, by the rule grader."""
+    largest group wins, a tie goes to the group drawn first. Default ks: 1, 2, 4, ... K. Grades
+    nothing: records without vote groups are refused (group them first with
+    s1/evaluation/grading.py::group_votes)."""
     if any("vote_group" not in r for r in records):
-        from s1.evaluation.grading import group_votes
-        records = group_votes([dict(r) for r in records], "rules")
+        raise ValueError("majority_curve counts the grading stage's vote groups: run "
+                         "s1.evaluation.grading.group_votes (or grade_records) on the records first")
     by_q: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_q[r["qid"]].append(r)
@@ -183,7 +185,7 @@ def majority_curve(records: list[dict], ks: list[int] | None = None) -> list[dic
                 order = list(count)
                 best = max(range(len(order)), key=lambda i: (count[order[i]], -i))
                 correct += bool(verdict[order[best]])
-            compute += sum(r["thinking_tokens"] for r in first)
+            compute += sum(compute_tokens(r) for r in first)
         out.append({"k": k, "accuracy": 100.0 * correct / len(by_q), "compute": compute / len(by_q)})
     return out
 

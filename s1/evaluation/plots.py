@@ -10,6 +10,8 @@ What a reader sees, without the code:
 - the small number next to each point is the setting's cap on thinking tokens ("auto": the cap
   from the context, "none": uncapped; "+2W": two forced "Wait" extensions; "k=4": majority of 4
   votes; short / long / default: class-conditional prompts); the caption under the axes says so;
+- a budget above what the context holds (the context stopped the thinking, not the budget) is
+  ringed in red and its label ends in "*";
 - labels are placed so that they do not overlap each other.
 Uses the Agg backend (no display).
 """
@@ -33,8 +35,10 @@ def point_tag(r: dict) -> str:
         return f"k={r['k']}"
     if r.get("method") == "ccc":
         return r.get("variant") or "ccc"
+    if r.get("thinking") is False:
+        return "no think"
     cap = "none" if r["max_thinking_tokens"] is None else str(r["max_thinking_tokens"])
-    return cap + (f"+{r['num_wait']}W" if r.get("num_wait") else "")
+    return cap + (f"+{r['num_wait']}W" if r.get("num_wait") else "") + ("*" if r.get("clipped_runs") else "")
 
 
 def _series(summary: dict) -> list[dict]:
@@ -42,7 +46,8 @@ def _series(summary: dict) -> list[dict]:
     for method in summary["methods"]:
         rows = sorted((r for r in summary["points"] if r["method"] == method), key=lambda r: r["compute"])
         out.append({"label": method, "x": [r["compute"] for r in rows], "y": [r["accuracy"] for r in rows],
-                    "tags": [point_tag(r) for r in rows], "style": dict(marker="o")})
+                    "tags": [point_tag(r) for r in rows], "style": dict(marker="o"),
+                    "clipped": [bool(r.get("clipped_runs")) for r in rows]})
     # Majority voting curves of a sweep with several samples per point: at most 3 (the last points).
     rows = {r["name"]: r for r in summary["points"]}
     for name, maj in list(summary.get("majority", {}).items())[-3:]:
@@ -65,8 +70,15 @@ def draw_scaling(summary: dict, title: str | None = None):
     xs = [x for s in series for x in s["x"]]
     positive = [x for x in xs if x > 0]
     has_zero = any(x <= 0 for x in xs)
+    any_clipped = False
     for s in series:
         ax.plot(s["x"], s["y"], label=s["label"], **s["style"])
+        cx = [(x, y) for x, y, c in zip(s["x"], s["y"], s.get("clipped", [])) if c]
+        if cx:   # budgets above what the context holds: ringed in red
+            any_clipped = True
+            ax.scatter([x for x, _ in cx], [y for _, y in cx], s=140, facecolors="none", edgecolors="red",
+                       linewidths=1.2, zorder=5, label="budget clipped by the context" if not any(
+                           t.get_label() == "budget clipped by the context" for t in ax.collections) else None)
     if positive and (has_zero or max(positive) / min(positive) > 1.5):
         if has_zero:   # linear from 0 to the smallest positive value, log2 above it
             ax.set_xscale("symlog", base=2, linthresh=min(positive), linscale=0.5)
@@ -82,6 +94,11 @@ def draw_scaling(summary: dict, title: str | None = None):
              "none: uncapped; +nW: n forced \"Wait\"s; k=: majority of k votes)."]
     if majority:
         notes.append("Majority@k: x is the total thinking tokens of its k samples.")
+    if any(r.get("compute_of") == "output tokens" for r in summary["points"]):
+        notes.append("Plain chat (no thinking phase): x counts its output tokens.")
+    if any_clipped:
+        notes.append("* / red ring: the budget is more than the context holds, so the context, not the budget, "
+                     "stopped the thinking (see summary.md).")
     if has_zero:
         notes.append("x = 0: no thinking at all (the axis is linear from 0 to the first point above 0).")
     caption = "\n".join(textwrap.fill(n, 120) for n in notes)

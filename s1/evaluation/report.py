@@ -29,7 +29,6 @@ from collections import defaultdict
 
 from s1.common.jsonl import read_jsonl, write_jsonl
 from s1.evaluation import metrics
-from s1.evaluation.grading import score_record  # noqa: F401  (graded there; re-exported for callers)
 
 OUTPUT_FILES = ("config.json", "samples.jsonl", "summary.json", "summary.md", "scaling.png", "timing.json")
 
@@ -66,16 +65,25 @@ def summarize(records: list[dict], points: list[dict], meta: dict) -> dict:
     for p in points:
         if not by_point.get(p["name"]):
             raise ValueError(f"no runs recorded for point {p['name']!r}")
-    ccc_bound = next((metrics.point_stats(by_point[p["name"]])["mean_thinking_tokens"]
-                      for p in points if _is_reference(p)), None)
+    # one pass per point: its stats (or its majority curve), reused by every table below
+    stats: dict[str, dict] = {}
+    ref = next((p for p in points if _is_reference(p)), None)
+    if ref is not None:
+        stats[ref["name"]] = metrics.point_stats(by_point[ref["name"]])
+    ccc_bound = stats[ref["name"]]["mean_thinking_tokens"] if ref is not None else None
+    several = meta.get("samples", 1) > 1
+    curves = {p["name"]: metrics.majority_curve(by_point[p["name"]]) for p in points
+              if p["method"] == "majority" or several}
     rows, limits = [], {}
     for p in points:
         rs = by_point[p["name"]]
         limits[p["name"]] = a_min, a_max = point_limits(p, rs, ccc_bound)
         if p["method"] == "majority":
-            rows += majority_rows(p, rs, a_min, a_max)
+            rows += majority_rows(p, rs, a_min, a_max, curves[p["name"]])
         else:
-            rows.append(p | metrics.point_stats(rs, a_min, a_max) | ({"reference": True} if _is_reference(p) else {}))
+            if p["name"] not in stats or (a_min, a_max) != (None, None):
+                stats[p["name"]] = metrics.point_stats(rs, a_min, a_max)
+            rows.append(p | stats[p["name"]] | ({"reference": True} if _is_reference(p) else {}))
     methods = {}
     for m in dict.fromkeys(p["method"] for p in points):
         mrows = [r for r in rows if r["method"] == m and not r.get("reference")]
@@ -90,10 +98,10 @@ def summarize(records: list[dict], points: list[dict], meta: dict) -> dict:
     summary = dict(meta) | {"points": rows, "methods": methods}
     if ccc_bound is not None:
         summary["ccc_bound"] = ccc_bound
-    if meta.get("samples", 1) > 1:
+    if several:
         maj = {}
         for p in points:
-            curve = metrics.majority_curve(by_point[p["name"]])
+            curve = curves[p["name"]]
             xy = [(c["compute"], c["accuracy"]) for c in curve]
             maj[p["name"]] = {"curve": curve, "scaling": metrics.scaling([(x, y) for x, y in xy if x > 0]),
                               "performance": metrics.performance(xy)}
@@ -101,14 +109,14 @@ def summarize(records: list[dict], points: list[dict], meta: dict) -> dict:
     return summary
 
 
-def majority_rows(point: dict, records: list[dict], a_min=None, a_max=None) -> list[dict]:
+def majority_rows(point: dict, records: list[dict], a_min=None, a_max=None, curve=None) -> list[dict]:
     """One summary row per k of a majority point: accuracy of the majority answer of samples
     0..k-1 (s1/evaluation/metrics.py: grader-equivalence groups, ties -> first drawn), compute = mean over
     questions of the total thinking tokens of those k samples, mean_thinking_tokens = per sample
     (what Control checks against the point's cap)."""
     K = min(sum(1 for r in records if r["qid"] == q) for q in {r["qid"] for r in records})
     rows = []
-    for c in metrics.majority_curve(records):
+    for c in (metrics.majority_curve(records) if curve is None else curve):
         used = [r for r in records if r["sample"] < c["k"]]
         stats = metrics.point_stats(used, a_min, a_max)
         rows.append(point | stats | {
@@ -146,7 +154,7 @@ def _limits(r: dict) -> str:
 def _setting(r: dict) -> str:
     s = r.get("variant", "") + (f" k={r['k']}" if "k" in r else "")
     if "mean_attempts" in r:
-        s += f"; {r['mean_attempts']:.1f} tries/question, {r['never_fit']} never fit"
+        s += f"; {r['mean_attempts']:.1f} tries/question (max {r['max_attempts_used']}), {r['never_fit']} never fit"
     return s.strip() or "-"
 
 
@@ -159,6 +167,10 @@ def summary_markdown(summary: dict) -> str:
              "Control | Control (runs) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary["points"]:
         cap = "none" if r["max_thinking_tokens"] is None else r["max_thinking_tokens"]
+        if r.get("thinking") is False:
+            cap = "no thinking"
+        if r.get("clipped_runs"):
+            cap = f"{cap} (clipped: {_fmt(r['context_thinking_limit'], digits=0)})"
         lines.append(f"| {r['method']} | {cap} | {r['num_wait']} | {_setting(r)} | {r['accuracy']:.1f} | "
                      f"{r['mean_thinking_tokens']:.1f} | {r['compute']:.1f} | {_limits(r)} | "
                      f"{_fmt(r['control'], pct=True, digits=0)} | {_fmt(r['control_runs'], pct=True)} |")
@@ -183,7 +195,25 @@ def summary_markdown(summary: dict) -> str:
         notes.append(f"Graders on {m['task']}: rule grader vs Math-Verify: agree on {m['agree']}/{m['records']} "
                      f"({100 * m['agreement']:.1f}%); rules-only {m['rules_only']}, "
                      f"Math-Verify-only {m['mathverify_only']}.")
+    if any(r.get("compute_of") == "output tokens" for r in summary["points"]):
+        notes.append("Plain chat (--no-think): no thinking phase; its mean thinking tokens and compute are "
+                     "output tokens.")
+    clipped = [r for r in summary["points"] if r.get("clipped_runs")]
+    if clipped:
+        notes.append("Clipped budgets: " + "; ".join(
+            f"{r['name']}: {r['clipped_runs']}/{r['runs']} runs had more budget than the context holds (at most "
+            f"{_fmt(r['context_thinking_limit'], digits=0)} thinking tokens), so the context stopped them"
+            for r in clipped) + ". Their points measure the context, not the budget.")
     lines += [""] + notes
+    tries = [r for r in summary["points"] if "mean_attempts" in r]
+    if tries:
+        lines += ["", "| rejection sampling budget | tries per question (mean) | tries (max) | never fit | "
+                      "accepted samples' mean thinking tokens | accuracy % |", "|---|---|---|---|---|---|"]
+        for r in tries:
+            lines.append(f"| {r['max_thinking_tokens']} | {r['mean_attempts']:.1f} | {r['max_attempts_used']} | "
+                         f"{r['never_fit']} | {r['mean_thinking_tokens']:.1f} | {r['accuracy']:.1f} |")
+        lines += ["", "s1 needed 655, 97, 8, 3, 2 and 1 tries per question on average at budgets 3500, 4000, "
+                      "5000, 6000, 8000 and 16000 (s1-32B, AIME24)."]
     if "majority" in summary:
         lines += ["", "| majority voting at point | k | accuracy % | compute (total thinking tokens) |",
                   "|---|---|---|---|"]

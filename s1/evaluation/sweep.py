@@ -24,10 +24,19 @@ shown to the model and the engine's budget-forcing settings:
   ccc             the short and long thinking prompts, plus the bare question ("default") whose
                   mean thinking tokens is their bound: short should stay at or below it, long at
                   or above it (a fixed bound replaces the default run)
-  rs              rejection sampling: temperature 1, thinking capped at N; a sample that reached
-                  the cap (did not end its thinking by itself within N tokens) is rejected and the
-                  question sampled again, up to max_attempts
+  rs              rejection sampling (s1's): temperature 1, thinking capped at N; a sample that
+                  reached the cap (did not end its thinking by itself within N tokens) is rejected
+                  and the question sampled again until one fits (no limit, as s1; --max-tries caps
+                  it and a question that never fit counts as wrong). Later rounds resample only the
+                  questions not yet accepted, several tries each when few are left; the summary
+                  reports the tries per question (mean, max) of every budget
   majority        K samples per question at one budget (with extensions), voted for k = 1, 2, 4..K
+  plain           --no-think: the plain chat prompt (no thinking start), generated without a
+                  thinking phase (Table 1's Qwen2.5-32B-Instruct row); majority votes over plain
+                  samples with --no-think too
+A thinking budget above what the context holds (s1's "auto" rule for the prompt) cannot act: the
+sweep warns once per budget and marks those records `budget_clipped` (with the context's
+`context_thinking_limit`); summary and plot mark the points.
 The prompt-only methods (tcc, scc, ccc) run under the engine's "auto" cap, as s1's runs did; their
 stated budget is only the limit Control measures against.
 """
@@ -43,8 +52,8 @@ from typing import Callable
 
 from s1.common.jsonl import JsonlAppender, read_jsonl
 from s1.evaluation import methods
-from s1.evaluation.grading import group_votes
-from s1.evaluation.report import meta_of, score_record, summarize, write_outputs
+from s1.evaluation.grading import group_votes, score_record
+from s1.evaluation.report import meta_of, summarize, write_outputs
 from s1.evaluation.tasks import TaskItem, choice_options
 
 AUTO = "auto"
@@ -109,10 +118,13 @@ class EvalPoint:
     variant: str = ""
     samples: int = 1
     temperature: float | None = None
-    max_attempts: int = 1
+    max_attempts: int | None = 1          # rs: tries per question; None = until the thinking fits (s1)
+    thinking: bool = True                 # False: plain chat, no thinking phase (--no-think)
 
     @property
     def name(self) -> str:
+        if not self.thinking:
+            return f"{self.method}/no-think" + (f"/{self.variant}" if self.variant else "")
         cap = "none" if self.max_thinking_tokens is None else str(self.max_thinking_tokens)
         s = f"{self.method}/max={cap}/wait={self.num_wait}"
         s += f"/min={self.min_thinking_tokens}" if self.min_thinking_tokens else ""
@@ -174,7 +186,16 @@ def rejection_sampling(question: str, point: EvalPoint) -> tuple[str, dict]:
 
 
 def majority(question: str, point: EvalPoint) -> tuple[str, dict]:
-    return question, _forcing(point)
+    return question, _forcing(point) if point.thinking else dict(_NO_THINKING)
+
+
+def plain(question: str, point: EvalPoint) -> tuple[str, dict]:
+    return question, dict(_NO_THINKING)
+
+
+# --no-think: no thinking phase at all (the prompt is the plain chat prompt; the engine generates
+# without thinking rules, RequestRules.thinking=False)
+_NO_THINKING = {"max_thinking_tokens": None, "min_thinking_tokens": 0, "num_wait": 0}
 
 
 # The one list of methods (`s1 eval --methods`), in the order reports list them:
@@ -188,18 +209,22 @@ METHODS: dict[str, Callable[[str, EvalPoint], tuple[str, dict]]] = {
     "ccc": class_conditional,
     "rs": rejection_sampling,
     "majority": majority,
+    "plain": plain,
 }
+# the methods a --no-think sweep can run (budget_forcing becomes "plain": nothing to force)
+NO_THINK_METHODS = ("plain", "majority")
 
 
 @dataclasses.dataclass(frozen=True)
 class MethodOptions:
     """Settings of the methods other than budget forcing (CLI: --step-tokens, --ccc-bound, --rs-*,
-    --majority-*). Defaults are s1's runs: rejection sampling at temperature 1 (s1 resamples
-    without limit; 64 attempts here), majority voting over 64 samples at temperature 1."""
+    --max-tries, --majority-*). Defaults are s1's runs: rejection sampling at temperature 1 until
+    the thinking fits (rs_max_attempts None: no limit, as s1), majority voting over 64 samples at
+    temperature 1."""
 
     step_tokens: int = methods.DEFAULT_STEP_TOKENS
     ccc_bound: int | None = None             # None: the mean thinking tokens of the ccc default run
-    rs_max_attempts: int = 64
+    rs_max_attempts: int | None = None       # None: resample until the thinking fits (s1)
     rs_temperature: float = 1.0
     majority_k: int = 64
     majority_budget: int | str | None = AUTO
@@ -208,19 +233,41 @@ class MethodOptions:
 
 
 def make_points(methods_: list[str], budgets: list[int | str | None], num_waits: list[int],
-                min_thinking_tokens: int = 0, opts: MethodOptions | None = None) -> list[EvalPoint]:
+                min_thinking_tokens: int = 0, opts: MethodOptions | None = None,
+                thinking: bool = True) -> list[EvalPoint]:
     """Sweep points. budget_forcing crosses every budget with num_waits; tcc+bf and scc+bf cross the
     numeric budgets with num_waits; tcc, scc and rs take the numeric budgets ("auto" and "none"
     state no number); ccc has the points default, short and long (short and long only, with
-    opts.ccc_bound); majority is one K-sample point (expanded to k = 1, 2, 4..K in summaries)."""
+    opts.ccc_bound); majority is one K-sample point (expanded to k = 1, 2, 4..K in summaries).
+
+    thinking=False (--no-think): plain chat, no thinking phase; budget_forcing (or plain) becomes
+    the one point "plain" and majority votes over K plain samples; budgets, extensions and the
+    other methods have nothing to act on and are refused."""
     opts = opts or MethodOptions()
     for m in methods_:
         if m not in METHODS:
             raise ValueError(f"--methods: unknown method {m!r}; known: {', '.join(METHODS)}")
-    for flag, v in (("--step-tokens", opts.step_tokens), ("--rs-max-attempts", opts.rs_max_attempts),
+    for flag, v in (("--step-tokens", opts.step_tokens), ("--max-tries", opts.rs_max_attempts),
                     ("--majority-k", opts.majority_k)):
-        if v < 1:
+        if v is not None and v < 1:
             raise ValueError(f"{flag} must be >= 1, got {v}")
+    if not thinking:
+        bad = [m for m in methods_ if m not in NO_THINK_METHODS + ("budget_forcing",)]
+        if bad:
+            raise ValueError(f"--no-think: --methods {', '.join(bad)} needs a thinking phase; plain chat runs "
+                             "budget_forcing (as the one point 'plain') and majority")
+        if any(b is not None for b in budgets) or any(num_waits) or min_thinking_tokens:
+            raise ValueError("--no-think: no thinking phase, so no --budgets, --num-wait or --min-thinking-tokens")
+        pts = []
+        for m in dict.fromkeys("plain" if m == "budget_forcing" else m for m in methods_):
+            if m == "plain":
+                pts.append(EvalPoint("plain", thinking=False))
+            else:
+                pts.append(EvalPoint(m, None, 0, 0, f"K={opts.majority_k}", samples=opts.majority_k,
+                                     temperature=opts.majority_temperature, thinking=False))
+        return pts
+    if "plain" in methods_:
+        raise ValueError("--methods plain is plain chat without a thinking phase: add --no-think")
     if opts.majority_num_wait < 0:
         raise ValueError(f"--majority-num-wait must be >= 0, got {opts.majority_num_wait}")
     numeric = [b for b in budgets if isinstance(b, int)]
@@ -243,8 +290,12 @@ def make_points(methods_: list[str], budgets: list[int | str | None], num_waits:
             pts += [EvalPoint(m, b, variant=f"steps={methods.steps_for_budget(b, opts.step_tokens)}")
                     for b in numeric]
         elif m == "rs":
-            pts += [EvalPoint(m, b, temperature=opts.rs_temperature, max_attempts=opts.rs_max_attempts,
-                              variant=f"attempts<={opts.rs_max_attempts}") for b in numeric]
+            if 0 in numeric:
+                raise ValueError("--methods rs: budget 0 can never fit (a sample fits when its thinking ends "
+                                 "by itself in fewer tokens than the budget)")
+            cap = opts.rs_max_attempts
+            pts += [EvalPoint(m, b, temperature=opts.rs_temperature, max_attempts=cap,
+                              variant="" if cap is None else f"attempts<={cap}") for b in numeric]
         elif m == "ccc":
             if opts.ccc_bound is None:
                 pts += [EvalPoint(m, variant="default"), EvalPoint(m, variant="short"),
@@ -303,6 +354,8 @@ def build_requests(items: list[TaskItem], points: list[EvalPoint], samples: int,
                     "engine_max_thinking_tokens": kw.get("max_thinking_tokens"),
                     "num_wait": kw.get("num_wait", 0),
                 })
+                if not point.thinking:     # plain chat: compute is counted in output tokens
+                    stubs[-1]["plain"] = True
                 if item.kind == "choice":  # lets the grader map an answer naming an option's text
                     stubs[-1]["choices"] = choice_options(item.question)
                     stubs[-1]["question"] = item.question   # what s1's GPQA judge is shown
@@ -328,12 +381,92 @@ def output_fields(out) -> dict:
 def rs_fits(rec: dict) -> bool:
     """A rejection-sampling sample is accepted when its thinking ended by itself within the budget
     N: fewer than N thinking tokens (at N the engine forced the end: s1's vLLM call with max_tokens
-    N stopped "length" there and the sample was drawn again)."""
-    return rec["finish_reason"] != "error" and rec["thinking_tokens"] < rec["max_thinking_tokens"]
+    N stopped "length" there and the sample was drawn again). A sample the context cut inside its
+    thinking (a budget above what the context holds: finish "length" with no answer) did not end
+    its thinking either."""
+    if rec["finish_reason"] == "error" or rec["thinking_tokens"] >= rec["max_thinking_tokens"]:
+        return False
+    return not (rec["finish_reason"] == "length" and not rec.get("answer_text"))
 
 
 def _key(r: dict) -> tuple:
     return r["qid"], r["point"], r["sample"]
+
+
+def _sweep_thinking(points: list[EvalPoint]) -> bool:
+    """True for a thinking sweep, False for a --no-think one (a sweep is one or the other: the
+    engine call renders all its prompts one way)."""
+    kinds = {p.thinking for p in points}
+    if len(kinds) > 1:
+        raise ValueError("a sweep cannot mix thinking points and --no-think (plain chat) points")
+    return kinds.pop() if kinds else True
+
+
+def render_chat_prompt(tokenizer, question: str) -> str:
+    """The plain chat prompt of --no-think (s1/infer/cli.py::render_chat_prompt)."""
+    from s1.infer.cli import render_chat_prompt as render
+    return render(tokenizer, question)
+
+
+def context_limit(llm) -> int | None:
+    """Tokens one sequence may hold in the engine (context, or the whole KV cache if smaller);
+    None for engines that do not say (test doubles)."""
+    n = getattr(getattr(llm, "scheduler", None), "max_len", None) or getattr(llm, "max_model_len", None)
+    return n if isinstance(n, int) and not isinstance(n, bool) else None
+
+
+def context_clipping(llm, sent: list, params: list, stubs: list[dict], gen_kw: dict,
+                     log: Callable[[str], None]) -> dict[int, int]:
+    """Requests whose thinking budget is more than the context holds -> the most thinking tokens the
+    context leaves them (s1's "auto" rule for this prompt: context - prompt - forced end - 100).
+    Such a budget never acts: the context stops the thinking first (a 4K-context model at budgets
+    8000 and 16000 runs as at "auto"). Warns once per budget; the caller marks the records."""
+    ctx = context_limit(llm)
+    tok = getattr(llm, "tokenizer", None)
+    if ctx is None or tok is None or not hasattr(llm, "prompt_length"):
+        return {}
+    from s1.infer.engine import AUTO_MARGIN
+
+    plen: dict = {}
+    end_len: dict = {}
+    out: dict[int, int] = {}
+    by_budget: dict[int, list[tuple[int, int]]] = {}
+    for i, (prompt, p) in enumerate(zip(sent, params)):
+        cap = getattr(p, "max_thinking_tokens", None)
+        if not isinstance(cap, int) or isinstance(cap, bool):
+            continue
+        if prompt not in plen:
+            try:
+                plen[prompt] = llm.prompt_length(prompt, **gen_kw)
+            except ValueError:   # the engine reports a bad prompt in its output
+                plen[prompt] = None
+        end = p.end_thinking
+        if end not in end_len:
+            end_len[end] = len(tok.encode(end[1:] if end.startswith("\n") else end))
+        if plen[prompt] is None:
+            continue
+        room = max(0, ctx - plen[prompt] - end_len[end] - AUTO_MARGIN)
+        if cap > room:
+            out[i] = room
+            by_budget.setdefault(cap, []).append((i, room))
+    for cap, hits in sorted(by_budget.items()):
+        rooms = [r for _, r in hits]
+        points = sorted({stubs[i]["point"] for i, _ in hits})
+        log(f"warning: thinking budget {cap} is more than the context holds: with {ctx} tokens of context "
+            f"the prompt, the forced end and s1's {AUTO_MARGIN}-token answer margin leave "
+            f"{min(rooms)}-{max(rooms)} thinking tokens, so the context, not the budget, stops the thinking "
+            f"of {len(hits)} run(s) ({', '.join(points[:3])}{', ...' if len(points) > 3 else ''}); they are "
+            "marked budget_clipped in samples.jsonl and clipped in the summary and plot "
+            "(--max-model-len or a longer-context model lifts the limit)")
+    return out
+
+
+def _rs_progress(n: int, progress: bool):
+    """The progress bar of rejection sampling's later rounds (None without progress)."""
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=n, desc="rejection sampling (accepted)", unit="sample", file=sys.stderr, dynamic_ncols=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -397,7 +530,7 @@ def _quiet(msg: str) -> None:
 def run_eval(llm, items: list[TaskItem], points: list[EvalPoint], *, samples: int = 1, temperature: float = 0.0,
              seed: int = 0, base_params: dict | None = None, out_dir: str | None = None, task: str = "?",
              model: str = "?", sampling_params_cls=None, resume: bool = False, progress: bool = True,
-             log: Callable[[str], None] = _log, dp=None) -> dict | None:
+             log: Callable[[str], None] = _log, dp=None, rs_batch: int | None = None) -> dict | None:
     """Generate every request (one batched engine call, plus one per rejection-sampling round),
     writing each record as its request finishes; score, summarize and write the outputs.
 
@@ -455,58 +588,111 @@ def run_eval(llm, items: list[TaskItem], points: list[EvalPoint], *, samples: in
     n_todo = len(todo)
     if dp is not None and dp.size > 1:
         todo = dp.shard(todo)
-    max_attempts = {p.name: p.max_attempts for p in points if p.method == "rs"}
+    rs_points = {p.name: p for p in points if p.method == "rs"}
     log(f"eval {task}: {len(items)} questions x {len(points)} points = {len(prompts)} requests"
         + (f"; {len(records)} finished earlier (--resume), {n_todo} to run" if resume else "")
         + (f" over {dp.size} data-parallel engines (interleaved shares)" if dp is not None and dp.size > 1
            else " in one batch"))
+    thinking = _sweep_thinking(points)
+    # what the engine is sent: the question (rendered by the engine with the thinking start), or
+    # for --no-think the plain chat prompt, passed raw (no thinking rules: plain generation)
+    sent = prompts if thinking else [render_chat_prompt(llm.tokenizer, q) for q in prompts]
+    gen_raw = {} if thinking else {"raw": True}
+    clipped = context_clipping(llm, sent, params, stubs, gen_raw, log)
+    for i, lim in clipped.items():
+        stubs[i] = stubs[i] | {"budget_clipped": True, "context_thinking_limit": lim}
 
-    def finish(i: int, out, attempt: int, earlier_tts: list[int]) -> list[int] | None:
-        """Score and write request i's output; for a rejected rs sample that may try again,
-        return the thinking tokens of its attempts so far instead."""
-        rec = score_record(stubs[i] | output_fields(out))
-        if rec["point"] in max_attempts:
-            tts = earlier_tts + [rec["thinking_tokens"]]
-            rec.update(attempts=attempt, attempt_thinking_tokens=tts, rs_accepted=rs_fits(rec))
-            if not rec["rs_accepted"] and attempt < max_attempts[rec["point"]]:
-                return tts
+    def finish(i: int, out, extra: dict | None = None) -> None:
+        """Score and write request i's record (rs: with its tries)."""
+        rec = score_record(stubs[i] | output_fields(out) | (extra or {}))
         records[_key(rec)] = rec
         new_records.append(rec)
         if appender is not None:
             appender.write(rec)
-        return None
+
+    def attempt_params(i: int, a: int):
+        if a == 1:
+            return params[i]
+        return dataclasses.replace(params[i], seed=request_seed(
+            seed, stubs[i]["qid"], f"{stubs[i]['point']}/attempt={a}", stubs[i]["sample"]))
 
     t0 = time.perf_counter()
     rounds, generated, out_tokens = 0, 0, 0
-    pending = [(i, 1, []) for i in todo]       # (request, attempt, thinking tokens of earlier attempts)
+    # rejection sampling (s1's: resample at temperature 1 until the thinking fits, no limit unless
+    # --max-tries): attempt a of request i has its own seed, so a request's tries do not depend on
+    # how they are batched. Round 1 runs every request once; each later round runs only the rs
+    # requests not yet accepted, several attempts each when few are left (the batch is filled:
+    # width = free slots / requests left, never past --max-tries), and accepts the FIRST attempt
+    # that fits, as a one-at-a-time loop would: its index is the request's number of tries.
+    slots = max(1, int(rs_batch or getattr(getattr(llm, "engine", None), "max_num_seqs", None) or 1))
+    rs_state: dict[int, list[int]] = {}        # request -> thinking tokens of its rejected tries so far
+    pending = [(i, 1, 1) for i in todo]        # (request, first attempt, attempts in this round)
     # s1's "auto" cap subtracts the longest prompt of the whole sweep: fixed here, so a resumed run
     # or a rejection-sampling round (which run subsets) resolves it exactly as one call would
-    gen_kw = {}
+    gen_kw = dict(gen_raw)
     if hasattr(llm, "prompt_length") and any(getattr(p, "max_thinking_tokens", None) == "auto" for p in params):
-        gen_kw["auto_prompt_len"] = max(llm.prompt_length(q) for q in set(prompts))
+        gen_kw["auto_prompt_len"] = max(llm.prompt_length(q, **gen_raw) for q in set(sent))
+    bar = None
     try:
         while pending:
             rounds += 1
-            batch_params = [params[i] if a == 1 else dataclasses.replace(params[i], seed=request_seed(
-                seed, stubs[i]["qid"], f"{stubs[i]['point']}/attempt={a}", stubs[i]["sample"]))
-                for i, a, _ in pending]
-            if rounds > 1:
-                log(f"rejection sampling: round {rounds} for {len(pending)} sample(s) over their budget")
+            flat = [(i, a) for i, a0, w in pending for a in range(a0, a0 + w)]
+            got: dict[int, dict[int, object]] = {}
+            want = {i: w for i, _, w in pending}
             retry = []
+
+            def resolve(i: int) -> None:
+                """All of request i's attempts of this round are in: accept the first that fits."""
+                tts = rs_state.setdefault(i, [])
+                cap = rs_points[stubs[i]["point"]].max_attempts
+                for a in sorted(got[i]):
+                    out = got[i][a]
+                    tts.append(int(getattr(out, "num_thinking_tokens", 0)))
+                    fits = rs_fits(stubs[i] | output_fields(out))
+                    failed = getattr(out, "finish_reason", None) == "error"   # would fail on every try
+                    if fits or failed or (cap is not None and a >= cap):
+                        finish(i, out, {"attempts": a, "attempt_thinking_tokens": list(tts), "rs_accepted": fits})
+                        del rs_state[i]
+                        if bar is not None:
+                            bar.update(1)
+                        return
+                retry.append(i)
 
             def on_output(j: int, out) -> None:
                 nonlocal generated, out_tokens
                 generated += 1
                 out_tokens += len(getattr(out, "output_token_ids", None) or [])
-                i, a, tts = pending[j]
-                again = finish(i, out, a, tts)
-                if again is not None:
-                    retry.append((i, a + 1, again))
+                i, a = flat[j]
+                if stubs[i]["point"] not in rs_points:
+                    finish(i, out)
+                    return
+                got.setdefault(i, {})[a] = out
+                if len(got[i]) == want[i]:
+                    resolve(i)
 
-            llm.generate([prompts[i] for i, _, _ in pending], batch_params, use_tqdm=progress,
-                         on_output=on_output, **gen_kw)          # every output comes through on_output
-            pending = sorted(retry)
+            llm.generate([sent[i] for i, _ in flat], [attempt_params(i, a) for i, a in flat],
+                         use_tqdm=progress and rounds == 1, on_output=on_output, **gen_kw)
+            if not retry:
+                break
+            nxt = {i: a0 + w for i, a0, w in pending}
+            width = max(1, slots // len(retry))
+            pending = []
+            for i in sorted(retry):
+                cap = rs_points[stubs[i]["point"]].max_attempts
+                w = width if cap is None else max(1, min(width, cap - nxt[i] + 1))
+                pending.append((i, nxt[i], w))
+            if bar is None:
+                bar = _rs_progress(len(retry), progress)
+            tries = [len(rs_state[i]) for i in retry]
+            status = (f"round {rounds + 1}: {len(retry)} sample(s) still over their budget after "
+                      f"{min(tries)}-{max(tries)} tries; drawing {sum(w for _, _, w in pending)} samples")
+            if bar is not None and hasattr(bar, "set_postfix_str"):
+                bar.set_postfix_str(status, refresh=True)
+            else:
+                log(f"rejection sampling: {status}")
     finally:
+        if bar is not None and hasattr(bar, "close"):
+            bar.close()
         if appender is not None:
             appender.close()
     if dp is not None and dp.size > 1:
@@ -528,6 +714,14 @@ def run_eval(llm, items: list[TaskItem], points: list[EvalPoint], *, samples: in
     errors = [r for r in final if r["finish_reason"] == "error"]
     if errors:  # kept in the results (scored as wrong) but never silent
         log(f"warning: {len(errors)} request(s) failed in the engine, e.g. {errors[0]['error']}")
+    for name, p in rs_points.items():
+        rs = [r for r in final if r["point"] == name]
+        tries = [r.get("attempts", 1) for r in rs]
+        never = sum(r.get("rs_accepted") is False for r in rs)
+        if rs:
+            log(f"rejection sampling {name}: {sum(tries) / len(tries):.1f} tries per question on average, "
+                f"at most {max(tries)}" + (f"; {never} question(s) did not fit within --max-tries "
+                                           f"{p.max_attempts} and count as wrong" if never else ""))
     group_votes(final, "rules")   # records -> grades (scored as each finished) -> metrics -> report
     summary = summarize(final, config["points"], meta_of(config))
     timing = {"requests": len(prompts), "generated": generated, "finished_earlier": len(prompts) - n_todo,

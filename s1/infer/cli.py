@@ -5,7 +5,8 @@
 
 --prompt / each "prompt" field of --prompts is a user question, rendered with the checkpoint's chat
 template (else the built-in s1 format) and the thinking start "<|im_start|>think"; --raw passes it
-unchanged. stdout (the default --out) carries only JSON lines; progress and the summary go to
+unchanged; --no-think renders it as plain chat (the template without the thinking start) and the
+model answers without a thinking phase. stdout (the default --out) carries only JSON lines; progress and the summary go to
 stderr. Every record is written (and flushed) as soon as its request finishes, so an interrupted
 run (Ctrl-C) keeps what finished; a complete run leaves --out in prompt order. Fields: index (the
 prompt's line, from 0), id (when the input line had one), seed (with --seed), prompt (as given),
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--prompts", metavar="FILE", help='JSONL file, one {"prompt": ..., "id": optional} per line')
     io.add_argument("--raw", action="store_true",
                     help="prompts are already rendered: pass them unchanged (no chat template, no thinking start)")
+    io.add_argument("--no-think", action="store_true",
+                    help="plain chat: the chat template's prompt without the thinking start, generated with no "
+                         "thinking phase (how s1 ran Qwen2.5-32B-Instruct); no budget-forcing flags")
     io.add_argument("--system-prompt", default=None,
                     help="system message of the chat template (default: the template's own, for Qwen2.5 "
                          "'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.')")
@@ -150,8 +154,32 @@ def check_args(a: argparse.Namespace) -> None:
                f"this launch has {world} processes (WORLD_SIZE); {PROG} runs one engine over all of them: "
                f"give --tensor-parallel {world} (data parallelism is `s1 eval`'s)")
         bad("--tensor-parallel", a.tensor_parallel, why)
+    if a.no_think:
+        if a.raw:
+            raise UsageError("--no-think renders the plain chat prompt; --raw passes prompts unchanged: give one")
+        forcing = [f for f, on in (("--max-thinking-tokens", a.max_thinking_tokens is not None),
+                                   ("--min-thinking-tokens", a.min_thinking_tokens > 0),
+                                   ("--num-wait", a.num_wait > 0)) if on]
+        if forcing:
+            raise UsageError(f"--no-think has no thinking phase to control: drop {', '.join(forcing)}")
     if int(os.environ.get("RANK", "0")) == 0:   # rank 0 alone writes
         check_out_path(a.out)
+
+
+def render_chat_prompt(tokenizer, question: str) -> str:
+    """The plain chat prompt of --no-think (`s1 generate` and `s1 eval`): the checkpoint's chat
+    template with the user question and the assistant turn opened (no "<|im_start|>think"), else
+    the built-in s1 format without the thinking start; the system message as render_prompt's.
+    Sent raw with no thinking rules, the engine generates it without a thinking phase."""
+    from s1.model.tokenizer import DEFAULT_SYSTEM_PROMPT, IM_END, IM_START
+    system = tokenizer.system_prompt
+    if tokenizer.chat_template:
+        messages = ([{"role": "system", "content": system}] if system is not None else [])
+        return tokenizer.apply_chat_template(messages + [{"role": "user", "content": question}],
+                                             add_generation_prompt=True)
+    system = DEFAULT_SYSTEM_PROMPT if system is None else system
+    return (f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n{question}{IM_END}\n"
+            f"{IM_START}assistant\n")
 
 
 def check_out_path(out: str) -> None:
@@ -331,10 +359,12 @@ def _run(a, rows, params, model_dir, tok_dir, cfg, device, threads, tp, rank0: b
         sink.write(i, make_record(i, rows[i], o, seeds[i]))
 
     prompts = [r["prompt"] for r in rows]
+    if a.no_think:   # the plain chat prompt, sent raw: no thinking rules, plain generation
+        prompts = [render_chat_prompt(llm.tokenizer, p) for p in prompts]
     t1 = time.perf_counter()
     try:
         with contextlib.redirect_stdout(sys.stderr):   # whatever the engine prints is not a record
-            llm.generate(prompts, params, raw=a.raw, use_tqdm=not a.no_progress and rank0, on_output=on_output)
+            llm.generate(prompts, params, raw=a.raw or a.no_think, use_tqdm=not a.no_progress and rank0, on_output=on_output)
     except KeyboardInterrupt:
         sink.close()
         say(f"\n{PROG}: interrupted; {len(sink.records)} of {len(rows)} records were written"

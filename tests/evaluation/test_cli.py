@@ -45,7 +45,8 @@ def test_cli_defaults_are_s1s_command_lines():
     assert sweep.parse_budgets(a.budgets) == [500, 1000, 2000, 4000, 8000, 16000, "auto"]
     assert (a.temperature, a.dtype, a.extension, a.num_wait, a.max_answer_tokens, a.max_tokens) == \
         (0.0, "float32", "Wait", "0", None, None)
-    assert (a.rs_max_attempts, a.rs_temperature, a.majority_k, a.majority_budget) == (64, 1.0, 64, "auto")
+    assert (a.max_tries, a.rs_temperature, a.majority_k, a.majority_budget, a.no_think) == \
+        (None, 1.0, 64, "auto", False)
     assert cli.build_parser().parse_args(["--dtype", "bf16"]).dtype == "bfloat16"
 
 

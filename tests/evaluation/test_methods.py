@@ -14,7 +14,7 @@ import re
 
 import pytest
 
-from s1.evaluation import methods, metrics, report, sweep
+from s1.evaluation import grading, methods, metrics, report, sweep
 from s1.evaluation.tasks import TaskItem
 from s1.infer.sampling import SamplingParams
 
@@ -43,7 +43,8 @@ def test_prompt_renderings_are_exact():
         "spend the extra time trying to double-check your work until you are absolutely sure that you have "
         "the correct answer.")
     # METHODS is the one list of methods (CLI help, bench.methods and reports derive from it)
-    assert tuple(sweep.METHODS) == ("budget_forcing", "tcc", "tcc+bf", "scc", "scc+bf", "ccc", "rs", "majority")
+    assert tuple(sweep.METHODS) == ("budget_forcing", "tcc", "tcc+bf", "scc", "scc+bf", "ccc", "rs", "majority",
+                                   "plain")
 
 
 @pytest.mark.parametrize("call, match", [
@@ -127,7 +128,7 @@ def test_every_method_becomes_the_right_engine_request():
     "auto" cap (as s1 ran them); rs caps thinking at its budget; ccc adds the bare-question run."""
     opts = sweep.MethodOptions(step_tokens=100, rs_max_attempts=3, rs_temperature=0.7, majority_k=2,
                                majority_budget=300, majority_temperature=0.9)
-    points = sweep.make_points(list(sweep.METHODS), [200, 400, "auto"], [0], opts=opts)
+    points = sweep.make_points([m for m in sweep.METHODS if m != "plain"], [200, 400, "auto"], [0], opts=opts)
     items = [TaskItem("a", "Q", "1", "integer")]
     prompts, params, stubs = sweep.build_requests(items, points, 1, 0.0, 0, {}, SamplingParams)
     short = "Q\n\n" + methods.CCC_SHORT
@@ -164,7 +165,13 @@ def test_make_points_errors():
         sweep.make_points(["tcc"], [None, "auto"], [0])
     with pytest.raises(ValueError, match="unknown method 'beam'"):
         sweep.make_points(["beam"], [100], [0])
-    with pytest.raises(ValueError, match="--rs-max-attempts must be >= 1"):
+    with pytest.raises(ValueError, match="budget 0 can never fit"):
+        sweep.make_points(["rs"], [0, 100], [0])
+    assert not sweep.rs_fits({"finish_reason": "length", "thinking_tokens": 7, "max_thinking_tokens": 400,
+                              "answer_text": ""})      # the context cut its thinking: not a fit
+    assert sweep.rs_fits({"finish_reason": "length", "thinking_tokens": 7, "max_thinking_tokens": 400,
+                          "answer_text": "Answer: 3"})  # thinking ended; the answer reached a token cap
+    with pytest.raises(ValueError, match="--max-tries must be >= 1"):
         sweep.make_points(["rs"], [100], [0], opts=sweep.MethodOptions(rs_max_attempts=0))
     with pytest.raises(ValueError, match="--ccc-bound must be >= 0"):
         sweep.make_points(["ccc"], [None], [0], opts=sweep.MethodOptions(ccc_bound=-1))
@@ -263,7 +270,7 @@ def test_rejection_sampling_attempt_cap_and_compute(tmp_path):
     assert m["scaling"] == pytest.approx((100 / 3) / (math.log2(22.5) - math.log2(6.5)))
     assert m["compute"] == [pytest.approx(6.5), pytest.approx(22.5)]
     md = (tmp_path / "summary.md").read_text()
-    assert "| rs | 10 | 0 | attempts<=4; 2.7 tries/question, 1 never fit | 0.0 | 6.5 | 6.5 | <= 10 | 100% | 66.7% |" in md
+    assert "| rs | 10 | 0 | attempts<=4; 2.7 tries/question (max 4), 1 never fit | 0.0 | 6.5 | 6.5 | <= 10 | 100% | 66.7% |" in md
 
 
 def test_rejection_sampling_single_attempt_never_retries():
@@ -278,6 +285,110 @@ def test_rejection_sampling_single_attempt_never_retries():
     assert (p["accuracy"], p["control"], p["control_runs"], p["compute"], p["never_fit"], p["mean_attempts"]) == \
         (0.0, None, 0.0, 0.0, 1, 1.0)
     assert summ["methods"]["rs"]["control"] is None and summ["methods"]["rs"]["control_runs"] == 0.0
+
+
+class SeededLLM:
+    """Rejection sampling's engine double, keyed on the request seed: the sweep gives attempt a of a
+    request the seed request_seed(seed, qid, point/attempt=a, sample), so this engine knows which
+    attempt it is sent however the attempts are batched. FITS[prompt] = the attempts whose
+    thinking ends by itself (5 tokens, answer "7"); every other attempt wants 50 tokens and is cut
+    at the cap (answer "0"). Records every call's (prompt, attempt) pairs and its max_num_seqs."""
+
+    def __init__(self, fits, point, seed=0, max_num_seqs=1, most=400):
+        self.calls, self.fits = [], fits
+        self.engine = type("E", (), {"max_num_seqs": max_num_seqs})()
+        self.attempt = {}
+        for q in fits:
+            for a in range(1, most + 1):
+                name = point if a == 1 else f"{point}/attempt={a}"
+                self.attempt[sweep.request_seed(seed, q, name, 0)] = (q, a)
+
+    def generate(self, prompts, params, use_tqdm=True, on_output=None):
+        pairs = [self.attempt[p.seed] for p in params]
+        assert [q for q, _ in pairs] == list(prompts)
+        self.calls.append(pairs)
+        outs = []
+        for q, a in pairs:
+            think, ans = (5, "7") if a in self.fits[q] else (50, "0")
+            think = min(think, params[0].max_thinking_tokens)
+            answer = f"Final Answer: {ans}"
+            outs.append(Out("t" * think + "\n<|im_start|>answer\n" + answer, "t" * think, answer,
+                            [1] * (think + 3), think))
+        for i in reversed(range(len(outs))):      # completion order differs from prompt order
+            on_output(i, outs[i])
+        return outs
+
+
+def _rs_run(fits, max_tries=None, rs_batch=None, log=None):
+    items = [TaskItem(q, q, "7", "integer") for q in fits]
+    (point,) = sweep.make_points(["rs"], [10], [0], opts=sweep.MethodOptions(rs_max_attempts=max_tries))
+    llm = SeededLLM(fits, point.name, max_num_seqs=rs_batch or 1)
+    summ = sweep.run_eval(llm, items, [point], task="fake", model="fake", progress=False,
+                          log=(log.append if log is not None else (lambda m: None)))
+    return llm, summ
+
+
+def test_rejection_sampling_runs_past_64_tries_until_the_thinking_fits(tmp_path):
+    """s1 resamples until the thinking fits: qa first fits on try 100 (and again on 103), qc on
+    try 70, qb at once. One at a time (1 slot) that takes 100 engine calls; with 16 slots the later
+    rounds draw several tries per question (only for questions not yet accepted) and accept the
+    FIRST that fits, so the records are the same in 12 calls."""
+    fits = {"qa": {100, 103}, "qb": {1}, "qc": {70}}
+    one, s_one = _rs_run(fits, rs_batch=1)
+    many, s_many = _rs_run(fits, rs_batch=16)
+    assert len(one.calls) == 100 and all(len(c) == 1 for c in one.calls[70:])
+    # round 1; qa and qc 8 tries each per round (2..73: 9 rounds); qa alone 16 per round (74..105: 2)
+    assert len(many.calls) == 12 and max(len(c) for c in many.calls) == 16
+    assert many.calls[1] == [("qa", a) for a in range(2, 10)] + [("qc", a) for a in range(2, 10)]
+    assert all(q != "qb" for c in many.calls[1:] for q, _ in c)      # accepted questions are not resampled
+    for s in (s_one, s_many):
+        (p,) = s["points"]
+        assert (p["mean_attempts"], p["max_attempts_used"], p["never_fit"]) == (pytest.approx(171 / 3), 100, 0)
+        assert p["accuracy"] == 100.0 and p["compute"] == 5.0
+    assert s_one["points"] == s_many["points"]
+    assert s_many["_timing"]["generated"] > s_one["_timing"]["generated"] == 171
+
+
+def test_rejection_sampling_does_not_retry_an_engine_error():
+    """A request the engine refuses (e.g. a prompt longer than the context) fails on every try:
+    without --max-tries it would loop forever; it is recorded once, not accepted."""
+    class Failing(SeededLLM):
+        def generate(self, prompts, params, use_tqdm=True, on_output=None):
+            self.calls.append(list(prompts))
+            for i, q in enumerate(prompts):
+                on_output(i, Out("", "", "", [], 0, finish_reason="error"))
+
+    (point,) = sweep.make_points(["rs"], [10], [0])
+    llm = Failing({"qa": {1}}, point.name)
+    summ = sweep.run_eval(llm, [TaskItem("qa", "qa", "7", "integer")], [point], task="f", model="f",
+                          progress=False, log=lambda m: None)
+    assert len(llm.calls) == 1
+    (p,) = summ["points"]
+    assert (p["errors"], p["never_fit"], p["mean_attempts"]) == (1, 1, 1.0)
+
+
+def test_rejection_sampling_stops_at_max_tries_with_a_report(tmp_path):
+    """--max-tries 64: qa (fits on try 100) and qc (try 70) give up after 64 samples, are kept as
+    not accepted and count as wrong; the log and the summary's tries table say so."""
+    fits = {"qa": {100}, "qb": {1}, "qc": {70}}
+    items = [TaskItem(q, q, "7", "integer") for q in fits]
+    (point,) = sweep.make_points(["rs"], [10], [0], opts=sweep.MethodOptions(rs_max_attempts=64))
+    llm = SeededLLM(fits, point.name, max_num_seqs=16)
+    log = []
+    summ = sweep.run_eval(llm, items, [point], task="fake", model="fake", progress=True, log=log.append,
+                          out_dir=str(tmp_path))    # progress: the rejection-sampling bar on stderr
+    assert max(a for c in llm.calls for _, a in c) == 64           # never a 65th sample
+    recs = {r["qid"]: r for r in map(json.loads, open(tmp_path / "samples.jsonl"))}
+    assert [(recs[q]["attempts"], recs[q]["rs_accepted"], recs[q]["correct"]) for q in ("qa", "qb", "qc")] == \
+        [(64, False, False), (1, True, True), (64, False, False)]
+    assert len(recs["qa"]["attempt_thinking_tokens"]) == 64
+    (p,) = summ["points"]
+    assert (p["mean_attempts"], p["max_attempts_used"], p["never_fit"], p["accuracy"]) == \
+        (pytest.approx(43.0), 64, 2, pytest.approx(100 / 3))
+    assert any("2 question(s) did not fit within --max-tries 64 and count as wrong" in m for m in log)
+    md = (tmp_path / "summary.md").read_text()
+    assert "| rejection sampling budget | tries per question (mean) | tries (max) | never fit |" in md
+    assert "| 10 | 43.0 | 64 | 2 | 5.0 | 33.3 |" in md
 
 
 def test_class_conditional_bound_is_the_default_runs_mean(tmp_path):
@@ -300,10 +411,11 @@ def test_class_conditional_bound_is_the_default_runs_mean(tmp_path):
     assert "bounded by the default run's 6109.0 mean thinking tokens" in (tmp_path / "summary.md").read_text()
 
 
-def test_rejection_sampling_default_cap_is_64_attempts():
-    assert sweep.MethodOptions().rs_max_attempts == 64
+def test_rejection_sampling_default_has_no_cap():
+    """s1 resampled until the thinking fit: no limit unless --max-tries says so."""
+    assert sweep.MethodOptions().rs_max_attempts is None
     (p,) = sweep.make_points(["rs"], [3500], [0])
-    assert (p.max_attempts, p.temperature, p.variant) == (64, 1.0, "attempts<=64")
+    assert (p.max_attempts, p.temperature, p.variant, p.name) == (None, 1.0, "", "rs/max=3500/wait=0")
 
 
 # ------------------------------------------------------------------------------------------
@@ -315,18 +427,18 @@ def test_majority_vote_ties_go_to_the_first_drawn_answer():
     """Documented rule: largest grader-equivalence group; a tie goes to the group whose first member
     was drawn first; None does not vote. Moving Nones or a minority answer that comes after both
     tied answers' first appearance cannot change the winner."""
-    assert metrics.majority_vote(["3", "5", "5", "3"]) == "3"
-    assert metrics.majority_vote(["5", "3", "3", "5"]) == "5"
+    assert grading.majority_vote(["3", "5", "5", "3"]) == "3"
+    assert grading.majority_vote(["5", "3", "3", "5"]) == "5"
     for answers in (["3", "5", "7", "5", "3"], ["3", "5", "5", "7", "3"], ["3", "5", "5", "3", "7"],
                     [None, "3", None, "5", "5", None, "3"], ["3", None, "5", "7", "3", "5", None]):
-        assert metrics.majority_vote(answers) == "3", answers
-    assert metrics.majority_vote(["5", "3", "3"]) == "3"  # a real majority beats first-drawn
+        assert grading.majority_vote(answers) == "3", answers
+    assert grading.majority_vote(["5", "3", "3"]) == "3"  # a real majority beats first-drawn
     # equivalent answers share a group; the first member represents it: 1/2 ~ 0.5 (2 votes) vs 3 (2)
-    assert metrics.majority_vote(["3", "1/2", "0.5", "3"], "math") == "3"
-    assert metrics.majority_vote(["1/2", "3", "0.5", "3"], "math") == "1/2"
-    assert metrics.majority_vote(["007", "5", "7"], "integer") == "007"
-    assert metrics.majority_vote([None, None]) is None
-    assert metrics.majority_vote([]) is None
+    assert grading.majority_vote(["3", "1/2", "0.5", "3"], "math") == "3"
+    assert grading.majority_vote(["1/2", "3", "0.5", "3"], "math") == "1/2"
+    assert grading.majority_vote(["007", "5", "7"], "integer") == "007"
+    assert grading.majority_vote([None, None]) is None
+    assert grading.majority_vote([]) is None
 
 
 def test_majority_curve_ties_by_sample_order_not_record_order():
@@ -337,11 +449,11 @@ def test_majority_curve_ties_by_sample_order_not_record_order():
 
     records = [rec("x", 1, "5"), rec("x", 0, "4"), rec("y", 0, "5"), rec("y", 1, "4"), rec("z", 1, None),
                rec("z", 0, None)]
-    curve = metrics.majority_curve(records)
+    curve = metrics.majority_curve(grading.group_votes(records))
     # k=1: x right (sample 0 = "4"), y wrong, z wrong; k=2: ties -> first drawn: same
     assert curve == [{"k": 1, "accuracy": pytest.approx(100 / 3), "compute": 10.0},
                      {"k": 2, "accuracy": pytest.approx(100 / 3), "compute": 20.0}]
-    assert metrics.majority_curve(list(reversed(records))) == curve
+    assert metrics.majority_curve(grading.group_votes(list(reversed(records)))) == curve
 
 
 # ------------------------------------------------------------------------------------------
@@ -390,7 +502,7 @@ def test_summary_metrics_equal_hand_computation(tmp_path):
     over log2 compute) / Performance per method, from the fixed table, and the markdown comparison
     table showing them (budget forcing Control 100%)."""
     points, records = fixed_table()
-    summ = report.summarize(records, [p.to_dict() for p in points], META)
+    summ = report.summarize(grading.group_votes(records), [p.to_dict() for p in points], META)   # records -> grades -> report
     bf, tcc, maj = (summ["methods"][m] for m in ("budget_forcing", "tcc", "majority"))
     # bf curve (100, 0) (200, 50) (400, 50): slopes 50/1, 50/2, 0/1
     assert bf["control"] == 1.0 and bf["control_runs"] == 1.0

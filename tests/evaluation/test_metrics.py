@@ -2,7 +2,7 @@
 
 import pytest
 
-from s1.evaluation import metrics
+from s1.evaluation import grading, metrics
 
 
 def rec(qid, point, correct, think, max_t=None, min_t=0, sample=0, extracted="1", reference="1", kind="math"):
@@ -87,12 +87,12 @@ def test_point_stats_hand_table():
 
 
 def test_majority_vote_groups_equivalent_answers_and_breaks_ties_first_seen():
-    assert metrics.majority_vote(["1/2", "3", r"\frac{1}{2}", "3", "0.5"]) == "1/2"  # 3 votes vs 2
-    assert metrics.majority_vote(["7", "5", "5", "7"]) == "7"  # tie 2-2: first seen wins
-    assert metrics.majority_vote(["5", "7", "7", "5"]) == "5"
-    assert metrics.majority_vote([None, None, "4"]) == "4"  # unanswered samples do not vote
-    assert metrics.majority_vote([None, None]) is None
-    assert metrics.majority_vote(["025", "25", "24"], "integer") == "025"
+    assert grading.majority_vote(["1/2", "3", r"\frac{1}{2}", "3", "0.5"]) == "1/2"  # 3 votes vs 2
+    assert grading.majority_vote(["7", "5", "5", "7"]) == "7"  # tie 2-2: first seen wins
+    assert grading.majority_vote(["5", "7", "7", "5"]) == "5"
+    assert grading.majority_vote([None, None, "4"]) == "4"  # unanswered samples do not vote
+    assert grading.majority_vote([None, None]) is None
+    assert grading.majority_vote(["025", "25", "24"], "integer") == "025"
 
 
 def test_majority_curve_hand_computed():
@@ -102,7 +102,9 @@ def test_majority_curve_hand_computed():
         rs.append(rec("q1", "p", a == "3", t, sample=s, extracted=a, reference="3"))
     for s, (a, t) in enumerate([("9", 1), ("10", 2), ("10", 3), ("10", 4)]):
         rs.append(rec("q2", "p", a == "10", t, sample=s, extracted=a, reference="10"))
-    curve = metrics.majority_curve(rs)
+    with pytest.raises(ValueError, match="group_votes"):     # metrics grade nothing: groups come first
+        metrics.majority_curve(rs)
+    curve = metrics.majority_curve(grading.group_votes(rs))
     assert [c["k"] for c in curve] == [1, 2, 4]
     # k=1: q1 "3" right, q2 "9" wrong -> 50%; compute (10 + 1)/2
     # k=2: q1 tie 3/4 -> "3" (first seen) right; q2 tie 9/10 -> "9" wrong -> 50%; compute (30 + 3)/2

@@ -31,3 +31,23 @@ def test_scaling_plot_is_readable(tmp_path):
     caption = " ".join(t.get_text() for t in fig.texts)
     assert "cap on thinking tokens" in caption
     assert (tmp_path / "scaling.png").stat().st_size > 0
+
+
+def test_clipped_budgets_are_ringed_and_labelled():
+    """A point whose budget is more than the context holds gets a red ring, a "*" label and a caption
+    line; the others do not."""
+    from matplotlib.colors import to_rgba
+
+    from s1.evaluation.plots import draw_scaling
+
+    def row(cap, x, acc, **kw):
+        return {"method": "budget_forcing", "max_thinking_tokens": cap, "num_wait": 0, "compute": x,
+                "accuracy": acc, "name": f"bf/{cap}", **kw}
+    summ = {"task": "t", "num_questions": 2, "methods": {"budget_forcing": {}},
+            "points": [row(500, 480.0, 10.0), row(8000, 3700.0, 30.0, clipped_runs=2, context_thinking_limit=3780)]}
+    fig, ax, labels = draw_scaling(summ)
+    assert sorted(t.get_text() for t in labels) == ["500", "8000*"]
+    (ring,) = ax.collections
+    assert [tuple(p) for p in ring.get_offsets()] == [(3700.0, 30.0)]
+    assert tuple(ring.get_edgecolor()[0]) == to_rgba("red")
+    assert "more than the context holds" in " ".join(t.get_text() for t in fig.texts)

@@ -255,3 +255,170 @@ def test_sigint_keeps_finished_records_and_resume_finishes_the_run(tiny_model_di
     timing = json.loads((run / "timing.json").read_text())
     assert timing["finished_earlier"] == len(kept) and timing["generated"] == 6 - len(kept)
     assert (run / "summary.json").read_text() == (tmp_path / "whole" / "summary.json").read_text()
+
+
+# ------------------------------------------------------------------------------------------
+# --no-think: plain chat (Table 1's Qwen2.5-32B-Instruct row, majority voting on it)
+# ------------------------------------------------------------------------------------------
+
+
+class _Spy:
+    """Passes everything to a real LLM; keeps what generate() was sent."""
+
+    def __init__(self, llm):
+        self._llm, self.calls = llm, []
+
+    def __getattr__(self, name):
+        return getattr(self._llm, name)
+
+    def generate(self, prompts, params, **kw):
+        self.calls.append((list(prompts), list(params), {k: v for k, v in kw.items() if k != "on_output"}))
+        return self._llm.generate(prompts, params, **kw)
+
+
+def test_no_think_renders_plain_chat_and_decodes_as_naive_greedy(tiny_model_dir, tmp_path):
+    """--no-think: the prompt is the chat template's without the thinking start, sent raw with no
+    thinking rules; the engine's greedy tokens equal a naive full-recompute decode of that prompt,
+    and the records carry no thinking (the whole output is the answer)."""
+    import torch
+
+    from s1 import kernels
+    from s1.infer import LLM
+    from s1.infer.cli import render_chat_prompt
+    from s1.model.loading import load_model
+    from s1.model.tokenizer import THINK_START, Tokenizer
+    from tests.helpers import naive_greedy
+
+    tok = Tokenizer.from_pretrained(tiny_model_dir)
+    model = load_model(tiny_model_dir, dtype=torch.float32)
+
+    qs = ["What is 2+3?", "Name a prime."]
+    plain = [render_chat_prompt(tok, q) for q in qs]
+    for q, p in zip(qs, plain):
+        assert tok.render_prompt(q) == p + THINK_START and p.endswith("<|im_start|>assistant\n")
+        assert "think" not in p
+    points = sweep.make_points(["budget_forcing"], [None], [0], thinking=False)
+    assert [(p.name, p.method, p.thinking) for p in points] == [("plain/no-think", "plain", False)]
+    items = [TaskItem(f"q{i}", q, "5", "integer") for i, q in enumerate(qs)]
+    with kernels.use_backend("torch"):
+        spy = _Spy(LLM(model=model, tokenizer=tok, page_size=4, num_pages=64, max_model_len=256))
+        summ = sweep.run_eval(spy, items, points, base_params={"max_tokens": 6}, out_dir=str(tmp_path),
+                              task="t", model="tiny", progress=False)
+    ((sent, params, kw),) = spy.calls
+    assert sent == plain and kw["raw"] is True
+    assert all((p.max_thinking_tokens, p.min_thinking_tokens, p.num_wait) == (None, 0, 0) for p in params)
+    recs = [json.loads(x) for x in open(tmp_path / "samples.jsonl")]
+    for r, p in zip(recs, plain):
+        want = tok.decode(naive_greedy(model, tok.encode(p), 6, tok.vocab_size))
+        assert (r["text"], r["answer_text"], r["thinking"], r["thinking_tokens"]) == (want, want, "", 0)
+    (row,) = summ["points"]
+    assert row["thinking"] is False and row["method"] == "plain"
+    assert all(r["plain"] and r["output_tokens"] == 6 for r in recs)
+    assert (row["compute"], row["compute_of"]) == (6.0, "output tokens")   # no thinking: output tokens count
+    md = (tmp_path / "summary.md").read_text()
+    assert "| plain | no thinking |" in md and "Plain chat (--no-think)" in md
+
+
+class _PlainLLM:
+    """A plain-chat engine double: question -> its answers in sample order (no thinking)."""
+
+    def __init__(self, answers):
+        self.answers, self.seen, self.tokenizer = answers, {}, None
+
+    def generate(self, prompts, params, use_tqdm=True, on_output=None, raw=False):
+        from tests.evaluation.helpers import FakeOut
+        assert raw and all(p.max_thinking_tokens is None and p.num_wait == 0 for p in params)
+        outs = []
+        for q, p in zip(prompts, params):
+            n = self.seen[q] = self.seen.get(q, -1) + 1
+            a = self.answers[q][n]
+            outs.append(FakeOut(q, "", a, a, [1, 2, 3], 0, 0, "stop"))
+        for i, o in enumerate(outs):
+            on_output(i, o)
+        return outs
+
+
+def test_no_think_majority_grades_plain_answers(monkeypatch):
+    """Majority voting combines with --no-think: K plain samples per question, graded as s1
+    extracts plain answers (the last \\boxed{}, else after "Answer:"), voted per k."""
+    monkeypatch.setattr(sweep, "render_chat_prompt", lambda tok, q: f"<chat>{q}")
+    answers = {"<chat>qa": ["so it is \\boxed{5}.", "Answer: 7", "We get 7. Answer: 7"],
+               "<chat>qb": ["Answer: 3", "\\boxed{3}", "\\boxed{4}"]}
+    points = sweep.make_points(["majority"], [None], [0], opts=sweep.MethodOptions(majority_k=3), thinking=False)
+    assert [p.name for p in points] == ["majority/no-think/K=3"]
+    items = [TaskItem("a", "qa", "7", "integer"), TaskItem("b", "qb", "3", "integer")]
+    summ = sweep.run_eval(_PlainLLM(answers), items, points, task="t", model="m", progress=False)
+    rows = {r["k"]: r for r in summ["points"]}
+    assert rows[1]["accuracy"] == 50.0        # sample 0: qa 5 (wrong), qb 3 (right)
+    assert rows[2]["accuracy"] == 50.0        # qa: 5 vs 7 tie -> first drawn (5); qb: 3, 3
+    assert rows[3]["accuracy"] == 100.0       # qa: 7 twice; qb: 3 twice
+    assert rows[3]["pass@1"] == pytest.approx(100 * 4 / 6)
+    # no thinking phase: compute is output tokens (3 per sample here), k samples' total for majority@k
+    assert rows[3]["mean_thinking_tokens"] == 3.0 and [rows[k]["compute"] for k in (1, 2, 3)] == [3.0, 6.0, 9.0]
+
+
+def test_no_think_refuses_thinking_settings():
+    with pytest.raises(ValueError, match="--no-think: --methods rs needs a thinking phase"):
+        sweep.make_points(["rs"], [None], [0], thinking=False)
+    with pytest.raises(ValueError, match="no --budgets"):
+        sweep.make_points(["budget_forcing"], [500], [0], thinking=False)
+    with pytest.raises(ValueError, match="add --no-think"):
+        sweep.make_points(["plain"], [500], [0])
+    for argv in (["--max-tries", "0"], ["--rs-max-attempts", "0"]):    # the old name is an alias
+        with pytest.raises(ValueError, match="--max-tries must be >= 1, got 0"):
+            cli.check_flags(cli.build_parser().parse_args(argv))
+    for extra in (["--budgets", "500"], ["--num-wait", "1"], ["--majority-budget", "100"]):
+        a = cli.build_parser().parse_args(["--no-think"] + extra)
+        with pytest.raises(ValueError, match="--no-think has no thinking phase to budget: drop " + extra[0]):
+            cli.check_flags(a)
+
+
+# ------------------------------------------------------------------------------------------
+# Budgets above what the context holds
+# ------------------------------------------------------------------------------------------
+
+
+def test_budget_above_the_context_is_warned_once_and_marked(tiny_model_dir, shared_data, tmp_path, capsys):
+    """--max-model-len 512: budget 4 fits, budget 400 cannot act (the prompt, the forced end and
+    s1's 100-token margin leave less): one warning for 400, its records marked with the context's
+    limit (computed here from the tokenizer), the summary row, markdown and plot label marked.
+    The same run has rejection sampling on the real engine with --max-tries 3 and 4 slots: a random
+    model never ends its thinking by itself, so every question stops at 3 tries, rejected (at 400
+    the context and --max-tokens cut the thinking: no answer, no fit either), and the log and the
+    tries table say so."""
+    from s1 import kernels
+    from s1.evaluation.plots import point_tag
+    from s1.evaluation.tasks import load_task
+    from s1.model.tokenizer import Tokenizer
+
+    out = tmp_path / "run"
+    argv = ["--model", str(tiny_model_dir), "--task", "aime24", "--data-dir", str(shared_data / "eval"),
+            "--limit", "2", "--methods", "budget_forcing,rs", "--budgets", "4,400", "--max-model-len", "512",
+            "--max-tokens", "6", "--max-tries", "3", "--max-num-seqs", "4", "--no-progress", "--out", str(out)]
+    with kernels.use_backend("torch"):
+        assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: thinking budget") == 1 and "warning: thinking budget 400 is more than" in err
+    assert "2 question(s) did not fit within --max-tries 3 and count as wrong" in err
+    tok = Tokenizer.from_pretrained(tiny_model_dir)
+    end = len(tok.encode("<|im_start|>answer\nFinal Answer:"))
+    items = load_task("aime24", data_dir=str(shared_data / "eval"), limit=2)
+    want = [512 - len(tok.encode(tok.render_prompt(it.question))) - end - 100 for it in items]
+    assert all(0 < w < 400 for w in want)
+    recs = {(r["method"], r["max_thinking_tokens"], r["qid"]): r for r in map(json.loads, open(out / "samples.jsonl"))}
+    for (method, budget, qid), r in recs.items():
+        if budget == 4:
+            assert "budget_clipped" not in r
+        else:
+            assert (r["budget_clipped"], r["context_thinking_limit"]) == (True, want[[i.id for i in items].index(qid)])
+        if method == "rs":
+            assert (r["attempts"], r["attempt_thinking_tokens"], r["rs_accepted"]) == (3, [min(budget, 6)] * 3, False)
+    assert json.loads((out / "timing.json").read_text())["rejection_sampling_extra_rounds"] == 2
+    summ = json.loads((out / "summary.json").read_text())
+    bf4, bf400, rs4, rs400 = summ["points"]
+    assert "clipped_runs" not in bf4 and (bf400["clipped_runs"], bf400["context_thinking_limit"]) == (2, max(want))
+    assert rs400["clipped_runs"] == 2 and "clipped_runs" not in rs4
+    md = (out / "summary.md").read_text()
+    assert f"| budget_forcing | 400 (clipped: {max(want)}) |" in md and "Clipped budgets: budget_forcing/max=400" in md
+    assert "| 4 | 3.0 | 3 | 2 | 0.0 | 0.0 |" in md and "| 400 | 3.0 | 3 | 2 | 0.0 | 0.0 |" in md
+    assert point_tag(bf400) == "400*" and point_tag(bf4) == "4"

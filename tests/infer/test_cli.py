@@ -300,3 +300,22 @@ def test_cli_generate_raw(ckpt, model, tok, tmp_path):
     assert plain["output_token_ids"] == ref and plain["finish_reason"] == "length"
     assert plain["num_thinking_tokens"] == 0 and plain["thinking"] == ""
     assert plain["answer"] == plain["text"] == tok.decode(ref)
+
+
+@pytest.mark.usefixtures("torch_backend")
+def test_cli_generate_no_think(ckpt, model, tok, tmp_path, capsys):
+    """`s1 generate --no-think`: the chat template's prompt without the thinking start, generated
+    with no thinking phase (== naive greedy of that prompt); budget flags and --raw are refused."""
+    from s1.infer.cli import generate_main, render_chat_prompt
+    _, d = ckpt
+    out = tmp_path / "plain.jsonl"
+    base = ["--model", str(d), "--dtype", "float32", "--device", "cpu", "--page-size", "4", "--no-progress"]
+    assert generate_main(base + ["--prompt", QUESTION, "--no-think", "--max-tokens", "5", "--out", str(out)]) == 0
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    plain = render_chat_prompt(tok, QUESTION)
+    assert plain.endswith("<|im_start|>assistant\n") and tok.render_prompt(QUESTION) == plain + "<|im_start|>think"
+    assert row["output_token_ids"] == naive_greedy(model, tok.encode(plain), 5, tok.vocab_size)
+    assert (row["num_thinking_tokens"], row["thinking"]) == (0, "") and row["answer"] == row["text"]
+    for bad in (["--max-thinking-tokens", "4"], ["--num-wait", "1"], ["--raw"]):
+        assert generate_main(base + ["--prompt", QUESTION, "--no-think", *bad, "--out", str(out)]) == 2
+        assert bad[0] in capsys.readouterr().err
