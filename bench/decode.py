@@ -1,4 +1,4 @@
-"""Decode benchmarks for the engine, random-weight Qwen2.5 shapes, bf16, on one GPU.
+"""Decode benchmarks for the engine, random-weight Qwen2.5 or Qwen3 shapes, bf16, on one GPU.
 
 (1) batch-1 decode: tok/s and achieved GB/s as % of the HBM bandwidth measured by a large
     device-to-device copy. A step reads every weight once plus the KV cache so far:
@@ -29,10 +29,21 @@
 
     python -m bench.decode                     # GPU: 0.5B, 1.5B, 7B; HF side by side for 0.5B
     python -m bench.decode --models 0.5B --skip-hf
+    python -m bench.decode --preset qwen3      # GPU: Qwen3-0.6B shapes (nano-vllm's and mini-sglang's
+                                               # model), HF side by side for it
     python -m bench.decode --smoke             # CPU: tiny model, tiny workload (checks the script)
+    python -m bench.decode --smoke --preset qwen3   # CPU: the tiny Qwen3 stand-in ("qwen3-smoke")
+    python -m bench.decode --smoke --models smoke,qwen3-smoke --rounds 1   # CPU: both stand-ins
 
-Prints a markdown table and one JSON line; writes bench/results/decode.json (GPU) with device,
-commit, versions and date.
+Presets name the models (--models / --hf-models, overridable): "qwen2.5" (default) the Qwen2.5
+shapes above; "qwen3" the Qwen3-0.6B shape (head_dim 128 with hidden 1024 / 16 heads, per-head
+q/k RMSNorm, no q/k/v biases, tied embeddings). Workload (2) is exactly nano-vllm's bench.py
+(256 sequences, 133,966 output tokens; nano-vllm samples at temperature 0.6, we decode greedily)
+on the model both nano-vllm and mini-sglang publish their numbers for. Any name of
+s1.model.config.SHAPES works in --models ("qwen3-1.7B", "qwen3-8B", ...).
+
+Prints a markdown table and one JSON line; writes bench/results/decode.json (GPU; --preset qwen3:
+decode_qwen3.json) with device, commit, versions and date.
 """
 from __future__ import annotations
 
@@ -51,13 +62,12 @@ from s1.common import dtypes
 
 
 def random_model(shape: dict, device, dtype, seed=0):
-    """A random-weight Qwen2 of `shape` on `device`: the model's own init (HF's), drawn on the device
-    (drawing on the CPU is too slow for 7B)."""
+    """A random-weight Qwen2 / Qwen3 of `shape` (SHAPES entry) on `device`: the model's own init
+    (HF's), drawn on the device (drawing on the CPU is too slow for 7B)."""
     import torch
     from s1.model.config import Qwen2Config
     from s1.model.qwen2 import Qwen2ForCausalLM
-    cfg = Qwen2Config(**shape, max_position_embeddings=32768,
-                      torch_dtype=dtypes.name_of(dtype))
+    cfg = Qwen2Config(**{"max_position_embeddings": 32768, **shape, "torch_dtype": dtypes.name_of(dtype)})
     with torch.device("meta"):
         m = Qwen2ForCausalLM(cfg)
     m.to(dtype).to_empty(device=device)
@@ -120,6 +130,14 @@ def budget_forcing_params(tok, out_lens, period: int):
         params.append(SamplingParams(max_thinking_tokens=budget, min_thinking_tokens=budget - 2 * period,
                                      num_wait=2, max_answer_tokens=answer, ignore_eos=True))
     return params
+
+
+# --preset: default --models, --hf-models and the CPU smoke shape (names of s1.model.config.SHAPES)
+PRESETS = {
+    "qwen2.5": dict(models="0.5B,1.5B,7B", hf_models="0.5B", smoke="smoke", json="bench/results/decode.json"),
+    "qwen3": dict(models="qwen3-0.6B", hf_models="qwen3-0.6B", smoke="qwen3-smoke",
+                  json="bench/results/decode_qwen3.json"),
+}
 
 
 def nano_vllm_workload(n=256, lo=100, hi=1024, vocab=10000, seed=0):
@@ -243,9 +261,12 @@ def bench_model(name, shape, device, dtype, args, tok, results):
 def bench_hf(m, shape, device, dtype, prompt, n_short, n_long, prompts, out_lens, args):
     import torch
     import transformers
-    cfg = transformers.Qwen2Config(**shape, rms_norm_eps=1e-6, rope_theta=1e6, max_position_embeddings=32768)
+    d = m.config.to_dict()  # the same architecture: Qwen2Config or Qwen3Config of transformers
+    d.update(max_window_layers=m.config.num_hidden_layers, dtype=None)
+    d.pop("torch_dtype", None)
+    cfg = transformers.AutoConfig.for_model(d.pop("model_type"), **d)
     with torch.device(device):
-        hf = transformers.Qwen2ForCausalLM(cfg).to(dtype).eval()
+        hf = transformers.AutoModelForCausalLM.from_config(cfg).to(dtype).eval()
     hf.load_state_dict(m.state_dict(), strict=False)
     hf.config._attn_implementation = "sdpa"
     out = {}
@@ -285,9 +306,10 @@ def bench_hf(m, shape, device, dtype, prompt, n_short, n_long, prompts, out_lens
 
 def save(results: list[dict], args) -> None:
     """The latest model's row as a JSON line on stderr; the whole record to --json (GPU default
-    bench/results/decode.json), rewritten after every part, so an interrupted run keeps its rows."""
+    bench/results/decode.json, --preset qwen3: decode_qwen3.json), rewritten after every part, so an
+    interrupted run keeps its rows."""
     print(f"bench.decode: {json.dumps(results[-1])}", file=sys.stderr, flush=True)
-    path = args.json or (None if args.smoke else "bench/results/decode.json")
+    path = args.json or (None if args.smoke else PRESETS[args.preset]["json"])
     if path:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with open(path, "w") as f:
@@ -301,8 +323,11 @@ def record_of(results: list[dict], args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="0.5B,1.5B,7B")
-    ap.add_argument("--hf-models", default="0.5B", help="models also run with transformers generate")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="qwen2.5",
+                    help="model family: its default --models / --hf-models and smoke shape (default qwen2.5)")
+    ap.add_argument("--models", default=None, help="SHAPES names, comma-separated (default: the preset's)")
+    ap.add_argument("--hf-models", default=None,
+                    help="models also run with transformers generate (default: the preset's)")
     ap.add_argument("--hf-batch", type=int, default=64, help="transformers batch for workload (2)")
     ap.add_argument("--skip-hf", action="store_true")
     ap.add_argument("--max-num-seqs", type=int, default=256)
@@ -310,10 +335,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="CPU: tiny model and workload")
     ap.add_argument("--rounds", type=int, default=None,
                     help="alternated plain / budget-forcing rounds of workloads (2)+(3) (default 5; smoke 2)")
-    ap.add_argument("--json", default=None, help="default: bench/results/decode.json on GPU")
+    ap.add_argument("--json", default=None,
+                    help="default on GPU: bench/results/decode.json (--preset qwen3: decode_qwen3.json)")
     args = ap.parse_args(argv)
     if args.rounds is None:
         args.rounds = 2 if args.smoke else 5
+    preset = PRESETS[args.preset]
+    if args.smoke:  # the CPU stand-ins only ("smoke", "qwen3-smoke"): default the preset's
+        args.models = args.models or preset["smoke"]
+        big = [k for k in args.models.split(",") if not k.endswith("smoke")]
+        if big:
+            ap.error(f"--smoke runs the tiny CPU stand-ins only (smoke, qwen3-smoke), not {', '.join(big)}")
+    args.models = args.models or preset["models"]
+    args.hf_models = args.hf_models or preset["hf_models"]
+    from s1.model.config import SHAPES
+    unknown = [k for k in args.models.split(",") if k not in SHAPES]
+    if unknown:
+        ap.error(f"--models: unknown shape(s) {', '.join(unknown)}; one of {', '.join(SHAPES)}")
 
     import torch
 
@@ -330,9 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         args.skip_hf = True
     args.env = environment()
     args.bandwidth = hbm_bandwidth_gbs(device) if device.type == "cuda" else None
-    tok = load_tokenizer()
-    from s1.model.config import SHAPES
-    shapes = {"smoke": SHAPES["smoke"]} if args.smoke else {k: SHAPES[k] for k in args.models.split(",")}
+    tok = load_tokenizer()  # the Qwen2.5 tokenizer: Qwen3's vocabulary rows too (random ids < 10,000)
+    shapes = {k: SHAPES[k] for k in args.models.split(",")}
     results = []
     for name, shape in shapes.items():
         print(f"bench.decode: {name} ...", file=sys.stderr)
