@@ -35,6 +35,10 @@
     python -m bench.decode --smoke --preset qwen3   # CPU: the tiny Qwen3 stand-in ("qwen3-smoke")
     python -m bench.decode --smoke --models smoke,qwen3-smoke --rounds 1   # CPU: both stand-ins
 
+--qk-norm-cost runs every Qwen3 model a second time with its per-head q/k RMSNorms replaced by
+Identity (row "<model> w/o q/k norm"): the step-time cost of the two norms, the most a fusion of
+them into RoPE could win back.
+
 Presets name the models (--models / --hf-models, overridable): "qwen2.5" (default) the Qwen2.5
 shapes above; "qwen3" the Qwen3-0.6B shape (head_dim 128 with hidden 1024 / 16 heads, per-head
 q/k RMSNorm, no q/k/v biases, tied embeddings). Workload (2) is exactly nano-vllm's bench.py
@@ -161,7 +165,18 @@ def timed_generate(llm, prompts, params, device):
     return time.perf_counter() - t, outs
 
 
-def bench_model(name, shape, device, dtype, args, tok, results):
+def without_qk_norm(m):
+    """`m` with Qwen3's q/k norms replaced by the parameter-free Identity (Qwen2's): not Qwen3's
+    math, the same work otherwise; --qk-norm-cost times it next to the real model, the cost the
+    norms add to a decode step (what fusing them into RoPE could at most win back)."""
+    from s1.model.qwen2 import Identity
+    for layer in m.model.layers:
+        layer.self_attn.q_norm = Identity()
+        layer.self_attn.k_norm = Identity()
+    return m
+
+
+def bench_model(name, shape, device, dtype, args, tok, results, drop_qk_norm=False):
     import statistics
 
     import torch
@@ -169,6 +184,8 @@ def bench_model(name, shape, device, dtype, args, tok, results):
     from s1.infer.paged_cache import kv_bytes_per_token
     row = {"model": name}
     m = random_model(shape, device, dtype)
+    if drop_qk_norm:
+        m = without_qk_norm(m)
     weight_bytes = sum(p.numel() * p.element_size() for p in m.parameters())
     kv_tok = kv_bytes_per_token(m.config, dtype)
     row.update(weight_GB=weight_bytes / 1e9, kv_bytes_per_token=kv_tok)
@@ -245,7 +262,7 @@ def bench_model(name, shape, device, dtype, args, tok, results):
     results.append(row)
     save(results, args)                          # our numbers are out before transformers runs
     # (4) transformers side by side
-    if not args.skip_hf and (name in args.hf_models or smoke):
+    if not args.skip_hf and not drop_qk_norm and (name in args.hf_models or smoke):
         try:
             row.update(bench_hf(m, shape, device, dtype, prompt, n_short, n_long, prompts, out_lens, args))
         except Exception as e:                   # noqa: BLE001 - (1)-(3) stand without it
@@ -330,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="models also run with transformers generate (default: the preset's)")
     ap.add_argument("--hf-batch", type=int, default=64, help="transformers batch for workload (2)")
     ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--qk-norm-cost", action="store_true",
+                    help="Qwen3 models: also run each with its q/k norms removed (their cost per step)")
     ap.add_argument("--max-num-seqs", type=int, default=256)
     ap.add_argument("--eager", action="store_true", help="no CUDA graphs")
     ap.add_argument("--smoke", action="store_true", help="CPU: tiny model and workload")
@@ -374,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, shape in shapes.items():
         print(f"bench.decode: {name} ...", file=sys.stderr)
         bench_model(name, shape, device, dtype, args, tok, results)
+        if args.qk_norm_cost and shape.get("model_type") == "qwen3":
+            print(f"bench.decode: {name} without q/k norm ...", file=sys.stderr)
+            bench_model(f"{name} w/o q/k norm", shape, device, dtype, args, tok, results, drop_qk_norm=True)
 
     env = args.env
     cols = ["model", "b1_tok_s", "b1_GB_s", "b1_pct_bw", "offline_tok_s", "budget_tok_s",

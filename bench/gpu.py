@@ -19,6 +19,8 @@ Parts (default order = priority; `--list` shows them with their caps):
   eval      bench.eval_sweep: MATH500 x 4 budgets in one call (repeated prompts)
   kernels   bench.kernels (attention vs SDPA backends, elementwise % of bandwidth, fused CE)
   train     bench.train (ours vs transformers, MFU, memory)
+  qk_norm   bench.decode --preset qwen3 --qk-norm-cost: Qwen3-0.6B with and without its q/k norms
+            (does fusing them into RoPE pay? unmeasured so far)
 Each part is a subprocess with its own timeout = min(its cap, time left - a margin); a part that
 times out or fails does not stop the next. A part whose test-only dependency is not installed
 (tests: pytest, from pip install -e ".[test]") is skipped with a note, and the others run.
@@ -61,6 +63,8 @@ PARTS = {
              [sys.executable, "-m", "bench.eval_sweep", "--smoke"]),
     "kernels": (120, [sys.executable, "-m", "bench.kernels"], None),
     "train": (120, [sys.executable, "-m", "bench.train", "--steps", "3"], None),
+    "qk_norm": (150, [sys.executable, "-m", "bench.decode", "--preset", "qwen3", "--qk-norm-cost", "--skip-hf",
+                      "--rounds", "2", "--json", "bench/results/decode_qwen3_qk_norm.json"], None),
 }
 # parts that need a module the package does not install (test-only dependencies)
 NEEDS = {"tests": "pytest"}

@@ -44,7 +44,7 @@ def test_bench_decode_presets_and_usage_errors(capsys):
     256-sequence run decodes 133,966 tokens); unknown shapes and big shapes under --smoke exit 2."""
     import torch
 
-    from bench.decode import PRESETS, main, nano_vllm_workload, random_model
+    from bench.decode import PRESETS, main, nano_vllm_workload, random_model, without_qk_norm
     from s1.model.config import SHAPES, shape_config
     assert PRESETS["qwen3"]["models"] == "qwen3-0.6B"
     c = shape_config(PRESETS["qwen3"]["models"])
@@ -54,6 +54,10 @@ def test_bench_decode_presets_and_usage_errors(capsys):
         m = random_model(SHAPES[name], torch.device("cpu"), torch.float32)
         assert m.config.model_type == family and m.config.max_position_embeddings == 32768
         assert (m.model.layers[0].self_attn.q_proj.bias is None) == (family == "qwen3")
+    # --qk-norm-cost's variant: the same model without its q/k norm parameters
+    n_norm = sum("_norm." in n for n, _ in m.named_parameters())
+    assert n_norm == 2 * m.config.num_hidden_layers
+    assert not any("_norm." in n for n, _ in without_qk_norm(m).named_parameters())
     for argv, msg in ((["--smoke", "--models", "qwen3-0.6B"], "tiny CPU stand-ins only"),
                       (["--models", "qwen3-7B"], "unknown shape(s) qwen3-7B"),
                       (["--preset", "llama"], "invalid choice")):
