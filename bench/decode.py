@@ -1,4 +1,4 @@
-"""Decode benchmarks for the engine, random-weight Qwen2.5 shapes, bf16, on one GPU.
+"""Decode benchmarks for the engine, random-weight Qwen2.5 or Qwen3 shapes, bf16, on one GPU.
 
 (1) batch-1 decode: tok/s and achieved GB/s as % of the HBM bandwidth measured by a large
     device-to-device copy. A step reads every weight once plus the KV cache so far:
@@ -29,10 +29,25 @@
 
     python -m bench.decode                     # GPU: 0.5B, 1.5B, 7B; HF side by side for 0.5B
     python -m bench.decode --models 0.5B --skip-hf
+    python -m bench.decode --preset qwen3      # GPU: Qwen3-0.6B shapes (nano-vllm's and mini-sglang's
+                                               # model), HF side by side for it
     python -m bench.decode --smoke             # CPU: tiny model, tiny workload (checks the script)
+    python -m bench.decode --smoke --preset qwen3   # CPU: the tiny Qwen3 stand-in ("qwen3-smoke")
+    python -m bench.decode --smoke --models smoke,qwen3-smoke --rounds 1   # CPU: both stand-ins
 
-Prints a markdown table and one JSON line; writes bench/results/decode.json (GPU) with device,
-commit, versions and date.
+--qk-norm-cost runs every Qwen3 model a second time with its per-head q/k RMSNorms replaced by
+Identity (row "<model> w/o q/k norm"): the step-time cost of the two norms, the most a fusion of
+them into RoPE could win back.
+
+Presets name the models (--models / --hf-models, overridable): "qwen2.5" (default) the Qwen2.5
+shapes above; "qwen3" the Qwen3-0.6B shape (head_dim 128 with hidden 1024 / 16 heads, per-head
+q/k RMSNorm, no q/k/v biases, tied embeddings). Workload (2) is exactly nano-vllm's bench.py
+(256 sequences, 133,966 output tokens; nano-vllm samples at temperature 0.6, we decode greedily)
+on the model both nano-vllm and mini-sglang publish their numbers for. Any name of
+s1.model.config.SHAPES works in --models ("qwen3-1.7B", "qwen3-8B", ...).
+
+Prints a markdown table and one JSON line; writes bench/results/decode.json (GPU; --preset qwen3:
+decode_qwen3.json) with device, commit, versions and date.
 """
 from __future__ import annotations
 
@@ -51,13 +66,12 @@ from s1.common import dtypes
 
 
 def random_model(shape: dict, device, dtype, seed=0):
-    """A random-weight Qwen2 of `shape` on `device`: the model's own init (HF's), drawn on the device
-    (drawing on the CPU is too slow for 7B)."""
+    """A random-weight Qwen2 / Qwen3 of `shape` (SHAPES entry) on `device`: the model's own init
+    (HF's), drawn on the device (drawing on the CPU is too slow for 7B)."""
     import torch
     from s1.model.config import Qwen2Config
     from s1.model.qwen2 import Qwen2ForCausalLM
-    cfg = Qwen2Config(**shape, max_position_embeddings=32768,
-                      torch_dtype=dtypes.name_of(dtype))
+    cfg = Qwen2Config(**{"max_position_embeddings": 32768, **shape, "torch_dtype": dtypes.name_of(dtype)})
     with torch.device("meta"):
         m = Qwen2ForCausalLM(cfg)
     m.to(dtype).to_empty(device=device)
@@ -122,6 +136,14 @@ def budget_forcing_params(tok, out_lens, period: int):
     return params
 
 
+# --preset: default --models, --hf-models and the CPU smoke shape (names of s1.model.config.SHAPES)
+PRESETS = {
+    "qwen2.5": dict(models="0.5B,1.5B,7B", hf_models="0.5B", smoke="smoke", json="bench/results/decode.json"),
+    "qwen3": dict(models="qwen3-0.6B", hf_models="qwen3-0.6B", smoke="qwen3-smoke",
+                  json="bench/results/decode_qwen3.json"),
+}
+
+
 def nano_vllm_workload(n=256, lo=100, hi=1024, vocab=10000, seed=0):
     random.seed(seed)
     prompts = [[random.randint(0, vocab) for _ in range(random.randint(lo, hi))] for _ in range(n)]
@@ -143,7 +165,18 @@ def timed_generate(llm, prompts, params, device):
     return time.perf_counter() - t, outs
 
 
-def bench_model(name, shape, device, dtype, args, tok, results):
+def without_qk_norm(m):
+    """`m` with Qwen3's q/k norms replaced by the parameter-free Identity (Qwen2's): not Qwen3's
+    math, the same work otherwise; --qk-norm-cost times it next to the real model, the cost the
+    norms add to a decode step (what fusing them into RoPE could at most win back)."""
+    from s1.model.qwen2 import Identity
+    for layer in m.model.layers:
+        layer.self_attn.q_norm = Identity()
+        layer.self_attn.k_norm = Identity()
+    return m
+
+
+def bench_model(name, shape, device, dtype, args, tok, results, drop_qk_norm=False):
     import statistics
 
     import torch
@@ -151,6 +184,8 @@ def bench_model(name, shape, device, dtype, args, tok, results):
     from s1.infer.paged_cache import kv_bytes_per_token
     row = {"model": name}
     m = random_model(shape, device, dtype)
+    if drop_qk_norm:
+        m = without_qk_norm(m)
     weight_bytes = sum(p.numel() * p.element_size() for p in m.parameters())
     kv_tok = kv_bytes_per_token(m.config, dtype)
     row.update(weight_GB=weight_bytes / 1e9, kv_bytes_per_token=kv_tok)
@@ -227,7 +262,7 @@ def bench_model(name, shape, device, dtype, args, tok, results):
     results.append(row)
     save(results, args)                          # our numbers are out before transformers runs
     # (4) transformers side by side
-    if not args.skip_hf and (name in args.hf_models or smoke):
+    if not args.skip_hf and not drop_qk_norm and (name in args.hf_models or smoke):
         try:
             row.update(bench_hf(m, shape, device, dtype, prompt, n_short, n_long, prompts, out_lens, args))
         except Exception as e:                   # noqa: BLE001 - (1)-(3) stand without it
@@ -243,9 +278,12 @@ def bench_model(name, shape, device, dtype, args, tok, results):
 def bench_hf(m, shape, device, dtype, prompt, n_short, n_long, prompts, out_lens, args):
     import torch
     import transformers
-    cfg = transformers.Qwen2Config(**shape, rms_norm_eps=1e-6, rope_theta=1e6, max_position_embeddings=32768)
+    d = m.config.to_dict()  # the same architecture: Qwen2Config or Qwen3Config of transformers
+    d.update(max_window_layers=m.config.num_hidden_layers, dtype=None)
+    d.pop("torch_dtype", None)
+    cfg = transformers.AutoConfig.for_model(d.pop("model_type"), **d)
     with torch.device(device):
-        hf = transformers.Qwen2ForCausalLM(cfg).to(dtype).eval()
+        hf = transformers.AutoModelForCausalLM.from_config(cfg).to(dtype).eval()
     hf.load_state_dict(m.state_dict(), strict=False)
     hf.config._attn_implementation = "sdpa"
     out = {}
@@ -285,9 +323,10 @@ def bench_hf(m, shape, device, dtype, prompt, n_short, n_long, prompts, out_lens
 
 def save(results: list[dict], args) -> None:
     """The latest model's row as a JSON line on stderr; the whole record to --json (GPU default
-    bench/results/decode.json), rewritten after every part, so an interrupted run keeps its rows."""
+    bench/results/decode.json, --preset qwen3: decode_qwen3.json), rewritten after every part, so an
+    interrupted run keeps its rows."""
     print(f"bench.decode: {json.dumps(results[-1])}", file=sys.stderr, flush=True)
-    path = args.json or (None if args.smoke else "bench/results/decode.json")
+    path = args.json or (None if args.smoke else PRESETS[args.preset]["json"])
     if path:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with open(path, "w") as f:
@@ -301,19 +340,37 @@ def record_of(results: list[dict], args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="0.5B,1.5B,7B")
-    ap.add_argument("--hf-models", default="0.5B", help="models also run with transformers generate")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="qwen2.5",
+                    help="model family: its default --models / --hf-models and smoke shape (default qwen2.5)")
+    ap.add_argument("--models", default=None, help="SHAPES names, comma-separated (default: the preset's)")
+    ap.add_argument("--hf-models", default=None,
+                    help="models also run with transformers generate (default: the preset's)")
     ap.add_argument("--hf-batch", type=int, default=64, help="transformers batch for workload (2)")
     ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--qk-norm-cost", action="store_true",
+                    help="Qwen3 models: also run each with its q/k norms removed (their cost per step)")
     ap.add_argument("--max-num-seqs", type=int, default=256)
     ap.add_argument("--eager", action="store_true", help="no CUDA graphs")
     ap.add_argument("--smoke", action="store_true", help="CPU: tiny model and workload")
     ap.add_argument("--rounds", type=int, default=None,
                     help="alternated plain / budget-forcing rounds of workloads (2)+(3) (default 5; smoke 2)")
-    ap.add_argument("--json", default=None, help="default: bench/results/decode.json on GPU")
+    ap.add_argument("--json", default=None,
+                    help="default on GPU: bench/results/decode.json (--preset qwen3: decode_qwen3.json)")
     args = ap.parse_args(argv)
     if args.rounds is None:
         args.rounds = 2 if args.smoke else 5
+    preset = PRESETS[args.preset]
+    if args.smoke:  # the CPU stand-ins only ("smoke", "qwen3-smoke"): default the preset's
+        args.models = args.models or preset["smoke"]
+        big = [k for k in args.models.split(",") if not k.endswith("smoke")]
+        if big:
+            ap.error(f"--smoke runs the tiny CPU stand-ins only (smoke, qwen3-smoke), not {', '.join(big)}")
+    args.models = args.models or preset["models"]
+    args.hf_models = args.hf_models or preset["hf_models"]
+    from s1.model.config import SHAPES
+    unknown = [k for k in args.models.split(",") if k not in SHAPES]
+    if unknown:
+        ap.error(f"--models: unknown shape(s) {', '.join(unknown)}; one of {', '.join(SHAPES)}")
 
     import torch
 
@@ -330,13 +387,15 @@ def main(argv: list[str] | None = None) -> int:
         args.skip_hf = True
     args.env = environment()
     args.bandwidth = hbm_bandwidth_gbs(device) if device.type == "cuda" else None
-    tok = load_tokenizer()
-    from s1.model.config import SHAPES
-    shapes = {"smoke": SHAPES["smoke"]} if args.smoke else {k: SHAPES[k] for k in args.models.split(",")}
+    tok = load_tokenizer()  # the Qwen2.5 tokenizer: Qwen3's vocabulary rows too (random ids < 10,000)
+    shapes = {k: SHAPES[k] for k in args.models.split(",")}
     results = []
     for name, shape in shapes.items():
         print(f"bench.decode: {name} ...", file=sys.stderr)
         bench_model(name, shape, device, dtype, args, tok, results)
+        if args.qk_norm_cost and shape.get("model_type") == "qwen3":
+            print(f"bench.decode: {name} without q/k norm ...", file=sys.stderr)
+            bench_model(f"{name} w/o q/k norm", shape, device, dtype, args, tok, results, drop_qk_norm=True)
 
     env = args.env
     cols = ["model", "b1_tok_s", "b1_GB_s", "b1_pct_bw", "offline_tok_s", "budget_tok_s",

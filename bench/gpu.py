@@ -13,10 +13,14 @@ Parts (default order = priority; `--list` shows them with their caps):
   decode    bench.decode on 0.5B (batch-1 % of bandwidth; nano-vllm workload x5 alternated with
             budget forcing: steady throughput + overhead median/spread)
   sampler   sampling + budget rules per step, fused kernel vs torch path, batch 1/32/256
+  decode_qwen3  bench.decode --preset qwen3: the same on Qwen3-0.6B shapes (nano-vllm's and
+            mini-sglang's model: per-head q/k RMSNorm, head_dim 128, tied)
   decode_big  bench.decode on 1.5B and 7B (the head_dim-128 shapes)
   eval      bench.eval_sweep: MATH500 x 4 budgets in one call (repeated prompts)
   kernels   bench.kernels (attention vs SDPA backends, elementwise % of bandwidth, fused CE)
   train     bench.train (ours vs transformers, MFU, memory)
+  qk_norm   bench.decode --preset qwen3 --qk-norm-cost: Qwen3-0.6B with and without its q/k norms
+            (does fusing them into RoPE pay? unmeasured so far)
 Each part is a subprocess with its own timeout = min(its cap, time left - a margin); a part that
 times out or fails does not stop the next. A part whose test-only dependency is not installed
 (tests: pytest, from pip install -e ".[test]") is skipped with a note, and the others run.
@@ -50,12 +54,17 @@ PARTS = {
                      "--json", "bench/results/decode_0.5B.json"],
                [sys.executable, "-m", "bench.decode", "--smoke", "--skip-hf", "--rounds", "1"]),
     "sampler": (40, [sys.executable, "-m", "bench.sampler"], [sys.executable, "-m", "bench.sampler", "--smoke"]),
+    "decode_qwen3": (150, [sys.executable, "-m", "bench.decode", "--preset", "qwen3", "--skip-hf",
+                           "--json", "bench/results/decode_qwen3.json"],
+                     [sys.executable, "-m", "bench.decode", "--smoke", "--preset", "qwen3", "--skip-hf", "--rounds", "1"]),
     "decode_big": (150, [sys.executable, "-m", "bench.decode", "--models", "1.5B,7B", "--skip-hf",
                          "--json", "bench/results/decode_big.json"], None),
     "eval": (90, [sys.executable, "-m", "bench.eval_sweep", "--limit", "128"],
              [sys.executable, "-m", "bench.eval_sweep", "--smoke"]),
     "kernels": (120, [sys.executable, "-m", "bench.kernels"], None),
     "train": (120, [sys.executable, "-m", "bench.train", "--steps", "3"], None),
+    "qk_norm": (150, [sys.executable, "-m", "bench.decode", "--preset", "qwen3", "--qk-norm-cost", "--skip-hf",
+                      "--rounds", "2", "--json", "bench/results/decode_qwen3_qk_norm.json"], None),
 }
 # parts that need a module the package does not install (test-only dependencies)
 NEEDS = {"tests": "pytest"}

@@ -86,6 +86,8 @@ def full_shapes(cfg: Qwen2Config) -> dict[str, tuple[int, ...]]:
         leaf = name.rsplit(".", 2)[-2:]
         if name in ("model.embed_tokens.weight", "lm_head.weight"):
             s = (V, H)
+        elif leaf[0] in ("q_norm", "k_norm"):  # Qwen3: per head, [head_dim]
+            s = (cfg.head_dim,)
         elif name.endswith("norm.weight"):
             s = (H,)
         elif leaf[0] == "q_proj":

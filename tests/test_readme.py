@@ -53,6 +53,7 @@ RULES = [   # (regex on the command, action, detail); first match wins
     (r".* \.\.\.", "fragment", None),                                   # "s1 eval --methods ..."
     (r"python -m bench\.busy -- s1 demo( --quick)?", "help", None),
     (r"python -m bench\.\w+( --?[\w-]+)*", "help", None),
+    (r"python -m bench\.decode --preset [\w.]+", "help", None),               # --preset qwen3
     (r"python -m bench\.gpu --deadline \d+", "help", None),                # the GPU suite: its --help
     (r"s1 curate .*hf:simplescaling/.+", "needs", "download"),          # s1's 59K pool from the Hub
     (r"s1 curate variants --data simplescaling/.+", "needs", "download"),

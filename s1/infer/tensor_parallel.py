@@ -1,5 +1,6 @@
 """Tensor parallelism for inference, applied from outside the single-device model (Megatron-LM's
-layout, as vLLM's Qwen2): `shard_model` swaps modules of a `Qwen2ForCausalLM` for local-shape ones;
+layout, as vLLM's Qwen2 / Qwen3): `shard_model` swaps modules of a `Qwen2ForCausalLM` (either
+family) for local-shape ones;
 s1/model/qwen2.py is unchanged and knows nothing of ranks.
 
 Layout on rank r of n (every split is contiguous and balanced, `split(items, n, r)`; uneven splits
@@ -20,7 +21,7 @@ are allowed, so e.g. Qwen2.5-7B's 28 query heads run on 8 ranks as 4,3,4,3,...):
               per-rank (score, id) winners instead (`sample_partials` / `force_from_partials` in
               s1/kernels/). `greedy_argmax` does the same for plain argmax decoding with the model
               alone (no engine).
-  norms       replicated.
+  norms       replicated (Qwen3's per-head q_norm / k_norm weights [head_dim] too: every head uses them).
 So a forward runs 2 * layers + 1 all-reduces, each a plain `dist.all_reduce` on a device tensor
 (no host sync, no shape-dependent Python branching): NCCL captures them in CUDA graphs.
 The labels (loss) path of `Qwen2ForCausalLM.forward` is not tensor-parallel: inference only.
@@ -412,11 +413,14 @@ def shard_model(model: Qwen2ForCausalLM, tp: TPGroup) -> Qwen2ForCausalLM:
     for layer in model.model.layers:
         a, m = layer.self_attn, layer.mlp
         w = like(a.q_proj.weight)
-        a.q_proj = _resized(a.q_proj, nn.Linear(H, (q1 - q0) * D, bias=True, **w),
-                            {"weight": (0, q0 * D, q1 * D), "bias": (0, q0 * D, q1 * D)})
+        bias = cfg.attention_bias  # Qwen2: q/k/v biases (rows = heads, split with them); Qwen3: none
+        q_rows, kv_rows = (0, q0 * D, q1 * D), (0, k0 * D, k1 * D)
+        a.q_proj = _resized(a.q_proj, nn.Linear(H, (q1 - q0) * D, bias=bias, **w),
+                            {"weight": q_rows, **({"bias": q_rows} if bias else {})})
         for proj in ("k_proj", "v_proj"):
-            setattr(a, proj, _resized(getattr(a, proj), nn.Linear(H, (k1 - k0) * D, bias=True, **w),
-                                      {"weight": (0, k0 * D, k1 * D), "bias": (0, k0 * D, k1 * D)}))
+            setattr(a, proj, _resized(getattr(a, proj), nn.Linear(H, (k1 - k0) * D, bias=bias, **w),
+                                      {"weight": kv_rows, **({"bias": kv_rows} if bias else {})}))
+        # Qwen3's q_norm / k_norm weights are per head_dim, shared by every head: replicated as is.
         a.o_proj = _resized(a.o_proj, RowParallelLinear((q1 - q0) * D, H, tp, **w),
                             {"weight": (1, q0 * D, q1 * D)})
         a.num_heads, a.num_kv_heads = q1 - q0, k1 - k0

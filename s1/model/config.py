@@ -1,4 +1,9 @@
-"""Qwen2 / Qwen2.5 configuration with exactly the field names of HF `config.json`.
+"""Qwen2 / Qwen2.5 and Qwen3 (dense) configuration with exactly the field names of HF `config.json`.
+
+One config class and one model for both families (`model_type` "qwen2" or "qwen3"); what differs is
+decided here, once, from the checkpoint's fields: Qwen2 has q/k/v biases and head_dim = hidden /
+heads when absent; Qwen3 has no biases (`attention_bias` false), a per-head RMSNorm of q and k
+before RoPE (`qk_norm`), and an explicit head_dim (128 when absent, as transformers' Qwen3Config).
 
 Only architecture lives here; run settings (learning rate, budgets, ...) belong to their stages.
 Both the transformers-4 spelling (`rope_theta`, `torch_dtype`) and the transformers-5 spelling
@@ -25,6 +30,10 @@ class ConfigError(ValueError):
     pass
 
 
+# model_type -> the HF architecture name written to config.json
+FAMILIES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+
+
 @dataclass
 class Qwen2Config:
     vocab_size: int = 151936
@@ -33,7 +42,7 @@ class Qwen2Config:
     num_hidden_layers: int = 24
     num_attention_heads: int = 14
     num_key_value_heads: int = 2
-    head_dim: int | None = None  # absent in Qwen2 configs: hidden_size // num_attention_heads
+    head_dim: int | None = None  # absent: hidden_size // num_attention_heads (qwen2), 128 (qwen3)
     hidden_act: str = "silu"
     max_position_embeddings: int = 32768
     rms_norm_eps: float = 1e-6
@@ -50,7 +59,10 @@ class Qwen2Config:
     pad_token_id: int | None = None
     initializer_range: float = 0.02
     model_type: str = "qwen2"
-    architectures: list = field(default_factory=lambda: ["Qwen2ForCausalLM"])
+    # qwen2: q/k/v biases always (absent from its config.json); qwen3: the config's attention_bias,
+    # false in every published checkpoint (and required: a biased Qwen3 also biases o_proj).
+    attention_bias: bool | None = None
+    architectures: list | None = None  # absent: [Qwen2ForCausalLM] / [Qwen3ForCausalLM]
     extra: dict = field(default_factory=dict, repr=False)  # unknown keys, kept for round trips
 
     def __post_init__(self):
@@ -64,6 +76,17 @@ class Qwen2Config:
             need(isinstance(v, int) and not isinstance(v, bool) and v > 0, f, "must be a positive integer")
         need(self.num_attention_heads % self.num_key_value_heads == 0, "num_key_value_heads",
              f"must divide num_attention_heads={self.num_attention_heads}")
+        need(self.model_type in FAMILIES, "model_type",
+             f"only {' and '.join(repr(m) for m in FAMILIES)} checkpoints are supported")
+        if self.architectures is None:
+            self.architectures = [FAMILIES[self.model_type]]
+        if self.attention_bias is None:
+            self.attention_bias = self.model_type == "qwen2"
+        need(self.attention_bias == (self.model_type == "qwen2"), "attention_bias",
+             "Qwen2 always has q/k/v biases; Qwen3 with attention_bias=true (biases on q/k/v and o_proj) "
+             "is not supported (no published Qwen3 checkpoint has them)")
+        if self.head_dim is None and self.model_type == "qwen3":
+            self.head_dim = 128  # transformers' Qwen3Config default
         if self.head_dim is None:
             need(self.hidden_size % self.num_attention_heads == 0, "hidden_size",
                  f"must be divisible by num_attention_heads={self.num_attention_heads}")
@@ -76,12 +99,16 @@ class Qwen2Config:
              "rope_scaling", "only default RoPE is supported (no Qwen2.5 checkpoint uses scaling)")
         need(self.torch_dtype in dtypes.NAMES, "torch_dtype", f"must be one of {sorted(dtypes.NAMES)}")
         need(not self.use_sliding_window, "use_sliding_window", "sliding-window attention is not supported")
-        need(self.model_type in ("qwen2",), "model_type", "only 'qwen2' checkpoints are supported")
 
     # ---------------------------------------------------------------- derived
     @property
     def dtype(self) -> torch.dtype:
         return dtypes.to_torch(self.torch_dtype)
+
+    @property
+    def qk_norm(self) -> bool:
+        """Per-head RMSNorm (weights [head_dim]) of q and k before RoPE: Qwen3."""
+        return self.model_type == "qwen3"
 
     @property
     def q_size(self) -> int:
@@ -93,7 +120,11 @@ class Qwen2Config:
 
     def num_params(self, include_embedding: bool = True) -> int:
         h, i, L = self.hidden_size, self.intermediate_size, self.num_hidden_layers
-        attn = h * self.q_size + self.q_size + 2 * (h * self.kv_size + self.kv_size) + self.q_size * h
+        attn = h * self.q_size + 2 * h * self.kv_size + self.q_size * h
+        if self.attention_bias:
+            attn += self.q_size + 2 * self.kv_size
+        if self.qk_norm:
+            attn += 2 * self.head_dim
         per_layer = attn + 3 * h * i + 2 * h
         n = L * per_layer + h
         if include_embedding:
@@ -141,6 +172,8 @@ class Qwen2Config:
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        if self.model_type == "qwen2":
+            del d["attention_bias"]  # not a Qwen2 config field: implied (always biased)
         d.update(self.extra)
         return d
 
@@ -154,7 +187,7 @@ class Qwen2Config:
             json.dump(d, fh, indent=2, sort_keys=True)
 
 
-# Qwen2.5 model shapes (the published config.json files). Random-weight models of
+# Qwen2.5 and Qwen3 model shapes (the published config.json files). Random-weight models of
 # these shapes serve the benchmarks; real checkpoints carry their own config.json. "smoke" is a
 # tiny stand-in with the real vocabulary, for CPU smoke runs of the same scripts.
 SHAPES: dict[str, dict[str, Any]] = {
@@ -172,12 +205,28 @@ SHAPES: dict[str, dict[str, Any]] = {
                 intermediate_size=27648, vocab_size=152064, tie_word_embeddings=False),
     "smoke": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                   intermediate_size=128, vocab_size=151936, tie_word_embeddings=True),
+    # Qwen3 dense (the published config.json files: head_dim 128 everywhere, so heads * head_dim
+    # differs from hidden_size for 0.6B, 4B, 32B; 40,960 positions; vocabulary 151,936).
+    **{f"qwen3-{name}": dict(model_type="qwen3", head_dim=128, hidden_size=h, num_hidden_layers=L,
+                             num_attention_heads=hq, num_key_value_heads=8, intermediate_size=i,
+                             vocab_size=151936, tie_word_embeddings=tied, rope_theta=1e6,
+                             max_position_embeddings=40960)
+       for name, h, L, hq, i, tied in [("0.6B", 1024, 28, 16, 3072, True),
+                                       ("1.7B", 2048, 28, 16, 6144, True),
+                                       ("4B", 2560, 36, 32, 9728, True),
+                                       ("8B", 4096, 36, 32, 12288, False),
+                                       ("14B", 5120, 40, 40, 17408, False),
+                                       ("32B", 5120, 64, 64, 25600, False)]},
+    # the CPU stand-in: real vocabulary, head_dim 32 != hidden / heads = 16
+    "qwen3-smoke": dict(model_type="qwen3", head_dim=32, hidden_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
+                        vocab_size=151936, tie_word_embeddings=True),
 }
 
 
 def shape_config(name: str, **overrides) -> Qwen2Config:
     """A Qwen2Config of a named shape (SHAPES), instruct-checkpoint defaults (rms_norm_eps 1e-6,
-    rope_theta 1e6, 32K positions, bf16), with any field overridden."""
+    rope_theta 1e6, 32K positions (Qwen3: its own 40K), bf16), with any field overridden."""
     if name not in SHAPES:
         raise ValueError(f"unknown model shape {name!r}: one of {', '.join(SHAPES)}")
     d = dict(rms_norm_eps=1e-6, rope_theta=1e6, max_position_embeddings=32768, torch_dtype="bfloat16")

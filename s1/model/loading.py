@@ -1,5 +1,8 @@
 """Hugging Face checkpoint I/O: config.json + model.safetensors (or shards with an index).
 
+Qwen2 / Qwen2.5 (model_type "qwen2") and Qwen3 dense ("qwen3": no q/k/v biases, per-head
+`self_attn.q_norm` / `k_norm` weights) checkpoints, read and written in HF's names and layout.
+
 Loading never holds two full copies of the weights: the model is built on the meta device,
 materialized once (`to_empty`) on the target device in the target dtype, then filled tensor by
 tensor from memory-mapped safetensors files (one tensor in flight at a time).
@@ -50,8 +53,10 @@ def hf_name_map(cfg: Qwen2Config) -> dict[str, str]:
         p = f"model.layers.{i}."
         names += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
         for proj in ("q_proj", "k_proj", "v_proj"):
-            names += [p + f"self_attn.{proj}.weight", p + f"self_attn.{proj}.bias"]
+            names += [p + f"self_attn.{proj}.weight"] + ([p + f"self_attn.{proj}.bias"] if cfg.attention_bias else [])
         names += [p + "self_attn.o_proj.weight"]
+        if cfg.qk_norm:
+            names += [p + "self_attn.q_norm.weight", p + "self_attn.k_norm.weight"]
         names += [p + f"mlp.{m}.weight" for m in ("gate_proj", "up_proj", "down_proj")]
     if not cfg.tie_word_embeddings:
         names.append("lm_head.weight")
@@ -193,7 +198,7 @@ def _checkpoint_files(path: str) -> dict[str, str]:
 
 def load_model(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None = None,
                cfg: Qwen2Config | None = None, *, shard=None, stats: dict | None = None) -> Qwen2ForCausalLM:
-    """Load an HF-format Qwen2 checkpoint directory onto `device` in `dtype` (default: config's).
+    """Load an HF-format Qwen2 / Qwen3 checkpoint directory onto `device` in `dtype` (default: config's).
 
     shard: a sharding plan applied from outside (s1/infer/tensor_parallel.py's), an object with
         `prepare(model)`: replaces modules of the meta-device model by their local shapes, and
@@ -223,7 +228,7 @@ def load_model(path: str | os.PathLike, device="cpu", dtype: torch.dtype | None 
     unexpected = [n for n in files if n not in name_map and not any(r.fullmatch(n) for r in _IGNORED)
                   and not (n == "lm_head.weight" and cfg.tie_word_embeddings)]
     if unexpected:
-        raise CheckpointError(f"{path}: unexpected tensor(s) not in a Qwen2 model of this config: "
+        raise CheckpointError(f"{path}: unexpected tensor(s) not in a {cfg.model_type} model of this config: "
                               f"{', '.join(sorted(unexpected)[:5])}" + (" ..." if len(unexpected) > 5 else ""))
     missing = [n for n in name_map if n not in files]
     if missing:
@@ -335,7 +340,8 @@ def save_random_checkpoint(path: str | os.PathLike, config: Qwen2Config | str,
     """Write a checkpoint with random weights: config.json + safetensors (+ the tokenizer files of
     `tokenizer_dir`), loadable like any other (load_model, `s1 generate`, `s1 serve`, transformers).
 
-    config: a Qwen2Config, or a shape name of s1.model.config.SHAPES ("0.5B", "7B", "smoke", ...);
+    config: a Qwen2Config, or a shape name of s1.model.config.SHAPES ("0.5B", "7B", "smoke",
+    "qwen3-0.6B", "qwen3-smoke", ...);
     `overrides` replace config fields (shape_config(name, **overrides)). The weights are the
     model's own initialization (Qwen2ForCausalLM.init_weights, HF's: normal(0, std) matrices, zero
     biases, unit norms) drawn on the CPU from `seed`, stored in the config's dtype; `std` (default

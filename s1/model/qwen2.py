@@ -1,4 +1,9 @@
-"""The Qwen2 / Qwen2.5 decoder, single-device and flag-free.
+"""The Qwen2 / Qwen2.5 and Qwen3 (dense) decoder, single-device and flag-free.
+
+The two families differ only in attention, and the difference is built into the modules at
+construction from the config (s1/model/config.py), never tested at run time: Qwen2 has q/k/v biases
+and `q_norm` / `k_norm` are `Identity` (no parameters); Qwen3 has no biases and per-head RMSNorms
+(weights [head_dim]) of q and k before RoPE, through the same `ops.rms_norm` kernel.
 
 Layout: tokens of all sequences are packed along one dimension ([T] ids, [T, hidden] states) with
 `cu_seqlens` marking sequence boundaries (FlashAttention's varlen convention), so training with
@@ -43,6 +48,13 @@ class RMSNorm(nn.Module):
         return ops.rms_norm(x, self.weight, self.eps)
 
 
+class Identity(nn.Module):
+    """Qwen2's q_norm / k_norm: none (no parameters, so the state dict is Qwen2's)."""
+
+    def forward(self, x, ops):
+        return x
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: Qwen2Config, layer_idx: int):
         super().__init__()
@@ -51,15 +63,17 @@ class Attention(nn.Module):
         self.num_kv_heads = cfg.num_key_value_heads
         self.head_dim = cfg.head_dim
         self.scale = cfg.head_dim ** -0.5
-        self.q_proj = nn.Linear(cfg.hidden_size, cfg.q_size, bias=True)
-        self.k_proj = nn.Linear(cfg.hidden_size, cfg.kv_size, bias=True)
-        self.v_proj = nn.Linear(cfg.hidden_size, cfg.kv_size, bias=True)
+        self.q_proj = nn.Linear(cfg.hidden_size, cfg.q_size, bias=cfg.attention_bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, cfg.kv_size, bias=cfg.attention_bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, cfg.kv_size, bias=cfg.attention_bias)
         self.o_proj = nn.Linear(cfg.q_size, cfg.hidden_size, bias=False)
+        norm = (lambda: RMSNorm(cfg.head_dim, cfg.rms_norm_eps)) if cfg.qk_norm else Identity
+        self.q_norm, self.k_norm = norm(), norm()
 
     def forward(self, x, cos, sin, batch: AttnBatch | None, kv_cache, ops):
         T = x.shape[0]
-        q = self.q_proj(x).view(T, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(T, self.num_kv_heads, self.head_dim)
+        q = self.q_norm(self.q_proj(x).view(T, self.num_heads, self.head_dim), ops)
+        k = self.k_norm(self.k_proj(x).view(T, self.num_kv_heads, self.head_dim), ops)
         v = self.v_proj(x).view(T, self.num_kv_heads, self.head_dim)
         q, k = ops.rope(q, k, cos, sin)
         if kv_cache is None:

@@ -1,7 +1,7 @@
 """Tensor parallelism for inference (s1/infer/tensor_parallel.py) on CPU with gloo.
 
 In one process:
-- the head / vocabulary / MLP plan for every Qwen2.5 shape and TP 1-8 (uneven splits, replicated
+- the head / vocabulary / MLP plan for every Qwen2.5 and Qwen3 shape and TP 1-8 (uneven splits, replicated
   KV heads), and the exact per-rank parameter bytes of the 7B and 32B shapes (meta device);
 - sharded loading: every rank's parameters equal its ranges of the full model, and it reads
   exactly those bytes (also from a multi-file checkpoint, bf16 on disk -> fp32).
@@ -9,7 +9,8 @@ In one launch of 4 processes (torchrun's environment variables, gloo; tests/infe
 - each rank's peak RSS while loading its TP-4 shard of a 70 MiB checkpoint grows by its quarter;
 - TP 4 and TP 2 x DP 2 logits of a packed prefill and of decode steps through a KV cache equal
   TP 1 (fp32), greedy tokens identical, one all-reduce per attention and per MLP block (+1 for the
-  embedding), for GQA with KV heads < TP (replicated) and dividing TP, tied and untied;
+  embedding), for GQA with KV heads < TP (replicated) and dividing TP, tied and untied, and Qwen3
+  (no biases, replicated per-head q/k norms);
 - a rank that exits, or hangs, makes its TP peer raise TPError (at once / after the timeout).
 """
 from __future__ import annotations
@@ -44,6 +45,10 @@ CASES = {
     "gqa84_untied": dict(num_attention_heads=8, num_key_value_heads=4, vocab_size=256, tie_word_embeddings=False),
     # 4/1 heads (MQA): the one KV head replicated on every rank. Untied, vocabulary 203.
     "mqa41_untied": dict(num_attention_heads=4, num_key_value_heads=1, vocab_size=203, tie_word_embeddings=False),
+    # Qwen3: no q/k/v biases, per-head q/k norms (replicated), 8 x 16 = 128 != hidden 64; 8/2 heads: TP 4
+    # replicates each KV head on 2 ranks. Tied, vocabulary 250.
+    "qwen3_gqa82_tied": dict(model_type="qwen3", num_attention_heads=8, num_key_value_heads=2, vocab_size=250,
+                             tie_word_embeddings=True),
 }
 
 
@@ -132,7 +137,8 @@ def _rank_bytes(cfg: Qwen2Config, n: int, itemsize: int = 2) -> list[int]:
             for r in range(n)]
 
 
-@pytest.mark.parametrize("shape,n", [("7B", 8), ("32B", 8), ("32B", 4), ("0.5B", 2)])
+@pytest.mark.parametrize("shape,n", [("7B", 8), ("32B", 8), ("32B", 4), ("0.5B", 2), ("qwen3-32B", 8),
+                                     ("qwen3-0.6B", 2)])
 def test_per_rank_weights_of_qwen_shapes(shape, n):
     """bf16 bytes per rank = 1/n of the sharded tensors + the replicated ones (norms; KV heads when
     n > Hk), computed on the meta device by the same plan the loader reads with."""
@@ -140,9 +146,10 @@ def test_per_rank_weights_of_qwen_shapes(shape, n):
     full = cfg.num_params() * 2
     per_rank = _rank_bytes(cfg, n)
     L, H, D = cfg.num_hidden_layers, cfg.hidden_size, cfg.head_dim
-    norms = (2 * L + 1) * H * 2
+    norms = ((2 * L + 1) * H + (2 * L * D if cfg.qk_norm else 0)) * 2   # Qwen3: + q/k norms per layer
     rep = max(1, n // cfg.num_key_value_heads)
-    kv_extra = L * 2 * (H * D + D) * cfg.num_key_value_heads * (rep - 1) * 2  # replicated k/v rows
+    bias = D if cfg.attention_bias else 0
+    kv_extra = L * 2 * (H * D + bias) * cfg.num_key_value_heads * (rep - 1) * 2  # replicated k/v rows
     assert sum(per_rank) == full + (n - 1) * norms + kv_extra
     print(f"\n{shape} TP {n}: full {full / 2**30:.3f} GiB bf16; per rank "
           f"{min(per_rank) / 2**30:.3f}-{max(per_rank) / 2**30:.3f} GiB "

@@ -78,20 +78,23 @@ def test_two_rank_fsdp_equals_one_rank(tmp_path, qwen_tokenizer_dir):
 
 def test_two_ranks_load_their_slices_and_export_streams_the_same_weights(tmp_path, qwen_tokenizer_dir):
     """--model on 2 ranks: each rank reads only its shards' rows (odd vocabulary and MLP sizes:
-    uneven shards); with lr 0 the streamed export (gathered tensor by tensor) equals the source."""
+    uneven shards); with lr 0 the streamed export (gathered tensor by tensor) equals the source.
+    The checkpoint is a Qwen3 one (per-head q/k norms of head_dim 32 != 64 / 4, no q/k/v biases):
+    FSDP2 wraps, loads, trains and exports that family too (the other test here trains Qwen2)."""
     from safetensors.torch import load_file
 
     from s1.model.config import Qwen2Config
     from s1.model.loading import save_random_checkpoint
     src = save_random_checkpoint(tmp_path / "src", Qwen2Config.from_dict({**TINY, "vocab_size": 151937,
-                                                                        "intermediate_size": 127}),
+                                                                        "intermediate_size": 127,
+                                                                        "model_type": "qwen3", "head_dim": 32}),
                                  tokenizer_dir=qwen_tokenizer_dir, seed=3)
     data = write_json(tmp_path / "data.json", digit_rows(4, seed=2))
     out = _torchrun(["--model", src, "--data", data, "--out", str(tmp_path / "o"), "--lr", "0", "--epochs", "1",
                      "--global-batch-size", "2", "--block-size", "512", "--export-dtype", "float32", "--no-progress"])
     assert "world 2" in out
     a, b = load_file(os.path.join(src, "model.safetensors")), load_file(str(tmp_path / "o" / "model.safetensors"))
-    assert a.keys() == b.keys()
+    assert a.keys() == b.keys() and "model.layers.1.self_attn.k_norm.weight" in a
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
 
 
