@@ -314,9 +314,9 @@ def session(profile_dir: str | None = None, steps: tuple[int, int] | None = None
 
 
 # ---------------------------------------------------------------------- command-line flags
-def add_arguments(parser, timeline: bool = True) -> None:
+def add_arguments(parser, timeline: bool = True, note: str | None = None) -> None:
     """--profile DIR, --profile-steps A:B (and --timeline FILE) on a command's parser."""
-    g = parser.add_argument_group("profiling (off by default; costs nothing when off)")
+    g = parser.add_argument_group("profiling (off by default; costs nothing when off)", note)
     g.add_argument("--profile", metavar="DIR", default=None,
                    help="write a torch.profiler trace (gzipped Chrome/Perfetto JSON) with named phase ranges to DIR")
     g.add_argument("--profile-steps", metavar="A:B", default=None,
