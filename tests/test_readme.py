@@ -54,6 +54,10 @@ RULES = [   # (regex on the command, action, detail); first match wins
     (r"python -m bench\.busy -- s1 demo( --quick)?", "help", None),
     (r"python -m bench\.\w+( --?[\w-]+)*", "help", None),
     (r"python -m bench\.gpu --deadline \d+", "help", None),                # the GPU suite: its --help
+    (r"s1 (generate|eval|train) .*--profile .+", "test",                  # writes traces: run by its own test
+     "tests/common/test_profiling.py::test_generate_trace_has_the_engine_phases_in_the_step_window_and_the_timeline_plots"),
+    (r"s1 bench timeline \S+", "test",
+     "tests/common/test_profiling.py::test_generate_trace_has_the_engine_phases_in_the_step_window_and_the_timeline_plots"),
     (r"s1 (generate|eval|train|curate) .+", "run", None),
     (r"s1 bench NAME", "run", None),
     (r"s1 --version", "run", None),
