@@ -116,7 +116,7 @@ def plot(head: dict, steps: list[dict], path: str) -> None:
     fig, (ax, bx) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     cmap = plt.get_cmap("tab10" if len(phases) <= 10 else "tab20")
     bottom = [0.0] * len(steps)
-    width = 1.0 if len(steps) < 400 else 1.0
+    width = 1.0
     for i, p in enumerate(phases + ["(other)"]):
         if p == "(other)":
             ys = [max(0.0, r["wall_ms"] - sum(r["phases_ms"].values())) for r in steps]
@@ -138,12 +138,13 @@ def plot(head: dict, steps: list[dict], path: str) -> None:
                  fontsize=10)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
-    bx.bar(x, [r.get("batch") or 0 for r in steps], width=width, color="tab:gray", linewidth=0)
+    bx.bar(x, [r.get("batch") or 0 for r in steps], width=width, color="steelblue", linewidth=0,
+           label="decode (or train) steps")
     prefill = [r["step"] for r in steps if r.get("kind") == "prefill"]
     if prefill:
         bx.bar(prefill, [next(s.get("batch") or 0 for s in steps if s["step"] == p) for p in prefill],
                width=width, color="tab:orange", linewidth=0, label="prefill steps")
-        bx.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    bx.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     bx.set_ylabel("batch")
     bx.set_xlabel("step")
     fig.tight_layout()
