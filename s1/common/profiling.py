@@ -183,7 +183,8 @@ class Recorder:
                 "units": "ms", "engine_phases": list(ENGINE_PHASES), "train_phases": list(TRAIN_PHASES),
                 "fields": {"step": "1-based step", "t_ms": "host time of the step's start since the recorder opened",
                            "wall_ms": "host wall time of the step", "phases_ms": "host ms per phase",
-                           "device_ms": "CUDA-event ms of the step's device work (null on CPU)",
+                           "device_ms": "ms between CUDA events recorded before and after the step's device work "
+                                        "(on the stream: includes gaps where the GPU waited for launches; null on CPU)",
                            "kind": "prefill | decode (engine; absent: a step that only applied a result), train", "batch": "sequences in the step",
                            "tokens": "tokens the step's forward processed"}}
 

@@ -181,16 +181,17 @@ class ModelRunner:
         gather their decode columns and advance them (padding rows stay), gather the input tokens
         and block tables, forward, sample_and_force. The eager path runs it per step (max_context:
         the batch's longest context); a CUDA graph captures it once per batch bucket (max_context
-        = max_model_len)."""
-        inp = self._next.index_select(1, rows)
-        # every row after the slot advances by one position (padding rows stay)
-        self._next[NEXT_POS:, rows] = inp[NEXT_POS:] + (rows != self.budget.dummy_row)
-        pos, slots, ctx = inp[NEXT_POS], inp[NEXT_CACHE_SLOT], inp[NEXT_CONTEXT]
-        pages = _cdiv(max_context, self.page_size)
-        meta = StepMeta(is_prefill=False, slot_mapping=slots,
-                        block_tables=self.block_tables[:, :pages].index_select(0, rows),
-                        context_lens=ctx.to(torch.int32), max_context=max_context)
+        = max_model_len). Profiling: "decode_forward" covers the gathers and the forward (as a
+        CUDA-graph replay does)."""
         with rec.phase("decode_forward"):
+            inp = self._next.index_select(1, rows)
+            # every row after the slot advances by one position (padding rows stay)
+            self._next[NEXT_POS:, rows] = inp[NEXT_POS:] + (rows != self.budget.dummy_row)
+            pos, slots, ctx = inp[NEXT_POS], inp[NEXT_CACHE_SLOT], inp[NEXT_CONTEXT]
+            pages = _cdiv(max_context, self.page_size)
+            meta = StepMeta(is_prefill=False, slot_mapping=slots,
+                            block_tables=self.block_tables[:, :pages].index_select(0, rows),
+                            context_lens=ctx.to(torch.int32), max_context=max_context)
             logits = self._forward(self.budget.tables.state[rows, fs.LAST_TOKEN], pos, meta, None)
         with rec.phase("sample_and_force"):
             return self.budget.step(logits, rows, filtered)
