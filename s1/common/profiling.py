@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 
 ENGINE_PHASES = ("schedule", "page_flush", "prepare_inputs", "prefill_forward", "decode_forward",
@@ -201,6 +202,7 @@ class Recorder:
         self._prof.start()
         self._tracing = True
         self._trace_from = self.step + 1
+        self._trace_thread = threading.get_ident()
         return True
 
     def stop_trace(self) -> str | None:
@@ -208,6 +210,9 @@ class Recorder:
         if self._prof is None:
             return None
         prof, self._prof, self._tracing = self._prof, None, False
+        if threading.get_ident() != self._trace_thread:   # kineto cannot stop another thread's session
+            self.say("[profile] the trace started on another thread (now gone?) cannot be stopped here: dropped")
+            return None
         prof.stop()
         last = self.step
         span = f"steps{self._trace_from}-{last}" if last >= self._trace_from else "nosteps"
@@ -305,6 +310,11 @@ def session(profile_dir: str | None = None, steps: tuple[int, int] | None = None
         return
     if steps is not None and not profile_dir:
         raise ValueError("--profile-steps needs --profile DIR")
+    rank = int(os.environ.get("RANK", "0") or 0)
+    if timeline and rank:       # torchrun: one timeline per rank (traces carry the process id)
+        stem, ext = os.path.splitext(timeline)
+        timeline = f"{stem}.rank{rank}{ext}"
+        label = f"{label}-rank{rank}"
     rec = Recorder(profile_dir, steps, timeline, nvtx=True, label=label, say=say, manual=manual)
     prev = install(rec)
     try:

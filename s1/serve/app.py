@@ -353,6 +353,11 @@ def build_app(engine, settings: ServerSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if profiler is not None and profiler.tracing and state.loop.alive:
+                try:    # a trace still running is written by the thread that started it
+                    await asyncio.wait_for(state.loop.call(profiler.stop_trace), 60)
+                except Exception:
+                    log.exception("writing the running trace at shutdown failed")
             state.loop.stop()
             state.cpu_pool.shutdown(wait=False, cancel_futures=True)
             if profiler is not None:

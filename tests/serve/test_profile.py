@@ -54,8 +54,10 @@ def test_start_and_stop_profile_write_a_trace_of_the_engine_phases(ckpt, tmp_pat
             assert r.status_code == 200, r.text
             trace = r.json()["trace"]
             assert c.post("/stop_profile").status_code == 409                   # nothing running any more
+            assert c.post("/start_profile").json()["started"] is True           # left running at shutdown:
     finally:
         _stop(engine, server, thread)
+    assert len(list(prof.glob("*.trace.json.gz"))) == 2                       # written by the engine thread
     assert profiling.active() is profiling.OFF
     with gzip.open(trace, "rt") as f:
         names = {e["name"] for e in json.load(f)["traceEvents"] if e.get("cat") == "user_annotation"}
