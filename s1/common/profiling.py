@@ -291,6 +291,10 @@ class Recorder:
     def close(self) -> None:
         """Stop a trace still running and finish the timeline (idempotent)."""
         self.stop_trace()
+        if self.steps is not None and self.profile_dir and not self.traces and not getattr(self, "_warned", False):
+            self._warned = True
+            self.say(f"[profile] no trace written: --profile-steps {self.steps[0]}:{self.steps[1]} but the run "
+                     f"took {self.step} step(s)")
         if self._tl is not None:
             self._flush_timeline(wait=True)
             self._tl.close()

@@ -96,6 +96,10 @@ def test_flags_are_checked(tiny, tmp_path, capsys):
         with pytest.raises(ValueError, match="--profile-steps"):
             profiling.parse_steps(bad)
     assert profiling.parse_steps("5:20") == (5, 20)
+    said = []
+    with profiling.session(str(tmp_path / "late"), (500, 600), say=said.append):
+        pass                                                    # a window the run never reaches
+    assert "no trace written" in said[-1] and not list((tmp_path / "late").iterdir())
 
 
 def test_train_trace_has_the_trainer_phases(tmp_path, qwen_tokenizer_dir):
