@@ -423,12 +423,20 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny shapes; runs on CPU under the Triton interpreter")
     ap.add_argument("--only", default="attn,elementwise,ce", help="comma-separated subset of attn,elementwise,ce")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")
-    ap.add_argument("--out", default=None, help="output stem (default bench/results/kernels_<device>)")
+    ap.add_argument("--out", default=None, help="output stem (default bench/results/kernels_<device>; with --smoke a "
+                    "temporary folder: a smoke run never overwrites a recorded result)")
     ap.add_argument("--sm90-report", action="store_true",
                     help="compile the attention configs for sm_90 and report registers/spills (no GPU needed)")
     a = ap.parse_args(argv)
     if a.sm90_report:
         return _sm90_main(a)
+    smoke_stem = None
+    if a.smoke:      # a temporary folder (or a named --out): never over the recorded results
+        from bench import smoke_output
+        try:
+            smoke_stem = smoke_output("kernels_smoke", a.out, (".json", ".md"))
+        except ValueError as e:
+            ap.error(str(e))
     parts = {p.strip() for p in a.only.split(",") if p.strip()}
     unknown = parts - {"attn", "elementwise", "ce"}
     if unknown:
@@ -469,7 +477,7 @@ def main(argv=None) -> int:
     print(head)
     print(table)
     slug = re.sub(r"[^A-Za-z0-9]+", "_", env["device"]).strip("_").lower()[:40]
-    stem = a.out or os.path.join("bench", "results", f"kernels_{'smoke_' if a.smoke else ''}{slug}")
+    stem = smoke_stem or a.out or os.path.join("bench", "results", f"kernels_{slug}")
     os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
     with open(stem + ".json", "w") as f:
         json.dump({"env": env, "smoke": a.smoke, "dtype": str(dtype), "bandwidth": bandwidth, "targets": TARGETS,

@@ -192,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         out = Path({"toy": "bench/results/methods", "gpu": "bench/results/methods_gpu"}[scale])
     # pool, tokenizers, model checkpoint and raw samples stay out of the repository
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="s1_methods_work_"))
+    print(f"[bench.methods] results -> {out}" + (" (a temporary folder: smoke results are not kept)"
+                                                  if scale == "smoke" and not a.out else "")
+          + f"; work files (pool, tokenizers, model, raw samples) -> {work}", file=sys.stderr, flush=True)
     run(s, out, work, a.seed, a.methods, reuse_model=a.reuse_model)
+    print(f"[bench.methods] wrote {out} (work files in {work})", file=sys.stderr)
     return 0
 
 

@@ -16,7 +16,8 @@ Timing: 2 warm-up steps, then the median over --steps steps, each bracketed by C
     python -m bench.train                      # 0.5B and 1.5B x 4K/16K/32K x ckpt on/off, ours + hf
     python -m bench.train --max-len 1.5B       # longest trainable sequence for 1.5B (ckpt on)
     python -m bench.train --smoke              # tiny model on CPU: checks the script, numbers meaningless
-Writes a markdown table to stdout and bench/results/train.json (device, commit, versions, date).
+Writes a markdown table to stdout and bench/results/train.json (device, commit, versions, date); --smoke
+writes into a temporary folder (printed) unless --out names another file: never over a recorded result.
 """
 from __future__ import annotations
 
@@ -202,8 +203,17 @@ def main(argv=None) -> int:
     ap.add_argument("--kernels", default="auto", choices=["auto", "torch", "triton"])
     ap.add_argument("--max-len", metavar="SHAPE", help="find the longest trainable sequence (ours, ckpt on)")
     ap.add_argument("--smoke", action="store_true", help="tiny model on CPU, fp32: checks that the script runs")
-    ap.add_argument("--out", default="bench/results/train.json")
+    ap.add_argument("--out", default=None, help="default bench/results/train.json; with --smoke a temporary folder "
+                    "(a smoke run never overwrites a recorded result)")
     a = ap.parse_args(argv)
+    if a.smoke:
+        from bench import smoke_output
+        try:
+            a.out = smoke_output("train_smoke_cpu.json", a.out)
+        except ValueError as e:
+            ap.error(str(e))
+    elif a.out is None:
+        a.out = "bench/results/train.json"
 
     import torch.distributed as dist
 
@@ -215,7 +225,6 @@ def main(argv=None) -> int:
         a.shapes, a.steps = ["tiny"], 2
         if a.seq_lens == ap.get_default("seq_lens"):
             a.seq_lens = [64, 128]
-        a.out = a.out.replace(".json", "_smoke_cpu.json")
     else:
         if not torch.cuda.is_available():
             print("bench.train: no CUDA device (use --smoke on CPU)", file=sys.stderr)

@@ -57,6 +57,11 @@ RULES = [   # (regex on the command, action, detail); first match wins
     (r"python -m bench\.gpu --deadline \d+", "help", None),                # the GPU suite: its --help
     (r"s1 curate .*hf:simplescaling/.+", "needs", "download"),          # s1's 59K pool from the Hub
     (r"s1 curate variants --data simplescaling/.+", "needs", "download"),
+
+    (r"s1 (generate|eval|train) .*--profile .+", "test",                  # writes traces: run by its own test
+     "tests/common/test_profiling.py::test_generate_trace_has_the_engine_phases_in_the_step_window_and_the_timeline_plots"),
+    (r"s1 bench timeline \S+", "test",
+     "tests/common/test_profiling.py::test_generate_trace_has_the_engine_phases_in_the_step_window_and_the_timeline_plots"),
     (r"s1 (generate|eval|train|curate) .+", "run", None),
     (r"s1 bench NAME", "run", None),
     (r"s1 --version", "run", None),

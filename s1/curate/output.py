@@ -62,13 +62,38 @@ def _length_bins(values: list[int], nbins: int = 10) -> list[tuple[int, int]]:
     return [(i * step, (i + 1) * step) for i in range(nbins)]
 
 
-def write_report(out_dir, stats: dict[str, dict], candidates: list[dict], selected: list[dict], titles: dict[str, str]) -> None:
-    """report.md + report.png: counts per stage and source, domain and trace-length histograms."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def tokenizer_label(tokenizer_dir) -> str:
+    """How the report names the tokenizer that counted trace tokens: its folder (the last two path
+    parts) and vocabulary size, e.g. "data/qwen2.5-tokenizer, 151,665 tokens" or the demo's own
+    "demo/tokenizer, 2,000 tokens"."""
+    if not tokenizer_dir:
+        return "tokenizer not recorded"
+    p = Path(tokenizer_dir)
+    name = "/".join(p.parts[-2:])
+    try:
+        with open(p / "tokenizer.json", encoding="utf-8") as f:
+            tj = json.load(f)
+        ids = set(tj["model"]["vocab"].values()) | {t["id"] for t in tj.get("added_tokens", [])}
+        return f"tokenizer {name}, {len(ids):,} tokens"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"tokenizer {name}"
 
+
+def _short(title: str, n: int = 30) -> str:
+    return title if len(title) <= n else title[:n - 1].rstrip() + "…"
+
+
+def domain_tick_labels(codes: list[str], titles: dict[str, str]) -> list[str]:
+    """x tick labels of the domain histogram: "code title" (titles cut to 30 characters)."""
+    return [f"{c} {_short(titles[c])}" if titles.get(c) else c for c in codes]
+
+
+def write_report(out_dir, stats: dict[str, dict], candidates: list[dict], selected: list[dict], titles: dict[str, str],
+                 tokenizer: str | None = None) -> None:
+    """report.md + report.png: counts per stage and source, domain and trace-length histograms.
+    tokenizer: the folder of the tokenizer that counted trace tokens (named in both)."""
     out_dir = Path(out_dir)
+    tok_name = tokenizer_label(tokenizer)
     s = {k: v.get("stats", {}) for k, v in stats.items()}
     sources = sorted(s["sources"]["per_source"])
     sel_by_src = Counter(r["source_type"] for r in selected)
@@ -107,7 +132,7 @@ def write_report(out_dir, stats: dict[str, dict], candidates: list[dict], select
            ("No student checkpoints given: every question kept." if df["skipped"] else
             f"Students {df['students']}; correct answers per student {df['correct_per_student']}; "
             "a question is kept only if every student is wrong.")
-           + f" Thinking-trace tokens (Qwen2.5 tokenizer) over the stage input: {df['trace_tokens']}.", "",
+           + f" Thinking-trace tokens ({tok_name}) over the stage input: {df['trace_tokens']}.", "",
            _table(["source", "in", "solved by a student", "kept"], [[k, v["in"], v["solved_by_a_student"], v["kept"]] for k, v in sorted(df["per_source"].items())])]
     if df.get("recipe") == "s1":
         sel = s["select"]
@@ -139,32 +164,42 @@ def write_report(out_dir, stats: dict[str, dict], candidates: list[dict], select
     lens_c = [r.get("trace_tokens") or 0 for r in candidates]
     lens_s = [r.get("trace_tokens") or 0 for r in selected]
     bins = _length_bins(lens_c)
-    md += ["", "### Trace length histogram (thinking tokens)", "", _table(
+    md += ["", f"### Trace length histogram (thinking tokens, {tok_name})", "", _table(
         ["tokens", "candidates", "selected"],
         [[f"[{a}, {b})", sum(a <= x < b for x in lens_c), sum(a <= x < b for x in lens_s)] for a, b in bins])]
     if lens_s:
         md += ["", f"mean trace tokens: candidates {sum(lens_c) / max(len(lens_c), 1):.1f}, selected {sum(lens_s) / len(lens_s):.1f}"]
     md += ["", "![report](report.png)", ""]
     (out_dir / "report.md").write_text("\n".join(md), encoding="utf-8")
+    fig, _ = draw_report(doms, cand_dom, sel_dom, len(candidates), len(selected), lens_c, lens_s, bins, titles, tok_name)
+    fig.savefig(out_dir / "report.png", dpi=110)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
 
-    fig, ax = plt.subplots(1, 2, figsize=(14, 4.5))
+
+def draw_report(doms, cand_dom, sel_dom, n_cand: int, n_sel: int, lens_c, lens_s, bins, titles, tok_name: str):
+    """The report figure -> (figure, [domain axes, length axes]). Domain ticks carry the MSC titles;
+    both legends sit above their axes, clear of the bars."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(1, 2, figsize=(15, 6.5), gridspec_kw={"width_ratios": [3, 2]})
     x = range(len(doms))
-    cn = [cand_dom[c] / max(len(candidates), 1) for c in doms]
-    sn = [sel_dom[c] / max(len(selected), 1) for c in doms]
-    ax[0].bar([i - 0.2 for i in x], cn, width=0.4, label=f"candidates (n={len(candidates)})")
-    ax[0].bar([i + 0.2 for i in x], sn, width=0.4, label=f"selected (n={len(selected)})")
-    ax[0].set_xticks(list(x), doms, rotation=90, fontsize=7)
-    ax[0].set_xlabel("MSC domain")
+    cn = [cand_dom[c] / max(n_cand, 1) for c in doms]
+    sn = [sel_dom[c] / max(n_sel, 1) for c in doms]
+    ax[0].bar([i - 0.2 for i in x], cn, width=0.4, label=f"candidates (n={n_cand})")
+    ax[0].bar([i + 0.2 for i in x], sn, width=0.4, label=f"selected (n={n_sel})")
+    ax[0].set_xticks(list(x), domain_tick_labels(list(doms), titles), rotation=90, fontsize=7)
+    ax[0].set_xlabel("MSC domain (code and title)")
     ax[0].set_ylabel("fraction")
-    ax[0].set_title("domain histogram")
-    ax[0].legend()
+    ax[0].set_title("domain histogram", pad=24)
+    ax[0].legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
     edges = [a for a, _ in bins] + [bins[-1][1]]
     ax[1].hist([lens_c, lens_s], bins=edges, density=True, label=["candidates", "selected"])
-    ax[1].set_xlabel("thinking tokens (Qwen2.5 tokenizer)")
+    ax[1].set_xlabel(f"thinking tokens ({tok_name})")
     ax[1].set_ylabel("density (log scale)")
     ax[1].set_yscale("log")
-    ax[1].set_title("trace length histogram")
-    ax[1].legend()
+    ax[1].set_title("trace length histogram", pad=24)
+    ax[1].legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(out_dir / "report.png", dpi=110)
-    plt.close(fig)
+    return fig, ax

@@ -402,5 +402,6 @@ class Pipeline:
 
         info = write_dataset(selected, self.out, self.cfg.progress)
         titles = {m["code"]: m["title"] for m in load_msc(self.cfg.msc)}
-        write_report(self.out, {s: self.stats(s) for s in STAGES[:-1]}, self.load("domains"), selected, titles)
+        write_report(self.out, {s: self.stats(s) for s in STAGES[:-1]}, self.load("domains"), selected, titles,
+                     tokenizer=self.cfg.tokenizer)
         return selected, {**info, "report": ["report.md", "report.png"]}

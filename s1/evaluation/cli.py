@@ -26,7 +26,7 @@ import json
 import os
 import sys
 
-from s1.common import dtypes
+from s1.common import dtypes, profiling
 from s1.common.cli import HelpFormatter
 from s1.common.hub import ModelNotFound, resolve_model_path
 from s1.common.threads import add_threads_argument, configure_threads
@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     o.add_argument("--rescore", metavar="DIR", help="re-grade the finished run in DIR (no generation)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    profiling.add_arguments(p)
     j = p.add_argument_group("grading (s1/evaluation/grading.py)")
     j.add_argument("--grading", choices=("rules", "s1", "mathverify"),
                    help="rules: our offline grader (default); s1: s1's own extraction and comparison "
@@ -235,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"missing {', '.join(missing)} (or use --rescore DIR)")
     try:
         check_flags(a)
+        profiling.check_arguments(a)
         judge = build_judge(a, a.out)   # a bad --judge / --judge-url fails before any generation
         if a.grading == "mathverify":
             from s1.evaluation.mathverify import MISSING, available
@@ -330,8 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.system_prompt is not None:   # render_prompt's system message (s1/model/tokenizer.py)
         llm.tokenizer.system_prompt = a.system_prompt
     try:
-        summary = run_eval(llm, items, points, out_dir=a.out, sampling_params_cls=SamplingParams, resume=a.resume,
-                           progress=not a.no_progress, dp=dp, **run_kw)
+        with profiling.session_from_args(a, "eval", say=lambda m: print(m, file=sys.stderr)):
+            summary = run_eval(llm, items, points, out_dir=a.out, sampling_params_cls=SamplingParams,
+                               resume=a.resume, progress=not a.no_progress, dp=dp, **run_kw)
     except KeyboardInterrupt:
         if rank0:
             print(f"\ns1 eval: interrupted; the finished records are in {os.path.join(a.out, 'samples.jsonl')}"

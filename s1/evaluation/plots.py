@@ -12,7 +12,12 @@ What a reader sees, without the code:
   votes; short / long / default: class-conditional prompts); the caption under the axes says so;
 - a budget above what the context holds (the context stopped the thinking, not the budget) is
   ringed in red and its label ends in "*";
-- labels are placed so that they do not overlap each other.
+- labels are placed so that they do not overlap each other;
+- points that would be drawn on top of each other (two settings at the same compute and accuracy,
+  e.g. budget 16 and 16 + one "Wait" that was never used) are spread sideways by a few points, so
+  every setting stays visible; the caption says so;
+- the accuracy axis spans at least 10 points within [0, 100] (a sweep where every accuracy is 0
+  shows 0 to 10, not -0.04 to 0.04).
 Uses the Agg backend (no display).
 """
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import textwrap
 
 import matplotlib
+from matplotlib import transforms
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -58,6 +64,50 @@ def _series(summary: dict) -> list[dict]:
     return out
 
 
+def accuracy_limits(ys: list[float], min_span: float = 10.0) -> tuple[float, float]:
+    """The accuracy axis: the data with a margin, at least `min_span` points wide, inside [0, 100]
+    (plus a sliver below 0 / above 100 so points on the edge are not cut in half)."""
+    lo, hi = min(ys), max(ys)
+    pad = max((hi - lo) * 0.1, (min_span - (hi - lo)) / 2, 0.0)
+    lo, hi = lo - pad, hi + pad
+    if lo < 0:
+        lo, hi = 0.0, min(100.0, max(hi - lo, min_span))
+    if hi > 100:
+        lo, hi = max(0.0, min(lo - (hi - 100), 100 - min_span)), 100.0
+    edge = 0.02 * (hi - lo)
+    return lo - edge, hi + edge
+
+
+def _dodge(fig, ax, series: list[dict], lines) -> int:
+    """Spread points drawn within 5 pixels of each other sideways (7 points apart, centred on the
+    true position); their markers move, the line keeps the true position. Returns how many
+    points moved."""
+    to_px = ax.transData
+    ax.get_xlim()                                # settle the autoscaled limits
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for si, s in enumerate(series):
+        for pi, (x, y) in enumerate(zip(s["x"], s["y"])):
+            px, py = to_px.transform((x, y))
+            groups.setdefault((round(px / 5), round(py / 5)), []).append((si, pi))
+    moved = 0
+    hidden: dict[int, list[int]] = {}
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        for k, (si, pi) in enumerate(members):
+            dx = (k - (len(members) - 1) / 2) * 7
+            s, line = series[si], lines[si]
+            shift = transforms.offset_copy(ax.transData, fig=fig, x=dx, y=0, units="points")
+            ax.plot([s["x"][pi]], [s["y"][pi]], transform=shift, linestyle="none", color=line.get_color(),
+                    marker=line.get_marker(), markersize=line.get_markersize(), zorder=line.get_zorder() + 1)
+            hidden.setdefault(si, []).append(pi)
+            moved += 1
+    for si, idx in hidden.items():               # the line keeps its markers elsewhere only
+        keep = [i for i in range(len(series[si]["x"])) if i not in idx]
+        lines[si].set_markevery(keep)
+    return moved
+
+
 def _overlaps(box, placed) -> bool:
     return any(box.overlaps(b) for b in placed)
 
@@ -70,9 +120,9 @@ def draw_scaling(summary: dict, title: str | None = None):
     xs = [x for s in series for x in s["x"]]
     positive = [x for x in xs if x > 0]
     has_zero = any(x <= 0 for x in xs)
+    lines = [ax.plot(s["x"], s["y"], label=s["label"], **s["style"])[0] for s in series]
     any_clipped = False
     for s in series:
-        ax.plot(s["x"], s["y"], label=s["label"], **s["style"])
         cx = [(x, y) for x, y, c in zip(s["x"], s["y"], s.get("clipped", [])) if c]
         if cx:   # budgets above what the context holds: ringed in red
             any_clipped = True
@@ -84,6 +134,11 @@ def draw_scaling(summary: dict, title: str | None = None):
             ax.set_xscale("symlog", base=2, linthresh=min(positive), linscale=0.5)
         else:
             ax.set_xscale("log", base=2)
+    ys = [y for s in series for y in s["y"]]
+    if ys:
+        lo, hi = accuracy_limits(ys)
+        ax.set_ylim(lo, hi)
+    dodged = _dodge(fig, ax, series, lines)
     majority = any(s.get("majority") or any(t.startswith("k=") for t in s["tags"]) for s in series)
     ax.set_xlabel("thinking tokens per question (mean)" + (", log2 axis" if ax.get_xscale() != "linear" else ""))
     ax.set_ylabel("accuracy (%)")
@@ -101,6 +156,8 @@ def draw_scaling(summary: dict, title: str | None = None):
                      "stopped the thinking (see summary.md).")
     if has_zero:
         notes.append("x = 0: no thinking at all (the axis is linear from 0 to the first point above 0).")
+    if dodged:
+        notes.append("Points at the same compute and accuracy are drawn side by side (shifted a few pixels).")
     caption = "\n".join(textwrap.fill(n, 120) for n in notes)
     fig.text(0.01, 0.01, caption, fontsize=7, ha="left", va="bottom")
     fig.tight_layout(rect=(0, 0.03 + 0.025 * caption.count("\n"), 1, 1))

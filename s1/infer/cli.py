@@ -30,7 +30,7 @@ import re
 import sys
 import time
 
-from s1.common import dtypes
+from s1.common import dtypes, profiling
 from s1.common.cli import HelpFormatter
 from s1.common.threads import add_threads_argument
 from s1.infer.options import UsageError, request_seed, resolve_device, resolve_inputs
@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--tp-timeout", type=float, default=600.0, metavar="S",
                     help="seconds a rank waits for its peers in a collective before giving up with an error")
     add_threads_argument(en)
+    profiling.add_arguments(ap)
     return ap
 
 
@@ -141,6 +142,7 @@ def check_args(a: argparse.Namespace) -> None:
         v = getattr(a, name)
         if v is not None and v < 1:
             bad("--" + name.replace("_", "-"), v, "must be >= 1")
+    profiling.check_arguments(a)
     if not 0 < a.gpu_memory_utilization <= 1:
         bad("--gpu-memory-utilization", a.gpu_memory_utilization, "must lie in (0, 1]")
     if a.seed is not None and a.seed < 0:
@@ -363,8 +365,10 @@ def _run(a, rows, params, model_dir, tok_dir, cfg, device, threads, tp, rank0: b
         prompts = [render_chat_prompt(llm.tokenizer, p) for p in prompts]
     t1 = time.perf_counter()
     try:
-        with contextlib.redirect_stdout(sys.stderr):   # whatever the engine prints is not a record
-            llm.generate(prompts, params, raw=a.raw or a.no_think, use_tqdm=not a.no_progress and rank0, on_output=on_output)
+        with contextlib.redirect_stdout(sys.stderr), \
+                profiling.session_from_args(a, "generate", say=say):   # the engine's prints are not records
+            llm.generate(prompts, params, raw=a.raw or a.no_think, use_tqdm=not a.no_progress and rank0,
+                         on_output=on_output)
     except KeyboardInterrupt:
         sink.close()
         say(f"\n{PROG}: interrupted; {len(sink.records)} of {len(rows)} records were written"

@@ -38,6 +38,7 @@ import os
 import torch
 
 from s1 import kernels
+from s1.common import profiling
 from s1.infer.block_manager import BlockManager
 from s1.infer.budget import BudgetState, RequestRules, SpecialTokens, StepResult
 from s1.infer.config import EngineConfig
@@ -320,16 +321,22 @@ class LLMEngine:
         """Schedule -> run -> postprocess. Returns what the requests produced (see RequestOutput).
         Tensor parallel: every rank runs the same step (same scheduler decisions, same sampled
         tokens); a collective that fails because a peer exited or hung raises TPError."""
-        if not self.tp.enabled:
-            return self._step()
-        with self.tp.guard(f"engine step {self.counters['steps'] + 1}"):
-            return self._step()
+        rec = profiling.active()            # phase ranges / timeline (s1/common/profiling.py): no-ops when off
+        rec.step_begin()
+        try:
+            if not self.tp.enabled:
+                return self._step(rec)
+            with self.tp.guard(f"engine step {self.counters['steps'] + 1}"):
+                return self._step(rec)
+        finally:
+            rec.step_end()
 
-    def _step(self) -> list[RequestOutput]:
+    def _step(self, rec=profiling.OFF) -> list[RequestOutput]:
         outputs, self._aborted = self._aborted, []
         sched = self.scheduler
-        seqs, is_prefill = sched.schedule()                      # 1. schedule
-        failed = self._admit(sched)
+        with rec.phase("schedule"):
+            seqs, is_prefill = sched.schedule()                  # 1. schedule
+            failed = self._admit(sched)
         if failed:                                               # those fail alone (error outputs)
             outputs += [self._report(s, 0) for s in failed]
             seqs = [s for s in seqs if not s.is_finished]
@@ -337,22 +344,28 @@ class LLMEngine:
                 return outputs
         if not seqs:
             if self._pending:
-                return outputs + self._process(self._pending.popleft())
+                return outputs + self._process(self._pending.popleft(), rec)
             if sched.has_unfinished():
                 raise RuntimeError("scheduler made no progress (bug): "
                                    f"{len(sched.waiting)} waiting, {len(sched.running)} running")
             return outputs
+        n_tokens = len(seqs)
         if is_prefill:
-            self.counters["prefill_tokens"] += sum(s.num_tokens - s.num_cached_tokens for s in seqs)
+            n_tokens = sum(s.num_tokens - s.num_cached_tokens for s in seqs)
+            self.counters["prefill_tokens"] += n_tokens
+        rec.note(kind="prefill" if is_prefill else "decode", batch=len(seqs), tokens=n_tokens)
         try:
+            rec.device_begin(self.device)
             result = self.runner.run(seqs, is_prefill)           # 2. forward + sample_and_force
+            rec.device_end(self.device)
             sched.launched(seqs)
             self.counters["steps"] += 1
             self.counters["peak_pages_used"] = max(self.counters["peak_pages_used"], self.block_manager.num_used)
-            self._pending.append(self._read_back(seqs, result))
+            with rec.phase("read_back"):
+                self._pending.append(self._read_back(seqs, result))
             # 3. postprocess: asynchronous mode keeps one step in flight, otherwise applies at once
             while len(self._pending) > (1 if self.async_output else 0):
-                outputs += self._process(self._pending.popleft())
+                outputs += self._process(self._pending.popleft(), rec)
         except Exception as e:
             if self.tp.enabled:          # the ranks must stay in lockstep: stop them all (TPGroup.guard)
                 raise
@@ -409,13 +422,15 @@ class LLMEngine:
             return seqs, host, event
         return seqs, result.cpu(), None
 
-    def _process(self, item) -> list[RequestOutput]:
+    def _process(self, item, rec=profiling.OFF) -> list[RequestOutput]:
         seqs, host, event = item
         if event is not None:
-            event.synchronize()
-        res = StepResult.from_host(host)
-        self.counters["output_tokens"] += sum(res.emitted)
-        return [self._report(s, 1) for s in self.scheduler.postprocess(seqs, res)]
+            with rec.phase("wait_device"):
+                event.synchronize()
+        with rec.phase("postprocess"):
+            res = StepResult.from_host(host)
+            self.counters["output_tokens"] += sum(res.emitted)
+            return [self._report(s, 1) for s in self.scheduler.postprocess(seqs, res)]
 
     def _report(self, seq: Sequence, n_new: int) -> RequestOutput:
         """What a step produced for `seq`: its newest n_new tokens (0 or 1; an aborted request

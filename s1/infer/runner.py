@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from s1.common import profiling
 from s1.infer.budget import BudgetState
 from s1.infer.paged_cache import PagedKVCache, StepMeta
 from s1.infer.request import Sequence
@@ -151,36 +152,49 @@ class ModelRunner:
     # ------------------------------------------------------------------ one step
     @torch.inference_mode()
     def run(self, seqs: list[Sequence], is_prefill: bool) -> torch.Tensor:
-        """Forward + sample + budget rules. Returns the [NUM_RESULT, B] step result (on device)."""
-        self._flush_pages()
+        """Forward + sample + budget rules. Returns the [NUM_RESULT, B] step result (on device).
+        Its phases report to the active profiling recorder (s1/common/profiling.py; no-ops when off)."""
+        rec = profiling.active()
+        with rec.phase("page_flush"):
+            self._flush_pages()
         budget = self.budget
-        filtered = budget.filtered(s.slot for s in seqs)
         if is_prefill:
-            rows = self._tensor([s.slot for s in seqs], torch.int64)
-            ids, pos, meta, logits_idx = self.prepare_prefill(seqs)
-            logits = self._forward(ids, pos, meta, logits_idx)
-            return budget.step(logits, rows, filtered)
+            with rec.phase("prepare_inputs"):
+                filtered = budget.filtered(s.slot for s in seqs)
+                rows = self._tensor([s.slot for s in seqs], torch.int64)
+                ids, pos, meta, logits_idx = self.prepare_prefill(seqs)
+            with rec.phase("prefill_forward"):
+                logits = self._forward(ids, pos, meta, logits_idx)
+            with rec.phase("sample_and_force"):
+                return budget.step(logits, rows, filtered)
         if self.use_cuda_graphs:            # a decode batch is the running set: <= max_num_seqs rows
-            return self._replay(seqs, filtered)
+            return self._replay(seqs, budget.filtered(s.slot for s in seqs), rec)
         # the attention's bound: the longest context, from the host (reading it back would sync)
-        return self._decode_step(self.decode_inputs(seqs), filtered, max(s.num_tokens for s in seqs))
+        with rec.phase("prepare_inputs"):
+            filtered = budget.filtered(s.slot for s in seqs)
+            rows = self.decode_inputs(seqs)
+            max_context = max(s.num_tokens for s in seqs)
+        return self._decode_step(rows, filtered, max_context, rec)
 
-    def _decode_step(self, rows: torch.Tensor, filtered: bool, max_context: int) -> torch.Tensor:
+    def _decode_step(self, rows: torch.Tensor, filtered: bool, max_context: int, rec=profiling.OFF) -> torch.Tensor:
         """The device part of a decode step, from the batch's slots `rows` [B] (decode_inputs):
         gather their decode columns and advance them (padding rows stay), gather the input tokens
         and block tables, forward, sample_and_force. The eager path runs it per step (max_context:
         the batch's longest context); a CUDA graph captures it once per batch bucket (max_context
-        = max_model_len)."""
-        inp = self._next.index_select(1, rows)
-        # every row after the slot advances by one position (padding rows stay)
-        self._next[NEXT_POS:, rows] = inp[NEXT_POS:] + (rows != self.budget.dummy_row)
-        pos, slots, ctx = inp[NEXT_POS], inp[NEXT_CACHE_SLOT], inp[NEXT_CONTEXT]
-        pages = _cdiv(max_context, self.page_size)
-        meta = StepMeta(is_prefill=False, slot_mapping=slots,
-                        block_tables=self.block_tables[:, :pages].index_select(0, rows),
-                        context_lens=ctx.to(torch.int32), max_context=max_context)
-        logits = self._forward(self.budget.tables.state[rows, fs.LAST_TOKEN], pos, meta, None)
-        return self.budget.step(logits, rows, filtered)
+        = max_model_len). Profiling: "decode_forward" covers the gathers and the forward (as a
+        CUDA-graph replay does)."""
+        with rec.phase("decode_forward"):
+            inp = self._next.index_select(1, rows)
+            # every row after the slot advances by one position (padding rows stay)
+            self._next[NEXT_POS:, rows] = inp[NEXT_POS:] + (rows != self.budget.dummy_row)
+            pos, slots, ctx = inp[NEXT_POS], inp[NEXT_CACHE_SLOT], inp[NEXT_CONTEXT]
+            pages = _cdiv(max_context, self.page_size)
+            meta = StepMeta(is_prefill=False, slot_mapping=slots,
+                            block_tables=self.block_tables[:, :pages].index_select(0, rows),
+                            context_lens=ctx.to(torch.int32), max_context=max_context)
+            logits = self._forward(self.budget.tables.state[rows, fs.LAST_TOKEN], pos, meta, None)
+        with rec.phase("sample_and_force"):
+            return self.budget.step(logits, rows, filtered)
 
     def _forward(self, ids, pos, meta: StepMeta, logits_idx):
         self.cache.meta = meta
@@ -220,7 +234,9 @@ class ModelRunner:
     def _launch(self, entry) -> None:
         entry[0].replay()
 
-    def _replay(self, seqs: list[Sequence], filtered: bool) -> torch.Tensor:
+    def _replay(self, seqs: list[Sequence], filtered: bool, rec=profiling.OFF) -> torch.Tensor:
+        """A decode step as one CUDA graph: forward and sample_and_force are one launch, so the
+        profile shows them as one "decode_forward" range (the device time covers both)."""
         if self._static is None:
             self._init_static()
         bs = len(seqs)
@@ -228,6 +244,8 @@ class ModelRunner:
         key = (bucket, filtered)
         if key not in self.graphs:
             self.graphs[key] = self._capture(bucket, filtered)
-        self._static[:bucket].copy_(self.decode_inputs(seqs, bucket))
-        self._launch(self.graphs[key])
+        with rec.phase("prepare_inputs"):
+            self._static[:bucket].copy_(self.decode_inputs(seqs, bucket))
+        with rec.phase("decode_forward"):
+            self._launch(self.graphs[key])
         return self.graphs[key][1][:, :bs]

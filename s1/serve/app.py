@@ -56,6 +56,9 @@ class ServerSettings:
     max_body_bytes: int = 4 << 20      # larger request bodies get 413
     shutdown_timeout: float = 30.0     # SIGTERM: seconds open requests may take before they are aborted
     retry_after_s: int = 1             # the Retry-After of a 503
+    profile_dir: str | None = None     # --profile DIR: /start_profile and /stop_profile write traces there
+    profile_steps: tuple[int, int] | None = None   # --profile-steps A:B: trace engine steps A..B by itself
+    timeline: str | None = None        # --timeline FILE: one JSON line per engine step
 
 
 class ServerState:
@@ -334,14 +337,41 @@ def build_app(engine, settings: ServerSettings | None = None) -> FastAPI:
     the app's lifespan starts and stops). `app.state.s1` is the ServerState."""
     state = ServerState(engine, settings or ServerSettings())
 
+    st = state.settings
+    profiler = None          # --profile / --timeline: the engine's phase recorder (s1/common/profiling.py)
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        nonlocal profiler
+        if st.profile_dir or st.timeline:
+            from s1.common import profiling
+            profiler = profiling.Recorder(st.profile_dir, st.profile_steps, st.timeline, label="serve",
+                                          manual=True, say=log.info)
+            if st.timeline or st.profile_steps:   # else installed only while a trace runs: free until then
+                profiling.install(profiler)
         state.loop.start(asyncio.get_running_loop())
         try:
             yield
         finally:
+            if profiler is not None and profiler.tracing and state.loop.alive:
+                try:    # a trace still running is written by the thread that started it
+                    await asyncio.wait_for(state.loop.call(profiler.stop_trace), 60)
+                except Exception:
+                    log.exception("writing the running trace at shutdown failed")
             state.loop.stop()
             state.cpu_pool.shutdown(wait=False, cancel_futures=True)
+            if profiler is not None:
+                from s1.common import profiling
+                if profiling.active() is profiler:
+                    profiling.install(profiling.OFF)
+                profiler.close()
+
+    def _profiler(request: Request):
+        _check_auth(state, request)
+        if not st.profile_dir:
+            raise P.APIError(404, "profiling is off: start the server with --profile DIR to enable "
+                                  "/start_profile and /stop_profile", code="not_found")
+        return profiler
 
     app = FastAPI(title="s1 serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.s1 = state
@@ -369,6 +399,33 @@ def build_app(engine, settings: ServerSettings | None = None) -> FastAPI:
     async def models(request: Request):
         _check_auth(state, request)
         return P.model_list(state.settings.served_model_name, state.created, engine.max_model_len)
+
+    @app.post("/start_profile")
+    async def start_profile(request: Request):
+        rec = _profiler(request)
+
+        def start():                     # on the engine thread, between two steps
+            from s1.common import profiling
+            profiling.install(rec)
+            return rec.start_trace()
+        started = await state.loop.call(start)
+        return {"profiling": True, "started": started, "step": rec.step,
+                "message": "trace started" if started else "a trace is already running"}
+
+    @app.post("/stop_profile")
+    async def stop_profile(request: Request):
+        rec = _profiler(request)
+
+        def stop():
+            path = rec.stop_trace()
+            if not (st.timeline or st.profile_steps):
+                from s1.common import profiling
+                profiling.install(profiling.OFF)
+            return path
+        path = await state.loop.call(stop)
+        if path is None:
+            raise P.APIError(409, "no trace is running: POST /start_profile first", code="not_profiling")
+        return {"profiling": False, "trace": path, "step": rec.step}
 
     @app.post("/v1/completions")
     async def completions(request: Request):

@@ -22,7 +22,7 @@ import argparse
 import os
 import sys
 
-from s1.common import dtypes
+from s1.common import dtypes, profiling
 from s1.common.cli import HelpFormatter
 from s1.common.threads import add_threads_argument
 from s1.infer.options import UsageError, resolve_device, resolve_inputs
@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="KV-cache pages; default: from --gpu-memory-utilization on CUDA, <= 1 GiB on CPU")
     en.add_argument("--no-prefix-caching", action="store_true", help="do not share KV pages of common prefixes")
     en.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs for decoding")
+    profiling.add_arguments(ap, note="--profile DIR enables POST /start_profile and POST /stop_profile, which trace "
+                                     "the engine thread into DIR (without it they answer 404)")
     add_threads_argument(en)
     return ap
 
@@ -86,6 +88,10 @@ def check_args(a: argparse.Namespace) -> None:
         need(v is None or v >= 1, "--" + name.replace("_", "-"), v, "must be >= 1")
     need(0 < a.gpu_memory_utilization <= 1, "--gpu-memory-utilization", a.gpu_memory_utilization,
          "must lie in (0, 1]")
+    try:
+        profiling.check_arguments(a)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     need(a.shutdown_timeout >= 0, "--shutdown-timeout", a.shutdown_timeout, "must be >= 0")
     need(a.served_model_name is None or a.served_model_name.strip() != "", "--served-model-name",
          repr(a.served_model_name), "must not be empty")
@@ -214,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = ServerSettings(served_model_name=a.served_model_name or a.model,
                               api_key=a.api_key or os.environ.get("S1_API_KEY") or None,
                               max_queue=a.max_queue, max_body_bytes=a.max_body_bytes,
-                              shutdown_timeout=a.shutdown_timeout)
+                              shutdown_timeout=a.shutdown_timeout, profile_dir=a.profile,
+                              profile_steps=profiling.check_arguments(a), timeline=a.timeline)
     app = build_app(engine, settings)
     server = make_server(app, sock, log_level=a.log_level)
     try:

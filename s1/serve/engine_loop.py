@@ -137,6 +137,22 @@ class EngineLoop:
         self.counters["requests"] += len(streams)
         return streams
 
+    async def call(self, fn):
+        """Run fn() on the engine thread between two steps (the torch profiler only records the
+        thread that starts it); returns its result or raises its exception."""
+        fut = self.loop.create_future()
+        if not self._post(("call", fn, fut)):
+            raise EngineFailure(f"the engine is not running ({self.error!r})" if self.error else "the engine stopped")
+        return await fut
+
+    def _settle(self, fut: asyncio.Future, value, error) -> None:
+        if fut.cancelled():
+            return
+        if error is None:
+            fut.set_result(value)
+        else:
+            fut.set_exception(error)
+
     def abort(self, stream: Stream, forget: bool = True) -> None:
         """Abort a request (its pages and slot are freed at the engine's next command drain).
         forget=True: its outputs are dropped from now on (the client is gone); False: the final
@@ -232,6 +248,8 @@ class EngineLoop:
         for cmd in cmds:
             if cmd[0] == "add":
                 self._call(self._ack, cmd[3], EngineFailure(f"the engine is not running ({gone!r})"))
+            elif cmd[0] == "call":
+                self._call(self._settle, cmd[2], None, EngineFailure(f"the engine is not running ({gone!r})"))
         if error is not None:
             self._call(self._fail_all, error)
 
@@ -287,3 +305,10 @@ class EngineLoop:
         elif cmd[0] == "abort":
             eng.abort(cmd[1])
             self._matchers.pop(cmd[1], None)
+        elif cmd[0] == "call":
+            _, fn, fut = cmd
+            try:
+                value, error = fn(), None
+            except Exception as e:      # the caller's error, not the engine's
+                value, error = None, e
+            self._call(self._settle, fut, value, error)

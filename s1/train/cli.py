@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from s1.common import dtypes
+from s1.common import dtypes, profiling
 from s1.common.cli import HelpFormatter
 from s1.common.threads import add_threads_argument
 
@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dtype of the exported weights (default: the config's torch_dtype)")
     c.add_argument("--metrics-file", help="default: OUT/metrics.jsonl")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    profiling.add_arguments(p)
     return p
 
 
@@ -133,6 +134,10 @@ def _parse(argv: list[str] | None):
             p.error(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(a, name)})")
     if a.threads is not None and a.threads < 1:
         p.error(f"--threads {a.threads}: must be >= 1")
+    try:
+        profiling.check_arguments(a)
+    except ValueError as e:
+        p.error(str(e))
     _resolve(a)
     from s1.train.loop import TrainConfig
     extra = {} if a.loss_weighting is None else {"loss_weighting": a.loss_weighting}
@@ -233,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from s1.train.loop import TrainingDiverged, train
     try:
-        train(cfg)
+        with profiling.session_from_args(a, "train"):
+            train(cfg)
     except TrainingDiverged as e:
         print(f"{PROG}: training diverged: {e}", file=sys.stderr)
         return 3

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from s1.common import dtypes
+from s1.common import dtypes, profiling
 from s1.kernels import get_ops
 from s1.model.config import Qwen2Config
 from s1.model.qwen2 import Qwen2ForCausalLM
@@ -482,9 +482,13 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
     losses = []
     t_start = time.perf_counter()
     tokens_done = 0
+    prof = profiling.active()      # phase ranges (s1/common/profiling.py): no-ops unless --profile/--timeline
     try:
         for step in range(start_step, end_step):
             t0 = time.perf_counter()
+            prof.step_begin()
+            data = prof.phase("data")
+            data.__enter__()
             epoch, b = divmod(step, plan.steps_per_epoch)
             lr = cfg.lr * lr_lambda(step, total_steps, warmup)
             for g in optimizer.param_groups:
@@ -498,18 +502,26 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
             g_trained, g_seqs, g_tokens = (int(x) for x in counts.tolist())
             denom = g_trained if cfg.loss_weighting == "token" else g_seqs
             loss_acc = torch.zeros((), dtype=torch.float32, device=device)
+            data.__exit__(None, None, None)
+            prof.note(kind="train", batch=g_seqs, tokens=g_tokens)
+            prof.device_begin(device)
             for mb in mbs:
-                ops = None
-                if cfg.loss_weighting == "sequence" and mb.n_seqs > 1:
-                    ops = PerSequenceOps(get_ops(device), mb.cu_seqlens.tolist(), _sequence_trained(mb))
-                mb = mb.to(device)
-                ce_sum = model(mb.input_ids, cu_seqlens=mb.cu_seqlens, max_seqlen=mb.max_seqlen, labels=mb.labels,
-                               ops=ops)
-                if cfg.loss_weighting == "sequence" and mb.n_seqs == 1:
-                    ce_sum = ce_sum / max(mb.n_trained, 1)
-                loss = ce_sum * (mb.weight / denom)
-                loss.backward()
+                with prof.phase("data"):
+                    ops = None
+                    if cfg.loss_weighting == "sequence" and mb.n_seqs > 1:
+                        ops = PerSequenceOps(get_ops(device), mb.cu_seqlens.tolist(), _sequence_trained(mb))
+                    mb = mb.to(device)
+                with prof.phase("forward"):
+                    ce_sum = model(mb.input_ids, cu_seqlens=mb.cu_seqlens, max_seqlen=mb.max_seqlen,
+                                   labels=mb.labels, ops=ops)
+                    if cfg.loss_weighting == "sequence" and mb.n_seqs == 1:
+                        ce_sum = ce_sum / max(mb.n_trained, 1)
+                    loss = ce_sum * (mb.weight / denom)
+                with prof.phase("backward"):
+                    loss.backward()
                 loss_acc += loss.detach()
+            opt = prof.phase("optimizer_step")
+            opt.__enter__()
             dist.all_reduce(loss_acc)
             loss_val = float(loss_acc)
             if not math.isfinite(loss_val):
@@ -523,8 +535,10 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
                                        f"Last good checkpoint: {ckpt.latest_checkpoint(ckpt_root) or 'none'}")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            prof.device_end(device)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
+            opt.__exit__(None, None, None)
             dt = time.perf_counter() - t0
             tokens_done += g_tokens
             seq_lens = [len(plan.examples[i]) for s in plan.step_samples(epoch, b) for i in plan.samples[s]]
@@ -551,9 +565,12 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
                 train_state = {"step": done, "epoch": epoch, "step_in_epoch": b + 1, "total_steps": total_steps,
                                "warmup_steps": warmup, "lr_schedule": "linear_warmup_cosine",
                                "config": run_id, "world_size": world, "model_config": mcfg.to_dict()}
-                path = ckpt.save_checkpoint(ckpt_root, done, model, optimizer, train_state, keep=cfg.keep_checkpoints)
+                with prof.phase("checkpoint"):
+                    path = ckpt.save_checkpoint(ckpt_root, done, model, optimizer, train_state,
+                                                keep=cfg.keep_checkpoints)
                 if bar is not None:
                     bar.write(f"[train] saved {path}")
+            prof.step_end()
     finally:
         if bar is not None:
             bar.close()

@@ -1,4 +1,6 @@
 """The scaling plot (s1/evaluation/plots.py) is readable."""
+import pytest
+
 from s1.evaluation import sweep
 from s1.evaluation.tasks import TaskItem
 from s1.infer.sampling import SamplingParams
@@ -51,3 +53,30 @@ def test_clipped_budgets_are_ringed_and_labelled():
     assert [tuple(p) for p in ring.get_offsets()] == [(3700.0, 30.0)]
     assert tuple(ring.get_edgecolor()[0]) == to_rgba("red")
     assert "more than the context holds" in " ".join(t.get_text() for t in fig.texts)
+
+def _summary(points):
+    return {"task": "fake", "num_questions": 4, "methods": sorted({p["method"] for p in points}),
+            "points": [dict(p, name=f"p{i}") for i, p in enumerate(points)]}
+
+
+def test_all_zero_accuracies_get_a_readable_axis_and_coincident_points_stay_visible():
+    """Every accuracy 0: the axis runs from 0 to 10 (not -0.04..0.04, no negative tick). Budget 16
+    and 16 + one unused "Wait" sit at the same compute and accuracy: both markers are drawn,
+    side by side, and the caption says why."""
+    from s1.evaluation.plots import accuracy_limits, draw_scaling
+    pts = [dict(method="budget_forcing", compute=c, accuracy=0.0, max_thinking_tokens=b, num_wait=w)
+           for c, b, w in ((4.0, 4, 0), (8.0, 8, 0), (16.0, 16, 0), (16.0, 16, 1))]
+    fig, ax, labels = draw_scaling(_summary(pts))
+    lo, hi = ax.get_ylim()
+    assert -0.5 < lo <= 0 and hi >= 10
+    assert all(v >= 0 for v in ax.get_yticks() if lo <= v <= hi)          # no negative tick is drawn
+    # the two points at (16, 0): two marker artists whose pixel positions differ by >= 5 px
+    xs = []
+    for line in ax.get_lines():
+        if line.get_linestyle() == "None" and list(line.get_xdata()) == [16.0]:
+            xs.append(line.get_transform().transform((16.0, 0.0))[0])
+    assert len(xs) == 2 and abs(xs[0] - xs[1]) >= 5, xs
+    assert "side by side" in " ".join(t.get_text() for t in fig.texts)
+    assert len(labels) == 4
+    assert accuracy_limits([100.0, 100.0])[1] <= 102.5 and accuracy_limits([100.0])[0] >= 89
+    assert accuracy_limits([20.0, 60.0]) == pytest.approx((16.0 - 0.96, 64.0 + 0.96))
