@@ -50,7 +50,9 @@ setup(
         # openai 1.40 lacks usage.completion_tokens_details.reasoning_tokens (1.45 has it);
         # transformers before 4.56 lacks from_pretrained(dtype=...), which the tests use
         # math-verify: so the suite runs the Math-Verify grading backend's tests instead of skipping them
-        "test": ["pytest>=8.0.0", "transformers>=4.56.2", "openai>=1.45.0", "httpx>=0.27.0", "math-verify>=0.9.0",
+        # pytest-xdist: pytest.ini runs the suite on one worker per core (up to 4); every test is
+        # single-threaded (tests/conftest.py), so on CI's 2 cores one worker would leave a core idle
+        "test": ["pytest>=8.0.0", "pytest-xdist>=3.8.0", "transformers>=4.56.2", "openai>=1.45.0", "httpx>=0.27.0", "math-verify>=0.9.0",
                  *SERVE],
     },
     entry_points={"console_scripts": ["s1=s1.cli:main"]},

@@ -39,10 +39,11 @@ from s1.common.threads import add_threads_argument
 # Full and --quick settings. Calibrated on 2 CPU cores (see bench/NOTES.md, "Demo" and "Demo in
 # three minutes"): the answer token (five tokens after the last running sum) is learned last, at
 # ~300-400 steps; 400 steps (cosine decayed too early) stayed at ~12% in both settings, 500 learn.
+# --quick learns as well at batch 24 as at 32 (same curve, 12.5% -> 100%) for a quarter less work.
 FULL = dict(pool_size=12000, select_size=8000, eval_size=256, max_digits=16, steps=500,
             batch=64, lr=3e-3, budgets="0,6,12,18,24,30,36,42,48,54")
 QUICK = dict(pool_size=4000, select_size=2800, eval_size=128, max_digits=8, steps=500,
-             batch=32, lr=3e-3, budgets="0,6,12,18,24,30")
+             batch=24, lr=3e-3, budgets="0,6,12,18,24,30")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the synthetic pool, the selection, training and sampling (default: 0)")
     p.add_argument("--steps", type=int, help="training steps (default: 500, --quick: 500)")
     p.add_argument("--quick", action="store_true",
-                   help="smaller run (digits <= 8, fewer problems, batch 32); the test suite runs it")
+                   help="smaller run (digits <= 8, fewer problems, batch 24); the test suite runs it")
     p.add_argument("--pool-size", type=int, help="synthetic pool size")
     p.add_argument("--select-size", type=int, help="questions the s1 selection keeps for training")
     p.add_argument("--eval-size", type=int, help="held-out questions drawn (those shorter than every selected one are dropped)")
