@@ -50,8 +50,9 @@ setup(
         # openai 1.40 lacks usage.completion_tokens_details.reasoning_tokens (1.45 has it);
         # transformers before 4.56 lacks from_pretrained(dtype=...), which the tests use
         # math-verify: so the suite runs the Math-Verify grading backend's tests instead of skipping them
+        # prometheus_client: its text-format parser checks /metrics' exposition (s1 serve writes it itself)
         "test": ["pytest>=8.0.0", "transformers>=4.56.2", "openai>=1.45.0", "httpx>=0.27.0", "math-verify>=0.9.0",
-                 *SERVE],
+                 "prometheus_client>=0.20.0", *SERVE],
     },
     entry_points={"console_scripts": ["s1=s1.cli:main"]},
 )

@@ -1,5 +1,6 @@
 """The ASGI app (FastAPI): OpenAI's /v1/models, /v1/completions and /v1/chat/completions, plus
-/health, over one engine running on its own thread (s1/serve/engine_loop.py).
+/health, /metrics (Prometheus text, s1/serve/metrics.py), /tokenize and /detokenize (vLLM's
+shapes), over one engine running on its own thread (s1/serve/engine_loop.py).
 
     app = build_app(engine, ServerSettings(served_model_name="s1"))
     uvicorn.run(app, host="127.0.0.1", port=8000)

@@ -9,7 +9,10 @@ so a client sees which field to fix. Fields:
                    top_k (-1 or 0: off), seed, stop (a string or a list of strings)
   budget forcing   max_thinking_tokens (integer or "auto"), min_thinking_tokens, num_wait, extension,
                    end_thinking, max_answer_tokens (s1/infer/sampling.py: s1's semantics)
-  extras           ignore_eos, return_token_ids (choices carry their output token ids)
+  extras           ignore_eos, return_token_ids (choices carry their output token ids); logprobs
+                   (chat: bool + top_logprobs; completions: an integer), at most MAX_LOGPROBS
+  aliases          thinking_token_budget (vLLM), thinking_budget (SGLang), thinking_budget_tokens
+                   (llama.cpp) = max_thinking_tokens (THINKING_BUDGET_ALIASES; conflicting values: 400)
   chat             messages: [system] user, rendered in the s1 format (`Tokenizer.render_prompt`);
                    longer conversations (user/assistant turns, ending with a user turn) with the
                    tokenizer's chat template, then the thinking start
@@ -19,7 +22,7 @@ so a client sees which field to fix. Fields:
 `stop` strings are matched on the answer text host-side (s1/serve/text.py); one that is a single
 token of the tokenizer also stops the engine on the device. Choice i of a request with `seed` S
 samples with seed hash(S, i), as `s1 generate --seed S` gives line i. Fields that this server
-cannot honour (logprobs, echo, suffix, tools, penalties, logit_bias, a non-text response_format)
+cannot honour (echo, suffix, tools, penalties, logit_bias, a non-text response_format)
 are refused when set. A field that is not in `KNOWN_FIELDS` (OpenAI's documented request fields,
 ours, and a few of vLLM's that we honour) is a 400 naming it and the closest known field: a typo
 such as "max_thinking_token" must not silently turn budget forcing off.
