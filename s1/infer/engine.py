@@ -462,4 +462,5 @@ class LLMEngine:
                                 prompt_token_ids=list(s.prompt_ids), num_preemptions=s.num_preemptions,
                                 max_thinking_tokens=s.max_thinking_tokens, request_id=s.request_id,
                                 error=getattr(s, "error", None),
-                                logprobs=list(s.output_logprobs) if s.logprobs is not None else None)
+                                logprobs=(list(s.output_logprobs) if getattr(s, "logprobs", None) is not None
+                                          else None))
