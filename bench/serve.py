@@ -713,21 +713,26 @@ def plot_latency(rows: list[dict], percentiles, path: str, title: str) -> str:
 
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
     stats = ["median"] + [f"p{_pname(p)}" for p in percentiles]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    ticks = sorted({x_of(r) for r in rows if r["request_rate"] is not None})
     for ax, (key, lab) in zip(axes, METRICS):
         for mode, ls in (("off", "-"), ("on", "--"), ("reasoning", ":")):
             rs = sorted((r for r in rows if r["mode"] == mode and r["request_rate"] is not None), key=x_of)
             if not rs:
                 continue
-            for st in stats:
+            for j, st in enumerate(stats):      # colour: the statistic; line style: the mode
                 ys = [r[f"{st}_{key}_ms"] for r in rs]
                 if all(y is None for y in ys):
                     continue
                 ax.plot([x_of(r) for r in rs], [float("nan") if y is None else y for y in ys], ls, marker="o",
-                        label=f"{mode} {st}")
+                        color=colors[j % len(colors)], label=f"{st} (bf {mode})" if mode != "reasoning" else st)
         ax.set_title(lab)
-        ax.set_xlabel("request rate (req/s; right end: inf)")
+        ax.set_xlabel("request rate (req/s)")
         ax.set_ylabel("ms")
         ax.set_xscale("log")
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(["inf" if t == xmax else f"{t:g}" for t in ticks])
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)

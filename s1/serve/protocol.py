@@ -270,7 +270,8 @@ def _logprobs(body: dict, kind: str) -> int | None:
         if top and not on:
             raise bad("top_logprobs", "'top_logprobs' needs \"logprobs\": true", "invalid_value")
         return (top or 0) if on else None
-    if body.get("logprobs") in (None, False):
+    v = body.get("logprobs")
+    if v is None or v is False:        # (0 is on: the sampled token's logprob, no alternatives)
         return None
     return _int_field(body, "logprobs", None, minimum=0, maximum=MAX_LOGPROBS)
 

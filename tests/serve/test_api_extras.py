@@ -4,6 +4,7 @@ aliases), /tokenize and /detokenize, logprobs (checked against transformers' fp3
 One in-process server on a tiny random checkpoint (hidden 32), as tests/serve/test_app.py."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -114,10 +115,17 @@ def test_tokenize_detokenize_round_trip(srv):
 
 
 # ----------------------------------------------------------------------------- logprobs
-def _hf_logprobs(ckpt, ids):
+@functools.lru_cache(maxsize=1)
+def _hf_model(ckpt):
     import torch
     import transformers
-    hf = transformers.Qwen2ForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
+    return transformers.Qwen2ForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
+
+
+def _hf_logprobs(ckpt, ids):
+    """log_softmax of transformers' fp32 logits at every position of `ids` (the oracle)."""
+    import torch
+    hf = _hf_model(str(ckpt))
     with torch.no_grad():
         return torch.log_softmax(hf(torch.tensor([ids])).logits[0].float(), dim=-1)
 
@@ -173,6 +181,8 @@ def test_logprobs_equal_transformers_log_softmax(srv):
                       ({"logprobs": 3}, "logprobs")]:
         r = chat(client, max_tokens=2, **kw)
         assert r.status_code == 400 and r.json()["error"]["param"] == param
+    z = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2, "logprobs": 0}).json()["choices"][0]
+    assert len(z["logprobs"]["token_logprobs"]) == 2 and z["logprobs"]["top_logprobs"] == [{}, {}]
     r = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 1, "logprobs": 21})
     assert r.status_code == 400 and r.json()["error"]["param"] == "logprobs"
 
