@@ -11,7 +11,7 @@ both modes produce the same token counts and the difference is the cost of the o
 machine and forced tokens.
 
 Reported per rate and mode: completed / failed requests, duration, throughput (req/s, output
-tok/s), time to first token (TTFT), time per output token after the first (TPOT) and end-to-end
+tok/s), time to first token (TTFT), time per output token after the first (TPOT: (E2E - TTFT) / (tokens - 1), as vLLM) and end-to-end
 latency, each as mean, median and p99 (ms); and, under `vllm bench serve`'s names (README
 "Serving"), request / output / total token throughput, request_goodput under --goodput SLOs, and
 mean / median / std / --percentiles of TTFT, TPOT, ITL and E2E latency (linear interpolation,
@@ -451,8 +451,8 @@ async def send(client, req: Req, body: dict, drop_after: int | None = None, path
     res.latency = t_end - t0
     if t_first is not None:
         res.ttft = t_first - t0
-        if res.output_tokens > 1:
-            res.tpot = (t_last - t_first) / (res.output_tokens - 1)
+        if res.output_tokens > 1:       # vLLM's TPOT: (E2E latency - TTFT) / (output tokens - 1)
+            res.tpot = (res.latency - res.ttft) / (res.output_tokens - 1)
     return res
 
 
