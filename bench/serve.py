@@ -11,8 +11,8 @@ both modes produce the same token counts and the difference is the cost of the o
 machine and forced tokens.
 
 Reported per rate and mode: completed / failed requests, duration, throughput (req/s, output
-tok/s), time to first token (TTFT), time per output token after the first (TPOT: (E2E - TTFT) / (tokens - 1), as vLLM) and end-to-end
-latency, each as mean, median and p99 (ms); and, under `vllm bench serve`'s names (README
+tok/s), time to first token (TTFT), time per output token after the first (TPOT: vLLM's
+(E2E - TTFT) / (tokens - 1)) and end-to-end latency, each as mean, median and p99 (ms); and, under `vllm bench serve`'s names (README
 "Serving"), request / output / total token throughput, request_goodput under --goodput SLOs, and
 mean / median / std / --percentiles of TTFT, TPOT, ITL and E2E latency (linear interpolation,
 numpy's and vLLM's rule). Arrivals: gamma gaps of mean 1/rate and shape --burstiness (1: Poisson),
