@@ -98,14 +98,15 @@ def test_bench_serve_against_in_process_server(tmp_path):
                 (r["total_input_tokens"] + r["total_output_tokens"]) / r["duration"])
             assert r["request_goodput"] == 0.0         # a TPOT SLO of 1 ms is not met on this CPU
         assert (tmp_path / "run_latency.png").stat().st_size > 10_000
-        # ShareGPT-format file on the chat endpoint; the reply's token count is max_tokens
+        # ShareGPT-format file on the chat endpoint with OpenAI fields only (--plain, as for vLLM);
+        # the reply's token count is max_tokens
         share = tmp_path / "share.json"
         share.write_text(json.dumps([{"conversations": [{"from": "human", "value": "Tell me a joke."},
                                                         {"from": "gpt", "value": "Why did the chicken cross?"}]},
                                      {"conversations": [{"from": "human", "value": "Hi"}]}]))
         out2 = tmp_path / "share"
         assert B.main(["--url", url, "--tokenizer", tok_dir, "--dataset-name", "sharegpt", "--dataset", str(share),
-                       "--endpoint", "chat", "--num-prompts", "2", "--rates", "inf", "--budget-forcing", "off",
+                       "--endpoint", "chat", "--num-prompts", "2", "--rates", "inf", "--plain",
                        "--out", str(out2)]) == 0
         r = json.loads(out2.with_suffix(".json").read_text())["rows"][0]
         n = len(engine.tokenizer.encode("Why did the chicken cross?"))
