@@ -52,8 +52,9 @@ setup(
         # math-verify: so the suite runs the Math-Verify grading backend's tests instead of skipping them
         # pytest-xdist: pytest.ini runs the suite on one worker per core (up to 4); every test is
         # single-threaded (tests/conftest.py), so on CI's 2 cores one worker would leave a core idle
-        "test": ["pytest>=8.0.0", "pytest-xdist>=3.8.0", "transformers>=4.56.2", "openai>=1.45.0", "httpx>=0.27.0", "math-verify>=0.9.0",
-                 *SERVE],
+        # prometheus_client: its text-format parser checks /metrics' exposition (s1 serve writes it itself)
+        "test": ["pytest>=8.0.0", "pytest-xdist>=3.8.0", "transformers>=4.56.2", "openai>=1.45.0", "httpx>=0.27.0",
+                 "math-verify>=0.9.0", "prometheus_client>=0.20.0", *SERVE],
     },
     entry_points={"console_scripts": ["s1=s1.cli:main"]},
 )

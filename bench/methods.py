@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="override training steps")
     p.add_argument("--eval-size", type=int, help="override held-out questions")
     p.add_argument("--budgets", help="override the budget sweep (comma list)")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma list of evaluation methods")
+    # every method with a thinking phase (the model is s1-style; "plain" is `s1 eval --no-think`'s)
+    p.add_argument("--methods", default=",".join(m for m in METHODS if m != "plain"),
+                   help="comma list of evaluation methods")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--reuse-model", action="store_true", help="skip training when WORK/model exists")
     return p

@@ -52,6 +52,7 @@ RULES = [   # (regex on the command, action, detail); first match wins
     (r"s1 COMMAND --help", "test", "tests/test_cli.py::test_command_help_is_fast_and_imports_no_torch"),
     (r".* \.\.\.", "fragment", None),                                   # "s1 eval --methods ..."
     (r"python -m bench\.busy -- s1 demo( --quick)?", "help", None),
+    (r"python -m bench\.serve --url .+", "help", None),                  # needs a running server: --help, flags listed
     (r"python -m bench\.\w+( --?[\w-]+)*", "help", None),
     (r"python -m bench\.decode --preset [\w.]+", "help", None),               # --preset qwen3
     (r"python -m bench\.gpu --deadline \d+", "help", None),                # the GPU suite: its --help

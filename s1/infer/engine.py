@@ -223,6 +223,8 @@ class LLMEngine:
         if not isinstance(p, SamplingParams):
             raise ValueError(f"params must be SamplingParams, got {type(p).__name__}")
         p.validate()
+        if p.logprobs is not None and self.tp.enabled:
+            raise ValueError("logprobs are not available under tensor parallelism (the logits are vocabulary shards)")
         tok = self.tokenizer
         if isinstance(prompt, str):
             if not prompt.strip() and not raw:
@@ -286,7 +288,7 @@ class LLMEngine:
         if rid in self._requests:
             raise ValueError(f"request id {rid!r} is already in use")
         seq = Sequence(rid, prep.ids, self.page_size, rules=rules, prompt_text=prep.text, max_thinking_tokens=cap,
-                       starts_in_answer=starts_in_answer, stream=stream)
+                       starts_in_answer=starts_in_answer, stream=stream, logprobs=prep.params.logprobs)
         self._requests[rid] = seq
         self.scheduler.add(seq)
         return rid
@@ -353,6 +355,7 @@ class LLMEngine:
         if is_prefill:
             n_tokens = sum(s.num_tokens - s.num_cached_tokens for s in seqs)
             self.counters["prefill_tokens"] += n_tokens
+            self.counters["prefill_cached_tokens"] += sum(s.num_cached_tokens for s in seqs)
         rec.note(kind="prefill" if is_prefill else "decode", batch=len(seqs), tokens=n_tokens)
         try:
             rec.device_begin(self.device)
@@ -362,7 +365,7 @@ class LLMEngine:
             self.counters["steps"] += 1
             self.counters["peak_pages_used"] = max(self.counters["peak_pages_used"], self.block_manager.num_used)
             with rec.phase("read_back"):
-                self._pending.append(self._read_back(seqs, result))
+                self._pending.append(self._read_back(seqs, result) + (self.runner.step_logprobs,))
             # 3. postprocess: asynchronous mode keeps one step in flight, otherwise applies at once
             while len(self._pending) > (1 if self.async_output else 0):
                 outputs += self._process(self._pending.popleft(), rec)
@@ -423,13 +426,19 @@ class LLMEngine:
         return seqs, result.cpu(), None
 
     def _process(self, item, rec=profiling.OFF) -> list[RequestOutput]:
-        seqs, host, event = item
+        seqs, host, event, lp = item
         if event is not None:
             with rec.phase("wait_device"):
                 event.synchronize()
         with rec.phase("postprocess"):
             res = StepResult.from_host(host)
             self.counters["output_tokens"] += sum(res.emitted)
+            if lp is not None:          # some request of this step asked for logprobs (ModelRunner.run)
+                token_lp, top_ids, top_lp = (t.tolist() for t in lp)
+                for i, s in enumerate(seqs):
+                    if s.logprobs is not None and res.emitted[i] and not s.is_finished:
+                        k = s.logprobs
+                        s.output_logprobs.append((token_lp[i], top_ids[i][:k], top_lp[i][:k]))
             return [self._report(s, 1) for s in self.scheduler.postprocess(seqs, res)]
 
     def _report(self, seq: Sequence, n_new: int) -> RequestOutput:
@@ -440,9 +449,12 @@ class LLMEngine:
         if seq.is_finished:
             out = self.make_output(seq)
             self._requests.pop(seq.request_id, None)
+        lps = None
+        if seq.logprobs is not None:
+            lps = seq.output_logprobs[len(seq.output_logprobs) - n_new:] if n_new else []
         return RequestOutput(request_id=seq.request_id, new_token_ids=seq.output_ids[len(seq.output_ids) - n_new:],
                              num_output_tokens=len(seq.output_ids), num_thinking_tokens=seq.num_thinking_tokens,
-                             answer_start=seq.answer_start, finished=seq.is_finished, output=out)
+                             answer_start=seq.answer_start, finished=seq.is_finished, output=out, new_logprobs=lps)
 
     def make_output(self, s: Sequence) -> GenerationOutput:
         """The final record of a request: thinking text (its first num_thinking_tokens tokens),
@@ -464,4 +476,6 @@ class LLMEngine:
                                 num_waits_used=s.num_waits_used, finish_reason=s.finish_reason,
                                 prompt_token_ids=list(s.prompt_ids), num_preemptions=s.num_preemptions,
                                 max_thinking_tokens=s.max_thinking_tokens, request_id=s.request_id,
-                                error=getattr(s, "error", None))
+                                error=getattr(s, "error", None),
+                                logprobs=(list(s.output_logprobs) if getattr(s, "logprobs", None) is not None
+                                          else None))

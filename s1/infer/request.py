@@ -26,11 +26,11 @@ class Sequence:
     __slots__ = ("request_id", "prompt_ids", "output_ids", "num_tokens", "page_size", "status", "block_table",
                  "num_cached_tokens", "slot", "rules", "prompt_text", "max_thinking_tokens", "finish_reason",
                  "num_thinking_tokens", "num_waits_used", "answer_start", "num_preemptions", "stream", "error",
-                 "_due_at", "_admission")
+                 "_due_at", "_admission", "logprobs", "output_logprobs")
 
     def __init__(self, request_id, prompt_ids: list[int], page_size: int, rules=None,
                  prompt_text: str = "", max_thinking_tokens: int | None = None, starts_in_answer: bool = False,
-                 stream: bool = True):
+                 stream: bool = True, logprobs: int | None = None):
         self.request_id = request_id
         self.prompt_ids = list(prompt_ids)
         self.output_ids: list[int] = []
@@ -53,6 +53,9 @@ class Sequence:
         self.error: str | None = None     # the message when finish_reason == "error"
         self._due_at = -1                 # the scheduler's next look at it (decode step number)
         self._admission = -1              # the scheduler's admission counter (running order)
+        # None: no log-probabilities; k: one (logprob, top-k ids, top-k logprobs) per output token
+        self.logprobs = logprobs
+        self.output_logprobs: list[tuple] = []
 
     @property
     def token_ids(self) -> list[int]:
@@ -90,6 +93,8 @@ class GenerationOutput:
     num_preemptions: int = 0
     max_thinking_tokens: int | None = None   # the thinking cap applied ("auto" resolved); None: none
     request_id: object = None
+    # per output token (logprobs asked): (its log-probability, top ids, their log-probabilities)
+    logprobs: list | None = None
 
     def to_dict(self) -> dict:
         return dict(prompt=self.prompt, thinking=self.thinking, answer=self.answer, text=self.text,
@@ -110,3 +115,4 @@ class RequestOutput:
     answer_start: int | None              # index into the output where the answer text starts
     finished: bool
     output: GenerationOutput | None = None
+    new_logprobs: list | None = None      # one entry per new token (logprobs asked), as GenerationOutput

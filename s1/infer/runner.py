@@ -21,6 +21,12 @@ Under tensor parallelism the captured step holds the model's all-reduces and the
 all-gather (NCCL collectives are capturable); every graph's warm-up runs them eagerly first, and
 all ranks capture the same buckets in the same order (their batches are identical). Not yet run on
 GPUs: no multi-GPU machine has been available.
+
+Log-probabilities (a request with SamplingParams.logprobs): only in a step whose batch holds such a
+request, the runner takes log_softmax of the raw logits in fp32 (the model's distribution, before
+temperature, top-k/top-p and budget forcing) and gathers the emitted token's value and the top k
+([B, V] fp32 once more, a top-k, a copy back that waits for the device); such a decode step runs
+eagerly instead of replaying a CUDA graph. Steps without one pay nothing: `step_logprobs` is None.
 """
 from __future__ import annotations
 
@@ -77,6 +83,7 @@ class ModelRunner:
         self.graphs: dict[tuple[int, bool], tuple] = {}
         self._static = None
         self._pool = None
+        self.step_logprobs = None   # the last run's (token logprob [B], top ids [B, k], top logprobs [B, k])
 
     def close(self) -> None:
         self.graphs.clear()
@@ -157,7 +164,9 @@ class ModelRunner:
         rec = profiling.active()
         with rec.phase("page_flush"):
             self._flush_pages()
+        self.step_logprobs = None
         budget = self.budget
+        k = max((s.logprobs for s in seqs if s.logprobs is not None), default=None)
         if is_prefill:
             with rec.phase("prepare_inputs"):
                 filtered = budget.filtered(s.slot for s in seqs)
@@ -166,17 +175,30 @@ class ModelRunner:
             with rec.phase("prefill_forward"):
                 logits = self._forward(ids, pos, meta, logits_idx)
             with rec.phase("sample_and_force"):
-                return budget.step(logits, rows, filtered)
-        if self.use_cuda_graphs:            # a decode batch is the running set: <= max_num_seqs rows
+                return self._sample(logits, rows, filtered, k)
+        if self.use_cuda_graphs and k is None:   # a decode batch is the running set: <= max_num_seqs rows
             return self._replay(seqs, budget.filtered(s.slot for s in seqs), rec)
         # the attention's bound: the longest context, from the host (reading it back would sync)
         with rec.phase("prepare_inputs"):
             filtered = budget.filtered(s.slot for s in seqs)
             rows = self.decode_inputs(seqs)
             max_context = max(s.num_tokens for s in seqs)
-        return self._decode_step(rows, filtered, max_context, rec)
+        return self._decode_step(rows, filtered, max_context, rec, k)
 
-    def _decode_step(self, rows: torch.Tensor, filtered: bool, max_context: int, rec=profiling.OFF) -> torch.Tensor:
+    def _sample(self, logits: torch.Tensor, rows: torch.Tensor, filtered: bool, k: int | None) -> torch.Tensor:
+        """sample_and_force; with k (some request asked for logprobs) also `step_logprobs`."""
+        if k is None:
+            return self.budget.step(logits, rows, filtered)
+        lp = torch.log_softmax(logits.float(), dim=-1)     # before the sampler can touch the logits
+        result = self.budget.step(logits, rows, filtered)
+        tok = result[fs.R_TOKEN].clamp(min=0, max=lp.shape[-1] - 1)
+        token_lp = lp.gather(1, tok[:, None])[:, 0]
+        top_lp, top_ids = lp.topk(k, dim=-1) if k else (lp[:, :0], tok[:, None][:, :0])
+        self.step_logprobs = (token_lp.cpu(), top_ids.cpu(), top_lp.cpu())
+        return result
+
+    def _decode_step(self, rows: torch.Tensor, filtered: bool, max_context: int, rec=profiling.OFF,
+                     logprobs_k: int | None = None) -> torch.Tensor:
         """The device part of a decode step, from the batch's slots `rows` [B] (decode_inputs):
         gather their decode columns and advance them (padding rows stay), gather the input tokens
         and block tables, forward, sample_and_force. The eager path runs it per step (max_context:
@@ -194,7 +216,7 @@ class ModelRunner:
                             context_lens=ctx.to(torch.int32), max_context=max_context)
             logits = self._forward(self.budget.tables.state[rows, fs.LAST_TOKEN], pos, meta, None)
         with rec.phase("sample_and_force"):
-            return self.budget.step(logits, rows, filtered)
+            return self._sample(logits, rows, filtered, logprobs_k)
 
     def _forward(self, ids, pos, meta: StepMeta, logits_idx):
         self.cache.meta = meta

@@ -46,6 +46,7 @@ AUTO = "auto"
 MAX_COUNT = 2 ** 31 - 1
 MAX_SEED = 2 ** 63 - 1
 MAX_TEMPERATURE = 100.0
+MAX_LOGPROBS = 20    # most alternatives per token (vLLM's default max_logprobs, OpenAI's top_logprobs)
 GREEDY_EPS = 1e-5     # a temperature below this samples greedily (vLLM's _SAMPLING_EPS): 1/T stays finite
 
 
@@ -64,6 +65,7 @@ class SamplingParams:
     max_tokens: int | None = None
     ignore_eos: bool = False
     stop: tuple[str, ...] = ()        # extra answer-phase stop tokens, by token name
+    logprobs: int | None = None       # None: off; k: each output token's log-probability + the top k
 
     def __post_init__(self):
         self.validate()
@@ -107,6 +109,8 @@ class SamplingParams:
             bad("extension", "must be a string")
         if not isinstance(self.end_thinking, str) or not self.end_thinking:
             bad("end_thinking", "must be a non-empty string")
+        if self.logprobs is not None and (not is_int(self.logprobs) or not 0 <= self.logprobs <= MAX_LOGPROBS):
+            bad("logprobs", f"must be an integer in [0, {MAX_LOGPROBS}] (alternatives per token) or None")
         if isinstance(self.stop, str):
             self.stop = (self.stop,)
         self.stop = tuple(self.stop)

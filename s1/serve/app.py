@@ -1,5 +1,6 @@
 """The ASGI app (FastAPI): OpenAI's /v1/models, /v1/completions and /v1/chat/completions, plus
-/health, over one engine running on its own thread (s1/serve/engine_loop.py).
+/health, /metrics (Prometheus text, s1/serve/metrics.py), /tokenize and /detokenize (vLLM's
+shapes), over one engine running on its own thread (s1/serve/engine_loop.py).
 
     app = build_app(engine, ServerSettings(served_model_name="s1"))
     uvicorn.run(app, host="127.0.0.1", port=8000)
@@ -43,6 +44,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from s1.infer.engine import Prepared
 from s1.serve import protocol as P
 from s1.serve.engine_loop import EngineFailure, EngineLoop
+from s1.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from s1.serve.metrics import Metrics, engine_gauges
 from s1.serve.text import ChoiceText
 
 log = logging.getLogger("s1.serve")
@@ -68,7 +71,8 @@ class ServerState:
         self.engine = engine
         self.tokenizer = engine.tokenizer
         self.settings = settings
-        self.loop = EngineLoop(engine)
+        self.metrics = Metrics(settings.served_model_name)
+        self.loop = EngineLoop(engine, metrics=self.metrics)
         self.draining = False
         self.open_requests = 0             # HTTP requests generating right now
         self.created = int(time.time())
@@ -181,10 +185,12 @@ class Generation:
                          if req.stop_strings else None)
         self.outputs = [None] * len(preps)
         self.pending_ids = [[] for _ in preps]
+        self.pending_lps = [([], []) for _ in preps]     # (ids, logprob entries) not yet sent (streaming)
         self.streams: list = []
         self.queue: asyncio.Queue = asyncio.Queue()
         self.prompt_tokens = sum(len(preps[i * req.n].ids) for i in range(len(req.prompts)))
         self.stop_aborted: set[int] = set()
+        self.streamed_chars = [0] * len(preps)          # completions: text sent so far (text_offset)
         self.closed = False
 
     async def start(self) -> None:
@@ -219,6 +225,9 @@ class Generation:
                 raise EngineFailure(ro.output.error or "the request failed in the engine")
             if not txt.stopped:                     # tokens after a stop string are not delivered
                 self.pending_ids[i] += ro.new_token_ids
+                if ro.new_logprobs:
+                    self.pending_lps[i][0].extend(ro.new_token_ids)
+                    self.pending_lps[i][1].extend(ro.new_logprobs)
             deltas = txt.feed(ro)
             if txt.stopped and not ro.finished and i not in self.stop_aborted:
                 self.stop_aborted.add(i)
@@ -246,17 +255,31 @@ class Generation:
         r = self.texts[i].finish_reason(self.outputs[i])
         return "stop" if r == "stop" else "length"
 
+    def _logprobs(self, ids: list[int], lps: list, offset: int = 0):
+        """The choice's `logprobs` object for these tokens (None when the request did not ask)."""
+        if self.req.logprobs is None:
+            return None
+        tok = self.state.tokenizer
+        if self.req.kind == "chat":
+            return P.chat_logprobs(tok, ids, lps)
+        return P.completion_logprobs(tok, ids, lps, offset)
+
     # ---------------------------------------------------------------- non-streaming
     def response(self) -> dict:
         choices = []
         for i, (txt, out) in enumerate(zip(self.texts, self.outputs)):
             final = txt.final_texts(out)
+            lp = None
+            if self.req.logprobs is not None:
+                ids = self.delivered_ids(i)
+                lp = self._logprobs(ids, (out.logprobs or [])[:len(ids)])
             if self.req.kind == "chat":
+                # the thinking under both names: vLLM's current "reasoning" and the older "reasoning_content"
                 c = {"index": i, "message": {"role": "assistant", "content": final["content"],
-                                             "reasoning_content": final["reasoning"]},
-                     "logprobs": None, "finish_reason": self.finish_reason(i)}
+                                             "reasoning_content": final["reasoning"], "reasoning": final["reasoning"]},
+                     "logprobs": lp, "finish_reason": self.finish_reason(i)}
             else:
-                c = {"index": i, "text": final["text"], "logprobs": None, "finish_reason": self.finish_reason(i)}
+                c = {"index": i, "text": final["text"], "logprobs": lp, "finish_reason": self.finish_reason(i)}
             if self.req.return_token_ids:
                 c["token_ids"] = self.delivered_ids(i)
             choices.append(c)
@@ -264,11 +287,22 @@ class Generation:
 
     # ---------------------------------------------------------------- streaming
     def _choice(self, i: int, kind: str | None, text: str, finish_reason=None) -> dict:
+        lp = None
+        if self.req.logprobs is not None:      # the tokens received since the last chunk of this choice
+            ids, lps = self.pending_lps[i]
+            lp = self._logprobs(ids, lps, self.streamed_chars[i])
+            self.pending_lps[i] = ([], [])
         if self.req.kind == "chat":
-            delta = {} if kind is None else {"reasoning_content" if kind == "reasoning" else "content": text}
-            c = {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            if kind is None:
+                delta = {}
+            elif kind == "reasoning":
+                delta = {"reasoning_content": text, "reasoning": text}
+            else:
+                delta = {"content": text}
+            c = {"index": i, "delta": delta, "logprobs": lp, "finish_reason": finish_reason}
         else:
-            c = {"index": i, "text": text, "logprobs": None, "finish_reason": finish_reason}
+            c = {"index": i, "text": text, "logprobs": lp, "finish_reason": finish_reason}
+            self.streamed_chars[i] += len(text)
         if self.req.return_token_ids:
             c["token_ids"], self.pending_ids[i] = self.pending_ids[i], []
         return c
@@ -394,6 +428,31 @@ def build_app(engine, settings: ServerSettings | None = None) -> FastAPI:
     async def health():
         body, status = _health(state)
         return JSONResponse(body, status_code=status)
+
+    @app.get("/metrics")
+    async def metrics():
+        gauges, counters = engine_gauges(engine, state.loop)
+        return Response(state.metrics.render(gauges, counters), media_type=METRICS_CONTENT_TYPE)
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request):
+        _check_auth(state, request)
+        raw = await _read_body(state, request)
+
+        def work():
+            ids, strs = P.parse_tokenize(_json(raw), state.settings.served_model_name, state.tokenizer)
+            return P.tokenize_response(state.tokenizer, ids, strs, engine.max_model_len)
+        return JSONResponse(await asyncio.get_running_loop().run_in_executor(state.cpu_pool, work))
+
+    @app.post("/detokenize")
+    async def detokenize(request: Request):
+        _check_auth(state, request)
+        raw = await _read_body(state, request)
+
+        def work():
+            ids = P.parse_detokenize(_json(raw), state.settings.served_model_name, engine.special.vocab_size)
+            return {"prompt": state.tokenizer.decode(ids)}
+        return JSONResponse(await asyncio.get_running_loop().run_in_executor(state.cpu_pool, work))
 
     @app.get("/v1/models")
     async def models(request: Request):

@@ -3,7 +3,7 @@
     s1 serve --model DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--served-model-name NAME]
 
 Endpoints: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (both with "stream": true
-for server-sent events), GET /health. Chat requests are rendered in the s1 format and answer with
+for server-sent events), GET /health, GET /metrics (Prometheus), POST /tokenize and /detokenize. Chat requests are rendered in the s1 format and answer with
 the thinking in message.reasoning_content and the answer in message.content; budget forcing is per
 request, as extra body fields: max_thinking_tokens (integer or "auto"), min_thinking_tokens,
 num_wait, extension (see s1/serve/protocol.py for every field). Requests from all clients share one

@@ -24,6 +24,7 @@ import collections
 import itertools
 import logging
 import threading
+import time
 import traceback
 
 log = logging.getLogger("s1.serve")
@@ -37,17 +38,20 @@ class EngineFailure(RuntimeError):
 
 class Stream:
     """One engine request as the server sees it; `queue` may be shared by a request's choices."""
-    __slots__ = ("rid", "index", "queue", "started", "finished")
+    __slots__ = ("rid", "index", "queue", "started", "finished", "t_submit", "t_first", "t_last")
 
     def __init__(self, rid: str, index: int, queue: asyncio.Queue):
         self.rid, self.index, self.queue = rid, index, queue
         self.started = False     # produced a token (or finished): no longer waiting
         self.finished = False
+        self.t_submit = time.monotonic()     # for the metrics (s1/serve/metrics.py)
+        self.t_first = self.t_last = None
 
 
 class EngineLoop:
-    def __init__(self, engine, name: str = "s1-engine"):
+    def __init__(self, engine, name: str = "s1-engine", metrics=None):
         self.engine = engine
+        self.metrics = metrics                  # s1.serve.metrics.Metrics, fed in _deliver (or None)
         self.name = name
         self.loop: asyncio.AbstractEventLoop | None = None
         self._cv = threading.Condition()
@@ -160,6 +164,8 @@ class EngineLoop:
         if stream.finished:
             return
         if forget:
+            if self.metrics is not None and stream.rid in self.streams:
+                self.metrics.finished["abort"] += 1      # its final output will not reach _deliver
             self._forget(stream)
         self._post(("abort", stream.rid))
 
@@ -184,10 +190,15 @@ class EngineLoop:
             fut.set_exception(error)
 
     def _deliver(self, outs) -> None:
+        m, now = self.metrics, time.monotonic()
         for ro in outs:
             s = self.streams.get(ro.request_id)
             if s is None:
                 continue
+            if m is not None:
+                m.on_tokens(s, len(ro.new_token_ids), now)
+                if ro.finished and ro.output is not None:
+                    m.on_finish(s, ro.output, now)
             if not s.started and (ro.new_token_ids or ro.finished):
                 s.started = True
                 self.num_waiting -= 1

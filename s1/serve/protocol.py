@@ -9,7 +9,10 @@ so a client sees which field to fix. Fields:
                    top_k (-1 or 0: off), seed, stop (a string or a list of strings)
   budget forcing   max_thinking_tokens (integer or "auto"), min_thinking_tokens, num_wait, extension,
                    end_thinking, max_answer_tokens (s1/infer/sampling.py: s1's semantics)
-  extras           ignore_eos, return_token_ids (choices carry their output token ids)
+  extras           ignore_eos, return_token_ids (choices carry their output token ids); logprobs
+                   (chat: bool + top_logprobs; completions: an integer), at most MAX_LOGPROBS
+  aliases          thinking_token_budget (vLLM), thinking_budget (SGLang), thinking_budget_tokens
+                   (llama.cpp) = max_thinking_tokens (THINKING_BUDGET_ALIASES; conflicting values: 400)
   chat             messages: [system] user, rendered in the s1 format (`Tokenizer.render_prompt`);
                    longer conversations (user/assistant turns, ending with a user turn) with the
                    tokenizer's chat template, then the thinking start
@@ -19,7 +22,7 @@ so a client sees which field to fix. Fields:
 `stop` strings are matched on the answer text host-side (s1/serve/text.py); one that is a single
 token of the tokenizer also stops the engine on the device. Choice i of a request with `seed` S
 samples with seed hash(S, i), as `s1 generate --seed S` gives line i. Fields that this server
-cannot honour (logprobs, echo, suffix, tools, penalties, logit_bias, a non-text response_format)
+cannot honour (echo, suffix, tools, penalties, logit_bias, a non-text response_format)
 are refused when set. A field that is not in `KNOWN_FIELDS` (OpenAI's documented request fields,
 ours, and a few of vLLM's that we honour) is a 400 naming it and the closest known field: a typo
 such as "max_thinking_token" must not silently turn budget forcing off.
@@ -40,7 +43,8 @@ import uuid
 from dataclasses import dataclass, field
 
 from s1.infer.options import request_seed
-from s1.infer.sampling import AUTO, DEFAULT_END_THINKING, MAX_COUNT, MAX_SEED, MAX_TEMPERATURE, SamplingParams
+from s1.infer.sampling import (AUTO, DEFAULT_END_THINKING, MAX_COUNT, MAX_LOGPROBS, MAX_SEED, MAX_TEMPERATURE,
+                               SamplingParams)
 from s1.model.tokenizer import THINK_START
 
 MAX_N = 128                # choices per request (n), and prompts per completions request
@@ -48,6 +52,11 @@ MAX_STOP = 16              # stop strings
 MAX_STOP_CHARS = 1024      # characters per stop string (the stream holds back len(longest) - 1)
 MAX_FORCED_CHARS = 4096    # characters of `extension` / `end_thinking` (the engine then allows 32 tokens)
 ROLES = ("system", "developer", "user", "assistant")
+# The thinking cap under the names other servers give it; each is max_thinking_tokens (same values:
+# a non-negative integer or "auto"). Several given with different values -> 400 naming the second.
+THINKING_BUDGET_ALIASES = ("thinking_token_budget",     # vLLM
+                           "thinking_budget",           # SGLang
+                           "thinking_budget_tokens")    # llama.cpp
 
 
 class APIError(Exception):
@@ -85,6 +94,7 @@ class GenRequest:
     stop_strings: tuple[str, ...] = ()      # all of `stop`, matched host-side on the answer
     return_token_ids: bool = False
     thinking: bool | None = None            # chat: True (the prompt ends in the thinking start)
+    logprobs: int | None = None             # None: off; k: each output token's logprob + top k alternatives
     created: int = field(default_factory=lambda: int(time.time()))
     id: str = ""
 
@@ -142,7 +152,7 @@ def _str_field(body, name, default, allow_empty=True):
 
 
 UNSUPPORTED = {   # field -> the values that mean "off" (anything else is refused)
-    "logprobs": (None, False, 0), "top_logprobs": (None, 0), "echo": (None, False), "suffix": (None, ""),
+    "echo": (None, False), "suffix": (None, ""),
     "logit_bias": (None, {}), "presence_penalty": (None, 0, 0.0), "frequency_penalty": (None, 0, 0.0),
     "repetition_penalty": (None, 1, 1.0), "tools": (None, []), "functions": (None, []),
     "tool_choice": (None, "none"), "function_call": (None, "none"), "prompt_logprobs": (None, 0),
@@ -174,6 +184,7 @@ _COMMON_FIELDS = frozenset({
     # ours and vLLM's
     "top_k", "ignore_eos", "return_token_ids", "repetition_penalty", "prompt_logprobs",
     "max_thinking_tokens", "min_thinking_tokens", "num_wait", "extension", "end_thinking", "max_answer_tokens",
+    *THINKING_BUDGET_ALIASES,
 })
 KNOWN_FIELDS = {
     "chat": _COMMON_FIELDS | {"messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice",
@@ -222,26 +233,54 @@ def _stop(body: dict) -> tuple[str, ...]:
     return tuple(dict.fromkeys(s))
 
 
-def _thinking_budget(body: dict):
-    v = body.get("max_thinking_tokens")
-    if v is None:
-        return None
+def _one_budget(name: str, v):
     if isinstance(v, str) and v.strip().lower() == AUTO:
         return AUTO
     if not _is_int(v):
-        raise bad("max_thinking_tokens", f"'max_thinking_tokens' must be a non-negative integer or \"auto\", "
-                                         f"got {type(v).__name__} {v!r}", "invalid_type")
+        raise bad(name, f"'{name}' must be a non-negative integer or \"auto\", got {type(v).__name__} {v!r}",
+                  "invalid_type")
     if v < 0:
-        raise bad("max_thinking_tokens", f"'max_thinking_tokens' must be >= 0, got {v}", "invalid_value")
+        raise bad(name, f"'{name}' must be >= 0, got {v}", "invalid_value")
     if v > MAX_COUNT:
-        raise bad("max_thinking_tokens", f"'max_thinking_tokens' must be <= {MAX_COUNT}, got {v}", "invalid_value")
+        raise bad(name, f"'{name}' must be <= {MAX_COUNT}, got {v}", "invalid_value")
     return v
+
+
+# ----------------------------------------------------------------------------- other servers' names
+
+
+def _thinking_budget(body: dict):
+    given = [(n, _one_budget(n, body[n])) for n in ("max_thinking_tokens", *THINKING_BUDGET_ALIASES)
+             if body.get(n) is not None]
+    if not given:
+        return None
+    for name, v in given[1:]:
+        if v != given[0][1]:
+            raise bad(name, f"conflicting thinking budgets: '{given[0][0]}' is {given[0][1]!r} but '{name}' is "
+                            f"{v!r} (they are the same setting; send one)", "conflicting_parameters")
+    return given[0][1]
+
+
+def _logprobs(body: dict, kind: str) -> int | None:
+    """None (off) or the number of alternatives per token. Chat: logprobs (bool) + top_logprobs;
+    completions: logprobs (an integer, OpenAI's legacy field; false/absent: off)."""
+    if kind == "chat":
+        on = _bool_field(body, "logprobs")
+        top = _int_field(body, "top_logprobs", None, minimum=0, maximum=MAX_LOGPROBS)
+        if top and not on:
+            raise bad("top_logprobs", "'top_logprobs' needs \"logprobs\": true", "invalid_value")
+        return (top or 0) if on else None
+    v = body.get("logprobs")
+    if v is None or v is False:        # (0 is on: the sampled token's logprob, no alternatives)
+        return None
+    return _int_field(body, "logprobs", None, minimum=0, maximum=MAX_LOGPROBS)
 
 
 _FIELD = re.compile(r"SamplingParams\.(\w+)=")
 
 
-def _params(body: dict, stop_tokens: tuple[str, ...], n_choices: int, *, max_tokens_names) -> list[SamplingParams]:
+def _params(body: dict, stop_tokens: tuple[str, ...], n_choices: int, *, max_tokens_names,
+            logprobs: int | None = None) -> list[SamplingParams]:
     """One SamplingParams per choice; seeds hash(seed, choice index) when `seed` is given."""
     max_tokens = None
     for name in max_tokens_names:
@@ -264,6 +303,7 @@ def _params(body: dict, stop_tokens: tuple[str, ...], n_choices: int, *, max_tok
         max_tokens=max_tokens,
         ignore_eos=_bool_field(body, "ignore_eos"),
         stop=stop_tokens,
+        logprobs=logprobs,
     )
     if not 0 <= kw["temperature"] <= MAX_TEMPERATURE:
         raise bad("temperature", f"'temperature' must lie in [0, {MAX_TEMPERATURE:g}], got {kw['temperature']}",
@@ -298,7 +338,7 @@ def engine_stop_tokens(stops: tuple[str, ...], tokenizer) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _common(body: dict, served: str, tokenizer, n_prompts: int, max_tokens_names) -> dict:
+def _common(body: dict, served: str, tokenizer, n_prompts: int, max_tokens_names, kind: str) -> dict:
     if not isinstance(body, dict):
         raise bad(None, "the request body must be a JSON object", "invalid_type")
     model = check_model(body, served)
@@ -314,9 +354,11 @@ def _common(body: dict, served: str, tokenizer, n_prompts: int, max_tokens_names
             raise bad("stream_options", "'stream_options' is only allowed with stream: true", "invalid_value")
         include_usage = _bool_field(so, "include_usage")
     stops = _stop(body)
-    params = _params(body, engine_stop_tokens(stops, tokenizer), n_prompts * n, max_tokens_names=max_tokens_names)
+    logprobs = _logprobs(body, kind)
+    params = _params(body, engine_stop_tokens(stops, tokenizer), n_prompts * n, max_tokens_names=max_tokens_names,
+                     logprobs=logprobs)
     return dict(model=model, n=n, stream=stream, include_usage=include_usage, stop_strings=stops, params=params,
-                return_token_ids=_bool_field(body, "return_token_ids"))
+                return_token_ids=_bool_field(body, "return_token_ids"), logprobs=logprobs)
 
 
 # ----------------------------------------------------------------------------- chat
@@ -378,7 +420,7 @@ def parse_chat(body, served: str, tokenizer) -> GenRequest:
     if not isinstance(body, dict):
         raise bad(None, "the request body must be a JSON object", "invalid_type")
     refuse_unknown(body, "chat")
-    c = _common(body, served, tokenizer, 1, ("max_tokens", "max_completion_tokens"))
+    c = _common(body, served, tokenizer, 1, ("max_tokens", "max_completion_tokens"), "chat")
     prompt = render_chat(body.get("messages"), tokenizer)
     return GenRequest(kind="chat", prompts=[prompt], thinking=True, id=f"chatcmpl-{uuid.uuid4().hex}", **c)
 
@@ -407,7 +449,7 @@ def parse_completion(body, served: str, tokenizer) -> GenRequest:
     prompts = _prompts(body.get("prompt"))
     if len(prompts) > MAX_N:
         raise bad("prompt", f"'prompt' has {len(prompts)} prompts; at most {MAX_N} per request", "invalid_value")
-    c = _common(body, served, tokenizer, len(prompts), ("max_tokens",))
+    c = _common(body, served, tokenizer, len(prompts), ("max_tokens",), "completion")
     return GenRequest(kind="completion", prompts=prompts, id=f"cmpl-{uuid.uuid4().hex}", **c)
 
 
@@ -435,3 +477,90 @@ def response(req: GenRequest, choices: list[dict], usage_: dict) -> dict:
     obj = "chat.completion" if req.kind == "chat" else "text_completion"
     return {"id": req.id, "object": obj, "created": req.created, "model": req.model, "choices": choices,
             "usage": usage_}
+
+
+# ----------------------------------------------------------------------------- logprobs in responses
+def _token_text(tokenizer, i: int) -> str:
+    return tokenizer.decode([i])
+
+
+def _entry(tokenizer, i: int, lp: float) -> dict:
+    t = _token_text(tokenizer, i)
+    return {"token": t, "logprob": lp, "bytes": list(t.encode("utf-8"))}
+
+
+def chat_logprobs(tokenizer, ids: list[int], lps: list) -> dict:
+    """OpenAI's chat shape: {"content": [{token, logprob, bytes, top_logprobs: [...]}, ...]} for the
+    tokens `ids` with their (logprob, top ids, top logprobs) entries (LLMEngine: GenerationOutput.logprobs)."""
+    content = []
+    for i, (lp, top_ids, top_lps) in zip(ids, lps):
+        e = _entry(tokenizer, i, lp)
+        e["top_logprobs"] = [_entry(tokenizer, j, v) for j, v in zip(top_ids, top_lps)]
+        content.append(e)
+    return {"content": content, "refusal": None}
+
+
+def completion_logprobs(tokenizer, ids: list[int], lps: list, offset: int = 0) -> dict:
+    """OpenAI's legacy completions shape: tokens, token_logprobs, top_logprobs (one {token: logprob}
+    per position) and text_offset (each token's start in the text, from `offset`)."""
+    out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    for i, (lp, top_ids, top_lps) in zip(ids, lps):
+        t = _token_text(tokenizer, i)
+        out["tokens"].append(t)
+        out["token_logprobs"].append(lp)
+        out["top_logprobs"].append({_token_text(tokenizer, j): v for j, v in zip(top_ids, top_lps)})
+        out["text_offset"].append(offset)
+        offset += len(t)
+    return out
+
+
+# ----------------------------------------------------------------------------- /tokenize, /detokenize
+def parse_tokenize(body, served: str, tokenizer) -> tuple[list[int], bool]:
+    """vLLM's /tokenize request: {"model"?, "prompt": str} (the text as is) or {"model"?, "messages": [...]}
+    (rendered as /v1/chat/completions renders it); "add_special_tokens" (Qwen2.5 adds none) and
+    "return_token_strs" (default false). Returns (token ids, return_token_strs)."""
+    if not isinstance(body, dict):
+        raise bad(None, "the request body must be a JSON object", "invalid_type")
+    known = {"model", "prompt", "messages", "add_special_tokens", "return_token_strs", "add_generation_prompt"}
+    for name in body:
+        if name not in known:
+            close = difflib.get_close_matches(str(name)[:64], sorted(known), n=1, cutoff=0.0)
+            raise bad(str(name)[:64], f"unrecognized request argument '{str(name)[:64]}'"
+                                      + (f"; did you mean '{close[0]}'?" if close else ""), "unknown_parameter")
+    check_model(body, served)
+    _bool_field(body, "add_special_tokens", True)
+    _bool_field(body, "add_generation_prompt", True)
+    strs = _bool_field(body, "return_token_strs", False)
+    if ("prompt" in body) == ("messages" in body):
+        raise bad("prompt", "send exactly one of 'prompt' (a string) and 'messages'", "invalid_value")
+    if "prompt" in body:
+        text = _str_field(body, "prompt", "")
+    else:
+        text = render_chat(body.get("messages"), tokenizer)
+    return tokenizer.encode(text), strs
+
+
+def tokenize_response(tokenizer, ids: list[int], strs: bool, max_model_len: int) -> dict:
+    return {"count": len(ids), "max_model_len": max_model_len, "tokens": ids,
+            "token_strs": [_token_text(tokenizer, i) for i in ids] if strs else None}
+
+
+def parse_detokenize(body, served: str, vocab_size: int) -> list[int]:
+    """vLLM's /detokenize request: {"model"?, "tokens": [ids]} -> the ids (checked)."""
+    if not isinstance(body, dict):
+        raise bad(None, "the request body must be a JSON object", "invalid_type")
+    for name in body:
+        if name not in ("model", "tokens"):
+            raise bad(str(name)[:64], f"unrecognized request argument '{str(name)[:64]}'; did you mean 'tokens'?",
+                      "unknown_parameter")
+    check_model(body, served)
+    ids = body.get("tokens")
+    if ids is None:
+        raise bad("tokens", "'tokens' is required", "missing_required_parameter")
+    if not isinstance(ids, list) or not all(_is_int(i) for i in ids):
+        raise bad("tokens", "'tokens' must be a list of token ids", "invalid_type")
+    badids = [i for i in ids if not 0 <= i < vocab_size]
+    if badids:
+        raise bad("tokens", f"'tokens' holds ids outside the vocabulary [0, {vocab_size}): {badids[:5]}",
+                  "invalid_value")
+    return ids

@@ -521,3 +521,43 @@ def check_engine_all_triton() -> None:
 
 def test_engine_all_triton_kernels_with_prefix_cache(shared_data):
     in_interpreter(check_engine_all_triton)
+
+
+# ----------------------------------------------------------------------------- logprobs
+# SamplingParams.logprobs: every output token's log-probability and top-k equal log_softmax of a
+# full recompute with our model (fp32), under preemption, asynchronous output, and a batch where only
+# some requests ask (the server test, tests/serve/test_api_extras.py, compares with transformers).
+
+@torch.no_grad()
+def _full_logprobs(model, ids):
+    return torch.log_softmax(model(torch.tensor(ids)).float(), dim=-1)
+
+
+def test_logprobs_equal_full_recompute_under_preemption(model, tok):
+    """(asynchronous output: the step's logprobs travel with its result; the CPU server's
+    synchronous path is covered by tests/serve/test_api_extras.py)"""
+    prompts = prompts_of([10, 7, 12, 9], seed=3)
+    lp3 = SamplingParams(max_tokens=10, ignore_eos=True, logprobs=3)
+    seeded = SamplingParams(temperature=1.0, seed=5, max_tokens=10, ignore_eos=True, logprobs=0)
+    off = SamplingParams(max_tokens=10, ignore_eos=True)
+    params = [lp3, seeded, off, lp3]
+    ref = make_llm(model, tok).generate(prompts, [SamplingParams(**{**p.__dict__, "logprobs": None})
+                                                  for p in params], use_tqdm=False)
+    small = make_llm(model, tok, num_pages=10, enable_prefix_caching=False, async_output=True)
+    outs = small.generate(prompts, params, use_tqdm=False)
+    assert small.stats["preemptions"] > 0
+    assert [o.output_token_ids for o in outs] == [o.output_token_ids for o in ref]   # asking changes nothing
+    assert outs[2].logprobs is None
+    for p, prm, o in zip(prompts, params, outs):
+        if prm.logprobs is None:
+            continue
+        lp = _full_logprobs(model, p + o.output_token_ids)
+        assert len(o.logprobs) == len(o.output_token_ids) == 10
+        for k, (t, (v, top_ids, top_v)) in enumerate(zip(o.output_token_ids, o.logprobs)):
+            row = lp[len(p) - 1 + k]
+            assert abs(v - float(row[t])) < 1e-4
+            assert len(top_ids) == prm.logprobs
+            if prm.logprobs:
+                top = row.topk(prm.logprobs)
+                assert top_ids == top.indices.tolist() and top_v == pytest.approx(top.values.tolist(), abs=1e-4)
+                assert top_ids[0] == t                                  # greedy

@@ -377,7 +377,7 @@ BAD = [  # (path, body, status, param, words in the message)
     ("/v1/chat/completions", {"messages": MSG, "stop": [1]}, 400, "stop", "strings"),
     ("/v1/chat/completions", {"messages": MSG, "seed": -1}, 400, "seed", ">= 0"),
     ("/v1/chat/completions", {"messages": MSG, "extension": 5}, 400, "extension", "string"),
-    ("/v1/chat/completions", {"messages": MSG, "logprobs": True}, 400, "logprobs", "not supported"),
+    ("/v1/chat/completions", {"messages": MSG, "logprobs": True, "top_logprobs": 21}, 400, "top_logprobs", "<= 20"),
     ("/v1/chat/completions", {"model": "tiny"}, 400, "messages", "required"),
     ("/v1/chat/completions", {"messages": []}, 400, "messages", "non-empty"),
     ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0].role", "one of"),
