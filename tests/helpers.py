@@ -101,3 +101,40 @@ def assert_imports_without_torch(modules: list[str], then: str = "") -> None:
             "bad = [m for m in ('torch', 's1.infer.llm') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ----------------------------------------------------------------- a <think> tokenizer stand-in
+# No real Qwen3 / R1-distill tokenizer is on this machine: the stand-in is Qwen2.5's tokenizer with
+# <think> and </think> added as (non-special) added tokens, as Qwen3 has them, and a chat template
+# written here that behaves like Qwen3's for plain conversations: the generation prompt is
+# "<|im_start|>assistant\n", followed by an empty "<think>\n\n</think>\n\n" block when
+# enable_thinking is false; no default system prompt.
+QWEN3_STYLE_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}"
+    "{{- '<think>\\n\\n</think>\\n\\n' }}"
+    "{%- endif %}"
+    "{%- endif %}")
+
+
+def make_think_tokenizer(src, out_dir) -> str:
+    """Write the <think> stand-in tokenizer (src: the Qwen2.5 tokenizer folder) to out_dir."""
+    import json
+    import pathlib
+
+    from tokenizers import AddedToken, Tokenizer as HFTokenizer
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t = HFTokenizer.from_file(str(pathlib.Path(src) / "tokenizer.json"))
+    t.add_tokens([AddedToken("<think>", special=False, normalized=False),
+                  AddedToken("</think>", special=False, normalized=False)])
+    t.save(str(out / "tokenizer.json"))
+    cfg = json.loads((pathlib.Path(src) / "tokenizer_config.json").read_text())
+    cfg.pop("added_tokens_decoder", None)
+    cfg["chat_template"] = QWEN3_STYLE_TEMPLATE
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=1))
+    return str(out)

@@ -291,7 +291,7 @@ def test_cli_generate_raw(ckpt, model, tok, tmp_path):
 
     V = tok.vocab_size
     think = naive_greedy(model, ids, 4, V)
-    expected = think + tok.encode(SamplingParams().end_thinking)
+    expected = think + tok.encode(tok.thinking_format.forced_end)
     expected += naive_greedy(model, ids + expected, 3, V)
     assert question["output_token_ids"] == raw["output_token_ids"] == expected
     assert raw["prompt"] == rendered and raw["num_thinking_tokens"] == question["num_thinking_tokens"] == 4
