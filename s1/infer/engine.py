@@ -232,13 +232,13 @@ class LLMEngine:
                 text = tok.render_prompt(prompt, start=p.thinking_start)
             else:   # plain chat: the template's own prompt (Qwen3: enable_thinking=False)
                 text = tok.render_prompt(prompt, thinking=False)
-            ids, thinking = tok.encode(text), (p.thinking and not raw) or (raw and p.thinking_rules_set())
+            ids, thinking = tok.encode(text), p.thinking and ((not raw) or p.thinking_rules_set())
         elif isinstance(prompt, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in prompt):
             ids = list(prompt)
             bad = [i for i in ids if not 0 <= i < self.special.vocab_size]
             if bad:
                 raise ValueError(f"prompt token ids outside the vocabulary [0, {self.special.vocab_size}): {bad[:5]}")
-            text, thinking = tok.decode(ids), p.thinking_rules_set()
+            text, thinking = tok.decode(ids), p.thinking and p.thinking_rules_set()
         else:
             raise ValueError(f"prompt must be a string or a list of token ids, got {type(prompt).__name__}")
         if not ids:
