@@ -449,7 +449,7 @@ class LLMEngine:
             n = min(s.num_thinking_tokens, len(body))
             think_text = tok.decode(body[:n])
             rest = tok.decode(body[n:])
-            answer = self.thinking_format.answer_of(rest)
+            answer = tok.thinking_format.answer_of(rest)
         else:
             think_text, answer = "", tok.decode(body)
         return GenerationOutput(prompt=s.prompt_text, thinking=think_text, answer=answer, text=tok.decode(out),
