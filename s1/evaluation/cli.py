@@ -281,7 +281,6 @@ def main(argv: list[str] | None = None) -> int:
         items = load_task(a.task, data_dir=a.data_dir, data_file=a.data_file, hub=a.hub, split=a.split,
                           limit=a.limit, seed=a.seed)
         model_dir = resolve_model_path(a.model, "--model")   # a folder, or a Hub id in the local HF cache
-        tokenizer = load_tokenizer(model_dir, a)
         if rank0:
             prepare_out_dir(a.out, a.resume, a.overwrite)
         base = {"top_p": a.top_p, "top_k": a.top_k, "extension": a.extension,
@@ -292,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                       task=a.task, model=a.model)
         if a.resume and rank0:  # a different sweep in --out is refused before the model loads
             check_resume(a.out, sweep_config(items, points, **run_kw))
+        tokenizer = load_tokenizer(model_dir, a)
     except (ValueError, TaskError, ModelNotFound, FileNotFoundError) as e:
         err = str(e)
     if dp is not None:   # one rank's problem stops them all (rank 0's --out checks included)

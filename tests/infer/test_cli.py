@@ -230,7 +230,9 @@ def test_help_shows_every_flag_with_help_and_default():
     shown = {a.dest: fmt._get_help_string(a) % vars(a) for a in p._actions}
     assert shown["num_wait"].endswith("(default: 0)") and shown["extension"].endswith("(default: Wait)")
     assert shown["gpu_memory_utilization"].endswith("(default: 0.9)")
-    assert shown["end_thinking"].endswith("(default: '\\n<|im_start|>answer\\nFinal Answer:')")
+    # the forced end is the thinking format's (s1's shown); --thinking-format lists its presets
+    assert "'\\n<|im_start|>answer\\nFinal Answer:'" in shown["end_thinking"]
+    assert shown["thinking_format"].endswith("(default: auto)")
 
 
 # ----------------------------------------------------------------------------- against the API
