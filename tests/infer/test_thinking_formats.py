@@ -114,3 +114,23 @@ def test_scc_style_s1_points():
         make_points(["scc", "budget_forcing"], [16], [0], opts=MethodOptions(scc_style="s1"))
     # the plain style keeps token budgets -> N // step_tokens steps and our [N steps left] markers
     assert make_points(["scc"], [500], [0])[0].variant == "steps=5"
+
+
+def test_eval_sweep_on_a_think_model(think_tokenizer_dir):
+    """`s1 eval`'s sweep on a <think> model: prompts open <think>, the answer is split at </think>
+    and graded; a 2-token budget forces "\\n</think>\\n\\n" and the model's text after it is the answer."""
+    from s1.evaluation import sweep
+    from s1.evaluation.tasks import TaskItem
+    from s1.infer import SamplingParams
+    tok = Tokenizer.from_pretrained(think_tokenizer_dir)
+    q = "What is 2+3?"
+    plan = tok.encode("So 5.") + [151666] + tok.encode("\n\nThe answer is $\\boxed{5}$.") + [151645]
+    llm = _llm(PlanModel(plan, len(tok.encode(tok.render_prompt(q)))), tok)
+    points = sweep.make_points(["budget_forcing"], ["auto", 2], [0])
+    summ = sweep.run_eval(llm, [TaskItem("0", q, "5", "integer")], points, task="fake", model="fake",
+                          sampling_params_cls=SamplingParams, progress=False)
+    by = {p["point"] if "point" in p else p["name"]: p for p in summ["points"]}
+    auto = next(v for k, v in by.items() if "max=auto" in k)
+    assert auto["accuracy"] == 100.0 and auto["mean_thinking_tokens"] == len(tok.encode("So 5."))
+    two = next(v for k, v in by.items() if "max=2/" in k)
+    assert two["mean_thinking_tokens"] == 2
