@@ -6,36 +6,11 @@ forcing rules of the <think> format are checked token for token in tests/infer/t
 from __future__ import annotations
 
 import pytest
-import torch
-from torch import nn
 
 from s1.evaluation import methods
 from s1.model import thinking
 from s1.model.tokenizer import Tokenizer
-
-V = 151936
-
-
-class PlanModel(nn.Module):
-    """Logits that put plan[k] on top for the k-th token after a prompt of `prompt_len` tokens (read
-    from the positions); a stand-in for Qwen2ForCausalLM (the engine only needs config and dtype)."""
-
-    def __init__(self, plan, prompt_len):
-        super().__init__()
-        from s1.model.config import Qwen2Config
-        self.config = Qwen2Config(vocab_size=V, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
-                                  num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
-                                  torch_dtype="float32")
-        self.weight = nn.Parameter(torch.zeros(1))
-        self.plan, self.prompt_len = list(plan), prompt_len
-
-    def forward(self, input_ids, positions, kv_cache=None, logits_indices=None, **kw):
-        rows = range(input_ids.shape[0]) if logits_indices is None else logits_indices.tolist()
-        out = torch.zeros(len(rows), V)
-        for i, r in enumerate(rows):
-            k = int(positions[r]) + 1 - self.prompt_len
-            out[i, self.plan[k] if 0 <= k < len(self.plan) else 0] = 10.0
-        return out
+from tests.helpers import PlanModel
 
 
 def _llm(model, tok):

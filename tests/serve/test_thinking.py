@@ -2,7 +2,7 @@
 (reasoning_content / content, streamed and not), the thinking budget's forced end, and Qwen3's
 chat_template_kwargs.enable_thinking=false (plain generation). The tokenizer is the <think>
 stand-in (tests/helpers.py make_think_tokenizer), the model writes a planned token sequence
-(tests/infer/test_thinking_formats.py PlanModel)."""
+(tests/helpers.py PlanModel)."""
 from __future__ import annotations
 
 import pytest
@@ -19,7 +19,7 @@ def srv(think_tokenizer_dir):
     from s1.model.tokenizer import Tokenizer
     from s1.serve.app import ServerSettings, build_app
     from tests._lib_helpers import serve_in_thread
-    from tests.infer.test_thinking_formats import PlanModel
+    from tests.helpers import PlanModel
     tok = Tokenizer.from_pretrained(think_tokenizer_dir)
     prompt_len = len(tok.encode(tok.render_prompt("hi")))
     plan = tok.encode("Let me see") + [151666] + tok.encode("\n\nHello") + [151645]
