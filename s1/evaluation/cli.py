@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scc: plain = our '[N steps left]' markers, budgets in tokens (N // --step-tokens steps); "
                         "s1 = as s1 ran its step-conditional model: --budgets are step counts, thinking starts at "
                         "'<|im_start|>' and ends at '<|im_start|>0' (the model writes '<|im_start|>N steps left' "
-                        "markers), 'auto' cap; --methods scc only")
+                        "markers), 'auto' cap, Control against steps x --step-tokens; --methods scc only")
     m.add_argument("--ccc-bound", type=int,
                    help="ccc: thinking tokens the short prompt should stay below and the long one above "
                         "(default: the mean of a run with the bare question, added to the sweep)")

@@ -26,7 +26,8 @@ shown to the model and the engine's budget-forcing settings:
                   thinking format is s1's step one (s1/model/thinking.py S1_STEPS: start
                   "<|im_start|>", thinking ends at "<|im_start|>0", the model writes its own
                   "<|im_start|>N steps left" markers), under the "auto" cap; only `scc` (s1's
-                  "step-conditional control + budget forcing" command)
+                  "step-conditional control + budget forcing" command). Control measures
+                  against S x step_tokens thinking tokens (the paper's 100 tokens per step)
   ccc             the short and long thinking prompts, plus the bare question ("default") whose
                   mean thinking tokens is their bound: short should stay at or below it, long at
                   or above it (a fixed bound replaces the default run)
@@ -255,8 +256,8 @@ def make_points(methods_: list[str], budgets: list[int | str | None], num_waits:
                     for b in numeric for w in num_waits]
         elif m == "tcc":
             pts += [EvalPoint(m, b) for b in numeric]
-        elif m == "scc" and opts.scc_style == "s1":   # budgets in steps, no token budget
-            pts += [EvalPoint(m, None, variant=f"steps={b}/s1") for b in numeric]
+        elif m == "scc" and opts.scc_style == "s1":   # budgets in steps; Control against steps x step_tokens
+            pts += [EvalPoint(m, b * opts.step_tokens, variant=f"steps={b}/s1") for b in numeric]
         elif m == "scc":
             pts += [EvalPoint(m, b, variant=f"steps={methods.steps_for_budget(b, opts.step_tokens)}")
                     for b in numeric]

@@ -82,7 +82,8 @@ def test_qwen3_enable_thinking_false_is_plain_generation(think_tokenizer_dir):
 def test_scc_style_s1_points():
     from s1.evaluation.sweep import METHODS, MethodOptions, make_points
     pts = make_points(["scc"], [16, 32], [0], opts=MethodOptions(scc_style="s1"))
-    assert [p.name for p in pts] == ["scc/max=none/wait=0/steps=16/s1", "scc/max=none/wait=0/steps=32/s1"]
+    # budgets are steps; Control's limit is steps x 100 tokens (the paper's a_max 1600 .. 25600)
+    assert [p.name for p in pts] == ["scc/max=1600/wait=0/steps=16/s1", "scc/max=3200/wait=0/steps=32/s1"]
     shown, kw = METHODS["scc"]("Q", pts[0])
     assert shown == "Q\n\nThink for up to 16 steps." and kw["max_thinking_tokens"] == "auto"
     with pytest.raises(ValueError, match="scc alone"):
