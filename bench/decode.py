@@ -122,7 +122,8 @@ def budget_forcing_params(tok, out_lens, period: int):
     cap forces the end. Needs a one-token extension (an attempt inside a multi-token extension
     would be skipped) and B >= 2*period."""
     from s1.infer import SamplingParams
-    end_len = len(tok.encode(SamplingParams().end_thinking))  # 7 forced tokens
+    from s1.model.tokenizer import FORCED_END
+    end_len = len(tok.encode(FORCED_END))  # 7 forced tokens
     if len(tok.encode("Wait")) != 1:
         raise ValueError("workload (3) needs 'Wait' to be one token")
     params = []

@@ -83,3 +83,11 @@ def model(ckpt):
 
     from s1.model.loading import load_model
     return load_model(ckpt[1], dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def think_tokenizer_dir(tmp_path_factory):
+    """Qwen2.5's tokenizer with <think> / </think> added and a Qwen3-style chat template
+    (tests/helpers.py make_think_tokenizer): the stand-in for Qwen3 / R1-distill tokenizers."""
+    from tests.helpers import make_think_tokenizer
+    return make_think_tokenizer(require_shared_data() / "qwen2.5-tokenizer", tmp_path_factory.mktemp("think-tok"))

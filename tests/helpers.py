@@ -4,7 +4,9 @@
   tokenizer, random prompts, naive full-recompute greedy decoding, the context-sensitive tiny model;
 - `in_interpreter`: run a check in Triton's CPU interpreter (a child process when this one was
   started without TRITON_INTERPRET=1);
-- `WordTok`: a token counter (one token per word) for the tests of trace rewrites and renderings.
+- `WordTok`: a token counter (one token per word) for the tests of trace rewrites and renderings;
+- the <think> tokenizer stand-in (`make_think_tokenizer`) and `PlanModel`, a model that writes a
+  planned token sequence (the thinking-format tests).
 """
 from __future__ import annotations
 
@@ -101,3 +103,63 @@ def assert_imports_without_torch(modules: list[str], then: str = "") -> None:
             "bad = [m for m in ('torch', 's1.infer.llm') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ----------------------------------------------------------------- a <think> tokenizer stand-in
+# No real Qwen3 / R1-distill tokenizer is on this machine: the stand-in is Qwen2.5's tokenizer with
+# <think> and </think> added as (non-special) added tokens, as Qwen3 has them, and a chat template
+# written here that behaves like Qwen3's for plain conversations: the generation prompt is
+# "<|im_start|>assistant\n", followed by an empty "<think>\n\n</think>\n\n" block when
+# enable_thinking is false; no default system prompt.
+QWEN3_STYLE_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}"
+    "{{- '<think>\\n\\n</think>\\n\\n' }}"
+    "{%- endif %}"
+    "{%- endif %}")
+
+
+def make_think_tokenizer(src, out_dir) -> str:
+    """Write the <think> stand-in tokenizer (src: the Qwen2.5 tokenizer folder) to out_dir."""
+    import json
+    import pathlib
+
+    from tokenizers import AddedToken, Tokenizer as HFTokenizer
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t = HFTokenizer.from_file(str(pathlib.Path(src) / "tokenizer.json"))
+    t.add_tokens([AddedToken("<think>", special=False, normalized=False),
+                  AddedToken("</think>", special=False, normalized=False)])
+    t.save(str(out / "tokenizer.json"))
+    cfg = json.loads((pathlib.Path(src) / "tokenizer_config.json").read_text())
+    cfg.pop("added_tokens_decoder", None)
+    cfg["chat_template"] = QWEN3_STYLE_TEMPLATE
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=1))
+    return str(out)
+
+
+# ----------------------------------------------------------------- a model that writes a plan
+class PlanModel(torch.nn.Module):
+    """Logits that put plan[k] on top for the k-th token after a prompt of `prompt_len` tokens (read
+    from the positions); a stand-in for Qwen2ForCausalLM (the engine only needs config and dtype)."""
+
+    def __init__(self, plan, prompt_len):
+        super().__init__()
+        from s1.model.config import Qwen2Config
+        self.config = Qwen2Config(vocab_size=VOCAB, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                                  num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                                  torch_dtype="float32")
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.plan, self.prompt_len = list(plan), prompt_len
+
+    def forward(self, input_ids, positions, kv_cache=None, logits_indices=None, **kw):
+        rows = range(input_ids.shape[0]) if logits_indices is None else logits_indices.tolist()
+        out = torch.zeros(len(rows), VOCAB)
+        for i, r in enumerate(rows):
+            k = int(positions[r]) + 1 - self.prompt_len
+            out[i, self.plan[k] if 0 <= k < len(self.plan) else 0] = 10.0
+        return out

@@ -35,6 +35,7 @@ from s1.evaluation.report import OUTPUT_FILES, rescore, summary_markdown
 from s1.evaluation.sweep import (AUTO, METHODS, MethodOptions, check_resume, make_points, parse_budgets,
                               parse_int_list, part_files, sweep_config)
 from s1.evaluation.tasks import TASKS, TaskError, load_task
+from s1.infer.options import add_thinking_format_args, apply_thinking_format
 
 DEFAULT_BUDGETS = "500,1000,2000,4000,8000,16000,auto"
 
@@ -72,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("other test-time scaling methods (--methods)")
     m.add_argument("--step-tokens", type=int, default=methods.DEFAULT_STEP_TOKENS,
                    help="scc: thinking tokens per step; budget N -> max(1, N // step-tokens) steps")
+    m.add_argument("--scc-style", choices=("plain", "s1"), default="plain",
+                   help="scc: plain = our '[N steps left]' markers, budgets in tokens (N // --step-tokens steps); "
+                        "s1 = as s1 ran its step-conditional model: --budgets are step counts, thinking starts at "
+                        "'<|im_start|>' and ends at '<|im_start|>0' (the model writes '<|im_start|>N steps left' "
+                        "markers), 'auto' cap, Control against steps x --step-tokens; --methods scc only")
     m.add_argument("--ccc-bound", type=int,
                    help="ccc: thinking tokens the short prompt should stay below and the long one above "
                         "(default: the mean of a run with the bare question, added to the sweep)")
@@ -132,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--judge-url sampling temperature (default 0.5, s1's); the local judge is greedy")
     j.add_argument("--judge-max-tokens", type=int, default=16,
                    help="reply tokens of the local judge (an index or a letter needs a few)")
+    add_thinking_format_args(p)
     return p
 
 
@@ -195,6 +202,21 @@ def prepare_out_dir(out: str, resume: bool, overwrite: bool) -> None:
                 os.remove(path)
         for path in part_files(out):   # data-parallel groups' records of an unfinished run
             os.remove(path)
+
+
+def load_tokenizer(model_dir: str, a):
+    """The model's tokenizer with the thinking format of the flags (--thinking-*; --scc-style s1:
+    s1's step-conditional format, s1/model/thinking.py S1_STEPS). ValueError naming the flag."""
+    from s1.model import thinking
+    from s1.model.tokenizer import Tokenizer
+    if not os.path.isfile(os.path.join(model_dir, "tokenizer.json")):
+        raise ValueError(f"--model {a.model}: no tokenizer.json in {model_dir}")
+    tok = Tokenizer.from_pretrained(model_dir)
+    base = thinking.S1_STEPS if a.scc_style == "s1" else None
+    if base is not None and a.thinking_format == "think":
+        raise ValueError("--scc-style s1 is s1's own format; it does not combine with --thinking-format think")
+    apply_thinking_format(tok, a, base)
+    return tok
 
 
 def build_judge(a, run_dir: str):
@@ -271,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = MethodOptions(step_tokens=a.step_tokens, ccc_bound=a.ccc_bound, rs_max_attempts=a.max_tries,
                              rs_temperature=a.rs_temperature, majority_k=a.majority_k,
                              majority_budget=majority_budget[0], majority_num_wait=a.majority_num_wait,
-                             majority_temperature=a.majority_temperature)
+                             majority_temperature=a.majority_temperature, scc_style=a.scc_style)
         points = make_points([m.strip() for m in a.methods.split(",") if m.strip()], budgets, waits,
                              a.min_thinking_tokens, opts, thinking=not a.no_think)
         items = load_task(a.task, data_dir=a.data_dir, data_file=a.data_file, hub=a.hub, split=a.split,
@@ -287,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
                       task=a.task, model=a.model)
         if a.resume and rank0:  # a different sweep in --out is refused before the model loads
             check_resume(a.out, sweep_config(items, points, **run_kw))
-    except (ValueError, TaskError, ModelNotFound) as e:
+        tokenizer = load_tokenizer(model_dir, a)
+    except (ValueError, TaskError, ModelNotFound, FileNotFoundError) as e:
         err = str(e)
     if dp is not None:   # one rank's problem stops them all (rank 0's --out checks included)
         errs = [e for e in dp.all_gather(err) if e is not None]
@@ -316,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         return fail(str(e))
     llm_kwargs = {"device": device, "max_num_seqs": a.max_num_seqs, "max_model_len": a.max_model_len,
+                  "tokenizer": tokenizer,
                   "gpu_memory_utilization": a.gpu_memory_utilization,
                   "dtype": None if a.dtype == "auto" else dtypes.to_torch(a.dtype)}
     if tp is not None:

@@ -138,9 +138,12 @@ def _strip_sentence_period(ans: str) -> str:
 
 
 def answer_section(text: str) -> str:
-    """The part of a generation after the last `<|im_start|>answer`, without special tokens."""
+    """The part of a generation after the last `<|im_start|>answer` (`</think>` for <think> models,
+    s1/model/thinking.py), without special tokens."""
     if ANSWER_DELIM in text:
         text = text.rsplit(ANSWER_DELIM, 1)[1]
+    elif "</think>" in text:
+        text = text.rsplit("</think>", 1)[1]
     text = text.split("<|im_end|>", 1)[0]
     return _SPECIAL_TOKEN.sub("", text)
 

@@ -17,9 +17,14 @@ thinking is cut into steps of about `step_tokens` tokens at whitespace, and ever
 preceded by a marker line, joined by newlines:
   tcc: "[{r} tokens left]\\n{step}"   r = N minus the thinking tokens before the marker
   scc: "[{s} steps left]\\n{step}"    s counts down from the prompt's step count
-Markers are plain text: the engine treats <|im_start|> as the end of thinking, so the paper's
-"<|im_start|>... left" style markers cannot be used inside our traces. "steps"/"tokens" stay
-plural for every count (one fixed pattern is easier for a small model to learn).
+Markers are plain text here: under s1's own thinking format <|im_start|> ends thinking. s1's
+released step-conditional model (simplescaling/step-conditional-control) writes
+"<|im_start|>{n} steps left\n" markers (S1_STEP_MARKER) instead, and s1 evaluated it with thinking
+start "<|im_start|>" and end of thinking "<|im_start|>0" (s1/model/thinking.py S1_STEPS; `s1 eval
+--methods scc --scc-style s1 --budgets 16,32,...`, budgets in steps). `count_steps` counts the
+steps of either marker style in a thinking text (s1's eval/compute_sample_stats.py counts
+" steps left\n"). "steps"/"tokens" stay plural for every count (one fixed pattern is easier for a
+small model to learn).
 """
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ CCC_LONG = ("Answer after a long amount of thinking. If you feel like you are fi
 CCC_CLASSES = {"short": CCC_SHORT, "long": CCC_LONG}
 TOKEN_MARKER = "[{n} tokens left]"
 STEP_MARKER = "[{n} steps left]"
+S1_STEP_MARKER = "<|im_start|>{n} steps left"     # s1's step-conditional model's own markers
+_STEPS_LEFT = re.compile(r"(?:\[|<\|im_start\|>)?(\d+) steps left\]?\n")
 DEFAULT_STEP_TOKENS = 100
 
 
@@ -112,3 +119,9 @@ def render_token_trace(steps: list[str], n_tokens: int, count_tokens) -> str:
         lines += [marker, s]
         used += count_tokens(marker) + count_tokens(s) + 2  # the two newlines after marker and step
     return "\n".join(lines)
+
+
+def count_steps(thinking: str) -> int:
+    """Step markers ("[n steps left]" or s1's "<|im_start|>n steps left", each ending its line) in
+    a thinking text; a marker for 0 steps left is not a step."""
+    return sum(1 for m in _STEPS_LEFT.finditer(thinking) if int(m.group(1)) > 0)

@@ -21,6 +21,13 @@ shown to the model and the engine's budget-forcing settings:
   tcc, tcc+bf     "Think for up to N tokens." in the prompt (s1/evaluation/methods.py); without /
                   with budget forcing at N
   scc, scc+bf     "Think for up to S steps.", S = N // step_tokens; without / with forcing at N tokens
+                  (scc_style "plain", our own "[N steps left]" trace markers). scc_style "s1": as s1
+                  ran its step-conditional model -- the budgets ARE step counts S, the engine's
+                  thinking format is s1's step one (s1/model/thinking.py S1_STEPS: start
+                  "<|im_start|>", thinking ends at "<|im_start|>0", the model writes its own
+                  "<|im_start|>N steps left" markers), under the "auto" cap; only `scc` (s1's
+                  "step-conditional control + budget forcing" command). Control measures
+                  against S x step_tokens thinking tokens (the paper's 100 tokens per step)
   ccc             the short and long thinking prompts, plus the bare question ("default") whose
                   mean thinking tokens is their bound: short should stay at or below it, long at
                   or above it (a fixed bound replaces the default run)
@@ -153,7 +160,7 @@ def _need_budget(point: EvalPoint) -> int:
 def _steps(point: EvalPoint) -> int:
     if not point.variant.startswith("steps="):
         raise ValueError(f"step-conditional point {point.name!r} has no steps=N variant (use make_points)")
-    return int(point.variant.split("=", 1)[1])
+    return int(point.variant.split("=", 1)[1].split("/", 1)[0])
 
 
 def budget_forcing(question: str, point: EvalPoint) -> tuple[str, dict]:
@@ -230,6 +237,7 @@ class MethodOptions:
     majority_budget: int | str | None = AUTO
     majority_num_wait: int = 0
     majority_temperature: float = 1.0
+    scc_style: str = "plain"                 # "plain": [N steps left] markers; "s1": s1's own (budgets in steps)
 
 
 def make_points(methods_: list[str], budgets: list[int | str | None], num_waits: list[int],
@@ -271,6 +279,15 @@ def make_points(methods_: list[str], budgets: list[int | str | None], num_waits:
     if opts.majority_num_wait < 0:
         raise ValueError(f"--majority-num-wait must be >= 0, got {opts.majority_num_wait}")
     numeric = [b for b in budgets if isinstance(b, int)]
+    if opts.scc_style not in ("plain", "s1"):
+        raise ValueError(f"--scc-style must be plain or s1, got {opts.scc_style!r}")
+    if opts.scc_style == "s1":
+        if methods_ != ["scc"]:
+            raise ValueError("--scc-style s1 runs --methods scc alone: its thinking format (s1's step markers, "
+                             "thinking ends at '<|im_start|>0') applies to the whole engine, and s1 cannot "
+                             "extend (num_wait) a two-token end either; got --methods " + ",".join(methods_))
+        if not numeric or any(b <= 0 for b in numeric):
+            raise ValueError("--scc-style s1: --budgets are step counts (s1 ran 16,32,64,128,256), positive numbers")
     pts = []
     for m in methods_:
         if m in ("tcc", "tcc+bf", "scc", "scc+bf", "rs") and not numeric:
@@ -286,6 +303,8 @@ def make_points(methods_: list[str], budgets: list[int | str | None], num_waits:
                     for b in numeric for w in num_waits]
         elif m == "tcc":
             pts += [EvalPoint(m, b) for b in numeric]
+        elif m == "scc" and opts.scc_style == "s1":   # budgets in steps; Control against steps x step_tokens
+            pts += [EvalPoint(m, b * opts.step_tokens, variant=f"steps={b}/s1") for b in numeric]
         elif m == "scc":
             pts += [EvalPoint(m, b, variant=f"steps={methods.steps_for_budget(b, opts.step_tokens)}")
                     for b in numeric]

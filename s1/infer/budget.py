@@ -24,35 +24,61 @@ from typing import NamedTuple
 import torch
 
 from s1.kernels import force_state as fs
-from s1.model.tokenizer import ANSWER_DELIMITER, IM_END, IM_START, ENDOFTEXT
+from s1.model.tokenizer import IM_END, ENDOFTEXT
 
 FINISH_REASONS = {fs.FIN_STOP: "stop", fs.FIN_ANSWER_LEN: "length", fs.FIN_MAX_TOKENS: "length"}
 
 
 @dataclass
 class SpecialTokens:
-    """Token ids the rules need, resolved by name from the tokenizer (`from_tokenizer`)."""
-    think_end_ids: list[int]       # ids that end thinking: <|im_start|>, <|im_end|>, <|endoftext|>
+    """Token ids the rules need, resolved by name from the tokenizer and the thinking format
+    (`from_tokenizer`; s1/model/thinking.py)."""
+    think_end_ids: list[int]       # single ids that end thinking (s1: <|im_start|>, <|im_end|>, <|endoftext|>)
     answer_stop_ids: list[int]     # default answer stops: <|im_end|>, <|endoftext|>
     delimiter_ids: list[int]       # "<|im_start|>answer": replaces a natural end of thinking
     newline_id: int                # "\n": the conditional first token of the forced end
     pad_id: int                    # emitted (and ignored) by finished rows
     vocab_size: int                # real vocabulary; logits beyond it are masked
     newline_table: bytes = b""     # per id: 1 if its text ends with "\n"
+    # end rules (s1/kernels/force_state.py end_rules): (id, predecessor or -1, keep); None: every
+    # think_end id, dropped
+    end_rules: list[tuple[int, int, int]] | None = None
+
+    @property
+    def has_pair_end(self) -> bool:
+        return any(p >= 0 for _, p, _ in (self.end_rules or ()))
 
     @classmethod
-    def from_tokenizer(cls, tok) -> "SpecialTokens":
+    def from_tokenizer(cls, tok, fmt=None) -> "SpecialTokens":
+        """fmt: the ThinkingFormat (default: the tokenizer's, s1/model/thinking.py)."""
+        from s1.model import thinking
+        fmt = fmt or getattr(tok, "thinking_format", None) or thinking.detect(tok)
         try:
-            im_start, im_end, eot = (tok.token_id(n) for n in (IM_START, IM_END, ENDOFTEXT))
+            eot = tok.token_id(ENDOFTEXT)
+        except KeyError:
+            eot = None
+        try:
+            rules = [(i, p, 0) for i, p in fmt.stop_rules(tok)]
+            kept = [tok.token_id(n) for n in fmt.kept_end_names(tok)]
+            eos = [tok.token_id(n) for n in thinking.eos_names(tok)]
         except KeyError as e:
-            raise ValueError(f"the tokenizer lacks a special token the engine needs "
-                             f"({IM_START}, {IM_END}, {ENDOFTEXT}): {e}") from None
+            raise ValueError(f"the tokenizer lacks a token of the thinking format: {e}") from None
+        if not eos:
+            raise ValueError(f"the tokenizer has none of the end-of-sequence tokens the engine needs "
+                             f"({IM_END}, {ENDOFTEXT} or its eos_token)")
+        rules += [(i, -1, 1) for i in kept]
+        delim = tok.encode(fmt.end)
+        for i, p, _ in rules:
+            if p >= 0 and (len(delim) < 2 or delim[0] != p):
+                raise ValueError(f"a two-token end of thinking ({tok.decode([p, i])!r}) needs a thinking end that "
+                                 f"starts with {tok.decode([p])!r} and has a second token; got {fmt.end!r}")
         nl = tok.encode("\n")
         if len(nl) != 1:
             raise ValueError(f"the tokenizer encodes '\\n' as {len(nl)} tokens (expected one)")
-        return cls(think_end_ids=[im_start, im_end, eot], answer_stop_ids=[im_end, eot],
-                   delimiter_ids=tok.encode(ANSWER_DELIMITER), newline_id=nl[0], pad_id=eot,
-                   vocab_size=tok.vocab_size, newline_table=tok.newline_table())
+        answer_stops = [i for i in eos if i != eot] + ([eot] if eot in eos else [])
+        return cls(think_end_ids=[i for i, p, _ in rules if p < 0], answer_stop_ids=answer_stops,
+                   delimiter_ids=delim, newline_id=nl[0], pad_id=eot if eot is not None else eos[-1],
+                   vocab_size=tok.vocab_size, newline_table=tok.newline_table(), end_rules=rules)
 
 
 @dataclass
@@ -129,7 +155,9 @@ class BudgetState:
             stop=torch.full((n, max_stops), -1, dtype=torch.int64, device=dev),
             think_end=torch.tensor(special.think_end_ids, dtype=torch.int64, device=dev),
             newline=torch.frombuffer(bytearray(special.newline_table or bytes(special.vocab_size)),
-                                     dtype=torch.uint8).to(dev))
+                                     dtype=torch.uint8).to(dev),
+            end_rules=None if special.end_rules is None else
+            torch.tensor(special.end_rules, dtype=torch.int64, device=dev).reshape(-1, 3).T.contiguous())
         self._filtered = [False] * n
         self._any_filtered = False   # some admitted slot (ever) samples with top-k / top-p
 

@@ -33,7 +33,8 @@ import time
 from s1.common import dtypes, profiling
 from s1.common.cli import HelpFormatter
 from s1.common.threads import add_threads_argument
-from s1.infer.options import UsageError, request_seed, resolve_device, resolve_inputs
+from s1.infer.options import (UsageError, add_thinking_format_args, apply_thinking_format, request_seed,
+                              resolve_device, resolve_inputs)
 from s1.infer.sampling import DEFAULT_END_THINKING   # pure Python: no torch before a command needs it
 
 PROG = "s1 generate"
@@ -88,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--num-wait", type=int, default=0, metavar="K",
                     help="times an attempt to stop thinking is replaced by --extension (s1's 'Wait')")
     bf.add_argument("--extension", default="Wait", help="string inserted when thinking is extended")
-    bf.add_argument("--end-thinking", default=DEFAULT_END_THINKING,
-                    help="string forced when the thinking cap is reached")
+    bf.add_argument("--end-thinking", default=None,
+                    help="string forced when the thinking cap is reached (default: the thinking format's "
+                         f"forced end, s1's {DEFAULT_END_THINKING!r}; see --forced-end)")
     bf.add_argument("--max-answer-tokens", type=int, default=None, metavar="N",
                     help="cap on sampled answer tokens; default: until end of turn")
     bf.add_argument("--max-tokens", type=int, default=None, metavar="N",
@@ -122,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds a rank waits for its peers in a collective before giving up with an error")
     add_threads_argument(en)
     profiling.add_arguments(ap)
+    add_thinking_format_args(ap)
     return ap
 
 
@@ -332,6 +335,7 @@ def _run(a, rows, params, model_dir, tok_dir, cfg, device, threads, tp, rank0: b
     try:
         tokenizer = Tokenizer.from_pretrained(tok_dir)
         tokenizer.system_prompt = a.system_prompt
+        apply_thinking_format(tokenizer, a)
         kw = dict(device=device, dtype=None if a.dtype == "auto" else dtypes.to_torch(a.dtype),
                   page_size=a.page_size, max_num_seqs=a.max_num_seqs, num_pages=a.num_pages,
                   enable_prefix_caching=not a.no_prefix_caching, tokenizer=tokenizer,

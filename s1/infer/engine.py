@@ -48,7 +48,6 @@ from s1.infer.runner import ModelRunner
 from s1.infer.sampling import AUTO, SamplingParams
 from s1.infer.scheduler import Scheduler
 from s1.infer.tensor_parallel import TPGroup, cache_config, init_tensor_parallel, shard_model
-from s1.model.tokenizer import ANSWER_DELIMITER
 
 AUTO_MARGIN = 100     # s1's "auto" cap leaves 100 tokens for the answer
 
@@ -115,7 +114,8 @@ class LLMEngine:
         self.dtype = next(self.model.parameters()).dtype
         self.ops = kernels.get_ops(self.device, cfg.kernels)          # the kernel switch, decided once
         self.max_model_len = min(cfg.max_model_len or mcfg.max_position_embeddings, mcfg.max_position_embeddings)
-        self.special = SpecialTokens.from_tokenizer(tokenizer)
+        self.thinking_format = tokenizer.thinking_format      # s1/model/thinking.py (set on the tokenizer)
+        self.special = SpecialTokens.from_tokenizer(tokenizer, self.thinking_format)
         if self.special.vocab_size > mcfg.vocab_size:
             raise ValueError(f"tokenizer has {self.special.vocab_size} tokens but the model only "
                              f"{mcfg.vocab_size} embedding rows")
@@ -229,14 +229,19 @@ class LLMEngine:
         if isinstance(prompt, str):
             if not prompt.strip() and not raw:
                 raise ValueError("empty prompt")
-            text = prompt if raw else tok.render_prompt(prompt)
-            ids, thinking = tok.encode(text), (not raw) or p.thinking_rules_set()
+            if raw:
+                text = prompt
+            elif p.thinking:
+                text = tok.render_prompt(prompt, start=p.thinking_start)
+            else:   # plain chat: the template's own prompt (Qwen3: enable_thinking=False)
+                text = tok.render_prompt(prompt, thinking=False)
+            ids, thinking = tok.encode(text), p.thinking and ((not raw) or p.thinking_rules_set())
         elif isinstance(prompt, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in prompt):
             ids = list(prompt)
             bad = [i for i in ids if not 0 <= i < self.special.vocab_size]
             if bad:
                 raise ValueError(f"prompt token ids outside the vocabulary [0, {self.special.vocab_size}): {bad[:5]}")
-            text, thinking = tok.decode(ids), p.thinking_rules_set()
+            text, thinking = tok.decode(ids), p.thinking and p.thinking_rules_set()
         else:
             raise ValueError(f"prompt must be a string or a list of token ids, got {type(prompt).__name__}")
         if not ids:
@@ -258,8 +263,13 @@ class LLMEngine:
                 raise ValueError(f"unknown stop token {name!r}: not a single token of the tokenizer") from None
         if not p.ignore_eos:
             stop_ids = sp.answer_stop_ids + stop_ids
-        end_skip = p.end_thinking.startswith("\n")
-        end_ids = ([sp.newline_id] + tok.encode(p.end_thinking[1:])) if end_skip else tok.encode(p.end_thinking)
+        end_text = p.end_thinking if p.end_thinking is not None else self.thinking_format.forced_end
+        end_skip = end_text.startswith("\n")
+        end_ids = ([sp.newline_id] + tok.encode(end_text[1:])) if end_skip else tok.encode(end_text)
+        if sp.has_pair_end and prep.thinking and (p.num_wait > 0 or p.min_thinking_tokens > 0):
+            raise ValueError("num_wait / min_thinking_tokens need one-token ends of thinking; this thinking format "
+                             f"ends on two tokens ({', '.join(map(repr, self.thinking_format.stops))}), as s1's "
+                             "step-conditional run (s1 refuses min_tokens there too)")
         cap = p.max_thinking_tokens
         if cap == AUTO:   # s1: context - longest prompt - forced end (without its "\n") - 100
             longest = max(auto_prompt_len or 0, len(prep.ids))
@@ -466,8 +476,7 @@ class LLMEngine:
             n = min(s.num_thinking_tokens, len(body))
             think_text = tok.decode(body[:n])
             rest = tok.decode(body[n:])
-            k = rest.find(ANSWER_DELIMITER)
-            answer = rest[k + len(ANSWER_DELIMITER):].removeprefix("\n") if k >= 0 else ""
+            answer = tok.thinking_format.answer_of(rest)
         else:
             think_text, answer = "", tok.decode(body)
         return GenerationOutput(prompt=s.prompt_text, thinking=think_text, answer=answer, text=tok.decode(out),

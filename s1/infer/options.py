@@ -73,3 +73,57 @@ def resolve_device(name: str) -> str:
     elif dev.type != "cpu":
         raise UsageError(f"--device {name}: the engine runs on cpu or cuda")
     return name
+
+
+# ------------------------------------------------------------------ the thinking format
+# One set of flags on `s1 generate`, `s1 eval` and `s1 serve` (s1/model/thinking.py). They set the
+# tokenizer's thinking format before the engine is built: the end-of-thinking ids live in the
+# device tables, so they are per engine (the server's requests may change the start, the forced end
+# and the answer prefix; see s1/serve/protocol.py).
+THINKING_FLAGS = ("thinking_format", "thinking_start", "thinking_end", "thinking_stops", "forced_end",
+                  "answer_prefix")
+
+
+def add_thinking_format_args(parser) -> None:
+    g = parser.add_argument_group(
+        "thinking format", "how thinking starts and ends (default: detected from the tokenizer: s1's "
+        "<|im_start|>think / <|im_start|>answer, or <think> / </think> when the tokenizer has those tokens)")
+    g.add_argument("--thinking-format", choices=("auto", "s1", "think"), default="auto",
+                   help="auto: detect; s1: <|im_start|>think ... <|im_start|>answer; think: <think>\\n ... </think> "
+                        "(DeepSeek-R1-distill, Qwen3)")
+    g.add_argument("--thinking-start", default=None, metavar="TEXT",
+                   help="appended to the chat-template prompt to open thinking (s1's thinking_start)")
+    g.add_argument("--thinking-end", default=None, metavar="TEXT",
+                   help="written after a natural end of thinking (s1's thinking_end, e.g. '<|im_start|>answer')")
+    g.add_argument("--thinking-stops", default=None, metavar="A,B",
+                   help="comma-separated end-of-thinking strings the model writes, one or two tokens each "
+                        "(s1's until_thinking, e.g. '<|im_start|>0,<|im_end|>'); they are dropped")
+    g.add_argument("--forced-end", default=None, metavar="TEXT",
+                   help="forced at the thinking cap (default: '\\n' + thinking end + answer prefix; "
+                        "s1: '\\n<|im_start|>answer\\nFinal Answer:', think: '\\n</think>\\n\\n')")
+    g.add_argument("--answer-prefix", default=None, metavar="TEXT",
+                   help="what follows the thinking end in the default forced end (s1: '\\nFinal Answer:')")
+
+
+def _unescape(v):
+    return None if v is None else v.encode("utf-8").decode("unicode_escape") if "\\" in v else v
+
+
+def apply_thinking_format(tok, a, base=None):
+    """Set tok.thinking_format from the parsed flags (backslash escapes such as \\n are read);
+    UsageError naming the flag. `base`: a ThinkingFormat to start from instead of the preset
+    --thinking-format names (s1 eval's s1-style step-conditional run)."""
+    from s1.model import thinking
+    stops = getattr(a, "thinking_stops", None)
+    over = dict(start=_unescape(getattr(a, "thinking_start", None)), end=_unescape(getattr(a, "thinking_end", None)),
+                stops=None if stops is None else tuple(_unescape(s) for s in stops.split(",") if s),
+                forced_end=_unescape(getattr(a, "forced_end", None)),
+                answer_prefix=_unescape(getattr(a, "answer_prefix", None)))
+    try:
+        fmt = (base.with_overrides(**over) if base is not None
+               else thinking.resolve(tok, getattr(a, "thinking_format", "auto") or "auto", **over))
+        fmt.stop_rules(tok)                         # every stop one or two tokens
+    except ValueError as e:
+        raise UsageError(f"--thinking-*: {e}") from None
+    tok.thinking_format = fmt
+    return fmt

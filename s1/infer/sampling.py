@@ -10,8 +10,14 @@ lm-eval fork `vllm_causallms.py`, is the reference):
   thinking does not already end with a newline, as s1 does) and the model answers. A cap falling
   inside an extension cuts the extension there. "auto" = s1's cap for runs without a budget:
   context - longest prompt of the generate call - len("<|im_start|>answer\\nFinal Answer:") - 100.
+- The thinking format (s1/model/thinking.py, the tokenizer's `thinking_format`) names the strings:
+  s1's above, or `<think>` models' ("<think>\n" start, "</think>" end, forced end
+  "\n</think>\n\n"); the rules below are the same for both.
 - The model ending thinking (<|im_start|>, <|im_end|> or <|endoftext|>: s1's vLLM run stops on
-  all three):
+  all three; <think> models: </think>, <|im_end|>, <|endoftext|>). <|endoftext|> (an
+  end-of-sequence id that is not one of the format's stops) stays in the context, as vLLM keeps it
+  in s1's loop, and counts as a thinking token; then the rules below go on as for the others
+  ("Wait" or the delimiter follows it):
   * thinking tokens < `min_thinking_tokens`: the end tokens are masked out (never sampled); top-k
     / top-p then filter the renormalized distribution of the other tokens;
   * else with extensions left (`num_wait`): the end token is dropped and `extension`'s token ids
@@ -38,7 +44,7 @@ from dataclasses import dataclass
 
 from s1.model.tokenizer import FORCED_END
 
-DEFAULT_END_THINKING = FORCED_END
+DEFAULT_END_THINKING = FORCED_END   # s1's; SamplingParams.end_thinking=None takes the thinking format's
 AUTO = "auto"
 # Bounds (checked here, so by the Python API, the CLI and the server alike). Token counts (the
 # thinking/answer/output caps, min_thinking_tokens), num_wait and top_k are at most MAX_COUNT, far
@@ -60,7 +66,9 @@ class SamplingParams:
     min_thinking_tokens: int = 0
     num_wait: int = 0
     extension: str = "Wait"
-    end_thinking: str = DEFAULT_END_THINKING
+    end_thinking: str | None = None   # None: the thinking format's forced end (s1/model/thinking.py)
+    thinking: bool = True             # False: a question is rendered as plain chat (no thinking phase)
+    thinking_start: str | None = None  # None: the thinking format's start
     max_answer_tokens: int | None = None
     max_tokens: int | None = None
     ignore_eos: bool = False
@@ -107,8 +115,12 @@ class SamplingParams:
             bad("max_tokens", "must be >= 1 when given")
         if not isinstance(self.extension, str):
             bad("extension", "must be a string")
-        if not isinstance(self.end_thinking, str) or not self.end_thinking:
-            bad("end_thinking", "must be a non-empty string")
+        if self.end_thinking is not None and (not isinstance(self.end_thinking, str) or not self.end_thinking):
+            bad("end_thinking", "must be a non-empty string or None (the thinking format's)")
+        if self.thinking_start is not None and (not isinstance(self.thinking_start, str) or not self.thinking_start):
+            bad("thinking_start", "must be a non-empty string or None (the thinking format's)")
+        if not isinstance(self.thinking, bool):
+            bad("thinking", "must be true or false")
         if self.logprobs is not None and (not is_int(self.logprobs) or not 0 <= self.logprobs <= MAX_LOGPROBS):
             bad("logprobs", f"must be an integer in [0, {MAX_LOGPROBS}] (alternatives per token) or None")
         if isinstance(self.stop, str):

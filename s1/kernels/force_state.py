@@ -12,18 +12,31 @@ Tables (`ForceTables`):
                                  Answer:"), F_DELIM (natural end: "<|im_start|>answer"); lengths
                                  in state[:, FORCE_LEN + kind]
   stop     [R, NSTOP] int64      answer-phase stop ids (-1 = unused)
-  think_end [M] int64            ids that end thinking (<|im_start|>, <|im_end|>, <|endoftext|>)
+  think_end [M] int64            single ids that end thinking (s1: <|im_start|>, <|im_end|>,
+                                 <|endoftext|>); the sampler masks them out of t_m
+  end_rules [3, M2] int64        the end-of-thinking rules, one column per rule: [0] the id, [1] the
+                                 id that must precede it (-1: none; a two-token end such as s1's
+                                 step-conditional "<|im_start|>0"), [2] KEEP (1: the id stays in the
+                                 context, as s1 keeps an <|endoftext|> that ends a round). None:
+                                 every think_end id, dropped, no predecessor.
   newline  [V] uint8             1 where the token's text ends with "\\n"
 
 The rules, per row and step (s1's evaluation loop, token for token; t_u = the sampled token,
 t_m = the sampled token with the think_end ids masked out):
   THINK   masked = thinking tokens < MIN_THINK or MASK_NEXT; c = t_m if masked else t_u.
+          c an end id = c matches a rule of end_rules (and the previous token is the rule's
+          predecessor, if it has one).
           c not an end id -> emit c (a thinking token).
           c an end id, WAITS_LEFT > 0 -> one extension: emit the extension's ids (the end id is
           dropped; the first now, the rest in FORCE), then MASK_NEXT = 1: the next generated token
           may not be an end id (s1's vLLM min_tokens=1 per round); an empty extension emits t_m.
           c an end id, no waits left -> natural end: emit F_DELIM ("<|im_start|>answer"), then
-          ANSWER (the model writes what follows).
+          ANSWER (the model writes what follows). A two-token end (predecessor p already emitted)
+          emits F_DELIM from position 1 (F_DELIM starts with p; the engine checks it) and takes p
+          back out of the thinking count.
+          c a KEEP end id (s1's <|endoftext|>): emit c itself (a thinking token), then FORCE the
+          extension from position 0 (waits left), or F_DELIM from position 0 (none left); an
+          empty extension -> THINK with MASK_NEXT = 1.
   FORCE   emit forced[kind][FORCE_POS]; extension tokens count as thinking tokens.
   ANSWER  emit t_u; a stop id ends the request (FIN_STOP), the id is emitted.
   after every step: thinking tokens >= MAX_THINK while thinking (or inside an extension) ->
@@ -90,3 +103,16 @@ class ForceTables(NamedTuple):
     stop: torch.Tensor
     think_end: torch.Tensor
     newline: torch.Tensor
+    end_rules: torch.Tensor | None = None
+
+
+def end_rules_of(tables: ForceTables) -> torch.Tensor:
+    """[3, M2] int64 end rules (rows: id, predecessor or -1, keep flag); the default when the
+    tables carry none: every think_end id, no predecessor, dropped."""
+    if tables.end_rules is not None:
+        return tables.end_rules
+    ids = tables.think_end.to(torch.int64).reshape(-1)
+    return torch.stack([ids, torch.full_like(ids, -1), torch.zeros_like(ids)])
+
+
+RULE_ID, RULE_PREV, RULE_KEEP = 0, 1, 2

@@ -431,7 +431,7 @@ def sample_partials(logits: torch.Tensor, rows: torch.Tensor, tables, vocab_size
     id_offset): the packed partials int32 [2, 2, B] (see `pack_partials`). Reads the tables only."""
     from s1.kernels import force_state as fs
 
-    st, fp, _, _, think_end, _ = tables
+    st, fp, _, _, think_end, _ = tables[:6]
     val, idx = gumbel_partials(logits, fp[rows, fs.INV_TEMP], st[rows, fs.SEED], st[rows, fs.OUT_COUNT],
                                vocab_size, think_end, id_offset)
     return pack_partials(val, idx)
@@ -463,7 +463,8 @@ def sample_and_force(logits: torch.Tensor, rows: torch.Tensor, tables, vocab_siz
     if given is None and (gather is not None or id_offset):
         parts = sample_partials(logits, rows, tables, vocab_size, id_offset)
         given = reduce_partials(gather(parts) if gather is not None else parts[None])
-    st, fp, forced, stop, think_end, newline = tables
+    st, fp, forced, stop, think_end, newline = tables[:6]
+    rules = fs.end_rules_of(tables)
     S = st[rows]                                                     # [B, NUM_COLS] (a copy)
     B = S.shape[0]
     if given is None:
@@ -482,25 +483,32 @@ def sample_and_force(logits: torch.Tensor, rows: torch.Tensor, tables, vocab_siz
     thinking = ph == fs.THINK
     masked = (tu < S[:, fs.MIN_THINK]) | (mnext != 0)
     cand = torch.where(masked, t_m, t_u)
-    is_end = torch.isin(cand, think_end)
+    r_id, r_prev, r_keep = rules[fs.RULE_ID], rules[fs.RULE_PREV], rules[fs.RULE_KEEP]
+    match = (cand[:, None] == r_id[None, :]) & ((r_prev[None, :] < 0) | (last[:, None] == r_prev[None, :]))
+    is_end = match.any(dim=1)
+    keep = (match & (r_keep[None, :] != 0)).any(dim=1)
+    pair = (match & (r_prev[None, :] >= 0)).any(dim=1) & ~keep
     attempt = thinking & is_end
     wait = attempt & (wl > 0)
     wait_text = wait & (ext_len > 0)
     wait_empty = wait & (ext_len == 0)
     to_answer = attempt & (wl == 0)
-    tok = torch.where(wait_text, fr[:, fs.F_EXT, 0], cand)
-    tok = torch.where(wait_empty, t_m, tok)
-    tok = torch.where(to_answer, fr[:, fs.F_DELIM, 0], tok)
+    off = pair.long()                                # a two-token end: F_DELIM[0] is already out
+    tok = torch.where(wait_text & ~keep, fr[:, fs.F_EXT, 0], cand)
+    tok = torch.where(wait_empty & ~keep, t_m, tok)
+    delim_tok = fr[torch.arange(B, device=fr.device), fs.F_DELIM, off.clamp(max=fr.shape[2] - 1)]
+    tok = torch.where(to_answer & ~keep, delim_tok, tok)
     wl = wl - wait.long()
     wu = wu + wait.long()
-    tu = tu + (thinking & ~to_answer).long()
-    more_ext = wait_text & (ext_len > 1)
-    more_delim = to_answer & (delim_len > 1)
-    mnext = torch.where(thinking, (wait_text & ~more_ext).long(), mnext)
-    new_ph = torch.where(more_ext | more_delim, fs.FORCE, ph)
-    new_ph = torch.where(to_answer & ~more_delim, fs.ANSWER, new_ph)
-    kind = torch.where(more_ext, fs.F_EXT, torch.where(more_delim, fs.F_DELIM, kind))
-    fpos = torch.where(more_ext | more_delim, one, fpos)
+    tu = tu + (thinking & ~(to_answer & ~keep)).long() - (to_answer & pair).long()
+    ext_force = wait_text & (keep | (ext_len > 1))
+    delim_force = to_answer & (keep | (delim_len > off + 1))
+    mnext = torch.where(thinking, ((wait_text & ~keep & ~ext_force) | (wait_empty & keep)).long(), mnext)
+    new_ph = torch.where(ext_force | delim_force, fs.FORCE, ph)
+    new_ph = torch.where(to_answer & ~delim_force, fs.ANSWER, new_ph)
+    kind = torch.where(ext_force, fs.F_EXT, torch.where(delim_force, fs.F_DELIM, kind))
+    start = torch.where(keep, 0, off + 1)            # next forced position
+    fpos = torch.where(ext_force | delim_force, start, fpos)
 
     # FORCE: the next forced token
     forcing = ph == fs.FORCE

@@ -316,26 +316,37 @@ def _force_kernel(part_val_ptr, part_idx_ptr, given_ptr, rows_ptr, st_ptr, force
     masked = (tu < tl.load(st + _MIN_THINK, mask=bm, other=0)) | (mnext != 0)
     cand = tl.where(masked, t_m, t_u)
     is_end = cand < 0
-    for j in tl.static_range(NUM_END):
-        is_end = is_end | (cand == tl.load(end_ptr + j))
+    keep = cand < 0
+    pair = cand < 0
+    for j in tl.static_range(NUM_END):                  # end_rules [3, NUM_END]: id, predecessor, keep
+        r_prev = tl.load(end_ptr + NUM_END + j)
+        hit = (cand == tl.load(end_ptr + j)) & ((r_prev < 0) | (last == r_prev))
+        is_end = is_end | hit
+        keep = keep | (hit & (tl.load(end_ptr + 2 * NUM_END + j) != 0))
+        pair = pair | (hit & (r_prev >= 0))
+    pair = pair & (keep == 0)
+    drop = keep == 0
     attempt = thinking & is_end
     wait = attempt & (wl > 0)
     wait_text = wait & (ext_len > 0)
     wait_empty = wait & (ext_len == 0)
     to_answer = attempt & (wl == 0)
-    tok = tl.where(wait_text, tl.load(fr + _F_EXT * stride_fk, mask=bm, other=0), cand)
-    tok = tl.where(wait_empty, t_m, tok)
-    tok = tl.where(to_answer, tl.load(fr + _F_DELIM * stride_fk, mask=bm, other=0), tok)
+    off = tl.where(pair, 1, 0).to(tl.int64)             # a two-token end: F_DELIM[0] is already out
+    tok = tl.where(wait_text & drop, tl.load(fr + _F_EXT * stride_fk, mask=bm, other=0), cand)
+    tok = tl.where(wait_empty & drop, t_m, tok)
+    delim_tok = tl.load(fr + _F_DELIM * stride_fk + tl.minimum(off, LMAX - 1), mask=bm, other=0)
+    tok = tl.where(to_answer & drop, delim_tok, tok)
     wl = tl.where(wait, wl - 1, wl)
     wu = tl.where(wait, wu + 1, wu)
-    tu = tl.where(thinking & (to_answer == 0), tu + 1, tu)
-    more_ext = wait_text & (ext_len > 1)
-    more_delim = to_answer & (delim_len > 1)
-    mnext = tl.where(thinking, tl.where(wait_text & (more_ext == 0), 1, 0), mnext)
-    new_ph = tl.where(more_ext | more_delim, _FORCE, ph)
-    new_ph = tl.where(to_answer & (more_delim == 0), _ANSWER, new_ph)
-    kind = tl.where(more_ext, _F_EXT, tl.where(more_delim, _F_DELIM, kind))
-    fpos = tl.where(more_ext | more_delim, 1, fpos)
+    tu = tl.where(thinking & ((to_answer & drop) == 0), tu + 1, tu)
+    tu = tl.where(to_answer & pair, tu - 1, tu)
+    ext_force = wait_text & (keep | (ext_len > 1))
+    delim_force = to_answer & (keep | (delim_len > off + 1))
+    mnext = tl.where(thinking, tl.where((wait_text & drop & (ext_force == 0)) | (wait_empty & keep), 1, 0), mnext)
+    new_ph = tl.where(ext_force | delim_force, _FORCE, ph)
+    new_ph = tl.where(to_answer & (delim_force == 0), _ANSWER, new_ph)
+    kind = tl.where(ext_force, _F_EXT, tl.where(delim_force, _F_DELIM, kind))
+    fpos = tl.where(ext_force | delim_force, tl.where(keep, 0, off + 1), fpos)
 
     # ---- FORCE: the next forced token
     forcing = ph == _FORCE
@@ -402,7 +413,7 @@ def _force_kernel(part_val_ptr, part_idx_ptr, given_ptr, rows_ptr, st_ptr, force
 
 
 def _check_tables(tables: fs.ForceTables, *tensors) -> None:
-    st, fp, forced, stop, think_end, newline = tables
+    st, fp, forced, stop, think_end, newline = tables[:6]
     if st.dtype != torch.int64 or st.dim() != 2 or st.shape[1] != fs.NUM_COLS or not st.is_contiguous():
         raise ValueError(f"sample_and_force: state must be contiguous int64 [R, {fs.NUM_COLS}], "
                          f"got {st.dtype} {tuple(st.shape)}")
@@ -412,7 +423,10 @@ def _check_tables(tables: fs.ForceTables, *tensors) -> None:
         raise ValueError("sample_and_force: stop and fparams need contiguous rows")
     if think_end.numel() > MAX_MASK_IDS:
         raise ValueError(f"sample_and_force: {think_end.numel()} end ids > {MAX_MASK_IDS}")
-    check_device("sample_and_force", *(t for t in (*tensors, st, fp, forced, stop, think_end, newline)
+    rules = tables.end_rules
+    if rules is not None and (rules.dim() != 2 or rules.shape[0] != 3 or rules.shape[1] > MAX_MASK_IDS):
+        raise ValueError(f"sample_and_force: end_rules must be [3, M <= {MAX_MASK_IDS}], got {tuple(rules.shape)}")
+    check_device("sample_and_force", *(t for t in (*tensors, st, fp, forced, stop, think_end, newline, rules)
                                         if t is not None))
 
 
@@ -428,7 +442,7 @@ def _check_logits(logits: torch.Tensor, B: int) -> torch.Tensor:
 
 def _stage1(logits, rows, tables: fs.ForceTables, n: int, id_offset: int, block_v, num_chunks):
     """The sampling pass over the (shard's) logits: part_val, part_idx [2, B, S] (global ids)."""
-    st, fp, _, _, think_end, _ = tables
+    st, fp, _, _, think_end, _ = tables[:6]
     B, dev = rows.shape[0], st.device
     blk, S, tiles_per_chunk, warps = _config(B, n, dev, block_v, num_chunks)
     part_val = torch.empty((2, B, S), dtype=torch.float32, device=dev)
@@ -486,10 +500,10 @@ def force_from_partials(parts: torch.Tensor, rows: torch.Tensor, tables: fs.Forc
 
 
 def _rules(part_val, part_idx, given, rows, tables: fs.ForceTables, out, n_parts: int, pad_id: int) -> None:
-    st, _, forced, stop, think_end, newline = tables
+    st, _, forced, stop, _, newline = tables[:6]
     B = rows.shape[0]
-    think_end = think_end.to(torch.int64).contiguous()
-    common = dict(NUM_END=think_end.numel(), NSTOP=stop.shape[1], LMAX=forced.shape[2])
+    think_end = fs.end_rules_of(tables).to(torch.int64).contiguous()     # [3, NUM_END]
+    common = dict(NUM_END=think_end.shape[1], NSTOP=stop.shape[1], LMAX=forced.shape[2])
     blk_b = min(64, max(2, triton.next_power_of_2(B)))   # rows per program of the rules pass
     if given is not None:
         _force_kernel[(triton.cdiv(B, blk_b),)](

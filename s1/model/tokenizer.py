@@ -40,6 +40,22 @@ class Tokenizer:
     chat_template: str | None = None
     system_prompt: str | None = None
     _compiled = None
+    _thinking_format = None
+
+    @property
+    def thinking_format(self):
+        """The checkpoint's ThinkingFormat (s1/model/thinking.py): detected from the vocabulary
+        unless set (the CLIs' --thinking-format / --thinking-start / ... flags)."""
+        if self._thinking_format is None:
+            from s1.model import thinking
+            self._thinking_format = thinking.detect(self) if hasattr(self, "_tok") else thinking.S1
+        return self._thinking_format
+
+    @thinking_format.setter
+    def thinking_format(self, fmt) -> None:
+        if fmt is not None:
+            fmt.validate()
+        self._thinking_format = fmt
 
     def __init__(self, tok: _HFTokenizer, config: dict | None = None, path: str | None = None,
                  chat_template: str | None = None):
@@ -107,8 +123,9 @@ class Tokenizer:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
     # ------------------------------------------------------------------ chat template
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        """Render `messages` with the tokenizer's chat template, as transformers does."""
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True, **kwargs) -> str:
+        """Render `messages` with the tokenizer's chat template, as transformers does; extra
+        keyword arguments are template variables (Qwen3's `enable_thinking`)."""
         if not self.chat_template:
             raise ValueError(f"tokenizer {self.path or ''} has no chat template".replace("  ", " "))
         if self._compiled is None:
@@ -116,22 +133,32 @@ class Tokenizer:
         specials = {k: self._token_str(v) for k, v in self.config.items()
                     if k in ("bos_token", "eos_token", "pad_token", "unk_token") and v is not None}
         return self._compiled.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                     **specials)
+                                     **specials, **kwargs)
 
     # ------------------------------------------------------------------ s1 format
-    def render_prompt(self, question: str, system: str | None = None) -> str:
-        """The s1 inference prompt: chat template with the user question, then the thinking start.
+    def render_prompt(self, question: str, system: str | None = None, *, thinking: bool = True,
+                      start: str | None = None) -> str:
+        """The s1 inference prompt: chat template with the user question, then the thinking start
+        (the thinking format's, or `start`), unless the template already ends with it.
 
         With the tokenizer's own chat template when it has one (no system message unless one is
-        given: the template supplies its default), else the built-in s1 format."""
+        given: the template supplies its default), else the built-in s1 format. thinking=False:
+        the template with enable_thinking=False and no thinking start (plain generation; for a
+        Qwen3 template the generation prompt then holds an empty <think></think> block)."""
         system = self.system_prompt if system is None else system
+        if start is None:
+            start = self.thinking_format.start
         if self.chat_template:
             messages = ([{"role": "system", "content": system}] if system is not None else [])
             messages.append({"role": "user", "content": question})
-            return self.apply_chat_template(messages, add_generation_prompt=True) + THINK_START
-        system = DEFAULT_SYSTEM_PROMPT if system is None else system
-        return (f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n{question}{IM_END}\n"
-                f"{IM_START}assistant\n{THINK_START}")
+            kw = {} if thinking else {"enable_thinking": False}
+            text = self.apply_chat_template(messages, add_generation_prompt=True, **kw)
+        else:
+            system = DEFAULT_SYSTEM_PROMPT if system is None else system
+            text = f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n{question}{IM_END}\n{IM_START}assistant\n"
+        if not thinking or text.endswith(start):
+            return text
+        return text + start
 
     def newline_table(self) -> bytes:
         """One byte per id: 1 when the token's text ends with "\n" (s1's cap rule asks whether the
@@ -147,19 +174,31 @@ class Tokenizer:
         return attempt if "Answer:" in attempt else "Answer: " + attempt
 
     def render_example(self, question: str, thinking: str, attempt: str, system: str | None = None) -> str:
-        return (self.render_prompt(question, system) + f"\n{thinking}\n{ANSWER_DELIMITER}\n"
-                + f"{self.format_attempt(attempt)}{IM_END}\n")
+        """One training example in the tokenizer's thinking format (s1: the module docstring's;
+        think: "...<think>\n{thinking}\n</think>\n\n{attempt}<eos>\n")."""
+        fmt = self.thinking_format
+        if fmt.name == "s1" and fmt.start == THINK_START and fmt.end == ANSWER_DELIMITER:
+            return (self.render_prompt(question, system) + f"\n{thinking}\n{ANSWER_DELIMITER}\n"
+                    + f"{self.format_attempt(attempt)}{IM_END}\n")
+        eot = IM_END if fmt.name == "s1" else self.eos_token
+        return self.render_prompt(question, system) + fmt.training_body(thinking, attempt, eot)
+
+    def _assistant_start(self, question: str, system: str | None) -> int:
+        """Character offset of the assistant turn's body (after "<|im_start|>assistant\n"): the
+        prompt without the thinking start."""
+        return len(self.render_prompt(question, system)) - len(self.thinking_format.start)
 
     def encode_example(self, question: str, thinking: str, attempt: str,
                        system: str | None = None) -> tuple[list[int], list[bool]]:
         """Token ids of the rendered example and the loss mask (True = trained token).
 
         The mask is derived from character offsets: a token is trained iff it lies entirely after
-        "<|im_start|>assistant\\n" and ends at or before the final <|im_end|>.
+        "<|im_start|>assistant\n" and ends at or before the final end-of-turn token.
         """
         text = self.render_example(question, thinking, attempt, system)
-        start = len(self.render_prompt(question, system)) - len(THINK_START)   # after "assistant\n"
-        end = text.rindex(IM_END) + len(IM_END)
+        start = self._assistant_start(question, system)
+        eot = IM_END if self.thinking_format.name == "s1" else self.eos_token
+        end = text.rindex(eot) + len(eot)
         enc = self._tok.encode(text, add_special_tokens=False)
         mask = [s >= start and e <= end for s, e in enc.offsets]
         return enc.ids, mask

@@ -25,7 +25,8 @@ import sys
 from s1.common import dtypes, profiling
 from s1.common.cli import HelpFormatter
 from s1.common.threads import add_threads_argument
-from s1.infer.options import UsageError, resolve_device, resolve_inputs
+from s1.infer.options import (UsageError, add_thinking_format_args, apply_thinking_format, resolve_device,
+                              resolve_inputs)
 
 PROG = "s1 serve"
 
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     profiling.add_arguments(ap, note="--profile DIR enables POST /start_profile and POST /stop_profile, which trace "
                                      "the engine thread into DIR (without it they answer 404)")
     add_threads_argument(en)
+    add_thinking_format_args(ap)
     return ap
 
 
@@ -178,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             raise UsageError(missing)
         model_dir, tok_dir, cfg = resolve_inputs(a.model, a.tokenizer)
+        from s1.model.tokenizer import Tokenizer
+        tokenizer = Tokenizer.from_pretrained(tok_dir)
+        apply_thinking_format(tokenizer, a)       # reasoning_content splits at its thinking end
         from s1.common.threads import configure_threads
         device = resolve_device(a.device)
         configure_threads(a.threads, work_hint=cfg, device=device)
@@ -206,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             model=model_dir, tokenizer=tok_dir, device=device, dtype=None if a.dtype == "auto" else a.dtype,
             page_size=a.page_size, max_num_seqs=a.max_num_seqs, gpu_memory_utilization=a.gpu_memory_utilization,
             num_pages=a.num_pages, enable_prefix_caching=not a.no_prefix_caching, max_model_len=a.max_model_len,
-            enforce_eager=a.enforce_eager))
+            enforce_eager=a.enforce_eager), tokenizer=tokenizer)
     except (ValueError, OSError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         sock.close()

@@ -8,7 +8,11 @@ so a client sees which field to fix. Fields:
                    max_completion_tokens), temperature (default 1.0, OpenAI's; 0 is greedy), top_p,
                    top_k (-1 or 0: off), seed, stop (a string or a list of strings)
   budget forcing   max_thinking_tokens (integer or "auto"), min_thinking_tokens, num_wait, extension,
-                   end_thinking, max_answer_tokens (s1/infer/sampling.py: s1's semantics)
+                   end_thinking, max_answer_tokens (s1/infer/sampling.py: s1's semantics);
+                   answer_prefix (the forced end = "\n" + the thinking end + answer_prefix); chat
+                   only: thinking_start, chat_template_kwargs.enable_thinking (false: plain
+                   generation, Qwen3's switch). The end-of-thinking strings are the server's
+                   (s1 serve --thinking-*: they live in the engine's device tables)
   extras           ignore_eos, return_token_ids (choices carry their output token ids); logprobs
                    (chat: bool + top_logprobs; completions: an integer), at most MAX_LOGPROBS
   aliases          thinking_token_budget (vLLM), thinking_budget (SGLang), thinking_budget_tokens
@@ -40,6 +44,7 @@ import math
 import re
 import time
 import uuid
+import dataclasses
 from dataclasses import dataclass, field
 
 from s1.infer.options import request_seed
@@ -144,6 +149,8 @@ def _bool_field(body, name, default=False):
 
 def _str_field(body, name, default, allow_empty=True):
     v = _get(body, name, default)
+    if v is None and default is None:
+        return None
     if not isinstance(v, str):
         raise bad(name, f"'{name}' must be a string, got {type(v).__name__} {v!r}", "invalid_type")
     if not allow_empty and not v:
@@ -185,11 +192,13 @@ _COMMON_FIELDS = frozenset({
     "top_k", "ignore_eos", "return_token_ids", "repetition_penalty", "prompt_logprobs",
     "max_thinking_tokens", "min_thinking_tokens", "num_wait", "extension", "end_thinking", "max_answer_tokens",
     *THINKING_BUDGET_ALIASES,
+    "answer_prefix",
 })
 KNOWN_FIELDS = {
     "chat": _COMMON_FIELDS | {"messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice",
                               "functions", "function_call", "parallel_tool_calls", "modalities",
-                              "reasoning_effort", "audio", "prediction", "web_search_options"},
+                              "reasoning_effort", "audio", "prediction", "web_search_options",
+                              "thinking_start", "chat_template_kwargs"},
     "completion": _COMMON_FIELDS | {"prompt", "echo", "suffix"},
 }
 
@@ -280,7 +289,7 @@ _FIELD = re.compile(r"SamplingParams\.(\w+)=")
 
 
 def _params(body: dict, stop_tokens: tuple[str, ...], n_choices: int, *, max_tokens_names,
-            logprobs: int | None = None) -> list[SamplingParams]:
+            logprobs: int | None = None, tokenizer=None) -> list[SamplingParams]:
     """One SamplingParams per choice; seeds hash(seed, choice index) when `seed` is given."""
     max_tokens = None
     for name in max_tokens_names:
@@ -298,7 +307,7 @@ def _params(body: dict, stop_tokens: tuple[str, ...], n_choices: int, *, max_tok
         min_thinking_tokens=_int_field(body, "min_thinking_tokens", 0),
         num_wait=_int_field(body, "num_wait", 0),
         extension=_str_field(body, "extension", "Wait"),
-        end_thinking=_str_field(body, "end_thinking", DEFAULT_END_THINKING, allow_empty=False),
+        end_thinking=_forced_end(body, tokenizer),
         max_answer_tokens=_int_field(body, "max_answer_tokens", None),
         max_tokens=max_tokens,
         ignore_eos=_bool_field(body, "ignore_eos"),
@@ -311,7 +320,7 @@ def _params(body: dict, stop_tokens: tuple[str, ...], n_choices: int, *, max_tok
     if not 0 < kw["top_p"] <= 1:
         raise bad("top_p", f"'top_p' must lie in (0, 1], got {kw['top_p']}", "invalid_value")
     for name in ("extension", "end_thinking"):
-        if len(kw[name]) > MAX_FORCED_CHARS:
+        if len(kw[name] or "") > MAX_FORCED_CHARS:
             raise bad(name, f"'{name}' must be at most {MAX_FORCED_CHARS} characters", "invalid_value")
     seed = _int_field(body, "seed", None, minimum=0, maximum=MAX_SEED)
     try:
@@ -322,6 +331,40 @@ def _params(body: dict, stop_tokens: tuple[str, ...], n_choices: int, *, max_tok
         m = _FIELD.search(str(e))
         raise bad(m.group(1) if m else None, _FIELD.sub(lambda x: f"'{x.group(1)}'=", str(e)),
                   "invalid_value") from None
+
+
+def _forced_end(body: dict, tokenizer) -> str | None:
+    """end_thinking, else the thinking format's end + `answer_prefix` when that is given, else None
+    (the engine takes the format's forced end: s1/model/thinking.py)."""
+    end = _str_field(body, "end_thinking", None, allow_empty=False)
+    prefix = _str_field(body, "answer_prefix", None)
+    if prefix is not None:
+        if end is not None:
+            raise bad("answer_prefix", "give 'end_thinking' (the whole forced end) or 'answer_prefix', not both",
+                      "invalid_value")
+        fmt = getattr(tokenizer, "thinking_format", None)
+        end = "\n" + (fmt.end if fmt is not None else DEFAULT_END_THINKING.split("\n")[1]) + prefix
+    return end
+
+
+def thinking_options(body: dict) -> tuple[bool, str | None]:
+    """(thinking on?, thinking start) of a chat request: `chat_template_kwargs.enable_thinking`
+    false (vLLM's and Qwen3's switch) asks for plain generation; `thinking_start` replaces the
+    format's start."""
+    kw = body.get("chat_template_kwargs")
+    if kw is not None and not isinstance(kw, dict):
+        raise bad("chat_template_kwargs", "'chat_template_kwargs' must be an object", "invalid_type")
+    on = (kw or {}).get("enable_thinking", True)
+    if not isinstance(on, bool):
+        raise bad("chat_template_kwargs.enable_thinking", "'enable_thinking' must be true or false", "invalid_type")
+    unknown = sorted(set(kw or {}) - {"enable_thinking"})
+    if unknown:
+        raise bad("chat_template_kwargs", f"unsupported chat_template_kwargs: {', '.join(unknown)} "
+                                          "(only enable_thinking)", "invalid_value")
+    start = _str_field(body, "thinking_start", None, allow_empty=False)
+    if start is not None and len(start) > MAX_FORCED_CHARS:
+        raise bad("thinking_start", f"'thinking_start' must be at most {MAX_FORCED_CHARS} characters", "invalid_value")
+    return on, start
 
 
 def engine_stop_tokens(stops: tuple[str, ...], tokenizer) -> tuple[str, ...]:
@@ -356,7 +399,7 @@ def _common(body: dict, served: str, tokenizer, n_prompts: int, max_tokens_names
     stops = _stop(body)
     logprobs = _logprobs(body, kind)
     params = _params(body, engine_stop_tokens(stops, tokenizer), n_prompts * n, max_tokens_names=max_tokens_names,
-                     logprobs=logprobs)
+                     logprobs=logprobs, tokenizer=tokenizer)
     return dict(model=model, n=n, stream=stream, include_usage=include_usage, stop_strings=stops, params=params,
                 return_token_ids=_bool_field(body, "return_token_ids"), logprobs=logprobs)
 
@@ -378,9 +421,10 @@ def _content(msg: dict, i: int) -> str:
     raise bad(where, f"'{where}' must be a string or a list of text parts, got {type(c).__name__}", "invalid_type")
 
 
-def render_chat(messages, tokenizer) -> str:
+def render_chat(messages, tokenizer, thinking: bool = True, start: str | None = None) -> str:
     """The prompt text of a conversation: [system] user -> the s1 format (render_prompt); more turns
-    -> the tokenizer's chat template + the thinking start."""
+    -> the tokenizer's chat template + the thinking start (the thinking format's, or `start`).
+    thinking=False: the template with enable_thinking=False, no thinking start."""
     if messages is None:
         raise bad("messages", "'messages' is required", "missing_required_parameter")
     if not isinstance(messages, list) or not messages:
@@ -400,7 +444,9 @@ def render_chat(messages, tokenizer) -> str:
         raise bad(f"messages[{len(turns) - 1}].content", "the user message is empty", "invalid_value")
     if len(turns) == 1 or (len(turns) == 2 and turns[0][0] == "system"):
         system = turns[0][1] if len(turns) == 2 else None
-        return tokenizer.render_prompt(turns[-1][1], system)
+        if thinking and start is None:
+            return tokenizer.render_prompt(turns[-1][1], system)
+        return tokenizer.render_prompt(turns[-1][1], system, thinking=thinking, start=start)
     for i, (role, _) in enumerate(turns):
         if role == "system" and i > 0:
             raise bad(f"messages[{i}].role", "a system message may only come first", "invalid_value")
@@ -409,11 +455,15 @@ def render_chat(messages, tokenizer) -> str:
                               "can be rendered (the s1 format); send one question per request", "invalid_value")
     try:
         text = tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in turns],
-                                             add_generation_prompt=True)
+                                             add_generation_prompt=True, **({} if thinking else {"enable_thinking": False}))
     except Exception as e:   # the template's own raise_exception, or a template error
         raise bad("messages", f"the model's chat template cannot render these messages: {e}",
                   "invalid_value") from None
-    return text + THINK_START
+    if not thinking:
+        return text
+    fmt = getattr(tokenizer, "thinking_format", None)
+    start = start or (fmt.start if fmt is not None else THINK_START)
+    return text if text.endswith(start) else text + start
 
 
 def parse_chat(body, served: str, tokenizer) -> GenRequest:
@@ -421,8 +471,11 @@ def parse_chat(body, served: str, tokenizer) -> GenRequest:
         raise bad(None, "the request body must be a JSON object", "invalid_type")
     refuse_unknown(body, "chat")
     c = _common(body, served, tokenizer, 1, ("max_tokens", "max_completion_tokens"), "chat")
-    prompt = render_chat(body.get("messages"), tokenizer)
-    return GenRequest(kind="chat", prompts=[prompt], thinking=True, id=f"chatcmpl-{uuid.uuid4().hex}", **c)
+    on, start = thinking_options(body)
+    prompt = render_chat(body.get("messages"), tokenizer, on, start)
+    if not on:   # plain generation: the raw prompt, no thinking phase
+        c["params"] = [dataclasses.replace(p, thinking=False) for p in c["params"]]
+    return GenRequest(kind="chat", prompts=[prompt], thinking=on, id=f"chatcmpl-{uuid.uuid4().hex}", **c)
 
 
 # ----------------------------------------------------------------------------- completions

@@ -3,7 +3,9 @@
 The engine reports token ids as they are produced (RequestOutput); the final record
 (GenerationOutput, LLMEngine.make_output) splits them as
     thinking = decode(first num_thinking_tokens output ids)
-    answer   = decode(the rest) after its first "<|im_start|>answer", one leading newline dropped
+    answer   = decode(the rest) after its first thinking end (the tokenizer's thinking format,
+               s1/model/thinking.py: "<|im_start|>answer", one leading newline dropped; <think>
+               models: "</think>", leading newlines dropped)
 with a trailing stop token left out. `ChoiceText` streams the same texts: reasoning deltas while
 tokens are thinking tokens, then (once the delimiter has appeared) the answer. Every delta is text
 that can no longer change, so the concatenated deltas equal the final texts exactly:
@@ -20,7 +22,7 @@ that can no longer change, so the concatenated deltas equal the final texts exac
 """
 from __future__ import annotations
 
-from s1.model.tokenizer import ANSWER_DELIMITER
+from s1.model import thinking as _thinking
 
 REPLACEMENT = "\ufffd"
 
@@ -72,6 +74,7 @@ class ChoiceText:
     def __init__(self, tokenizer, mode: str, stop_strings=(), stop_ids=(), thinking: bool = True):
         assert mode in ("chat", "completion")
         self.tok, self.mode, self.thinking = tokenizer, mode, thinking
+        self.fmt = getattr(tokenizer, "thinking_format", None) or _thinking.S1
         self.stops = tuple(s for s in stop_strings if s)
         self.hold = max((len(s) for s in self.stops), default=1) - 1
         self.stop_ids = set(stop_ids)
@@ -111,15 +114,11 @@ class ChoiceText:
         else:
             self._rest.push(new)
         if self._rest_from is not None:
-            rest = self._rest.text
-            k = rest.find(ANSWER_DELIMITER)
-            if k >= 0:
-                ans = rest[k + len(ANSWER_DELIMITER):]
-                if ans:
-                    ans = ans.removeprefix("\n")
-                    d = self._stream("content", ans)
-                    if d:
-                        out.append(("content", d))
+            ans = self.fmt.answer_of(self._rest.text)
+            if ans:
+                d = self._stream("content", ans)
+                if d:
+                    out.append(("content", d))
         return out
 
     def _completion_deltas(self, new) -> list[tuple[str, str]]:
@@ -132,8 +131,9 @@ class ChoiceText:
         """Where stop strings may match in a completion's text (None: nowhere yet)."""
         if not self.thinking:
             return 0
-        k = text.find(ANSWER_DELIMITER)
-        return None if k < 0 else k + len(ANSWER_DELIMITER)
+        end = self.fmt.end
+        k = text.find(end)
+        return None if k < 0 else k + len(end)
 
     def _stream(self, kind: str, text: str, region: int | None = 0) -> str:
         """The new final part of `text` (stop strings cut it, the possible start of one is held)."""

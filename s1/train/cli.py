@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--thinking-column", help="default: thinking_trajectories, else deepseek_thinking_trajectory")
     d.add_argument("--attempt-column", help="default: attempt, else deepseek_attempt")
     d.add_argument("--system-prompt", help="default: the chat template's (Qwen's default system prompt)")
+    d.add_argument("--thinking-format", choices=("auto", "s1", "think"), default="auto",
+                   help="how an example is rendered: s1 = '<|im_start|>think\\n{thinking}\\n<|im_start|>answer\\n"
+                        "Answer: {attempt}'; think = '<think>\\n{thinking}\\n</think>\\n\\n{attempt}' (R1-distill "
+                        "and Qwen3 checkpoints); auto = think when the tokenizer has <think> and </think>")
     o = p.add_argument_group("optimization")
     o.add_argument("--epochs", type=int, default=5, help="passes over the data")
     o.add_argument("--global-batch-size", type=int, default=16, help="sequences (or packed blocks) per step")
@@ -146,6 +150,7 @@ def _parse(argv: list[str] | None):
             data=a.data, out=a.out, model=a.model, init_config=a.init_config, tokenizer=a.tokenizer,
             block_size=a.block_size, pack=a.pack, overlong=a.overlong, split=a.split,
             thinking_column=a.thinking_column, attempt_column=a.attempt_column, system_prompt=a.system_prompt,
+            thinking_format=a.thinking_format,
             epochs=a.epochs, global_batch_size=a.global_batch_size, micro_batch_size=a.micro_batch_size,
             lr=a.lr, betas=tuple(a.betas), weight_decay=a.weight_decay, warmup_ratio=a.warmup_ratio,
             max_grad_norm=a.max_grad_norm, max_steps=a.max_steps,

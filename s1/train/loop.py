@@ -57,6 +57,7 @@ class TrainConfig:
     thinking_column: str | None = None
     attempt_column: str | None = None
     system_prompt: str | None = None
+    thinking_format: str = "auto"   # s1 | think | auto (from the tokenizer): how examples are rendered
     # optimization (s1 defaults)
     epochs: int = 5
     global_batch_size: int = 16  # samples (sequences, or packed blocks with --pack) per step
@@ -204,6 +205,9 @@ def _tokenizer(cfg: TrainConfig):
         tok = cfg.model
     if isinstance(tok, (str, os.PathLike)):
         tok = Tokenizer.from_pretrained(tok)
+        if cfg.thinking_format != "auto":   # else the tokenizer's own (detected) format
+            from s1.model import thinking
+            tok.thinking_format = thinking.resolve(tok, cfg.thinking_format)
     return tok
 
 

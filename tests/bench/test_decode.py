@@ -77,7 +77,7 @@ def test_bench_budget_workload_waits_land_where_designed(model, tok):
     params = budget_forcing_params(tok, out_lens, period)
     llm = make_llm(StopAttempts(model, tok.token_id("<|im_end|>"), period, tok), tok)
     outs = llm.generate(prompts, params, use_tqdm=False)
-    wait, end = tok.encode("Wait"), tok.encode(SamplingParams().end_thinking)
+    wait, end = tok.encode("Wait"), tok.encode(tok.thinking_format.forced_end)
     assert len(wait) == 1
     for p, o, sp, n in zip(prompts, outs, params, out_lens):
         B = sp.max_thinking_tokens

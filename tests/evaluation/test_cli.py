@@ -94,3 +94,23 @@ def test_eval_refuses_a_non_empty_folder_before_loading_the_model(tmp_path, caps
     blocker.write_text("")
     assert cli.main(argv[:-1] + [str(blocker / "sub")]) == 2
     assert "cannot be written" in capsys.readouterr().err
+
+
+def test_thinking_format_and_scc_style_flags(tmp_path, capsys, qwen_tokenizer_dir):
+    """--scc-style s1 runs scc alone with budgets in steps; a stop that is more than two tokens and
+    --thinking-format think on a tokenizer without <think> exit 2 before any model loads."""
+    import shutil
+    base = ["--model", str(tmp_path), "--task", "aime24", "--out", str(tmp_path / "o"), "--limit", "1"]
+    assert cli.main(base + ["--methods", "scc,budget_forcing", "--scc-style", "s1", "--budgets", "16"]) == 2
+    assert "--scc-style s1 runs --methods scc alone" in capsys.readouterr().err
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(qwen_tokenizer_dir / name, tmp_path / name)
+    assert cli.main(base + ["--thinking-format", "think", "--budgets", "100"]) == 2
+    assert "'</think>' is" in capsys.readouterr().err          # not one token of this tokenizer
+    assert cli.main(base + ["--thinking-stops", "<|im_start|>answer\\n", "--budgets", "100",
+                            "--out", str(tmp_path / "o2")]) == 2
+    assert "one or two are supported" in capsys.readouterr().err
+    # s1's step-conditional format is accepted (the missing config.json / weights fail later, at load)
+    a = cli.build_parser().parse_args(base + ["--methods", "scc", "--scc-style", "s1", "--budgets", "16,32"])
+    tok = cli.load_tokenizer(str(tmp_path), a)
+    assert tok.thinking_format.start == "<|im_start|>" and tok.thinking_format.stops[0] == "<|im_start|>0"

@@ -230,7 +230,9 @@ def test_help_shows_every_flag_with_help_and_default():
     shown = {a.dest: fmt._get_help_string(a) % vars(a) for a in p._actions}
     assert shown["num_wait"].endswith("(default: 0)") and shown["extension"].endswith("(default: Wait)")
     assert shown["gpu_memory_utilization"].endswith("(default: 0.9)")
-    assert shown["end_thinking"].endswith("(default: '\\n<|im_start|>answer\\nFinal Answer:')")
+    # the forced end is the thinking format's (s1's shown); --thinking-format lists its presets
+    assert "'\\n<|im_start|>answer\\nFinal Answer:'" in shown["end_thinking"]
+    assert shown["thinking_format"].endswith("(default: auto)")
 
 
 # ----------------------------------------------------------------------------- against the API
@@ -291,7 +293,7 @@ def test_cli_generate_raw(ckpt, model, tok, tmp_path):
 
     V = tok.vocab_size
     think = naive_greedy(model, ids, 4, V)
-    expected = think + tok.encode(SamplingParams().end_thinking)
+    expected = think + tok.encode(tok.thinking_format.forced_end)
     expected += naive_greedy(model, ids + expected, 3, V)
     assert question["output_token_ids"] == raw["output_token_ids"] == expected
     assert raw["prompt"] == rendered and raw["num_thinking_tokens"] == question["num_thinking_tokens"] == 4

@@ -142,7 +142,7 @@ def test_question_prompt_rendering_and_output_fields(model, tok):
     o = llm.generate(["What is 1+1?"], sp, use_tqdm=False)[0]
     assert o.prompt == tok.render_prompt("What is 1+1?")
     assert o.prompt_token_ids == tok.encode(o.prompt)
-    end_ids = tok.encode(sp.end_thinking)
+    end_ids = tok.encode(tok.thinking_format.forced_end)
     assert o.num_thinking_tokens == 5
     assert o.output_token_ids[5:5 + len(end_ids)] == end_ids
     assert len(o.output_token_ids) <= 5 + len(end_ids) + 3
@@ -274,7 +274,7 @@ def test_raw_rendered_prompt_is_not_rerendered(model, tok):
     assert twice.prompt_token_ids != ids and len(twice.prompt_token_ids) > len(ids)
 
     V = tok.vocab_size
-    end = tok.encode(sp.end_thinking)
+    end = tok.encode(tok.thinking_format.forced_end)
     think = naive_greedy(model, ids, 5, V)
     answer = naive_greedy(model, ids + think + end, 3, V)
     assert not think_end_ids(tok) & set(think + answer)  # no natural stop: the reference is exact

@@ -8,11 +8,17 @@ the rules (greedy decoding), with one deliberate difference: ONE GLOBAL cap on t
 
 1. prompt = chat template + "<|im_start|>assistant\\n<|im_start|>think" (no newline: the model
    writes it, and it counts as a thinking token);
-2. a thinking round generates greedily until <|im_start|>/<|im_end|>/<|endoftext|> (dropped, not
-   counted) or until the global cap (a round may generate `cap - thinking_used` tokens);
-   thinking tokens = generated thinking tokens + inserted extension tokens;
+2. a thinking round generates greedily until <|im_start|>/<|im_end|> (s1's `until_thinking` and
+   stop: dropped, not counted) or <|endoftext|> (an EOS id of Qwen2.5's generation config: vLLM
+   keeps it in `token_ids` and s1 strips only the until_thinking ids, so it stays in the context
+   and counts as a thinking token), or until the global cap (a round may generate
+   `cap - thinking_used` tokens); thinking tokens = generated thinking tokens (a kept
+   <|endoftext|> included) + inserted extension tokens;
 3. with num_wait > 0 every round (the first included) has vLLM's min_tokens=1: its first token
-   may not be a thinking-stop token (greedy takes the best other token);
+   may not be a thinking-stop token (greedy takes the best other token); a minimum of thinking
+   tokens (min_thinking_tokens) bans the stop tokens while fewer thinking tokens have been
+   written (a second deliberate difference: ONE GLOBAL minimum, where s1's min_tokens_thinking
+   applies to every round);
 4. a stop with extensions left: append the extension's token ids (cut at the cap), new round;
 5. a stop without extensions left: append "<|im_start|>answer" (2 ids), the model continues;
 6. cap reached: append "<|im_start|>answer\\nFinal Answer:", preceded by "\\n" only when the
@@ -22,6 +28,12 @@ the rules (greedy decoding), with one deliberate difference: ONE GLOBAL cap on t
 8. answer: greedy until <|im_end|>/<|endoftext|> (kept as the last output id) or until prompt +
    output fills max_model_len (finish "length"; the same limit cuts the thinking phase and the
    forced ids -- an extrapolation, s1's own cap is far below the context).
+
+The same rules for `<think>` models (DeepSeek-R1-distill, Qwen3; the format of
+s1/model/thinking.py): prompt = chat template + "<think>\n"; the stops are </think> and <|im_end|>
+(dropped) and <|endoftext|> (kept); a natural end appends "</think>", the cap "</think>\n\n"
+preceded by the conditional "\n". They run on a stand-in tokenizer (Qwen2.5's with <think> and
+</think> added, tests/helpers.py make_think_tokenizer) and a Qwen3-style chat template.
 
 The engine (`infer.LLM`) and the emulation are driven by the same deterministic context->logits
 function (`ScriptBook.logits`): the engine through `ContextLogitsModel`, which rebuilds every
@@ -56,6 +68,9 @@ SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 PROMPT_TEMPLATE = ("<|im_start|>system\n" + SYSTEM + "<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
                    "<|im_start|>assistant\n<|im_start|>think")
 FINAL_TEXT = "<|im_start|>answer\nFinal Answer:"
+# <think> models (the stand-in's Qwen3-style template has no default system prompt)
+THINK_PROMPT_TEMPLATE = "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n<think>\n"
+THINK_FINAL_TEXT = "</think>\n\n"      # the forced end "\n</think>\n\n" without its conditional "\n"
 AUTO_MARGIN = 100
 
 # ordinary "word" tokens the scripted model writes (single tokens, no newline, no special meaning)
@@ -79,9 +94,17 @@ class Tok:
     final_ids: list
     ordinary: list
     newline_ids: list
+    # the thinking format (s1's, or "think" for <think> models)
+    name: str = "s1"
+    prompt_template: str = PROMPT_TEMPLATE
+    start_ids: tuple = ()          # the prompt's last two ids: the thinking start
+    answer_marker: tuple = ()      # the ids after which the answer starts
+    drop_stops: tuple = ()         # stops that end a round and are dropped
+    keep_stops: tuple = ()         # stops that end a round and stay in the context (<|endoftext|>)
+    delim_ids: tuple = ()          # appended at a natural end
 
     @classmethod
-    def load(cls, path) -> Tok:
+    def load(cls, path, name: str = "s1") -> Tok:
         from s1.model.tokenizer import Tokenizer
         tok = Tokenizer.from_pretrained(path)
 
@@ -90,15 +113,28 @@ class Tok:
             assert len(ids) == 1, f"{text!r} is not a single token: {ids}"
             return ids[0]
 
-        return cls(tok=tok, vocab_size=tok.vocab_size, im_start=tok.token_id("<|im_start|>"),
-                   im_end=tok.token_id("<|im_end|>"), eot=tok.token_id("<|endoftext|>"),
-                   think=one("think"), answer=one("answer"), nl=one("\n"),
-                   final_ids=tok.encode(FINAL_TEXT), ordinary=[one(w) for w in ORDINARY_WORDS],
-                   newline_ids=[one(t) for t in NEWLINE_TEXTS])
+        ims, ime, eot = tok.token_id("<|im_start|>"), tok.token_id("<|im_end|>"), tok.token_id("<|endoftext|>")
+        common = dict(tok=tok, vocab_size=tok.vocab_size, im_start=ims, im_end=ime, eot=eot,
+                      think=one("think"), answer=one("answer"), nl=one("\n"),
+                      ordinary=[one(w) for w in ORDINARY_WORDS], newline_ids=[one(t) for t in NEWLINE_TEXTS],
+                      name=name, keep_stops=(eot,))
+        if name == "s1":
+            return cls(**common, final_ids=tok.encode(FINAL_TEXT), start_ids=(ims, one("think")),
+                       answer_marker=(ims, one("answer")), drop_stops=(ims, ime), delim_ids=(ims, one("answer")))
+        close = one("</think>")
+        assert tok.encode("<think>\n") == [one("<think>"), one("\n")]
+        return cls(**common, final_ids=tok.encode(THINK_FINAL_TEXT), prompt_template=THINK_PROMPT_TEMPLATE,
+                   start_ids=(one("<think>"), one("\n")), answer_marker=(close,), drop_stops=(close, ime),
+                   delim_ids=(close,))
 
     @property
     def think_stops(self):
-        return (self.im_start, self.im_end, self.eot)
+        return self.drop_stops + self.keep_stops
+
+    @property
+    def primary_stop(self):
+        """<|im_start|> (s1) or </think>: the format's own end of thinking."""
+        return self.drop_stops[0]
 
     @property
     def answer_stops(self):
@@ -108,7 +144,7 @@ class Tok:
         return self.tok.encode(text)
 
     def prompt_ids(self, question: str) -> list:
-        return self.tok.encode(PROMPT_TEMPLATE.format(question=question))
+        return self.tok.encode(self.prompt_template.format(question=question))
 
     def ends_with_newline(self, token_id: int) -> bool:
         return self.tok.decode([token_id]).endswith("\n")
@@ -133,7 +169,7 @@ def auto_cap(max_model_len: int, prompts_ids, final_len: int) -> int:
 
 
 def s1_budget_forcing(t: Tok, prompt_ids, logits_fn, *, cap, num_wait: int, extension: str,
-                      max_model_len: int) -> S1Result:
+                      max_model_len: int, min_think: int = 0) -> S1Result:
     """s1's budget-forcing loop, host side, re-prefill style: every token is chosen by calling
     `logits_fn(context)` on the whole context (prompt + everything so far) and taking the greedy
     argmax over the real vocabulary. `cap` is an int (the global thinking cap) or None (none)."""
@@ -178,14 +214,23 @@ def s1_budget_forcing(t: Tok, prompt_ids, logits_fn, *, cap, num_wait: int, exte
                 break
             if len(ctx) >= max_model_len:
                 return result("length", thinking)
-            banned = stops if (min_tokens_1 and first) else ()
+            below_min = thinking < min_think
+            banned = stops if ((min_tokens_1 and first) or below_min) else ()
             tok_id, unmasked = greedy(banned)
             if tok_id != unmasked:
-                where = "first" if after_ext is None else ("after-empty-ext" if after_ext == "" else "after-ext")
-                events.append(("min1-masked", thinking, where))
+                if below_min and not (min_tokens_1 and first):
+                    events.append(("min-masked", thinking, None))
+                else:
+                    where = "first" if after_ext is None else ("after-empty-ext" if after_ext == "" else "after-ext")
+                    events.append(("min1-masked", thinking, where))
             first = False
             if tok_id in stops:
                 events.append(("stop", thinking, tok_id))
+                if tok_id in t.keep_stops:       # vLLM keeps an EOS id in token_ids; s1 does not strip it
+                    events.append(("kept-end", thinking, tok_id))
+                    if not push(tok_id, "kept-end"):
+                        return result("length", thinking)
+                    thinking += 1
                 if waits_left > 0:
                     waits_left -= 1
                     room = len(ext_ids) if cap is None else cap - thinking
@@ -206,7 +251,7 @@ def s1_budget_forcing(t: Tok, prompt_ids, logits_fn, *, cap, num_wait: int, exte
 
     nl = False
     if end == "natural":
-        forced, tag = [t.im_start, t.answer], "end-natural"
+        forced, tag = list(t.delim_ids), "end-natural"
         events.append(("natural-end", thinking, None))
     else:
         nl = not t.ends_with_newline(ctx[-1])
@@ -260,7 +305,7 @@ class ScriptBook:
         self.scripts: dict = {}     # tuple(prompt ids before "<|im_start|>think") -> Script
 
     def add(self, question: str, script: Script) -> None:
-        key = tuple(self.t.encode(PROMPT_TEMPLATE.format(question=question))[:-2])
+        key = tuple(self.t.prompt_ids(question)[:-2])
         assert key not in self.scripts, f"duplicate question {question!r}"
         self.scripts[key] = script
 
@@ -274,18 +319,20 @@ class ScriptBook:
 
     def ranked(self, ctx) -> list:
         t = self.t
-        ts = next((i for i in range(len(ctx) - 1) if ctx[i] == t.im_start and ctx[i + 1] == t.think), None)
+        s0, s1_ = t.start_ids
+        ts = next((i for i in range(len(ctx) - 1) if ctx[i] == s0 and ctx[i + 1] == s1_), None)
         script = self.scripts.get(tuple(ctx[:ts])) if ts is not None else None
         if script is None:                 # unknown context (warm-up, foreign prompt)
             return [t.ordinary[0]]
         gen = ctx[ts + 2:]
-        ans = next((j for j in range(len(gen) - 1) if gen[j] == t.im_start and gen[j + 1] == t.answer), None)
+        m = t.answer_marker
+        ans = next((j for j in range(len(gen) - len(m) + 1) if tuple(gen[j:j + len(m)]) == m), None)
         pre = [script.pad_top] if script.pad_top is not None else []
         if ans is None:                    # thinking phase
             n = len(gen)
             return (pre + list(script.stops.get(n, ())) + ([script.newlines[n]] if n in script.newlines else [])
                     + self._ordinary(ctx, script.sid))
-        a = len(gen) - ans - 2
+        a = len(gen) - ans - len(m)
         if script.answer_len is not None and a >= script.answer_len:
             return pre + [script.answer_stop] + self._ordinary(ctx, script.sid)
         if a == 0 and script.answer_nl:
@@ -410,6 +457,7 @@ class Scenario:
     nl_at_cap: bool
     cap: int = 0                    # effective cap (auto resolved) -- set per batch
     group: str = ""
+    min_think: int = 0              # min_thinking_tokens
 
     def describe(self, t: Tok) -> str:
         s = self.script
@@ -418,7 +466,7 @@ class Scenario:
         ans = ("never (runs to the context)" if s.answer_len is None else
                f"stop {t.tok.decode([s.answer_stop])!r} at answer pos >= {s.answer_len}")
         return (f"scenario {self.sid} [{self.group}] budget={self.budget_kind}:{self.max_thinking_tokens!r}"
-                f" (cap {self.cap}) num_wait={self.num_wait} extension={self.extension!r} "
+                f" (cap {self.cap}) min={self.min_think} num_wait={self.num_wait} extension={self.extension!r} "
                 f"nl_at_cap={self.nl_at_cap} pad_top={s.pad_top} stops@={stops} newlines@={nls} "
                 f"answer: {ans}, nl first={s.answer_nl}, <|im_start|>@{s.answer_im_start}")
 
@@ -449,9 +497,11 @@ def make_batch(t: Tok, book: ScriptBook, rng: random.Random, first_sid: int, n: 
         span = min(cap, room)                # thinking positions that can matter
         stops = {}
 
+        p0 = t.primary_stop                                     # <|im_start|> (s1) or </think>
+
         def stop_list():
-            return rng.choice([[t.im_start], [t.im_end], [t.eot], [t.im_end, t.im_start],
-                               [t.im_start, t.eot, t.im_end], [t.im_start], [t.im_end]])
+            return rng.choice([[p0], [t.im_end], [t.eot], [t.im_end, p0],
+                               [p0, t.eot, t.im_end], [p0], [t.im_end], [t.eot, p0]])
 
         if span > 0:
             horizon = min(span, rng.choice([8, 20, 60, 400]))
@@ -478,9 +528,14 @@ def make_batch(t: Tok, book: ScriptBook, rng: random.Random, first_sid: int, n: 
                         answer_nl=rng.random() < 0.8,
                         answer_im_start=rng.randint(1, 6) if rng.random() < 0.12 else None)
         book.add(q, script)
+        # a minimum of thinking tokens in some scenarios (its own generator: the other draws stay as they were)
+        mrng = random.Random(sid * 7919 + seed())
+        min_think = mrng.choice([1, 2, 5, 12, 40]) if mrng.random() < 0.2 else 0
+        if kind != "auto":
+            min_think = min(min_think, cap)
         batch.append(Scenario(sid=sid, question=q, budget_kind=kind, max_thinking_tokens=mtt,
                               num_wait=num_wait, extension=ext, script=script, nl_at_cap=nl_at_cap,
-                              cap=cap, group=group))
+                              cap=cap, group=group, min_think=min_think))
     return batch
 
 
@@ -508,7 +563,7 @@ def emulate_batch(t: Tok, book: ScriptBook, batch, max_model_len: int) -> list:
         assert cap == s.cap
         def redo(prompt, s=s, cap=cap):
             return s1_budget_forcing(t, prompt, book.logits, cap=cap, num_wait=s.num_wait,
-                                     extension=s.extension, max_model_len=max_model_len)
+                                     extension=s.extension, max_model_len=max_model_len, min_think=s.min_think)
         runs.append(Run(s, redo(p), p, redo=redo))
     return runs
 
@@ -523,7 +578,8 @@ def engine_batch(llm, runs, repeat: int = 1) -> None:
         s = r.scenario
         try:
             params.append(SamplingParams(temperature=0.0, max_thinking_tokens=s.max_thinking_tokens,
-                                         num_wait=s.num_wait, extension=s.extension, max_tokens=None))
+                                         num_wait=s.num_wait, extension=s.extension, max_tokens=None,
+                                         min_thinking_tokens=s.min_think))
             idx.append(i)
         except Exception as e:  # noqa: BLE001 -- e.g. "auto" not accepted yet
             r.engine_error = f"SamplingParams refused: {type(e).__name__}: {e}"
@@ -650,14 +706,23 @@ def summarize(t: Tok, runs, title: str, max_details: int = 12) -> str | None:
 
 # ============================================================================ fixtures
 _CACHE: dict = {}
-MAIN_BATCHES, MAIN_BATCH_SIZE = 4, 55
+MAIN_BATCHES, MAIN_BATCH_SIZE = 4, 36   # + THINK_BATCH_SIZE <think> scenarios: 180 (the file's cost stays put)
 PREFIX_BATCH_SIZE = 26
+
+
+THINK_BATCH_SIZE = 36
 
 
 def _tok(path) -> Tok:
     if "tok" not in _CACHE:
         _CACHE["tok"] = Tok.load(path)
     return _CACHE["tok"]
+
+
+def _think_tok(path) -> Tok:
+    if "think_tok" not in _CACHE:
+        _CACHE["think_tok"] = Tok.load(path, name="think")
+    return _CACHE["think_tok"]
 
 
 def _config(t: Tok):
@@ -720,9 +785,44 @@ def _runs(path) -> dict:
     return res
 
 
+def _think_runs(path) -> dict:
+    """<think>-format scenarios (the stand-in tokenizer): emulated, then one generate call on an
+    engine whose thinking format is detected from that tokenizer; once per module."""
+    if "think_runs" in _CACHE:
+        return _CACHE["think_runs"]
+    from s1 import kernels
+    from s1.infer import LLM
+    t = _think_tok(path)
+    cfg = _config(t)
+    book = ScriptBook(t, cfg.vocab_size)
+    batch = make_batch(t, book, random.Random(seed() + 29), 20000, THINK_BATCH_SIZE, MAX_POS, "think")
+    t0 = time.perf_counter()
+    runs = emulate_batch(t, book, batch, MAX_POS)
+    timings = {"emulation": round(time.perf_counter() - t0, 2)}
+    t0 = time.perf_counter()
+    with kernels.use_backend("torch"):
+        llm = LLM(model=ContextLogitsModel(cfg, book), tokenizer=t.tok, device="cpu",
+                  enable_prefix_caching=False, page_size=16)
+    assert llm.engine.thinking_format.name == "think"
+    engine_batch(llm, runs)
+    timings["engine"] = round(time.perf_counter() - t0, 2)
+    _CACHE["think_runs"] = res = {"runs": runs, "timings": timings}
+    return res
+
+
 @pytest.fixture
 def tok(qwen_tokenizer_dir) -> Tok:
     return _tok(qwen_tokenizer_dir)
+
+
+@pytest.fixture
+def ttok(think_tokenizer_dir) -> Tok:
+    return _think_tok(think_tokenizer_dir)
+
+
+@pytest.fixture
+def think_runs(think_tokenizer_dir) -> dict:
+    return _think_runs(think_tokenizer_dir)
 
 
 @pytest.fixture
@@ -776,10 +876,10 @@ IMS, IME, EOT, ANS, NL, W = 151644, 151645, 151643, 9217, 198, 14190
 FINAL = [151644, 9217, 198, 19357, 21806, 25]
 
 
-def _emulate(tok, table, default=(A,), *, cap=50, num_wait=0, extension="Wait", max_model_len=300):
+def _emulate(tok, table, default=(A,), *, cap=50, num_wait=0, extension="Wait", max_model_len=300, min_think=0):
     p = tok.prompt_ids("q")
     return s1_budget_forcing(tok, p, _table(V, len(p), table, list(default)), cap=cap, num_wait=num_wait,
-                             extension=extension, max_model_len=max_model_len)
+                             extension=extension, max_model_len=max_model_len, min_think=min_think)
 
 
 def _ids(r):
@@ -853,6 +953,63 @@ def test_emulation_answer_phase(tok):
     assert _ids(r) == ([IMS, ANS, NL, IMS, B, EOT], 0, "stop")
 
 
+def test_emulation_endoftext_inside_thinking_stays(tok):
+    # s1 keeps an <|endoftext|> that ends a round (vLLM keeps EOS ids in token_ids; s1 strips only
+    # <|im_start|> / <|im_end|>); it counts as a thinking token; the delimiter follows it
+    r = _emulate(tok, {0: [NL], 1: [EOT, A], 4: [B], 5: [IME]}, cap=10)
+    assert _ids(r) == ([NL, EOT, IMS, ANS, B, IME], 2, "stop")
+    # ... or "Wait", then a new round whose first token may not end thinking
+    r = _emulate(tok, {1: [EOT, B], 3: [IME, C], 4: [IMS, C], 6: [IME]}, cap=10, num_wait=1)
+    assert _ids(r) == ([A, EOT, W, C, IMS, ANS, IME], 4, "stop")
+    # at the cap: the extension is cut to nothing and the forced end follows (with its "\n")
+    r = _emulate(tok, {1: [EOT], 9: [IME]}, cap=2, num_wait=1)
+    assert _ids(r) == ([A, EOT, NL] + FINAL + [IME], 2, "stop")
+
+
+def test_emulation_minimum(tok):
+    # stops are banned while fewer than min_think thinking tokens are written
+    r = _emulate(tok, {0: [IME, A], 1: [IMS, B], 2: [IME], 5: [EOT]}, cap=10, min_think=2)
+    assert _ids(r) == ([A, B, IMS, ANS, A, EOT], 2, "stop")
+    assert [k for k, *_ in r.events].count("min-masked") == 2
+
+
+TO, TC = 151665, 151666                 # <think>, </think> of the stand-in tokenizer
+THINK_FINAL = [TC, 271]                 # "</think>\n\n" ("\n\n" is one token)
+
+
+def test_think_format_ids(ttok):
+    assert ttok.encode("<think>") == [TO] and ttok.encode("</think>") == [TC]
+    assert ttok.final_ids == THINK_FINAL and ttok.delim_ids == (TC,) and ttok.start_ids == (TO, NL)
+    assert ttok.prompt_ids("q")[-2:] == [TO, NL]
+    assert ttok.tok.render_prompt("q") == THINK_PROMPT_TEMPLATE.format(question="q")
+
+
+def test_think_format_natural_end_cap_minimum_extensions(ttok):
+    t = ttok
+    # natural end: </think> stays (the delimiter is </think> itself), the answer follows
+    r = _emulate(t, {0: [NL], 1: [TC, A], 2: [B], 3: [IME]}, cap=10)
+    assert _ids(r) == ([NL, TC, B, IME], 1, "stop")
+    # cap: "\n</think>\n\n", its "\n" only when the thinking does not end with one
+    r = _emulate(t, {6: [IME]}, cap=3)
+    assert _ids(r) == ([A, A, A, NL] + THINK_FINAL + [IME], 3, "stop")
+    r = _emulate(t, {2: [624], 5: [IME]}, cap=3)
+    assert _ids(r) == ([A, A, 624] + THINK_FINAL + [IME], 3, "stop")
+    # minimum: </think> banned below 2 thinking tokens
+    r = _emulate(t, {0: [TC, A], 1: [TC, B], 2: [TC], 4: [IME]}, cap=10, min_think=2)
+    assert _ids(r) == ([A, B, TC, A, IME], 2, "stop")
+    # extension: </think> dropped, "Wait" appended, the next token may not end thinking
+    r = _emulate(t, {0: [TC, A], 1: [TC, B], 2: [TC, C], 3: [TC, C], 4: [B], 5: [IME]}, cap=10, num_wait=1)
+    assert _ids(r) == ([A, W, C, TC, B, IME], 3, "stop")
+    # <|im_end|> also ends thinking (dropped); <|endoftext|> stays
+    r = _emulate(t, {0: [IME], 2: [IME]}, cap=10)
+    assert _ids(r) == ([TC, A, IME], 0, "stop")
+    r = _emulate(t, {0: [EOT], 2: [IME]}, cap=10)
+    assert _ids(r) == ([EOT, TC, IME], 1, "stop")
+    # <|im_start|> is an ordinary thinking token in this format
+    r = _emulate(t, {0: [IMS], 1: [TC], 3: [IME]}, cap=10)
+    assert _ids(r) == ([IMS, TC, A, IME], 1, "stop")
+
+
 def test_auto_cap_formula():
     assert auto_cap(320, [[0] * 40, [0] * 52, [0] * 7], 6) == 320 - 52 - 6 - 100
 
@@ -885,6 +1042,10 @@ def _coverage(all_runs) -> collections.Counter:
                     c["natural end at the first token"] += 1
             elif k == "pad-masked":
                 c["padded id masked"] += 1
+            elif k == "kept-end":
+                c["<|endoftext|> kept in thinking"] += 1
+            elif k == "min-masked":
+                c["minimum masked a stop"] += 1
             elif k == "answer-stop":
                 c["answer stop " + ("<|im_end|>" if d == 151645 else "<|endoftext|>")] += 1
             elif k == "context-limit":
@@ -898,8 +1059,9 @@ def _coverage(all_runs) -> collections.Counter:
     return total
 
 
-def test_scenario_coverage(emulated):
-    all_runs = [r for b in emulated["main"] for r in b] + emulated["prefix"]
+def test_scenario_coverage(emulated, think_runs):
+    """Over both formats' scenarios (the categories do not depend on the format)."""
+    all_runs = [r for b in emulated["main"] for r in b] + emulated["prefix"] + think_runs["runs"]
     c = _coverage(all_runs)
     need = ["budget:zero", "budget:one", "budget:small", "budget:medium", "budget:large", "budget:huge",
             "budget:auto", "num_wait:0", "num_wait:4", "extension:''", "extension:'Hmm'",
@@ -909,15 +1071,31 @@ def test_scenario_coverage(emulated):
             "extension fills-cap", "cap end (nl-inserted)", "cap end (ends-with-newline)",
             "cap end with 0 thinking tokens", "natural end", "natural end at the first token",
             "padded id masked", "answer stop <|im_end|>", "answer stop <|endoftext|>", "context limit (answer)",
-            "<|im_start|> in the answer", "stop attempt at the first token"]
+            "<|im_start|> in the answer", "stop attempt at the first token", "<|endoftext|> kept in thinking",
+            "minimum masked a stop"]
     report = "\n".join(f"  {k}: {v}" for k, v in sorted(c.items()))
-    assert len(all_runs) - len(emulated["prefix"]) >= 200
+    assert len(all_runs) - len(emulated["prefix"]) >= 180   # s1 main batches + <think> batch
     missing = [k for k in need if c[k] < 3]
     assert not missing, f"scenario categories hit fewer than 3 times: {missing}\ncoverage:\n{report}"
     print(f"\ncoverage over {len(all_runs)} scenarios (scenarios per category):\n{report}")
 
 
 # ============================================================================ tests: engine vs s1
+def test_engine_matches_s1_emulation_think_format(think_runs, ttok):
+    """The <think> format (stand-in tokenizer, detected by the engine): the same rules, the same
+    tokens as the emulation, over a batch of seeded scenarios."""
+    runs = think_runs["runs"]
+    print(f"\ntimings (s): {think_runs['timings']}")
+    c = _coverage(runs)
+    need = ["cap end (nl-inserted)", "cap end (ends-with-newline)", "natural end", "extension inserted",
+            "min_tokens=1 masked a stop (first)", "minimum masked a stop", "<|endoftext|> kept in thinking",
+            "budget:auto", "answer stop <|im_end|>"]
+    missing = [k for k in need if c[k] < 1]
+    assert not missing, f"<think> scenarios miss {missing}: {sorted(c.items())}"
+    msg = summarize(ttok, runs, "engine, <think> format (stand-in tokenizer)")
+    assert msg is None, msg
+
+
 def test_engine_prompt_matches_s1(runs, tok):
     bad = [r for r in runs["main"] if r.engine is not None and list(r.engine.prompt_token_ids) != r.prompt_ids]
     if bad:

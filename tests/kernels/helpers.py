@@ -12,6 +12,9 @@ V, VOCAB = 301, 297            # 4 padded ids; 301 is not a multiple of any tile
 
 
 END_IDS = [290, 291, 292]
+KEEP_ID = END_IDS[2]           # ends thinking and stays in the context (s1's <|endoftext|>)
+PAIR = (7, 8)                  # a two-token end: 8 right after 7 (s1's step-conditional "<|im_start|>0")
+END_RULES = [[*END_IDS, PAIR[1]], [-1, -1, -1, PAIR[0]], [0, 0, 1, 0]]
 
 
 def random_tables(R: int, seed: int, lmax: int = 4, nstop: int = 3) -> fs.ForceTables:
@@ -41,7 +44,7 @@ def random_tables(R: int, seed: int, lmax: int = 4, nstop: int = 3) -> fs.ForceT
     st[:, fs.MAX_ANSWER] = torch.where(ri(0, 3) == 0, st[:, fs.ANSWER_USED] + ri(1, 3), big)
     st[:, fs.OUT_COUNT] = ri(0, 20)
     st[:, fs.MAX_TOKENS] = torch.where(ri(0, 3) == 0, st[:, fs.OUT_COUNT] + ri(1, 4), big)
-    st[:, fs.LAST_TOKEN] = ri(0, VOCAB)
+    st[:, fs.LAST_TOKEN] = torch.where(ri(0, 4) == 0, PAIR[0], ri(0, VOCAB))
     st[:, fs.MASK_NEXT] = ri(0, 2)
     st[:, fs.END_SKIP_NL] = ri(0, 2)
     st[:, fs.TOP_K] = 0
@@ -54,7 +57,7 @@ def random_tables(R: int, seed: int, lmax: int = 4, nstop: int = 3) -> fs.ForceT
                        torch.randint(0, VOCAB, (R, nstop), generator=g))
     stop[:, 0] = END_IDS[1]
     newline = (torch.rand(V, generator=g) < 0.3).to(torch.uint8)
-    return fs.ForceTables(st, fp, forced, stop, torch.tensor(END_IDS), newline)
+    return fs.ForceTables(st, fp, forced, stop, torch.tensor(END_IDS), newline, torch.tensor(END_RULES))
 
 
 def random_logits(B: int, seed: int) -> torch.Tensor:
@@ -63,12 +66,13 @@ def random_logits(B: int, seed: int) -> torch.Tensor:
     pick = torch.rand(B, generator=g)
     x[pick < 0.25, END_IDS[0]] = 50.0                         # the model tries to end thinking
     x[(pick >= 0.25) & (pick < 0.35), END_IDS[2]] = 60.0
+    x[(pick >= 0.35) & (pick < 0.45), PAIR[1]] = 55.0
     x[:, VOCAB:] = 100.0                                       # padded rows: must never win
     return x
 
 
 def clone(t: fs.ForceTables, device="cpu") -> fs.ForceTables:
-    return fs.ForceTables(*(x.clone().to(device) for x in t))
+    return fs.ForceTables(*(None if x is None else x.clone().to(device) for x in t))
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from s1 import kernels  # noqa: E402
 from s1.infer import budget  # noqa: E402
 from s1.kernels import force_state as fs  # noqa: E402
 from s1.kernels import reference as ref  # noqa: E402
-from tests.kernels.helpers import (END_IDS, VOCAB, V, clone, poisoned_allocations, random_logits,  # noqa: E402
+from tests.kernels.helpers import (END_IDS, KEEP_ID, PAIR, VOCAB, V, clone, poisoned_allocations, random_logits,  # noqa: E402
                                   random_tables)
 from tests._lib_helpers import h32_i32, uniform_noise_i64  # noqa: E402
 
@@ -350,6 +350,8 @@ def test_rules_equal_reference_over_thousands_of_states(seed):
         pick = torch.rand(B, generator=g)
         t_u[pick < 0.3] = END_IDS[0]
         t_u[(pick >= 0.3) & (pick < 0.4)] = END_IDS[1]          # also an answer stop id
+        t_u[(pick >= 0.4) & (pick < 0.5)] = KEEP_ID             # kept in the context
+        t_u[(pick >= 0.5) & (pick < 0.6)] = PAIR[1]             # an end only right after PAIR[0]
         t_m = torch.randint(0, END_IDS[0], (B,), generator=g)
         r_ref = ref.sample_and_force(None, rows, ref_t, VOCAB, 7, given=(t_u, t_m))
         r_tri = tri(None, rows, tri_t, VOCAB, 7, given=(t_u, t_m))
@@ -362,7 +364,7 @@ def test_rules_equal_reference_over_thousands_of_states(seed):
 def test_transitions_by_hand():
     """A few rows written out by hand from the rules (s1/kernels/force_state.py)."""
     tables = random_tables(6, 5)
-    st, fp, forced, stop, _, newline = tables
+    st, fp, forced, stop, _, newline = tables[:6]
     st.zero_()
     for c in (fs.MAX_THINK, fs.MAX_ANSWER, fs.MAX_TOKENS):
         st[:, c] = fs.UNLIMITED
@@ -398,3 +400,43 @@ def test_transitions_by_hand():
     assert st[3, fs.FORCE_KIND] == fs.F_END and st[3, fs.FORCE_POS] == 1   # "\n" already there: skipped
     assert st[4, fs.MASK_NEXT] == 1 and st[4, fs.THINK_USED] == 1
     assert res[fs.R_DONE].tolist() == [0, 0, 0, 0, 0, 1] and res[fs.R_FINISH, 5] == fs.FIN_STOP
+
+
+@pytest.mark.parametrize("impl", ["reference", pytest.param("triton", marks=needs_triton)])
+def test_kept_and_two_token_end_rules_by_hand(impl):
+    """s1's <|endoftext|> inside thinking (a KEEP end id: emitted, then "Wait" or the delimiter) and
+    a two-token end (PAIR[1] right after PAIR[0]: F_DELIM goes on from position 1)."""
+    tables = random_tables(5, 6)
+    st, fp, forced, _, _, newline = tables[:6]
+    st.zero_()
+    for c in (fs.MAX_THINK, fs.MAX_ANSWER, fs.MAX_TOKENS):
+        st[:, c] = fs.UNLIMITED
+    fp[:, fs.INV_TEMP] = 0.0
+    forced[:, fs.F_EXT, :2] = torch.tensor([11, 12])
+    forced[:, fs.F_DELIM, :3] = torch.tensor([PAIR[0], 30, 31])
+    st[:, fs.FORCE_LEN + fs.F_EXT], st[:, fs.FORCE_LEN + fs.F_END], st[:, fs.FORCE_LEN + fs.F_DELIM] = 2, 1, 3
+    st[:, fs.LAST_TOKEN] = 3
+    st[0, fs.WAITS_LEFT] = 1                    # row 0: KEEP id, one wait -> the id, then FORCE "11 12"
+    # row 1: KEEP id, no wait -> the id, then FORCE the delimiter from position 0
+    st[2, fs.WAITS_LEFT] = 1                    # row 2: KEEP id, empty extension -> THINK, MASK_NEXT
+    st[2, fs.FORCE_LEN + fs.F_EXT] = 0
+    st[3, fs.LAST_TOKEN] = PAIR[0]              # row 3: PAIR[1] after PAIR[0] -> delimiter from position 1
+    st[3, fs.THINK_USED] = 5
+    # row 4: PAIR[1] after anything else -> an ordinary thinking token
+    logits = torch.zeros(5, V)
+    logits[:3, KEEP_ID] = 10.0
+    logits[3:, PAIR[1]] = 10.0
+    if impl == "reference":
+        res = ref.sample_and_force(logits, torch.arange(5), tables, VOCAB, 7)
+        state = st
+    else:
+        t = clone(tables, DEVICE)
+        res = tri(logits, torch.arange(5), t, VOCAB, 7)
+        state = t.state.cpu()
+    assert res[fs.R_TOKEN].tolist() == [KEEP_ID, KEEP_ID, KEEP_ID, 30, PAIR[1]]
+    assert state[:, fs.PHASE].tolist() == [fs.FORCE, fs.FORCE, fs.THINK, fs.FORCE, fs.THINK]
+    assert state[:, fs.FORCE_KIND].tolist()[:2] == [fs.F_EXT, fs.F_DELIM] and state[3, fs.FORCE_KIND] == fs.F_DELIM
+    assert state[:2, fs.FORCE_POS].tolist() == [0, 0] and state[3, fs.FORCE_POS] == 2
+    assert state[:, fs.THINK_USED].tolist() == [1, 1, 1, 4, 1]     # the kept id counts; the pair's first goes
+    assert state[:, fs.MASK_NEXT].tolist() == [0, 0, 1, 0, 0]
+    assert state[:, fs.WAITS_USED].tolist() == [1, 0, 1, 0, 0]

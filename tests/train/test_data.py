@@ -271,3 +271,26 @@ def test_packed_micro_batch_never_attends_across_sequences():
     packed = model(mb.input_ids, cu_seqlens=mb.cu_seqlens, max_seqlen=mb.max_seqlen, labels=mb.labels)
     single = sum(model(torch.tensor(e.ids), labels=torch.tensor(e.labels)) for e in ex)
     torch.testing.assert_close(packed, single, rtol=1e-6, atol=1e-5)
+
+
+def test_s1k11_rows_in_the_think_template(think_tokenizer_dir):
+    """s1K-1.1-style rows (deepseek_thinking_trajectory / deepseek_attempt) on a <think> tokenizer
+    (R1-distill / Qwen3 stand-in): rendered "<think>\\n{thinking}\\n</think>\\n\\n{attempt}<|im_end|>\\n",
+    the assistant part trained; `s1 train --thinking-format s1` keeps s1's template on the same tokenizer."""
+    from s1.model import thinking
+    from s1.model.tokenizer import Tokenizer
+    from types import SimpleNamespace as Cfg
+
+    from s1.train.loop import _tokenizer
+    ttok = Tokenizer.from_pretrained(think_tokenizer_dir)
+    rows = [{"question": "What is 2+3?", "deepseek_thinking_trajectory": "2 plus 3 is 5.",
+             "deepseek_attempt": "The answer is $\\boxed{5}$."}]
+    (ex,), _ = tokenize_rows(rows, ttok, block_size=4096)
+    trained = [y for y in ex.labels if y != IGNORE_INDEX]
+    assert ttok.decode(trained) == "<think>\n2 plus 3 is 5.\n</think>\n\nThe answer is $\\boxed{5}$.<|im_end|>\n"
+    assert ttok.decode(ex.ids).startswith("<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n<think>")
+    assert _tokenizer(Cfg(tokenizer=think_tokenizer_dir, model=None, thinking_format="auto")).thinking_format.name == "think"
+    forced = _tokenizer(Cfg(tokenizer=think_tokenizer_dir, model=None, thinking_format="s1"))
+    assert forced.thinking_format == thinking.S1
+    (ex1,), _ = tokenize_rows(rows, forced, block_size=4096)
+    assert "<|im_start|>think\n2 plus 3 is 5.\n<|im_start|>answer\nAnswer: The answer" in forced.decode(ex1.ids)
