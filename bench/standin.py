@@ -49,6 +49,13 @@ class StandInTokenizer:
         return cls(259, {"<|endoftext|>": 256, "<|im_start|>": 257, "<|im_end|>": 258},
                    eos="<|im_end|>", pad="<|endoftext|>", newline_ids=(10,))
 
+    @property
+    def thinking_format(self):
+        """s1's thinking format (s1/model/thinking.py), the one these ids are Qwen2.5's for; read
+        only by engines that have thinking formats (another checkout's may not)."""
+        from s1.model import thinking
+        return thinking.S1
+
     def token_id(self, name: str) -> int:
         return self.specials[name]
 

@@ -459,7 +459,7 @@ def context_clipping(llm, sent: list, params: list, stubs: list[dict], gen_kw: d
                 plen[prompt] = llm.prompt_length(prompt, **gen_kw)
             except ValueError:   # the engine reports a bad prompt in its output
                 plen[prompt] = None
-        end = p.end_thinking
+        end = p.end_thinking if p.end_thinking is not None else tok.thinking_format.forced_end   # None: the format's
         if end not in end_len:
             end_len[end] = len(tok.encode(end[1:] if end.startswith("\n") else end))
         if plen[prompt] is None:

@@ -172,19 +172,12 @@ def check_args(a: argparse.Namespace) -> None:
 
 
 def render_chat_prompt(tokenizer, question: str) -> str:
-    """The plain chat prompt of --no-think (`s1 generate` and `s1 eval`): the checkpoint's chat
-    template with the user question and the assistant turn opened (no "<|im_start|>think"), else
-    the built-in s1 format without the thinking start; the system message as render_prompt's.
-    Sent raw with no thinking rules, the engine generates it without a thinking phase."""
-    from s1.model.tokenizer import DEFAULT_SYSTEM_PROMPT, IM_END, IM_START
-    system = tokenizer.system_prompt
-    if tokenizer.chat_template:
-        messages = ([{"role": "system", "content": system}] if system is not None else [])
-        return tokenizer.apply_chat_template(messages + [{"role": "user", "content": question}],
-                                             add_generation_prompt=True)
-    system = DEFAULT_SYSTEM_PROMPT if system is None else system
-    return (f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n{question}{IM_END}\n"
-            f"{IM_START}assistant\n")
+    """The plain chat prompt of --no-think (`s1 generate` and `s1 eval`): the prompt the engine
+    renders for SamplingParams(thinking=False) (`Tokenizer.render_prompt(thinking=False)`: the
+    checkpoint's chat template with enable_thinking=False and the assistant turn opened, no
+    thinking start; Qwen3's template adds its empty <think></think> block). Sent raw with no
+    thinking rules, the engine generates it without a thinking phase."""
+    return tokenizer.render_prompt(question, thinking=False)
 
 
 def check_out_path(out: str) -> None:

@@ -110,3 +110,33 @@ def test_eval_sweep_on_a_think_model(think_tokenizer_dir):
     assert auto["accuracy"] == 100.0 and auto["mean_thinking_tokens"] == len(tok.encode("So 5."))
     two = next(v for k, v in by.items() if "max=2/" in k)
     assert two["mean_thinking_tokens"] == 2
+
+
+def test_qwen3_checkpoint_with_a_think_tokenizer_end_to_end(think_tokenizer_dir, tmp_path):
+    """The two halves of issue 29 together: a random Qwen3 checkpoint (q/k norms, no qkv bias,
+    head_dim 32 != hidden / heads) saved with the <think> stand-in tokenizer, through `s1 generate`.
+    The format is detected from the checkpoint's tokenizer: the prompt ends with "<think>\\n", the
+    cap forces "\\n</think>\\n\\n" after exactly 6 thinking tokens, and --no-think renders the
+    template's enable_thinking=False prompt (its empty <think></think> block) with no thinking."""
+    import json
+
+    from s1 import kernels
+    from s1.infer.cli import generate_main
+    from s1.model.loading import save_random_checkpoint
+    ckpt = save_random_checkpoint(tmp_path / "qwen3", "qwen3-smoke", tokenizer_dir=think_tokenizer_dir, seed=3,
+                                  torch_dtype="float32", max_position_embeddings=512)
+    assert json.loads((tmp_path / "qwen3" / "config.json").read_text())["model_type"] == "qwen3"
+    args = ["--model", ckpt, "--prompt", "What is 2+2?", "--max-answer-tokens", "3", "--no-progress",
+            "--threads", "1", "--num-pages", "32", "--max-model-len", "256", "--device", "cpu"]
+    with kernels.use_backend("torch"):
+        assert generate_main(args + ["--max-thinking-tokens", "6", "--out", str(tmp_path / "t.jsonl")]) == 0
+        assert generate_main(args + ["--no-think", "--max-tokens", "5", "--out", str(tmp_path / "p.jsonl")]) == 0
+    (t,), (p,) = ([json.loads(line) for line in open(tmp_path / f)] for f in ("t.jsonl", "p.jsonl"))
+    tok = Tokenizer.from_pretrained(think_tokenizer_dir)
+    assert tok.thinking_format.end == "</think>" and tok.render_prompt("What is 2+2?").endswith("<think>\n")
+    assert t["num_thinking_tokens"] == 6 and t["finish_reason"] is not None, t
+    assert len(tok.encode(t["thinking"])) <= 6 and t["text"].startswith(t["thinking"]), t
+    assert "\n</think>\n\n" in t["text"] and t["text"].count("</think>") == 1, t["text"]
+    assert p["num_thinking_tokens"] == 0 and "</think>" not in p["text"], p
+    plain = tok.render_prompt("What is 2+2?", thinking=False)
+    assert plain.endswith("<think>\n\n</think>\n\n"), plain
