@@ -15,11 +15,8 @@ def hf_config(**kw):
     return transformers.Qwen2Config(**base)
 
 
-def random_hf_model(seed: int = 0, std: float = 0.05, **kw):
-    """A transformers Qwen2ForCausalLM with random weights (biases and norms randomized too)."""
-    import transformers
-    torch.manual_seed(seed)
-    model = transformers.Qwen2ForCausalLM(hf_config(**kw)).float().eval()
+def _randomize(model, std: float):
+    """Norm weights around 1 (1 + 0.1 N(0, 1)), every other parameter N(0, std); in place."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name:
@@ -27,6 +24,14 @@ def random_hf_model(seed: int = 0, std: float = 0.05, **kw):
             else:
                 p.normal_(0.0, std)
     return model
+
+
+def random_hf_model(seed: int = 0, std: float = 0.05, **kw):
+    """A transformers Qwen2ForCausalLM with random weights (biases and norms randomized too)."""
+    import transformers
+    torch.manual_seed(seed)
+    model = transformers.Qwen2ForCausalLM(hf_config(**kw)).float().eval()
+    return _randomize(model, std)
 
 
 def random_hf_qwen3(seed: int = 0, std: float = 0.05, **kw):
@@ -39,13 +44,7 @@ def random_hf_qwen3(seed: int = 0, std: float = 0.05, **kw):
     base.update(kw)
     torch.manual_seed(seed)
     model = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**base)).float().eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            else:
-                p.normal_(0.0, std)
-    return model
+    return _randomize(model, std)
 
 
 def our_config_from_hf(hf_model) -> Qwen2Config:
