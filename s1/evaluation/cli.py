@@ -307,9 +307,10 @@ def main(argv: list[str] | None = None) -> int:
             base["max_tokens"] = a.max_tokens
         run_kw = dict(samples=a.samples, temperature=a.temperature, seed=a.seed, base_params=base,
                       task=a.task, model=a.model)
-        if a.resume and rank0:  # a different sweep in --out is refused before the model loads
-            check_resume(a.out, sweep_config(items, points, **run_kw))
         tokenizer = load_tokenizer(model_dir, a)
+        if a.resume and rank0:  # a different sweep in --out is refused before the model loads
+            check_resume(a.out, sweep_config(items, points, **run_kw,
+                                             thinking_format=tokenizer.thinking_format.describe()))
     except (ValueError, TaskError, ModelNotFound, FileNotFoundError) as e:
         err = str(e)
     if dp is not None:   # one rank's problem stops them all (rank 0's --out checks included)

@@ -494,13 +494,15 @@ def _rs_progress(n: int, progress: bool):
 
 
 def sweep_config(items: list[TaskItem], points: list[EvalPoint], *, samples: int, temperature: float,
-                 seed: int, base_params: dict, task: str, model: str) -> dict:
-    """config.json: everything that defines the sweep's records (a resume must match it)."""
+                 seed: int, base_params: dict, task: str, model: str, thinking_format: dict | None = None) -> dict:
+    """config.json: everything that defines the sweep's records (a resume must match it), the
+    thinking format included (s1/model/thinking.py: a resume with other --thinking-* flags is refused)."""
     digest = hashlib.sha256(json.dumps([[i.id, i.question, i.answer] for i in items]).encode()).hexdigest()
     return json.loads(json.dumps({
         "task": task, "model": model, "num_questions": len(items), "questions_sha256": digest,
         "samples": samples, "temperature": temperature, "seed": seed, "base_params": base_params,
-        "points": [p.to_dict() for p in points]}))
+        "points": [p.to_dict() for p in points],
+        **({"thinking_format": thinking_format} if thinking_format is not None else {})}))
 
 
 def part_files(out_dir: str) -> list[str]:
@@ -577,8 +579,10 @@ def run_eval(llm, items: list[TaskItem], points: list[EvalPoint], *, samples: in
     if sampling_params_cls is None:
         from s1.infer import SamplingParams as sampling_params_cls
     base_params = dict(base_params or {})
+    fmt = getattr(getattr(llm, "tokenizer", None), "thinking_format", None)
     config = sweep_config(items, points, samples=samples, temperature=temperature, seed=seed,
-                          base_params=base_params, task=task, model=model)
+                          base_params=base_params, task=task, model=model,
+                          thinking_format=fmt.describe() if hasattr(fmt, "describe") else None)
     prompts, params, stubs = build_requests(items, points, samples, temperature, seed, base_params,
                                             sampling_params_cls)
     by_key = {_key(s): i for i, s in enumerate(stubs)}

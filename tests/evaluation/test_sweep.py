@@ -138,6 +138,26 @@ def test_resume_refuses_a_different_sweep(tmp_path):
     assert llm.calls == 1 and again["_timing"]["generated"] == 0 and again["_timing"]["finished_earlier"] == 1
 
 
+def test_resume_refuses_another_thinking_format(tmp_path):
+    """config.json records the engine tokenizer's thinking format: the same sweep resumed under
+    other --thinking-* flags (here the <think> format) would mix two formats' records: refused."""
+    from types import SimpleNamespace
+
+    from s1.model import thinking
+    items = [TaskItem("a", "qa", "7", "integer")]
+    pts = sweep.make_points(["budget_forcing"], [100], [0])
+    llm = FakeLLM({"qa": 50}, {"qa": "7"})
+    llm.tokenizer = SimpleNamespace(thinking_format=thinking.S1)
+    kw = dict(out_dir=str(tmp_path), task="fake", model="fake", sampling_params_cls=SamplingParams)
+    sweep.run_eval(llm, items, pts, **kw)
+    assert json.loads((tmp_path / "config.json").read_text())["thinking_format"]["end"] == "<|im_start|>answer"
+    llm.tokenizer = SimpleNamespace(thinking_format=thinking.THINK)
+    with pytest.raises(ValueError, match="holds a different sweep .*thinking_format"):
+        sweep.run_eval(llm, items, pts, resume=True, **kw)
+    llm.tokenizer = SimpleNamespace(thinking_format=thinking.S1)
+    assert sweep.run_eval(llm, items, pts, resume=True, **kw)["_timing"]["generated"] == 0
+
+
 class InterruptingLLM(FakeLLM):
     """Raises KeyboardInterrupt (as Ctrl-C would) after `stop_after` outputs were reported."""
 
