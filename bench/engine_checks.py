@@ -22,18 +22,24 @@ import sys
 import time
 
 
-def tiny_model(torch, device, scale: float, layers: int, width: int, seed: int = 0):
+def tiny_model(torch, device, scale: float, layers: int, width: int, seed: int = 0, *,
+               intermediate: int | None = None, max_positions: int = 1024, embed_scale: float = 1.0):
+    """A tiny random Qwen2 with the real 151,936 vocabulary whose attention and MLP weights are
+    scaled by `scale` (and the embedding by `embed_scale`), so that the context decides the next
+    token (with the default init the model repeats its input token and a comparison proves
+    nothing). Also the engine tests' model (tests/helpers.py context_model)."""
     from s1.model.config import Qwen2Config
     from s1.model.qwen2 import Qwen2ForCausalLM
-    cfg = Qwen2Config(vocab_size=151936, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                      tie_word_embeddings=True, torch_dtype="float32")
+    cfg = Qwen2Config(vocab_size=151936, hidden_size=width, intermediate_size=intermediate or 2 * width,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=max_positions, tie_word_embeddings=True, torch_dtype="float32")
     m = Qwen2ForCausalLM(cfg)
     m.init_weights(seed=seed)
     with torch.no_grad():
         for name, p in m.named_parameters():
             if "proj" in name and name.endswith("weight"):
                 p.mul_(scale)
+        m.model.embed_tokens.weight.mul_(embed_scale)
     return m.to(device).eval()
 
 

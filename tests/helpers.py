@@ -55,22 +55,12 @@ def context_model(seed: int):
     """(tiny random Qwen2 with the real 151,936 vocabulary, Qwen2.5 tokenizer) whose attention and
     MLP weights are scaled up so that the context decides the next token (with the default init
     the model just repeats its input token, and an engine comparison would prove nothing)."""
-    from s1.model.config import Qwen2Config
-    from s1.model.qwen2 import Qwen2ForCausalLM
+    from bench.engine_checks import tiny_model
     from s1.model.tokenizer import Tokenizer
     from tests.conftest import SHARED_DATA
     tok = Tokenizer.from_pretrained(SHARED_DATA / "qwen2.5-tokenizer")
-    cfg = Qwen2Config(vocab_size=151936, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                      tie_word_embeddings=True, torch_dtype="float32")
-    m = Qwen2ForCausalLM(cfg)
-    m.init_weights(seed=seed)
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if "proj" in name and name.endswith("weight"):
-                p.mul_(10.0)
-        m.model.embed_tokens.weight.mul_(4.0)
-    return m.eval(), tok
+    m = tiny_model(torch, "cpu", 10.0, 2, 64, seed, intermediate=96, max_positions=128, embed_scale=4.0)
+    return m, tok
 
 
 def in_interpreter(check, *args: str) -> None:

@@ -422,9 +422,9 @@ def _sweep_thinking(points: list[EvalPoint]) -> bool:
 
 
 def render_chat_prompt(tokenizer, question: str) -> str:
-    """The plain chat prompt of --no-think (s1/infer/cli.py::render_chat_prompt)."""
-    from s1.infer.cli import render_chat_prompt as render
-    return render(tokenizer, question)
+    """The plain chat prompt of --no-think: the prompt the engine renders for
+    SamplingParams(thinking=False) (the chat template with enable_thinking=False, no thinking start)."""
+    return tokenizer.render_prompt(question, thinking=False)
 
 
 def context_limit(llm) -> int | None:

@@ -32,7 +32,7 @@ from s1.train import checkpoint as ckpt
 from s1.train.data import BatchPlan, load_rows, make_samples, tokenize_rows
 from s1.train.metrics import MetricsLog, peak_flops, train_flops
 from s1.train.parallelize import apply_activation_checkpointing, build_mesh, parallelize
-from s1.train.ranks import RankFailed, agree, on_rank0
+from s1.train.ranks import RankFailed, agree, agree_on, on_rank0
 
 SHARED_CHECK = ".s1-train-shared-check-"  # + nonce: the file every rank must read at start
 
@@ -252,12 +252,7 @@ def build_model(cfg: TrainConfig, mcfg: Qwen2Config, device: torch.device, rank:
             err = None
         except Exception as e:  # noqa: BLE001 - re-raised below
             err = e
-        try:
-            agree(err is None, f"{type(err).__name__}: {err}", f"loading {cfg.model}")
-        except RankFailed:
-            if err is not None:
-                raise err
-            raise
+        agree_on(err, f"loading {cfg.model}")
         return model.train()
     # Random init (from scratch: small models): rank 0 draws the full tensors, the others get
     # their shards by broadcast.
@@ -265,12 +260,7 @@ def build_model(cfg: TrainConfig, mcfg: Qwen2Config, device: torch.device, rank:
         full, err = _full_state_dict_rank0(cfg, mcfg, rank), None
     except Exception as e:  # noqa: BLE001 - re-raised below
         full, err = {}, e
-    try:
-        agree(err is None, f"{type(err).__name__}: {err}", "initializing the weights")
-    except RankFailed:
-        if err is not None:
-            raise err
-        raise
+    agree_on(err, "initializing the weights")
     set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=not single))
     del full
     return model.train()
@@ -386,12 +376,7 @@ def load_rows_once(data, split: str):
                 rows = load_rows(data, split)
             except Exception as e:  # noqa: BLE001 - re-raised below (every rank hears of it)
                 err = e
-        try:
-            agree(err is None, f"{type(err).__name__}: {err}", f"loading the dataset {data!r}")
-        except RankFailed:
-            if err is not None:
-                raise err
-            raise
+        agree_on(err, f"loading the dataset {data!r}")
     return rows
 
 

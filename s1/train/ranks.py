@@ -52,3 +52,15 @@ def agree(ok: bool, why: str = "", what: str = "a collective step") -> None:
     bad = [(r, w) for r, (o, w) in enumerate(flags) if not o]
     if bad:
         raise RankFailed(f"{what} failed on rank(s) " + "; ".join(f"{r}: {w}" for r, w in bad))
+
+
+def agree_on(err: BaseException | None, what: str) -> None:
+    """`agree` on a step whose outcome on this rank is `err` (None: it went well). Every rank
+    raises when any rank failed: a rank whose own step failed re-raises its own exception (its type
+    and traceback kept), the others RankFailed naming the failed rank(s)."""
+    try:
+        agree(err is None, f"{type(err).__name__}: {err}", what)
+    except RankFailed:
+        if err is not None:
+            raise err
+        raise

@@ -103,7 +103,7 @@ def export_streaming(model, cfg: Qwen2Config, path: str, dtype: torch.dtype | No
     tokenizer files; rank 0's write errors are reported to every rank after the last gather."""
     import torch.distributed as dist
 
-    from s1.train.ranks import RankFailed, agree
+    from s1.train.ranks import agree_on
     rank = dist.get_rank() if dist.is_initialized() else 0
     params = _params(model)
     names = list(hf_name_map(cfg))
@@ -167,9 +167,4 @@ def export_streaming(model, cfg: Qwen2Config, path: str, dtype: torch.dtype | No
                         shutil.copy(src, os.path.join(path, fn))
         except OSError as e:
             err = e
-    try:
-        agree(err is None, f"{type(err).__name__}: {err}", f"exporting to {path}")
-    except RankFailed:
-        if err is not None:
-            raise err
-        raise
+    agree_on(err, f"exporting to {path}")

@@ -165,16 +165,14 @@ def test_rule_grader_gives_s1_judge_verdicts_on_its_worked_examples(options, att
     assert rule_index(options, attempt) == verdict
 
 
-@pytest.mark.parametrize("pred,ref,ok", [
+# s1 judge prompt's own worked examples (issue 26)
+JUDGE_EXAMPLES = [
     (r"x in 75", r"75^\circ", True), ("-2, 1", "(1,-2)", True), ("1, -2", "(1,-2)", True),
     (r"12^{\mathrm{th}}", "12", True), ("12th", "12", True), ("2516", "2516_8", True),
     ("...it is navin.", r"\text{Navin}", True), ("so it is evelyn", r"\text{Navin}", False),
     ("-2, 3", "(1,-2)", False), ("1, -2, 3", "(1,-2)", False), ("2515", "2516_8", False),
     ("2516_7", "2516_8", False), ("1,2", "(1,2]", False), ("13th", "12", False),
-])
-def test_judge_example_rules_both_directions(pred, ref, ok):
-    assert grade(pred, ref, "math") is ok
-    assert grade(ref, pred, "math") is ok
+]
 
 
 def test_aime_answer_stated_in_a_sentence():
@@ -215,14 +213,19 @@ def test_last_number_fallback_skips_digits_of_a_name():
 
 # Math-Verify's regression families the rules used to reject (issue 26): answers split over
 # several boxes, labelled assignments, inequalities vs intervals, ';'-separated lists.
-@pytest.mark.parametrize("pred,ref,ok", [
+MATH_VERIFY_FAMILIES = [
     ("x > 2", r"(2, \infty)", True), (r"x \ge 2", r"[2, \infty)", True), (r"x \leq -1", r"(-\infty, -1]", True),
     (r"-2 < x \le 7", "(-2, 7]", True), ("2 < x", r"(2,\infty)", True), ("x > 2", r"[2,\infty)", False),
     ("x>2", "x<2", False), (r"-2 < x \le 7", "(-2, 7)", False),
     ("k = 45, n = 2", "(45, 2)", True), ("k = 45, n = 2", "45, 2", True), ("k=45, n=3", "(45,2)", False),
     ("a = 1; b = 2", "(1, 2)", True), ("1; 2; 3", "1, 2, 3", True), ("1; 2", "1, 3", False),
-])
-def test_math_verify_families(pred, ref, ok):
+]
+
+
+@pytest.mark.parametrize("pred,ref,ok", JUDGE_EXAMPLES + MATH_VERIFY_FAMILIES)
+def test_rule_grader_both_directions(pred, ref, ok):
+    """The judge prompt's worked examples and Math-Verify's families: the same verdict whichever
+    side is the reference."""
     assert grade(pred, ref, "math") is ok
     assert grade(ref, pred, "math") is ok
 

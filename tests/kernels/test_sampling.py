@@ -361,15 +361,23 @@ def test_rules_equal_reference_over_thousands_of_states(seed):
     assert (finish[1:] > 20).all(), finish                      # every finish reason
 
 
-def test_transitions_by_hand():
-    """A few rows written out by hand from the rules (s1/kernels/force_state.py)."""
-    tables = random_tables(6, 5)
-    st, fp, forced, stop, _, newline = tables[:6]
+def hand_tables(rows: int, seed: int):
+    """random_tables with every row reset for a by-hand case: state zero (thinking, nothing used),
+    no caps, greedy, the extension "11 12"."""
+    tables = random_tables(rows, seed)
+    st, fp, forced = tables[:3]
     st.zero_()
     for c in (fs.MAX_THINK, fs.MAX_ANSWER, fs.MAX_TOKENS):
         st[:, c] = fs.UNLIMITED
     fp[:, fs.INV_TEMP] = 0.0
     forced[:, fs.F_EXT, :2] = torch.tensor([11, 12])
+    return tables
+
+
+def test_transitions_by_hand():
+    """A few rows written out by hand from the rules (s1/kernels/force_state.py)."""
+    tables = hand_tables(6, 5)
+    st, _, forced, stop, _, newline = tables[:6]
     forced[:, fs.F_END, :3] = torch.tensor([20, 21, 22])
     forced[:, fs.F_DELIM, :2] = torch.tensor([30, 31])
     st[:, fs.FORCE_LEN + fs.F_EXT], st[:, fs.FORCE_LEN + fs.F_END], st[:, fs.FORCE_LEN + fs.F_DELIM] = 2, 3, 2
@@ -406,13 +414,8 @@ def test_transitions_by_hand():
 def test_kept_and_two_token_end_rules_by_hand(impl):
     """s1's <|endoftext|> inside thinking (a KEEP end id: emitted, then "Wait" or the delimiter) and
     a two-token end (PAIR[1] right after PAIR[0]: F_DELIM goes on from position 1)."""
-    tables = random_tables(5, 6)
-    st, fp, forced, _, _, newline = tables[:6]
-    st.zero_()
-    for c in (fs.MAX_THINK, fs.MAX_ANSWER, fs.MAX_TOKENS):
-        st[:, c] = fs.UNLIMITED
-    fp[:, fs.INV_TEMP] = 0.0
-    forced[:, fs.F_EXT, :2] = torch.tensor([11, 12])
+    tables = hand_tables(5, 6)
+    st, _, forced, _, _, newline = tables[:6]
     forced[:, fs.F_DELIM, :3] = torch.tensor([PAIR[0], 30, 31])
     st[:, fs.FORCE_LEN + fs.F_EXT], st[:, fs.FORCE_LEN + fs.F_END], st[:, fs.FORCE_LEN + fs.F_DELIM] = 2, 1, 3
     st[:, fs.LAST_TOKEN] = 3

@@ -17,27 +17,22 @@ def tok(qwen_tokenizer_dir):
 
 # ----------------------------------------------------------------------------- validation
 def test_bad_rows_name_the_row_and_problem():
+    def drop(col):
+        return lambda r: r.pop(col)
+
+    def put(col, value):
+        return lambda r: r.__setitem__(col, value)
+    cases = [(3, drop("attempt"), r"row 3: missing column 'attempt' or 'deepseek_attempt'"),
+             (2, put("thinking_trajectories", ["   "]), r"row 2: empty thinking trace in column 'thinking_trajectories'"),
+             (4, drop("question"), r"row 4: missing column 'question'"),
+             (1, put("attempt", 17), r"row 1: column 'attempt' must be a string")]
     rows = digit_rows(5)
-    bad = [dict(r) for r in rows]
-    del bad[3]["attempt"]
-    with pytest.raises(DataError, match=r"row 3: missing column 'attempt' or 'deepseek_attempt'"):
-        for i, r in enumerate(bad):
-            extract_fields(r, i)
-    bad = [dict(r) for r in rows]
-    bad[2]["thinking_trajectories"] = ["   "]
-    with pytest.raises(DataError, match=r"row 2: empty thinking trace in column 'thinking_trajectories'"):
-        for i, r in enumerate(bad):
-            extract_fields(r, i)
-    bad = [dict(r) for r in rows]
-    del bad[4]["question"]
-    with pytest.raises(DataError, match=r"row 4: missing column 'question'"):
-        for i, r in enumerate(bad):
-            extract_fields(r, i)
-    bad = [dict(r) for r in rows]
-    bad[1]["attempt"] = 17
-    with pytest.raises(DataError, match=r"row 1: column 'attempt' must be a string"):
-        for i, r in enumerate(bad):
-            extract_fields(r, i)
+    for row, spoil, message in cases:
+        bad = [dict(r) for r in rows]
+        spoil(bad[row])
+        with pytest.raises(DataError, match=message):
+            for i, r in enumerate(bad):
+                extract_fields(r, i)
 
 
 def test_null_column_is_reported_as_null_not_missing():
